@@ -1,0 +1,458 @@
+"""Depth-consistent augmentation: geometry checked by back-projecting known 3D points."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from slimdepth.data.augment import (
+    CenterCrop,
+    ColorJitter,
+    Compose,
+    RandomCrop,
+    RandomHorizontalFlip,
+    RandomRotation,
+    RandomScale,
+    RCrop,
+    Resize,
+    RGBMultiplier,
+    available_augmentations,
+    build_augmentation,
+)
+from slimdepth.data.sample import check_sample, collate_samples, make_sample
+from slimdepth.errors import ConfigError
+from slimdepth.geometry import (
+    backproject,
+    crop_intrinsics,
+    flip_intrinsics,
+    kitti_like_intrinsics,
+    points_to_depth_map,
+    project,
+    scale_intrinsics,
+)
+
+H, W = 48, 64
+
+
+def scene_sample(h: int = H, w: int = W, K: np.ndarray | None = None, n: int = 600, seed: int = 0) -> dict:
+    """Sparse depth from projecting random 3D points with a known K, plus image, seg and lidar."""
+    rng = np.random.default_rng(seed)
+    K = kitti_like_intrinsics(h, w) if K is None else K
+    z = rng.uniform(2.0, 60.0, n)
+    u, v = rng.uniform(-0.5, w - 0.5, n), rng.uniform(-0.5, h - 0.5, n)
+    rays = np.linalg.solve(K, np.stack([u, v, np.ones(n)]))
+    points = (rays * z).T
+    uv, zz = project(points, K)
+    depth = points_to_depth_map(uv[:, 0], uv[:, 1], zz, h, w)
+    seg = rng.integers(0, 19, (h, w))
+    seg[rng.random((h, w)) < 0.1] = 255
+    return make_sample(
+        rng.random((h, w, 3)).astype(np.float32),
+        depth=depth,
+        seg=seg,
+        K=K,
+        lidar_depth=depth * (rng.random((h, w)) < 0.5),
+        meta={"name": f"scene{seed}"},
+    )
+
+
+def undo_camera(points: np.ndarray, entries: list[dict]) -> np.ndarray:
+    """Map points from the augmented camera frame back to the source frame (square pixels)."""
+    pts = points.copy()
+    for e in reversed(entries):
+        if e["op"] == "hflip":
+            pts[:, 0] = -pts[:, 0]
+        elif e["op"] == "rotate":  # output frame = L @ source frame in (x, y)
+            t = math.radians(e["degrees"])
+            lin = np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])
+            pts[:, :2] = pts[:, :2] @ lin  # L^T applied to each row
+        elif e["op"] == "scale":
+            pts[:, 2] *= e["s"]
+    return pts
+
+
+def z_factor(entries: list[dict]) -> float:
+    return float(np.prod([e["s"] for e in entries if e["op"] == "scale"]))
+
+
+def assert_reprojects(src: dict, out: dict, key: str = "depth", undo=undo_camera, tol: float = 2e-3) -> None:
+    """Every valid output pixel, back-projected with the new K and depth, lands (through the
+    original K) within half a pixel of a source pixel that carried that very point."""
+    out_depth = out[key][0].numpy()
+    pts, _ = backproject(out_depth, out["K"].double().numpy())
+    assert len(pts) >= 10, "too few valid pixels for a meaningful check"
+    entries = out["meta"]["augment"]
+    uv, _ = project(undo(pts, entries), src["K"].double().numpy())
+    expected = out_depth[out_depth > 0].astype(np.float64) * z_factor(entries)  # backproject's order
+    src_depth = src[key][0].numpy()
+    h, w = src_depth.shape
+    found = np.zeros(len(pts), dtype=bool)
+    for di in (-1, 0, 1):
+        for dj in (-1, 0, 1):
+            i, j = np.round(uv[:, 1]).astype(int) + di, np.round(uv[:, 0]).astype(int) + dj
+            ok = (i >= 0) & (i < h) & (j >= 0) & (j < w)
+            ok &= (np.abs(uv[:, 1] - i) <= 0.5 + tol) & (np.abs(uv[:, 0] - j) <= 0.5 + tol)
+            carried = src_depth[i.clip(0, h - 1), j.clip(0, w - 1)]
+            found |= ok & np.isclose(carried, expected, rtol=1e-5, atol=0)
+    assert found.all(), f"{(~found).sum()} of {len(found)} valid pixels do not reproject onto their source point"
+
+
+GEOMETRIC_OPS = [
+    RandomCrop((32, 40)),
+    CenterCrop((30, 50)),
+    Resize((96, 128)),
+    Resize((24, 40)),
+    RCrop(sizes=((24, 32), (36, 48), (48, 64), (64, 64))),
+    RCrop(sizes=((24, 40),), out_size=(36, 48)),
+    RandomHorizontalFlip(1.0),
+    RandomRotation(15),
+    RandomRotation((90, 90)),
+    RandomScale((1.0, 2.0)),
+    RandomScale((0.6, 0.9)),
+    Compose([RCrop(sizes=((36, 48),)), RandomHorizontalFlip(1.0), RandomRotation(15), RandomScale()]),
+]
+
+
+@pytest.mark.parametrize("op", GEOMETRIC_OPS, ids=repr)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_geometric_ops_keep_points_where_they_belong(op, seed):
+    src = scene_sample(seed=seed)
+    before = copy.deepcopy(src)
+    out = op(src, generator=seed)
+    check_sample(out)
+    assert all(torch.equal(before[k], src[k]) for k in ("image", "depth", "seg", "K")) and before["meta"] == src["meta"]
+    assert_reprojects(src, out, "depth")
+    assert_reprojects(src, out, "lidar_depth")
+
+
+def test_intrinsics_match_the_geometry_helpers():
+    src = scene_sample()
+    K = src["K"].double().numpy()
+    out = Resize((96, 100))(src)
+    np.testing.assert_allclose(out["K"].numpy(), scale_intrinsics(K, 100 / W, 96 / H), rtol=1e-6)
+    out = RandomCrop((20, 30))(src, generator=3)
+    y0, x0, _, _ = out["meta"]["augment"][0]["box"]
+    np.testing.assert_allclose(out["K"].numpy(), crop_intrinsics(K, x0, y0), rtol=1e-6)
+    assert torch.equal(out["depth"], src["depth"][:, y0 : y0 + 20, x0 : x0 + 30])
+    assert torch.equal(out["image"], src["image"][:, y0 : y0 + 20, x0 : x0 + 30])
+    out = RandomHorizontalFlip(1.0)(src)
+    np.testing.assert_allclose(out["K"].numpy(), flip_intrinsics(K, W), rtol=1e-6)
+    assert torch.equal(out["depth"], src["depth"].flip(-1))
+
+
+def test_hflip_twice_is_exactly_the_identity():
+    skewed = kitti_like_intrinsics(40, 80)
+    skewed[0, 1] = 0.75
+    src = scene_sample(40, 80, K=skewed)
+    flip = RandomHorizontalFlip(1.0)
+    twice = flip(flip(src))
+    for key in ("image", "depth", "lidar_depth", "seg", "K"):
+        assert torch.equal(twice[key], src[key]), key
+    assert [e["op"] for e in twice["meta"]["augment"]] == ["hflip", "hflip"]
+    assert torch.equal(Compose([flip, flip])(src)["image"], src["image"])
+    assert not torch.equal(flip(src)["image"], src["image"])
+    assert RandomHorizontalFlip(0.0)(src)["image"] is src["image"]
+
+
+def test_hflip_twice_on_k_is_exact_up_to_float32_rounding():
+    # cx = 30.9 and W-1-cx = 32.1 straddle a power of two, so float32 cannot hold both exactly
+    src = scene_sample()
+    flip = RandomHorizontalFlip(1.0)
+    K, K2 = src["K"], flip(flip(src))["K"]
+    assert torch.equal(K2[:, :2], K[:, :2])
+    assert (K2 - K).abs().max() <= torch.finfo(torch.float32).eps * 64
+
+
+def test_rotation_by_zero_is_the_identity():
+    src = scene_sample()
+    out = RandomRotation((0, 0))(src)
+    for key in ("image", "depth", "seg", "K"):
+        assert torch.equal(out[key], src[key]), key
+
+
+def test_rotation_by_90_on_a_square_image_matches_rot90():
+    src = scene_sample(32, 32)
+    out = RandomRotation((90, 90))(src)
+    for key in ("depth", "image"):
+        assert torch.equal(out[key], torch.rot90(src[key], 1, dims=(-2, -1))), key
+    assert torch.equal(out["seg"], torch.rot90(src["seg"], 1, dims=(-2, -1)))
+    K, K2 = src["K"].double(), out["K"].double()
+    c = 15.5
+    torch.testing.assert_close(K2[0, 2], c + (K[1, 2] - c))  # L = [[0, 1], [-1, 0]]
+    torch.testing.assert_close(K2[1, 2], c - (K[0, 2] - c))
+    torch.testing.assert_close(K2[:2, :2], K[:2, :2])
+
+
+def test_rotation_pads_with_invalid_values():
+    rng = np.random.default_rng(0)
+    src = make_sample(
+        rng.random((H, W, 3)).astype(np.float32) * 0.5 + 0.5,
+        depth=rng.uniform(1, 10, (H, W)).astype(np.float32),
+        seg=rng.integers(0, 5, (H, W)),
+        K=kitti_like_intrinsics(H, W),
+    )
+    out = RandomRotation((40, 40))(src)
+    corners = (slice(0, 3), slice(0, 3))
+    assert (out["depth"][0][corners] == 0).all()
+    assert (out["seg"][corners] == 255).all()
+    assert (out["image"][:, 0, 0] == 0).all()
+    inner = (slice(H // 2 - 5, H // 2 + 5), slice(W // 2 - 5, W // 2 + 5))
+    assert (out["depth"][0][inner] > 0).all() and (out["seg"][inner] != 255).all()
+
+
+def test_rotation_with_non_square_pixels_is_an_exact_rolled_camera():
+    K = kitti_like_intrinsics(H, W)
+    K[1, 1] *= 1.3
+    src = scene_sample(K=K, seed=4)
+    out = RandomRotation((20, 20))(src)
+    K2 = out["K"].double().numpy()
+    assert K2[1, 0] == 0 and K2[0, 1] != 0  # upper triangular, with a skew
+    t, c = math.radians(20), np.array([(W - 1) / 2, (H - 1) / 2])
+    lin = np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])
+    M = np.eye(3)
+    M[:2, :2], M[:2, 2] = lin, c - lin @ c
+    Q = np.linalg.solve(K2, M @ K)  # camera roll: K2 @ Q == M @ K
+    np.testing.assert_allclose(Q @ Q.T, np.eye(3), atol=1e-6)
+    np.testing.assert_allclose(Q[2], [0, 0, 1], atol=1e-9)
+    assert np.linalg.det(Q) > 0
+    assert_reprojects(src, out, undo=lambda pts, _: pts @ Q, tol=2e-3)
+
+
+def test_random_scale_divides_depth_and_keeps_focal():
+    src = scene_sample(seed=5)
+    out = RandomScale((1.5, 1.5))(src, generator=1)
+    entry = out["meta"]["augment"][0]
+    s, (y0, x0) = entry["s"], entry["offset"]
+    K, K2 = src["K"].double().numpy(), out["K"].double().numpy()
+    np.testing.assert_allclose(K2[:2, :2], K[:2, :2], rtol=1e-6)  # focal (and skew) unchanged
+    np.testing.assert_allclose(K2[0, 2], s * (K[0, 2] + 0.5) - 0.5 - x0, rtol=1e-6)
+    np.testing.assert_allclose(K2[1, 2], s * (K[1, 2] + 0.5) - 0.5 - y0, rtol=1e-6)
+    # back-projection keeps X and Y and divides Z by s: undo only Z, no other correction
+    assert_reprojects(src, out, undo=lambda pts, _: pts * [1.0, 1.0, s])
+    values = out["depth"][out["depth"] > 0].double()
+    src_values = src["depth"][src["depth"] > 0].double() / s
+    closest = (values[:, None] - src_values[None]).abs().min(dim=1).values
+    assert (closest <= 1e-5 * values).all()  # every output depth is an input depth / s
+
+
+def test_zoom_out_pads_with_invalid():
+    src = scene_sample()
+    out = RandomScale((0.5, 0.5))(src, generator=0)
+    padding = (out["seg"] == 255) & (out["depth"][0] == 0) & (out["image"] == 0).all(0)
+    assert padding.float().mean() >= 0.7  # 3/4 of the canvas lies outside the shrunken picture
+    assert (out["depth"] > 0).sum() <= (src["depth"] > 0).sum()
+    assert_reprojects(src, out)
+
+
+@pytest.mark.parametrize("size", [(96, 128), (20, 28), (48, 64)])
+def test_resize_image_matches_interpolate(size):
+    src = scene_sample()
+    out = Resize(size)(src)
+    expected = torch.nn.functional.interpolate(src["image"][None], size=size, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out["image"], expected[0], atol=1e-5, rtol=0)
+
+
+def test_rotated_image_keeps_its_levels_and_blacks_out_the_outside():
+    src = {"image": torch.full((3, H, W), 0.8), "meta": {}}
+    out = RandomRotation((10, 10))(src)
+    inside = out["image"] > 0
+    torch.testing.assert_close(out["image"][inside], torch.full_like(out["image"][inside], 0.8))  # no border fade
+    assert not inside[:, 0, 0].any() and inside.float().mean() > 0.8
+
+
+def test_compose_fuses_geometry_like_applying_ops_one_by_one():
+    src = scene_sample(seed=3)
+    integer_ops = [RandomCrop((40, 50)), RandomHorizontalFlip(1.0), CenterCrop((30, 30)), RandomRotation((90, 90))]
+    fused = Compose(integer_ops)(src, generator=9)
+    g = torch.Generator().manual_seed(9)
+    sequential = src
+    for op in integer_ops:
+        sequential = op(sequential, g)
+    for key in ("image", "depth", "lidar_depth", "seg", "K"):
+        assert torch.equal(fused[key], sequential[key]), key
+    assert fused["meta"] == sequential["meta"]
+
+    # with a real rotation, pixels brought in from outside the crop stay invalid when fused
+    dense = make_sample(np.ones((H, W, 3), np.float32), depth=np.full((H, W), 5.0, np.float32), K=src["K"].numpy())
+    ops = [CenterCrop((30, 40)), RandomRotation((30, 30)), Resize((45, 60))]
+    fused = Compose(ops)(dense)
+    sequential = dense
+    for op in ops:
+        sequential = op(sequential)
+    torch.testing.assert_close(fused["K"], sequential["K"])
+    mismatch = (fused["depth"] > 0) != (sequential["depth"] > 0)
+    assert mismatch.float().mean() < 0.02  # only boundary pixels may round differently
+    assert (fused["depth"] == 0).float().mean() > 0.15
+
+
+# --------------------------------------------------------------------------- property test
+
+OP_CONFIGS = st.one_of(
+    st.builds(lambda p: {"op": "hflip", "p": p}, st.floats(0, 1)),
+    st.builds(lambda d: {"op": "rotate", "degrees": d}, st.floats(0, 180)),
+    st.builds(lambda a, b: {"op": "scale", "scale": sorted((a, b))}, st.floats(0.5, 3), st.floats(0.5, 3)),
+    st.builds(lambda h, w: {"op": "random_crop", "size": [h, w]}, st.integers(1, 12), st.integers(1, 12)),
+    st.builds(lambda h, w: {"op": "center_crop", "size": [h, w]}, st.integers(1, 12), st.integers(1, 12)),
+    st.builds(lambda h, w: {"op": "resize", "size": [h, w]}, st.integers(1, 40), st.integers(1, 40)),
+    st.builds(lambda h, w: {"op": "rcrop", "sizes": [[h, w], [12, 12]]}, st.integers(1, 12), st.integers(1, 12)),
+    st.just({"op": "color_jitter", "brightness": 0.9, "contrast": 0.9, "saturation": 0.9}),
+    st.just({"op": "rgb_multiplier"}),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    config=st.lists(OP_CONFIGS, min_size=1, max_size=4),
+    size=st.tuples(st.integers(12, 24), st.integers(12, 24)),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_no_op_creates_valid_pixels(config, size, seed):
+    """Each valid output depth is some valid input depth (divided by the zoom), and the label at
+    that pixel is the label of that same source pixel: nothing is interpolated or invented."""
+    h, w = size
+    rng = np.random.default_rng(seed)
+    ids = rng.permutation(h * w).reshape(h, w)
+    depth = (1.0 + ids * 0.01).astype(np.float32) * (rng.random((h, w)) < 0.6)
+    src = make_sample(rng.random((h, w, 3)).astype(np.float32), depth=depth, seg=ids % 250, K=kitti_like_intrinsics(h, w))
+    try:
+        out = build_augmentation(config)(src, generator=seed)
+    except ConfigError as err:  # a crop after a shrinking op may no longer fit: not this test's topic
+        assume("larger than the image" not in str(err) and "fits the image" not in str(err))
+        raise
+    check_sample(out)
+    assert 0.0 <= out["image"].min() and out["image"].max() <= 1.0
+    assert torch.isfinite(out["K"]).all() and out["K"][0, 0] > 0 and out["K"][1, 1] > 0 and out["K"][1, 0] == 0
+    valid = out["depth"][0] > 0
+    values = out["depth"][0][valid].double() * z_factor(out["meta"]["augment"])
+    src_ids = torch.round((values - 1.0) / 0.01).long()
+    assert torch.allclose(1.0 + src_ids.double() * 0.01, values, rtol=1e-5)  # a real input value
+    flat_depth, flat_ids = src["depth"][0].flatten(), torch.from_numpy(ids).flatten()
+    at = torch.argsort(flat_ids)[src_ids]  # where that id sat in the source
+    assert (flat_depth[at] > 0).all()  # ... and that source pixel was valid
+    assert torch.equal(out["seg"][valid], src_ids % 250)  # seg came from the very same pixel
+    labels = out["seg"][out["seg"] != 255]
+    assert (labels < 250).all()
+    geometric = [e for e in out["meta"]["augment"] if e["op"] in ("hflip", "random_crop", "center_crop")]
+    if len(geometric) == len(out["meta"]["augment"]):  # integer ops never duplicate a pixel
+        assert len(set(src_ids.tolist())) == len(src_ids)
+
+
+# --------------------------------------------------------------------------- photometric ops
+
+
+@pytest.mark.parametrize(
+    "op", [ColorJitter(), ColorJitter(3.0, 3.0, 3.0), RGBMultiplier(), RGBMultiplier(0.0, 4.0, per_channel=False)], ids=repr
+)
+def test_photometric_ops_touch_only_the_image(op):
+    src = scene_sample()
+    src["right_image"] = src["image"].clone()
+    before = copy.deepcopy(src)
+    out = op(src, generator=7)
+    for key in ("depth", "lidar_depth", "seg", "K"):
+        assert torch.equal(out[key], src[key]), key
+    assert 0.0 <= out["image"].min() and out["image"].max() <= 1.0
+    assert not torch.equal(out["image"], src["image"])
+    assert torch.equal(out["right_image"], out["image"])  # same factors on both views
+    assert before["meta"] == src["meta"]  # the input sample is left alone
+    for key in ("image", "right_image", "depth", "seg", "K"):
+        assert torch.equal(before[key], src[key]), key
+
+
+def test_rgb_multiplier_and_jitter_values():
+    img = torch.full((3, 4, 4), 0.5)
+    sample = {"image": img, "meta": {}}
+    out = RGBMultiplier(0.8, 0.8)(sample)
+    torch.testing.assert_close(out["image"], torch.full((3, 4, 4), 0.4))
+    out = ColorJitter(0.5, 0.0, 0.0)(sample, generator=0)
+    b = out["meta"]["augment"][0]["brightness"]
+    assert 0.5 <= b <= 1.5 and out["meta"]["augment"][0]["contrast"] == 1.0
+    torch.testing.assert_close(out["image"], (img * b).clamp(0, 1))
+
+
+# --------------------------------------------------------------------------- keys, meta, seeds
+
+
+def test_unlabeled_samples_and_stereo_partner():
+    rng = np.random.default_rng(0)
+    src = make_sample(rng.random((H, W, 3)).astype(np.float32), right_image=rng.random((H, W, 3)).astype(np.float32))
+    pipeline = build_augmentation(
+        [{"op": "rcrop", "sizes": [[24, 32], [40, 48]], "out_size": "32x48"}, "hflip", "rotate", "scale", "color_jitter", "rgb_multiplier"]
+    )
+    out = pipeline(src, generator=0)
+    check_sample(out)
+    assert set(out) == {"image", "meta"}  # right_image dropped by the geometric ops
+    assert out["image"].shape == (3, 32, 48)
+    assert len(out["meta"]["augment"]) >= 5 and "augment" not in src["meta"]
+    assert "right_image" in ColorJitter()(src)
+    # the partner is dropped whether or not the flip fires, so samples still batch together
+    flip = RandomHorizontalFlip(0.5)
+    batch = collate_samples([flip(src, generator=i) for i in range(6)])
+    assert "right_image" not in batch
+
+
+def test_same_seed_same_output():
+    recipe = [
+        {"op": "rcrop", "sizes": [[24, 32], [36, 48]]},
+        {"op": "hflip", "p": 0.6},
+        {"op": "rotate", "degrees": 15},
+        {"op": "scale", "scale": [1.0, 2.0]},
+        {"op": "color_jitter"},
+        {"op": "rgb_multiplier"},
+    ]
+    src = scene_sample()
+    a = build_augmentation(recipe)(src, generator=123)
+    b = build_augmentation(recipe)(src, generator=torch.Generator().manual_seed(123))
+    c = build_augmentation(recipe)(src, generator=124)
+    assert a["meta"] == b["meta"] and a["meta"] != c["meta"]
+    for key in ("image", "depth", "lidar_depth", "seg", "K"):
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_config_builder():
+    pipeline = build_augmentation({"ops": [{"op": "hflip", "p": 0.6}, "rotate"]})
+    assert isinstance(pipeline, Compose) and len(pipeline.transforms) == 2
+    assert pipeline.transforms[0].p == 0.6 and pipeline.transforms[1].degrees == (-15.0, 15.0)
+    assert build_augmentation(None).transforms == []
+    assert "rcrop" in available_augmentations()
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ([{"op": "mixup"}], "unknown op 'mixup'"),
+        ([{"p": 0.5}], "unknown op None"),
+        ([{"op": "hflip", "prob": 0.5}], "unknown parameter.*prob"),
+        ([{"op": "hflip", "p": -0.1}], r"p must be in \[0, 1\]"),
+        ([{"op": "hflip", "p": 1.5}], r"p must be in \[0, 1\]"),
+        ([{"op": "hflip", "p": "often"}], "finite number"),
+        ([{"op": "rotate", "degrees": -5}], "degrees must be >= 0"),
+        ([{"op": "scale", "scale": [2.0, 1.0]}], "low <= high"),
+        ([{"op": "scale", "scale": [0.0, 1.0]}], "must be > 0"),
+        ([{"op": "color_jitter", "contrast": -1}], "contrast must be >= 0"),
+        ([{"op": "rgb_multiplier", "low": 1.3}], "low <= high"),
+        ([{"op": "random_crop", "size": "0x5"}], "positive"),
+        ([{"op": "random_crop"}], "missing"),
+        ([{"op": "rcrop", "sizes": []}], "non-empty"),
+        ("hflip", "must be a list"),
+        ({"hflip": {}}, "'ops'"),
+    ],
+)
+def test_config_errors(config, match):
+    with pytest.raises(ConfigError, match=match):
+        build_augmentation(config)
+
+
+def test_crops_larger_than_the_image_are_errors():
+    src = scene_sample()
+    with pytest.raises(ConfigError, match="larger than the image 48x64"):
+        build_augmentation([{"op": "random_crop", "size": [64, 64]}])(src)
+    with pytest.raises(ConfigError, match="larger than the image"):
+        CenterCrop(100)(src)
+    with pytest.raises(ConfigError, match="none of the crop sizes"):
+        RCrop()(src)  # the default sizes are all larger than 48x64
