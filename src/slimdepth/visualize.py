@@ -1,0 +1,684 @@
+"""Seeing depth: colour maps, error maps, label maps, panels, contact sheets and point clouds.
+
+Everything returns plain ``uint8`` HxWx3 arrays (or writes files), so it works headless, in
+notebooks, in TensorBoard and in run directories alike. Inputs may be NumPy arrays or torch
+tensors in the Sample layout (``image`` 3xHxW float in [0, 1], ``depth`` 1xHxW metres, 0 = invalid);
+torch is never imported here.
+
+Conventions follow what depth people expect: depth is shown as *inverse* depth with magma so
+that near is bright (as monodepth2 shows disparity), the range comes from robust percentiles of
+the valid values, invalid pixels are black, and sparse LiDAR can be grown into blocks for display.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+import matplotlib
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from slimdepth.data.io import atomic_path, write_rgb
+from slimdepth.errors import ConfigError, DataError
+from slimdepth.geometry import backproject
+
+if TYPE_CHECKING:
+    import torch
+
+    ArrayLike = Union[np.ndarray, torch.Tensor]
+
+RGB = tuple[int, int, int]
+
+#: class names of the synthetic scenes, indexed by label id
+LABEL_NAMES: tuple[str, ...] = ("road", "sidewalk", "building", "vegetation", "pole", "car", "pedestrian", "sky")
+#: Cityscapes colours for those classes (pedestrian = Cityscapes "person")
+LABEL_PALETTE: tuple[RGB, ...] = (
+    (128, 64, 128),
+    (244, 35, 232),
+    (70, 70, 70),
+    (107, 142, 35),
+    (153, 153, 153),
+    (0, 0, 142),
+    (220, 20, 60),
+    (70, 130, 180),
+)
+IGNORE_LABEL = 255  # as in slimdepth.data.sample
+ERROR_KINDS: tuple[str, ...] = ("absrel", "abs", "sqrel", "log")
+DEFAULT_PERCENTILES = (5.0, 95.0)
+
+_PRED_COLOR: RGB = (255, 160, 0)
+_GT_COLOR: RGB = (0, 200, 255)
+_ABSENT_COLOR: RGB = (64, 64, 64)
+_STRIP_BG: RGB = (235, 235, 235)
+
+
+# ---------------------------------------------------------------- input conversion
+
+
+def _to_numpy(x: Any) -> tuple[np.ndarray, bool]:
+    """NumPy view of an array or torch tensor, and whether it was a tensor (layout hint)."""
+    if hasattr(x, "detach"):
+        t = x.detach().cpu()
+        return (t.float() if t.is_floating_point() else t).numpy(), True
+    return np.asarray(x), False
+
+
+def _depth2d(depth: ArrayLike, where: str = "depth") -> np.ndarray:
+    """A depth-like map as float64 HxW, accepting HxW, 1xHxW or 1x1xHxW."""
+    arr, _ = _to_numpy(depth)
+    while arr.ndim > 2 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2:
+        raise DataError(f"{where}: expected an HxW or 1xHxW map, got shape {tuple(arr.shape)}")
+    return arr.astype(np.float64)
+
+
+def _as_rgb(image: ArrayLike, where: str = "image") -> np.ndarray:
+    """Any displayable image as HxWx3 uint8: 3xHxW or HxWx3, float in [0, 1] or uint8, grey too."""
+    arr, from_torch = _to_numpy(image)
+    while arr.ndim > 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim == 3 and arr.shape[0] in (1, 3) and (from_torch or arr.shape[-1] not in (1, 3)):
+        arr = arr.transpose(1, 2, 0)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3):
+        raise DataError(f"{where}: expected an image of shape 3xHxW, HxWx3 or HxW, got {tuple(arr.shape)}")
+    if np.issubdtype(arr.dtype, np.floating) or arr.dtype == bool:
+        arr = np.rint(np.clip(np.nan_to_num(arr.astype(np.float64)), 0.0, 1.0) * 255.0)
+    arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(arr, 3, axis=-1) if arr.shape[-1] == 1 else arr)
+
+
+def _intrinsics(K: ArrayLike) -> np.ndarray:
+    arr, _ = _to_numpy(K)
+    arr = arr.astype(np.float64)
+    if arr.shape != (3, 3) or not np.isfinite(arr).all() or arr[0, 0] <= 0 or arr[1, 1] <= 0:
+        raise DataError(f"K: expected a 3x3 intrinsics matrix with positive focal lengths, got shape {arr.shape}")
+    return arr
+
+
+def _valid(depth: np.ndarray) -> np.ndarray:
+    return np.isfinite(depth) & (depth > 0)
+
+
+def _colormap(name: str) -> Any:
+    try:
+        return matplotlib.colormaps[name]
+    except KeyError:
+        names = sorted((n for n in matplotlib.colormaps if not n.endswith("_r")), key=str.lower)
+        raise ConfigError(
+            f"unknown colour map {name!r}; choose one of {', '.join(names)} (or any of them + '_r' to reverse)"
+        ) from None
+
+
+def _check_color(color: Sequence[int], what: str) -> np.ndarray:
+    arr = np.asarray(color)
+    if arr.shape != (3,) or arr.min() < 0 or arr.max() > 255:
+        raise ConfigError(f"{what} must be three integers in 0..255, got {color!r}")
+    return arr.astype(np.uint8)
+
+
+def _check_dilate(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"dilate must be a positive integer (1 = off), got {k!r}")
+    return int(k)
+
+
+# ---------------------------------------------------------------- colour maps
+
+
+def _robust_range(values: np.ndarray, percentiles: tuple[float, float]) -> tuple[float, float] | None:
+    if values.size == 0:
+        return None
+    lo, hi = np.percentile(values, percentiles)
+    return float(lo), float(hi)
+
+
+def depth_range(*depths: ArrayLike, percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> tuple[float, float]:
+    """Robust (low, high) display range in metres over the valid pixels of all given maps.
+
+    Percentiles rather than min/max, so that a few sky or noise pixels do not wash out the
+    picture; pass the result as ``vmin``/``vmax`` to colour several maps comparably.
+    """
+    values = [d[_valid(d)] for d in (_depth2d(x) for x in depths)]
+    found = _robust_range(np.concatenate(values) if values else np.empty(0), percentiles)
+    if found is None:
+        raise DataError("depth_range: no valid (finite, > 0) depth values")
+    return found
+
+
+def _dilate(values: np.ndarray, valid: np.ndarray, k: int, take_min: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Fill invalid pixels from valid ones in a kxk window (smallest value, or largest).
+
+    Valid pixels keep their own value; for depth, the smallest is the nearest surface, as a
+    z-buffer would show it. Used to make sparse points readable, never to make data.
+    """
+    if k <= 1:
+        return values, valid
+    h, w = values.shape
+    fill = np.inf if take_min else -np.inf
+    before, after = k // 2, k - 1 - k // 2
+    padded = np.pad(np.where(valid, values, fill), ((before, after), (before, after)), constant_values=fill)
+    best = np.full((h, w), fill)
+    reduce = np.minimum if take_min else np.maximum
+    for dy in range(k):
+        for dx in range(k):
+            reduce(best, padded[dy : dy + h, dx : dx + w], out=best)
+    grown = valid | (best != fill)
+    return np.where(valid, values, np.where(grown, best, 0.0)), grown
+
+
+def _paint(t: np.ndarray, valid: np.ndarray, cmap: str, invalid_color: Sequence[int]) -> np.ndarray:
+    """Colour a [0, 1] map with a matplotlib colour map; invalid pixels get ``invalid_color``."""
+    bad = _check_color(invalid_color, "invalid_color")
+    rgb = _colormap(cmap)(np.where(valid, t, 0.0), bytes=True)[..., :3]
+    rgb[~valid] = bad
+    return np.ascontiguousarray(rgb, dtype=np.uint8)
+
+
+def colorize_depth(
+    depth: ArrayLike,
+    cmap: str = "magma",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    inverse: bool = True,
+    invalid_color: Sequence[int] = (0, 0, 0),
+    dilate: int = 1,
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+) -> np.ndarray:
+    """Colour a depth map (metres, HxW or 1xHxW, NumPy or torch) as HxWx3 uint8.
+
+    ``inverse=True`` maps inverse depth so that ``vmin`` (near) is the bright end of the colour
+    map and ``vmax`` (far) the dark end, as monodepth2 shows disparity: the close range, where
+    a robot acts, gets most of the colours. ``inverse=False`` maps depth linearly (near = low
+    end). ``vmin``/``vmax`` are metres; each missing one comes from ``percentiles`` of the
+    valid values. Pixels that are 0, negative, NaN or infinite get ``invalid_color``.
+    ``dilate=k`` grows each valid pixel into a kxk block (nearest depth wins) so that sparse
+    LiDAR is visible; it changes only the picture, not the range.
+    """
+    d = _depth2d(depth)
+    valid = _valid(d)
+    k = _check_dilate(dilate)
+    if vmin is not None and vmax is not None and vmin > vmax:
+        raise ConfigError(f"vmin ({vmin}) must not exceed vmax ({vmax})")
+    if inverse and vmin is not None and vmin <= 0:
+        raise ConfigError(f"vmin must be positive for an inverse-depth map, got {vmin}")
+    auto = _robust_range(d[valid], percentiles) or (1.0, 1.0)
+    lo = float(vmin) if vmin is not None else auto[0]
+    hi = float(vmax) if vmax is not None else max(auto[1], lo)
+    lo = min(lo, hi)
+    d, valid = _dilate(d, valid, k)
+    safe = np.where(valid, d, 1.0)
+    if inverse:
+        x, a, b = 1.0 / safe, 1.0 / hi, 1.0 / lo
+    else:
+        x, a, b = safe, lo, hi
+    if b > a:
+        t = np.clip((x - a) / (b - a), 0.0, 1.0)
+    else:  # vmin == vmax: one step, the given value itself in the middle
+        t = np.where(x > a, 1.0, np.where(x < a, 0.0, 0.5))
+    return _paint(t, valid, cmap, invalid_color)
+
+
+def _error(pred: np.ndarray, gt: np.ndarray, kind: str) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if kind == "absrel":
+            return np.abs(pred - gt) / gt
+        if kind == "abs":
+            return np.abs(pred - gt)
+        if kind == "sqrel":
+            return (pred - gt) ** 2 / gt
+        return np.abs(np.log(pred) - np.log(gt))
+
+
+def colorize_error(
+    pred: ArrayLike,
+    gt: ArrayLike,
+    kind: str = "absrel",
+    vmax: float | None = None,
+    cmap: str = "YlOrRd",
+    invalid_color: Sequence[int] = (0, 0, 0),
+    dilate: int = 1,
+) -> np.ndarray:
+    """Colour the per-pixel error of ``pred`` against ``gt`` (both metres) as HxWx3 uint8.
+
+    ``kind``: ``absrel`` |p-g|/g, ``abs`` |p-g| (m), ``sqrel`` (p-g)²/g or ``log`` |ln p - ln g|.
+    The scale runs from 0 to ``vmax`` (default: 95th percentile of the error), light yellow to
+    dark red so that a perfect pixel is never confused with invalid ground truth (black). A missing or
+    non-positive prediction where the ground truth is valid shows as the worst error.
+    ``dilate=k`` grows sparse ground-truth pixels into kxk blocks (worst error wins).
+    """
+    if kind not in ERROR_KINDS:
+        raise ConfigError(f"unknown error kind {kind!r}; choose one of {', '.join(ERROR_KINDS)}")
+    p, g = _depth2d(pred, "pred"), _depth2d(gt, "gt")
+    if p.shape != g.shape:
+        raise DataError(f"pred and gt must have the same size, got {p.shape} and {g.shape}")
+    k = _check_dilate(dilate)
+    valid = _valid(g)
+    err = _error(p, np.where(valid, g, 1.0), kind)
+    err = np.where(_valid(p) & np.isfinite(err), err, np.inf)
+    finite = err[valid & np.isfinite(err)]
+    if vmax is not None and vmax <= 0:
+        raise ConfigError(f"vmax must be positive, got {vmax}")
+    if vmax is None:
+        vmax = float(np.percentile(finite, 95)) if finite.size else 0.0
+        vmax = vmax if vmax > 0 else float(finite.max(initial=0.0)) or 1.0
+    t, valid = _dilate(np.clip(err / vmax, 0.0, 1.0), valid, k, take_min=False)
+    return _paint(t, valid, cmap, invalid_color)
+
+
+def colorize_labels(seg: ArrayLike, palette: Sequence[Sequence[int]] | np.ndarray | None = None) -> np.ndarray:
+    """Colour a label map (HxW class ids) as HxWx3 uint8 with one colour per class.
+
+    ``palette[i]`` is the RGB of class i (default :data:`LABEL_PALETTE`, Cityscapes-like);
+    255 (ignore) and ids outside 0..255 are black; ids beyond the palette get fixed
+    pseudo-random colours so that extra classes stay distinguishable.
+    """
+    arr, _ = _to_numpy(seg)
+    while arr.ndim > 2 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2 or not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
+        raise DataError(f"seg: expected an HxW integer label map, got {arr.dtype} {tuple(arr.shape)}")
+    pal = np.asarray(LABEL_PALETTE if palette is None else palette)
+    if pal.ndim != 2 or pal.shape[1] != 3 or len(pal) > 256 or pal.min(initial=0) < 0 or pal.max(initial=0) > 255:
+        raise ConfigError(f"palette must be at most 256 RGB triples in 0..255, got shape {pal.shape}")
+    lut = np.random.default_rng(0).integers(0, 256, size=(257, 3)).astype(np.uint8)
+    lut[: len(pal)] = pal
+    lut[IGNORE_LABEL] = 0
+    lut[256] = 0  # out of range
+    idx = np.where((arr >= 0) & (arr <= 255), arr, 256).astype(np.intp)
+    return lut[idx]
+
+
+# ---------------------------------------------------------------- panels and text
+
+
+@lru_cache(maxsize=8)
+def _font(size: int) -> Any:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # Pillow < 10.1 or no FreeType: fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _text_strip(text: str, width: int, height: int, align: str = "center", bg: RGB = (255, 255, 255)) -> np.ndarray:
+    """A ``height`` x ``width`` strip with one line of text, shortened with '...' if too long."""
+    img = Image.new("RGB", (width, height), bg)
+    if text and height > 0 and width > 0:
+        draw = ImageDraw.Draw(img)
+        font = _font(max(6, round(height * 0.6)))
+        pad = 3
+        fitted, room = text, width - 2 * pad
+        if draw.textlength(fitted, font=font) > room:
+            while len(fitted) > 1 and draw.textlength(fitted + "...", font=font) > room:
+                fitted = fitted[:-1]
+            fitted += "..."
+        left, top, right, bottom = draw.textbbox((0, 0), fitted, font=font)
+        x = (width - (right - left)) / 2 - left if align == "center" else pad - left
+        y = (height - (bottom - top)) / 2 - top
+        draw.text((x, y), fitted, fill=(0, 0, 0), font=font)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _resize(panel: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Area-average when shrinking (no aliasing), nearest when enlarging (pixels stay honest)."""
+    h, w = panel.shape[:2]
+    if (h, w) == (height, width):
+        return panel
+    method = Image.Resampling.NEAREST if height >= h and width >= w else Image.Resampling.BOX
+    return np.asarray(Image.fromarray(panel).resize((width, height), method), dtype=np.uint8)
+
+
+def _hstack(panels: Sequence[np.ndarray], gap: int, bg: RGB = (255, 255, 255)) -> np.ndarray:
+    h = panels[0].shape[0]
+    spacer = np.empty((h, gap, 3), dtype=np.uint8)
+    spacer[:] = bg
+    parts: list[np.ndarray] = []
+    for i, p in enumerate(panels):
+        parts.extend([spacer, p] if i else [p])
+    return np.concatenate(parts, axis=1)
+
+
+def side_by_side(
+    panels: Sequence[ArrayLike],
+    titles: Sequence[str] | None = None,
+    *,
+    height: int | None = None,
+    gap: int = 4,
+    title_height: int = 20,
+) -> np.ndarray:
+    """Put images next to each other, resized to one height, with optional title strips.
+
+    Panels may be any image layout :func:`colorize_depth` & co. return or the Sample uses
+    (HxWx3 uint8, 3xHxW float, HxW grey). ``height`` defaults to the first panel's; widths keep
+    each panel's aspect ratio. Output: (title_height if titles else 0) + height rows and
+    sum(widths) + gap*(n-1) columns, white between panels.
+    """
+    if not panels:
+        raise ConfigError("side_by_side needs at least one panel")
+    if titles is not None and len(titles) != len(panels):
+        raise ConfigError(f"got {len(titles)} titles for {len(panels)} panels")
+    if gap < 0 or title_height < 0 or (height is not None and height < 1):
+        raise ConfigError("height must be positive, gap and title_height non-negative")
+    rgb = [_as_rgb(p, f"panel {i}") for i, p in enumerate(panels)]
+    h = height or rgb[0].shape[0]
+    rgb = [_resize(p, h, max(1, round(p.shape[1] * h / p.shape[0]))) for p in rgb]
+    if titles is not None and title_height > 0:
+        rgb = [np.concatenate([_text_strip(t, p.shape[1], title_height), p]) for t, p in zip(titles, rgb)]
+    return _hstack(rgb, gap)
+
+
+def bird_eye_view(
+    depth: ArrayLike, K: ArrayLike, gt: ArrayLike | None = None, *, height: int = 256, max_depth: float | None = None
+) -> np.ndarray:
+    """Top-down view (x right, z up the picture) of the back-projected points, metric aspect.
+
+    Shows what colour maps hide: a scale error moves a whole wall, a shape error bends it.
+    Prediction in orange, ground truth (if given) in cyan on top, black background, camera at
+    the bottom centre; the view reaches ``max_depth`` (default: the 95th percentile of the
+    ground truth, else of the prediction) and the camera's horizontal field of view.
+    """
+    Km = _intrinsics(K)
+    clouds = [(_depth2d(depth), _PRED_COLOR)]
+    if gt is not None:
+        clouds.append((_depth2d(gt, "gt"), _GT_COLOR))
+    if max_depth is None:
+        ref = next((d[_valid(d)] for d, _ in reversed(clouds) if _valid(d).any()), np.ones(1))
+        max_depth = float(np.percentile(ref, 95))
+    if max_depth <= 0 or height < 2:
+        raise ConfigError("bird_eye_view needs max_depth > 0 and height >= 2")
+    w_img = clouds[0][0].shape[1]
+    x_lo = -Km[0, 2] / Km[0, 0] * max_depth
+    x_hi = (w_img - 1 - Km[0, 2]) / Km[0, 0] * max_depth
+    width = max(2, round(height * (x_hi - x_lo) / max_depth))
+    canvas = np.zeros((height, width, 3), dtype=np.uint8)
+    for d, color in clouds:
+        pts, _ = backproject(d, Km)
+        col = np.rint((pts[:, 0] - x_lo) / (x_hi - x_lo) * (width - 1)).astype(np.int64)
+        row = np.rint((1.0 - pts[:, 2] / max_depth) * (height - 1)).astype(np.int64)
+        keep = (col >= 0) & (col < width) & (row >= 0) & (row < height)
+        canvas[row[keep], col[keep]] = color
+    return canvas
+
+
+def _auto_dilation(depth: np.ndarray, scale: float = 1.0) -> int:
+    """Block size that keeps a sparse map (< 50 % valid) readable after resizing by ``scale``."""
+    if _valid(depth).mean() >= 0.5:
+        return 1
+    return 2 * math.ceil(1.0 / min(scale, 1.0)) + 1
+
+
+def _range_text(rng: tuple[float, float] | None) -> str:
+    return f"{rng[0]:.1f}-{rng[1]:.1f} m" if rng else "no valid depth"
+
+
+def comparison_panel(
+    image: ArrayLike,
+    pred: ArrayLike,
+    gt: ArrayLike | None = None,
+    K: ArrayLike | None = None,
+    *,
+    cmap: str = "magma",
+    error_vmax: float | None = None,
+    title_height: int = 20,
+) -> np.ndarray:
+    """image | prediction | ground truth | abs-rel error (| top view when ``K`` is given).
+
+    Prediction and ground truth share one depth range (robust percentiles of the ground
+    truth, else of the prediction) so equal colours mean equal metres; the titles state the
+    range. Ground truth and error appear only with ``gt``; sparse ground truth is grown into
+    small blocks. With ``K``, a :func:`bird_eye_view` of both point clouds is appended.
+    """
+    rgb = _as_rgb(image)
+    p = _depth2d(pred, "pred")
+    g = None if gt is None else _depth2d(gt, "gt")
+    ref = g if g is not None and _valid(g).any() else p
+    rng = _robust_range(ref[_valid(ref)], DEFAULT_PERCENTILES)
+    vmin, vmax = rng if rng else (None, None)
+    panels = [rgb, colorize_depth(p, cmap, vmin, vmax)]
+    titles = ["image", f"prediction {_range_text(rng)}"]
+    if g is not None:
+        k = _auto_dilation(g)
+        panels += [colorize_depth(g, cmap, vmin, vmax, dilate=k), colorize_error(p, g, "absrel", error_vmax, dilate=k)]
+        titles += [f"ground truth {_range_text(rng)}", "abs rel error"]
+    if K is not None:
+        panels.append(bird_eye_view(p, K, g, height=rgb.shape[0]))
+        titles.append("top view")
+    return side_by_side(panels, titles, height=rgb.shape[0], title_height=title_height)
+
+
+# ---------------------------------------------------------------- contact sheet
+
+#: (sample key, column title) in display order
+SHEET_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("image", "image"),
+    ("depth", "depth"),
+    ("lidar_depth", "LiDAR"),
+    ("seg", "labels"),
+    ("right_image", "right image"),
+)
+
+
+def _sheet_panel(sample: Mapping[str, Any], key: str, rng: tuple[float, float] | None, scale: float, cmap: str) -> np.ndarray:
+    value = sample[key]
+    if key in ("depth", "lidar_depth"):
+        d = _depth2d(value, key)
+        vmin, vmax = rng if rng else (None, None)
+        return colorize_depth(d, cmap, vmin, vmax, dilate=_auto_dilation(d, scale))
+    if key == "seg":
+        return colorize_labels(value)
+    return _as_rgb(value, key)
+
+
+def contact_sheet(
+    samples: Sequence[Mapping[str, Any]],
+    path: str | Path | None = None,
+    *,
+    max_width: int = 1920,
+    gap: int = 4,
+    title_height: int = 20,
+    cmap: str = "magma",
+) -> np.ndarray:
+    """One row per sample: image | depth | LiDAR | labels | right image, as HxWx3 uint8.
+
+    A column appears when any sample has its key (missing cells are dark grey). A header
+    strip names the columns; above each row a strip gives ``meta['name']`` and the depth range
+    shared by its depth and LiDAR cells. Every cell is ``cell_w`` wide, where ``cell_w`` is the
+    widest image or ``(max_width - gap*(ncols-1)) // ncols`` if smaller, and as tall as its
+    sample's aspect ratio says; sparse maps are grown so that points survive the downscale.
+    Sheet size: ``ncols*cell_w + gap*(ncols-1)`` wide, ``title_height*(n+1) + sum(row heights)``
+    tall. Written with :func:`slimdepth.data.io.write_rgb` when ``path`` is given.
+    """
+    if not samples:
+        raise ConfigError("contact_sheet needs at least one sample")
+    for i, s in enumerate(samples):
+        if "image" not in s:
+            raise DataError(f"contact_sheet: sample {i} has no 'image'")
+    columns = [(k, t) for k, t in SHEET_COLUMNS if any(k in s for s in samples)]
+    ncols = len(columns)
+    sizes = [_as_rgb(s["image"]).shape[:2] for s in samples]
+    cell_w = min((max_width - gap * (ncols - 1)) // ncols, max(w for _, w in sizes))
+    if cell_w < 1:
+        raise ConfigError(f"max_width {max_width} is too small for {ncols} columns")
+    width = ncols * cell_w + gap * (ncols - 1)
+    header = [_text_strip(t, cell_w, title_height) for _, t in columns]
+    parts = [_hstack(header, gap)] if title_height > 0 else []
+    for i, (s, (h, w)) in enumerate(zip(samples, sizes)):
+        row_h = max(1, round(cell_w * h / w))
+        depths = [_depth2d(s[k], k) for k in ("depth", "lidar_depth") if k in s]
+        values = [d[_valid(d)] for d in depths]
+        rng = _robust_range(np.concatenate(values), DEFAULT_PERCENTILES) if values else None
+        cells = []
+        for key, _ in columns:
+            if key in s:
+                cells.append(_resize(_sheet_panel(s, key, rng, cell_w / w, cmap), row_h, cell_w))
+            else:
+                cells.append(np.full((row_h, cell_w, 3), _ABSENT_COLOR, dtype=np.uint8))
+        name = str((s.get("meta") or {}).get("name", f"sample {i}"))
+        label = f"{name}   depth {_range_text(rng)}" if depths else name
+        if title_height > 0:
+            parts.append(_text_strip(label, width, title_height, align="left", bg=_STRIP_BG))
+        parts.append(_hstack(cells, gap))
+    sheet = np.concatenate(parts, axis=0)
+    if path is not None:
+        write_rgb(path, sheet)
+    return sheet
+
+
+# ---------------------------------------------------------------- point clouds
+
+_PLY_TYPES = {
+    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
+    "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
+    "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
+}  # fmt: skip
+
+
+def write_ply(
+    path: str | Path,
+    depth: ArrayLike,
+    K: ArrayLike,
+    image: ArrayLike | None = None,
+    max_depth: float | None = None,
+    binary: bool = True,
+) -> int:
+    """Write the valid pixels of a depth map as a PLY point cloud; return the number of points.
+
+    Points are in the camera frame (x right, y down, z forward, metres), from
+    :func:`slimdepth.geometry.backproject`, float32, coloured from ``image`` when given.
+    ``max_depth`` drops farther points (e.g. sky at the cap). Binary little-endian by default
+    (compact, what MeshLab, CloudCompare and Open3D read fastest), ASCII with ``binary=False``.
+    The file is written atomically.
+    """
+    d = _depth2d(depth)
+    if max_depth is not None:
+        if max_depth <= 0:
+            raise ConfigError(f"max_depth must be positive, got {max_depth}")
+        d = np.where(d <= max_depth, d, 0.0)
+    points, rc = backproject(d, _intrinsics(K))
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    colors = None
+    if image is not None:
+        rgb = _as_rgb(image)
+        if rgb.shape[:2] != d.shape:
+            raise DataError(f"{path}: image size {rgb.shape[:2]} does not match depth size {d.shape}")
+        colors = rgb[rc[:, 0], rc[:, 1]]
+        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    vertices = np.empty(len(points), dtype=fields)
+    for i, axis in enumerate("xyz"):
+        vertices[axis] = points[:, i]
+    if colors is not None:
+        for i, channel in enumerate(("red", "green", "blue")):
+            vertices[channel] = colors[:, i]
+    header = [
+        "ply",
+        f"format {'binary_little_endian' if binary else 'ascii'} 1.0",
+        "comment slimdepth point cloud: camera frame, x right, y down, z forward, metres",
+        f"element vertex {len(vertices)}",
+        *(f"property {'float' if t == '<f4' else 'uchar'} {name}" for name, t in fields),
+        "end_header",
+    ]
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(("\n".join(header) + "\n").encode("ascii"))
+        if binary:
+            f.write(vertices.tobytes())
+        else:
+            fmt = ["%.9g"] * 3 + ["%d"] * (len(fields) - 3)  # 9 digits: float32 round-trips exactly
+            np.savetxt(f, np.column_stack([vertices[n].astype(np.float64) for n, _ in fields]), fmt=fmt)
+    return len(vertices)
+
+
+def _parse_ply_header(lines: list[str], path: Path) -> tuple[str, int, list[tuple[str, str]]]:
+    """Format, vertex count and vertex properties (name, NumPy type) of a PLY header."""
+    if not lines or lines[0].strip() != "ply":
+        raise DataError(f"{path}: not a PLY file")
+    fmt, count, props, element = "", -1, [], None
+    for line in lines[1:]:
+        words = line.split()
+        if not words or words[0] in ("comment", "obj_info"):
+            continue
+        if words[0] == "format" and len(words) >= 2:
+            fmt = words[1]
+        elif words[0] == "element" and len(words) == 3:
+            element = words[1]
+            if element == "vertex":
+                if not words[2].isdigit():
+                    raise DataError(f"{path}: bad vertex count {words[2]!r}")
+                count = int(words[2])
+            elif count < 0:
+                raise DataError(f"{path}: the vertex element must come first")
+        elif words[0] == "property" and element == "vertex":
+            if words[1] == "list" or len(words) != 3 or words[1] not in _PLY_TYPES:
+                raise DataError(f"{path}: unsupported vertex property {' '.join(words[1:])!r}")
+            props.append((words[2], _PLY_TYPES[words[1]]))
+    if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
+        raise DataError(f"{path}: unsupported PLY format {fmt!r}")
+    if count < 0 or not {"x", "y", "z"} <= {n for n, _ in props}:
+        raise DataError(f"{path}: no vertex element with x, y, z properties")
+    return fmt, count, props
+
+
+def read_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read the vertices of a PLY point cloud: points float32 Nx3 and colours uint8 Nx3 (or None).
+
+    A small reader for the files :func:`write_ply` makes (ASCII or binary, x/y/z and optional
+    red/green/blue properties; other elements after the vertices are ignored), so that users
+    and tests can check what was written without extra dependencies.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read PLY ({type(exc).__name__})") from None
+    end = data.find(b"end_header")
+    if end < 0:
+        raise DataError(f"{path}: PLY header has no end_header")
+    body_start = data.index(b"\n", end) + 1 if b"\n" in data[end:] else len(data)
+    try:
+        lines = data[:end].decode("ascii").splitlines()
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: PLY header is not ASCII text") from None
+    fmt, count, props = _parse_ply_header(lines, path)
+    body = data[body_start:]
+    if fmt == "ascii":
+        tokens = body.split()
+        if len(tokens) < count * len(props):
+            raise DataError(f"{path}: expected {count} vertices, file is truncated")
+        table = np.array(tokens[: count * len(props)], dtype=np.float64).reshape(count, len(props))
+        columns = {name: table[:, i] for i, (name, _) in enumerate(props)}
+    else:
+        order = "<" if fmt == "binary_little_endian" else ">"
+        dtype = np.dtype([(name, order + t) for name, t in props])
+        if len(body) < count * dtype.itemsize:
+            raise DataError(f"{path}: expected {count} vertices, file is truncated")
+        records = np.frombuffer(body, dtype=dtype, count=count)
+        columns = {name: records[name] for name, _ in props}
+    points = np.stack([columns[a] for a in "xyz"], axis=1).astype(np.float32)
+    if not {"red", "green", "blue"} <= columns.keys():
+        return points, None
+    colors = np.stack([columns[c] for c in ("red", "green", "blue")], axis=1)
+    return points, np.clip(np.rint(colors.astype(np.float64)), 0, 255).astype(np.uint8)
+
+
+__all__ = [
+    "ERROR_KINDS",
+    "LABEL_NAMES",
+    "LABEL_PALETTE",
+    "SHEET_COLUMNS",
+    "bird_eye_view",
+    "colorize_depth",
+    "colorize_error",
+    "colorize_labels",
+    "comparison_panel",
+    "contact_sheet",
+    "depth_range",
+    "read_ply",
+    "side_by_side",
+    "write_ply",
+]
