@@ -92,6 +92,16 @@ def test_auto_reads_npy_and_png_in_one_folder(tmp_path: Path, tiny) -> None:
     assert report.num_images == 3 and report.metrics["abs_rel"] == 0.0
 
 
+def test_auto_prefers_npy_when_png_and_npy_sit_side_by_side(tmp_path: Path, tiny) -> None:
+    dataset, gts = tiny
+    write_preds(tmp_path / "pred", gts, "npy")  # exact metres
+    write_preds(tmp_path / "pred", {n: 2.0 * d for n, d in gts.items()}, "mm")  # a decoy twice as far
+    report = evaluate_predictions(tmp_path / "pred", dataset, PRESETS["none"])
+    assert report.metrics["abs_rel"] == pytest.approx(0.0, abs=1e-6)
+    report = evaluate_predictions(tmp_path / "pred", dataset, PRESETS["none"], encoding="mm")
+    assert report.metrics["abs_rel"] == pytest.approx(1.0, abs=1e-3)
+
+
 def test_wrong_encoding_is_visible_in_the_metrics(tmp_path: Path, tiny) -> None:
     dataset, gts = tiny
     write_preds(tmp_path / "pred", gts, "kitti")

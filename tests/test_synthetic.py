@@ -264,3 +264,15 @@ def test_parallel_writer_matches_serial(tmp_path):
         for i in range(3):
             name = f"{i:06d}.png"
             assert (tmp_path / "a" / sub / name).read_bytes() == (tmp_path / "b" / sub / name).read_bytes()
+
+
+def test_dataloader_workers_render_the_same_frames():
+    from torch.utils.data import DataLoader
+
+    from slimdepth.data.sample import collate_samples
+
+    ds = SyntheticDataset(num=4, size=(32, 96), seed=9, right=True)
+    batches = list(DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate_samples))
+    assert [m["name"] for b in batches for m in b["meta"]] == ["000000", "000001", "000002", "000003"]
+    assert batches[0]["image"].shape == (2, 3, 32, 96) and batches[1]["right_image"].shape == (2, 3, 32, 96)
+    np.testing.assert_array_equal(batches[1]["depth"][1].numpy(), ds[3]["depth"].numpy())

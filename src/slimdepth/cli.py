@@ -21,8 +21,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-data_app = typer.Typer(help="Generate, inspect and check datasets.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
+
+from slimdepth.commands import data as _data  # noqa: E402
+from slimdepth.commands import evaluate as _evaluate  # noqa: E402
+
+app.add_typer(_data.app, name="data")
+app.command("evaluate-preds")(_evaluate.evaluate_preds)
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 

@@ -25,6 +25,8 @@ DEPTH_ENCODINGS: tuple[str, ...] = ("kitti", "mm", "npy")
 #: metres per PNG unit for each 16-bit encoding
 PNG_DEPTH_SCALE = {"kitti": 1.0 / 256.0, "mm": 1.0 / 1000.0}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+#: zlib level of written PNGs: 3 encodes ~3.5x faster than Pillow's default 6 for ~9% larger files
+PNG_COMPRESS_LEVEL = 3
 
 
 def _require_file(path: Path) -> None:
@@ -84,8 +86,14 @@ def read_depth(path: str | Path, encoding: DepthEncoding = "kitti") -> np.ndarra
     return (arr.astype(np.float32) * np.float32(PNG_DEPTH_SCALE[encoding])).astype(np.float32)
 
 
+NPY_MAGIC = b"\x93NUMPY"
+
+
 def _read_npy_depth(path: Path) -> np.ndarray:
     _require_file(path)
+    with path.open("rb") as fh:
+        if fh.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            raise DataError(f"{path}: not a .npy file (bad header)")
     try:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -181,7 +189,8 @@ def write_rgb(path: str | Path, image: np.ndarray) -> None:
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
         raise DataError(f"{path}: write_rgb expects HxWx3 uint8, got {arr.dtype} {arr.shape}")
     fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
-    _atomic_save(path, lambda tmp: Image.fromarray(arr).save(tmp, format=fmt))
+    options = {"compress_level": PNG_COMPRESS_LEVEL} if fmt == "PNG" else {}
+    _atomic_save(path, lambda tmp: Image.fromarray(arr).save(tmp, format=fmt, **options))
 
 
 def encode_depth_png(depth: np.ndarray, encoding: DepthEncoding = "kitti") -> np.ndarray:
@@ -205,7 +214,7 @@ def write_depth(path: str | Path, depth: np.ndarray, encoding: DepthEncoding = "
         _atomic_save(path, lambda tmp: np.save(tmp, arr))
         return
     q = encode_depth_png(depth, encoding)
-    _atomic_save(path, lambda tmp: Image.fromarray(q).save(tmp, format="PNG"))
+    _atomic_save(path, lambda tmp: Image.fromarray(q).save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
 
 
 def write_seg(path: str | Path, seg: np.ndarray) -> None:
@@ -214,7 +223,7 @@ def write_seg(path: str | Path, seg: np.ndarray) -> None:
     if arr.ndim != 2 or arr.min() < 0 or arr.max() > 255:
         raise DataError(f"{path}: label map must be HxW with values in 0..255")
     out = arr.astype(np.uint8)
-    _atomic_save(path, lambda tmp: Image.fromarray(out).save(tmp, format="PNG"))
+    _atomic_save(path, lambda tmp: Image.fromarray(out).save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
 
 
 def write_intrinsics(path: str | Path, K: np.ndarray) -> None:

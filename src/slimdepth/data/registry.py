@@ -2,7 +2,8 @@
 
 String form: ``NAME[:PATH][,KEY=VALUE]...``, for example ``synthetic``,
 ``synthetic,num=200,size=192x640``, ``kitti:/data/kitti_raw,split=eigen_test_files.txt``,
-``folder:/data/mai,depth_encoding=mm``. ``PATH`` is passed as ``root``. Dict form:
+``folder:/data/mai,depth_encoding=mm``. ``PATH`` is passed as ``root``. A bare existing
+directory (``data/synth``) means ``folder:data/synth``. Dict form:
 ``{"name": "kitti", "root": "/data/kitti_raw", "split": "..."}``.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from slimdepth.data.base import DepthDataset, Transform
@@ -88,8 +90,13 @@ def build_dataset(spec: str | dict[str, Any], transform: Transform | None = None
     """
     _load_builtin()
     name, opts = parse_dataset_spec(spec)
+    if name not in _REGISTRY and isinstance(spec, str) and Path(name).is_dir():
+        name, opts = "folder", {"root": name, **opts}
     factory = _REGISTRY.get(name)
     if factory is None:
+        if "/" in name or "\\" in name or name.startswith("."):
+            raise ConfigError(f"{name}: directory not found (a dataset is NAME[:PATH][,KEY=VALUE...] "
+                              f"with NAME one of {', '.join(sorted(_REGISTRY))}, or an existing folder)")
         raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY))}")
     params = inspect.signature(factory).parameters
     accepted = [p for p in params if p not in ("self", "transform")]

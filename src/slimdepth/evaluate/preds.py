@@ -137,6 +137,10 @@ class _PredIndex:
         hits = self.by_rel.get(key, [])
         if not hits and basename_ok:
             hits = self.by_stem.get(PurePosixPath(key).name, [])
+        if len(hits) > 1 and len({h.with_suffix("") for h in hits}) == 1:
+            # `slimdepth predict` writes <name>.png (mm) and <name>.npy (metres) side by side:
+            # the lossless metres win
+            hits = [h for h in hits if h.suffix.lower() == ".npy"] or hits
         if len(hits) > 1:
             listed = ", ".join(str(p) for p in hits[:3])
             raise DataError(f"sample {name!r}: several prediction files match ({listed}); keep one or choose the encoding")

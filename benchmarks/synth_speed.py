@@ -1,0 +1,82 @@
+"""Speed of the synthetic street-scene generator, measured side by side in one run.
+
+Prints frames/s for each combination of rendered components, in one process (with and
+without the helper thread that renders the right view) and through a PyTorch DataLoader
+with worker processes, as used on the fly in training. Usage:
+
+    python benchmarks/synth_speed.py [--size 192x640] [--frames 40] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+from torch.utils.data import DataLoader
+
+from slimdepth.data.sample import collate_samples
+from slimdepth.data.synthetic import SceneGenerator, SyntheticDataset
+from slimdepth.options import parse_size
+
+FULL = ("depth", "seg", "lidar", "right")
+VARIANTS = [
+    ("rgb+depth+seg+lidar+right", FULL, True),
+    ("rgb+depth+seg+lidar+right", FULL, False),
+    ("rgb+depth+seg+lidar", ("depth", "seg", "lidar"), False),
+    ("rgb+depth", ("depth",), False),
+]
+
+
+def time_frames(gen: SceneGenerator, frames: int, warmup: int = 3) -> list[float]:
+    """Seconds per frame for frames warmup..warmup+frames (the first frames build caches)."""
+    for i in range(warmup):
+        gen.frame(i)
+    times = []
+    for i in range(warmup, warmup + frames):
+        t = time.perf_counter()
+        gen.frame(i)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def time_loader(size: tuple[int, int], frames: int, workers: int, right: bool) -> float:
+    """Frames/s delivered by a DataLoader (batch 4, contract samples as tensors)."""
+    ds = SyntheticDataset(num=frames + 8 * workers, size=size, right=right)
+    loader = DataLoader(ds, batch_size=4, num_workers=workers, collate_fn=collate_samples, persistent_workers=False)
+    it = iter(loader)
+    for _ in range(2 * max(workers, 1)):  # start the workers and fill their queues
+        next(it)
+    t, n = time.perf_counter(), 0
+    for batch in it:
+        n += batch["image"].shape[0]
+        if n >= frames:
+            break
+    return n / (time.perf_counter() - t)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="192x640")
+    parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    size = parse_size(args.size)
+    torch.set_num_threads(1)
+    print(f"synthetic generator at {size[0]}x{size[1]}, {os.cpu_count()} CPU cores, median of {args.frames} frames")
+    print(f"{'components':30s} {'setup':34s} {'ms/frame':>9s} {'frames/s':>9s} {'vs 20 fps':>9s}")
+    for label, comps, threaded in VARIANTS:
+        times = time_frames(SceneGenerator(size, seed=0, components=comps, threaded=threaded), args.frames)
+        ms = statistics.median(times) * 1000
+        setup = "1 process" + (", right on a thread" if threaded and "right" in comps else "")
+        print(f"{label:30s} {setup:34s} {ms:9.1f} {1000 / ms:9.1f} {1000 / ms / 20:8.2f}x")
+    for right in (True, False):
+        label = "rgb+depth+seg+lidar" + ("+right" if right else "")
+        fps = time_loader(size, args.frames, args.workers, right)
+        print(f"{label:30s} {f'DataLoader, {args.workers} workers':34s} {1000 / fps:9.1f} {fps:9.1f} {fps / 20:8.2f}x")
+
+
+if __name__ == "__main__":
+    main()

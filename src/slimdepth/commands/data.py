@@ -1,0 +1,106 @@
+"""``slimdepth data``: generate the synthetic dataset, draw contact sheets, summarise datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from slimdepth.commands.common import check_output_file, console
+from slimdepth.errors import ConfigError
+from slimdepth.progress import progress_bar
+
+app = typer.Typer(help="Generate, inspect and check datasets.", no_args_is_help=True)
+
+DATASET_HELP = (
+    "Dataset spec: NAME[:PATH][,KEY=VALUE...] (synthetic, kitti, nyu, folder, unlabeled), "
+    "or a folder written by `slimdepth data synth`."
+)
+
+
+@app.command("synth")
+def synth(
+    out: Path = typer.Option(..., "--out", help="Directory to write (created; resumed if it holds the same dataset)."),
+    num: int = typer.Option(200, "--num", help="Number of frames."),
+    size: str = typer.Option("192x640", "--size", help="Frame size HxW."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed and index give the same frame."),
+    split: str = typer.Option("train", "--split", help="train, val or test: disjoint frames for one seed."),
+    workers: int = typer.Option(1, "--workers", help="Processes rendering in parallel."),
+    lidar: bool = typer.Option(True, "--lidar/--no-lidar", help="Write the simulated 64-beam LiDAR depth."),
+    seg: bool = typer.Option(True, "--seg/--no-seg", help="Write semantic labels."),
+    right: bool = typer.Option(True, "--right/--no-right", help="Write the right stereo image."),
+) -> None:
+    """Write synthetic KITTI-like street scenes (RGB, depth, LiDAR, labels, right view, K)."""
+    from slimdepth.data.synthetic import write_synthetic
+
+    components = ["depth"] + (["lidar"] if lidar else []) + (["seg"] if seg else []) + (["right"] if right else [])
+    with progress_bar("rendering", "frames") as update:
+        summary = write_synthetic(out, num, size, seed, split, components, workers, progress=update)
+    console.print(f"{summary['out']}: {summary['num']} frames of {size} "
+                  f"({summary['written']} written, {summary['kept']} already there)")
+
+
+@app.command("show")
+def show(
+    dataset: str = typer.Argument(..., help=DATASET_HELP),
+    out: Path = typer.Option(..., "--out", help="PNG file for the contact sheet."),
+    num: int = typer.Option(4, "--num", help="Number of samples (rows)."),
+    start: int = typer.Option(0, "--start", help="Index of the first sample."),
+    augment: str = typer.Option("", "--augment", help="Comma-separated augmentations to preview, e.g. rcrop,hflip,rotate."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the previewed augmentations."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+) -> None:
+    """Draw a contact sheet: image | depth | LiDAR | labels | right image, one row per sample."""
+    from slimdepth.data.augment import build_augmentation
+    from slimdepth.data.registry import build_dataset
+    from slimdepth.visualize import contact_sheet
+
+    check_output_file(out, overwrite, (".png",))
+    if num < 1 or start < 0:
+        raise ConfigError("--num must be >= 1 and --start >= 0")
+    ds = build_dataset(dataset)
+    if start >= len(ds):
+        raise ConfigError(f"--start {start} is past the end of the dataset ({len(ds)} samples)")
+    transform = build_augmentation([op.strip() for op in augment.split(",") if op.strip()]) if augment else None
+    samples = []
+    for i in range(start, min(start + num, len(ds))):
+        sample = ds[i]
+        samples.append(transform(sample, generator=seed * 1_000_003 + i) if transform else sample)
+    sheet = contact_sheet(samples, out)
+    console.print(f"{out}: {len(samples)} samples, {sheet.shape[1]}x{sheet.shape[0]} pixels")
+
+
+@app.command("info")
+def info(
+    dataset: str = typer.Argument(..., help=DATASET_HELP),
+    num: int = typer.Option(8, "--num", help="Samples to read for the statistics (0 = all)."),
+) -> None:
+    """Read samples and summarise them: keys, sizes, valid depth fraction and range, K."""
+    from slimdepth.data.registry import build_dataset
+
+    ds = build_dataset(dataset)
+    n = len(ds) if num <= 0 else min(num, len(ds))
+    sizes, fractions, lo, hi = set(), [], [], []
+    keys: set[str] = set()
+    for i in range(n):
+        s = ds[i]
+        keys |= set(s)
+        sizes.add(tuple(s["image"].shape[-2:]))
+        if "depth" in s:
+            d = s["depth"].numpy()
+            valid = d[d > 0]
+            fractions.append(valid.size / d.size)
+            if valid.size:
+                lo.append(float(valid.min()))
+                hi.append(float(valid.max()))
+    console.print(f"dataset: {type(ds).__name__} ({getattr(ds, 'dataset_name', '?')}), {len(ds)} samples, "
+                  f"evaluation preset: {ds.eval_preset or 'none'}")
+    console.print(f"keys: {', '.join(sorted(keys))}")
+    console.print("sizes: " + ", ".join(f"{h}x{w}" for h, w in sorted(sizes)))
+    if fractions:
+        console.print(f"depth over {n} samples: {np.mean(fractions) * 100:.1f}% valid, "
+                      f"{min(lo) if lo else 0:.2f}..{max(hi) if hi else 0:.2f} m")
+    if "K" in keys:
+        K = ds[0]["K"].numpy()
+        console.print(f"K of sample 0: fx={K[0, 0]:.2f} fy={K[1, 1]:.2f} cx={K[0, 2]:.2f} cy={K[1, 2]:.2f}")

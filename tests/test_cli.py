@@ -1,0 +1,151 @@
+"""The command line: verbs, outputs, and one-line errors with a non-zero exit on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from slimdepth.cli import main
+from slimdepth.data.io import read_depth, write_depth
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run ``slimdepth ARGS`` in this process; return (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["slimdepth", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code != 0
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory) -> Path:
+    from slimdepth.data.synthetic import write_synthetic
+
+    out = tmp_path_factory.mktemp("cli") / "synth"
+    write_synthetic(out, num=3, size=(48, 160), seed=11)
+    return out
+
+
+def test_help_lists_every_verb(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "--help")
+    assert code == 0
+    for verb in ("data", "evaluate-preds"):
+        assert verb in out
+    for args in (("data", "--help"), ("data", "synth", "--help"), ("data", "show", "--help"),
+                 ("data", "info", "--help"), ("evaluate-preds", "--help")):
+        code, out, _ = run_cli(monkeypatch, capsys, *args)
+        assert code == 0 and "Usage" in out, args
+
+
+def test_synth_writes_resumes_and_refuses(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "synth"
+    code, stdout, _ = run_cli(monkeypatch, capsys, "data", "synth", "--out", str(out), "--num", "2", "--size", "32x96", "--no-right")
+    assert code == 0 and "2 written" in stdout
+    assert sorted(p.name for p in out.iterdir()) == ["K", "depth", "lidar", "meta.json", "rgb", "seg"]
+    assert Image.open(out / "rgb" / "000001.png").size == (96, 32)
+    code, stdout, _ = run_cli(monkeypatch, capsys, "data", "synth", "--out", str(out), "--num", "3", "--size", "32x96", "--no-right")
+    assert code == 0 and "1 written, 2 already there" in stdout
+    code, _, err = run_cli(monkeypatch, capsys, "data", "synth", "--out", str(out), "--num", "3", "--size", "64x96", "--no-right")
+    assert_one_line_error(code, err, "other settings", "size")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    code, _, err = run_cli(monkeypatch, capsys, "data", "synth", "--out", str(mine), "--num", "1")
+    assert_one_line_error(code, err, "refusing")
+    assert (mine / "notes.txt").read_text() == "keep me" and len(list(mine.iterdir())) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("data", "synth", "--out", "{tmp}/x", "--size", "tall"), "HxW"),
+        (("data", "synth", "--out", "{tmp}/x", "--num", "0"), "--num"),
+        (("data", "synth", "--out", "{tmp}/x", "--split", "holdout"), "split"),
+        (("data", "show", "{tmp}/missing", "--out", "{tmp}/s.png"), "directory not found"),
+        (("data", "show", "synthetic,num=2,colour=red", "--out", "{tmp}/s.png"), "no option 'colour'"),
+        (("data", "show", "synthetic,num=2", "--out", "{tmp}/s.jpg"), ".png"),
+        (("data", "show", "synthetic,num=2", "--out", "{tmp}/s.png", "--augment", "twirl"), "twirl"),
+        (("data", "info", "nyu:{tmp}"), ""),
+        (("evaluate-preds", "--pred", "{tmp}/none", "--data", "synthetic,num=2"), "prediction directory not found"),
+        (("evaluate-preds", "--pred", "{tmp}", "--data", "synthetic,num=2", "--crop", "round"), "--crop"),
+    ],
+)
+def test_bad_input_gives_one_line_errors(monkeypatch, capsys, tmp_path, args, fragment):
+    args = tuple(a.replace("{tmp}", str(tmp_path)) for a in args)
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert_one_line_error(code, err, fragment)
+
+
+def test_show_draws_a_contact_sheet_and_keeps_existing_files(monkeypatch, capsys, synth_dir, tmp_path):
+    sheet = tmp_path / "sheet.png"
+    code, out, _ = run_cli(monkeypatch, capsys, "data", "show", str(synth_dir), "--out", str(sheet), "--num", "2")
+    assert code == 0 and "2 samples" in out
+    img = np.asarray(Image.open(sheet))
+    assert img.ndim == 3 and img.shape[1] > 4 * 160  # image, depth, LiDAR, labels, right
+    before = sheet.read_bytes()
+    code, _, err = run_cli(monkeypatch, capsys, "data", "show", "synthetic,num=1,size=32x96", "--out", str(sheet))
+    assert_one_line_error(code, err, "already exists")
+    assert sheet.read_bytes() == before
+    code, _, _ = run_cli(monkeypatch, capsys, "data", "show", str(synth_dir), "--out", str(sheet), "--num", "1",
+                         "--augment", "hflip,rotate", "--overwrite")
+    assert code == 0 and sheet.read_bytes() != before
+
+
+def test_info_summarises_a_dataset(monkeypatch, capsys, synth_dir):
+    code, out, _ = run_cli(monkeypatch, capsys, "data", "info", str(synth_dir))
+    assert code == 0
+    assert "3 samples" in out and "48x160" in out and "lidar_depth" in out and "fx=" in out
+
+
+def test_evaluate_preds_scores_and_writes_json(monkeypatch, capsys, synth_dir, tmp_path):
+    pred = tmp_path / "pred"
+    for i in range(3):
+        gt = read_depth(synth_dir / "depth" / f"{i:06d}.png", "kitti")
+        write_depth(pred / f"{i:06d}.npy", np.where(gt > 0, gt * 0.75, 1.0), "npy")
+    report = tmp_path / "report.json"
+    code, out, _ = run_cli(monkeypatch, capsys, "evaluate-preds", "--pred", str(pred), "--data", str(synth_dir),
+                           "--json", str(report))
+    assert code == 0 and "3 images scored" in out and "AbsRel" in out
+    metrics = json.loads(report.read_text())["metrics"]
+    assert metrics["abs_rel"] == pytest.approx(0.25, abs=1e-6)  # every prediction is 25% too near
+    assert metrics["d1"] == pytest.approx(0.0, abs=1e-9) and metrics["d2"] == pytest.approx(1.0)
+    code, out, _ = run_cli(monkeypatch, capsys, "evaluate-preds", "--pred", str(pred), "--data", str(synth_dir),
+                           "--median-scaling")
+    assert code == 0 and "ratio mean 1.333" in out
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate-preds", "--pred", str(pred), "--data", str(synth_dir),
+                           "--json", str(report))
+    assert_one_line_error(code, err, "already exists")
+    (pred / "000001.npy").write_bytes(b"not a numpy file")
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate-preds", "--pred", str(pred), "--data", str(synth_dir))
+    assert_one_line_error(code, err, "000001.npy")
+    (pred / "000001.npy").unlink()
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate-preds", "--pred", str(pred), "--data", str(synth_dir))
+    assert_one_line_error(code, err, "missing", "000001")
+
+
+def test_console_entry_point_runs_as_a_program(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "slimdepth", "data", "info", str(tmp_path / "nothing")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error: ") and "Traceback" not in result.stderr
+    result = subprocess.run([sys.executable, "-m", "slimdepth", "--version"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("slimdepth ")
