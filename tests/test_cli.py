@@ -84,6 +84,7 @@ def test_synth_writes_resumes_and_refuses(monkeypatch, capsys, tmp_path):
         (("data", "show", "synthetic,num=2,colour=red", "--out", "{tmp}/s.png"), "no option 'colour'"),
         (("data", "show", "synthetic,num=2", "--out", "{tmp}/s.jpg"), ".png"),
         (("data", "show", "synthetic,num=2", "--out", "{tmp}/s.png", "--augment", "twirl"), "twirl"),
+        (("data", "show", "synthetic,num=2", "--out", "{tmp}/s.png", "--cmap", "rainbowz"), "rainbowz"),
         (("data", "info", "nyu:{tmp}"), ""),
         (("evaluate-preds", "--pred", "{tmp}/none", "--data", "synthetic,num=2"), "prediction directory not found"),
         (("evaluate-preds", "--pred", "{tmp}", "--data", "synthetic,num=2", "--crop", "round"), "--crop"),
@@ -106,7 +107,7 @@ def test_show_draws_a_contact_sheet_and_keeps_existing_files(monkeypatch, capsys
     assert_one_line_error(code, err, "already exists")
     assert sheet.read_bytes() == before
     code, _, _ = run_cli(monkeypatch, capsys, "data", "show", str(synth_dir), "--out", str(sheet), "--num", "1",
-                         "--augment", "hflip,rotate", "--overwrite")
+                         "--augment", "hflip,rotate", "--cmap", "turbo", "--overwrite")
     assert code == 0 and sheet.read_bytes() != before
 
 

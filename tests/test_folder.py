@@ -3,34 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from slimdepth.data import registry
 from slimdepth.data.folder import FolderDataset, UnlabeledDataset, parse_intrinsics
 from slimdepth.data.io import write_depth, write_intrinsics, write_rgb, write_seg
+from slimdepth.data.registry import build_dataset
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.geometry import kitti_like_intrinsics
 
 H, W = 24, 32
 
 
-def shared_data() -> Path:
-    env = os.environ.get("SLIMDEPTH_SHARED_DATA")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-    if not path.is_dir():
-        pytest.skip(f"real sample data not found at {path}")
-    return path
 
 
-@pytest.fixture
-def build(monkeypatch):
-    """build_dataset restricted to the readers imported here (siblings may be unfinished)."""
-    monkeypatch.setattr(registry, "_load_builtin", lambda: None)
-    return registry.build_dataset
 
 
 def frame_arrays(seed: int) -> dict[str, np.ndarray]:
@@ -79,9 +67,9 @@ def to_uint8(image) -> np.ndarray:
     return (image * 255).round().byte().permute(1, 2, 0).numpy()
 
 
-def test_generator_layout_round_trip(tmp_path: Path, build) -> None:
+def test_generator_layout_round_trip(tmp_path: Path) -> None:
     frames = write_generator_layout(tmp_path)
-    ds = build(f"folder:{tmp_path}")
+    ds = build_dataset(f"folder:{tmp_path}")
     assert isinstance(ds, FolderDataset) and ds.eval_preset is None and ds.depth_encoding == "kitti"
     assert ds.names() == ["000000", "000001"]
     for i, a in enumerate(frames):
@@ -138,7 +126,7 @@ def test_image_dir_fallback(tmp_path: Path) -> None:
         FolderDataset(tmp_path, image_dir="photos")
 
 
-def test_intrinsics_sources(tmp_path: Path, build) -> None:
+def test_intrinsics_sources(tmp_path: Path) -> None:
     write_pairs(tmp_path, n=1)
     sample = FolderDataset(tmp_path)[0]
     assert sample["meta"]["intrinsics"] == "assumed"
@@ -146,7 +134,7 @@ def test_intrinsics_sources(tmp_path: Path, build) -> None:
     write_intrinsics(tmp_path / "intrinsics.txt", np.array([[20.0, 0, 16], [0, 21, 12], [0, 0, 1]]))
     sample = FolderDataset(tmp_path)[0]
     assert sample["meta"]["intrinsics"].endswith("intrinsics.txt") and sample["K"][1, 1] == 21
-    sample = build(f"folder:{tmp_path},intrinsics=25 26 15.5 11.5")[0]  # commas split spec options
+    sample = build_dataset(f"folder:{tmp_path},intrinsics=25 26 15.5 11.5")[0]  # commas split spec options
     assert sample["meta"]["intrinsics"] == "option"
     np.testing.assert_allclose(sample["K"].numpy(), [[25, 0, 15.5], [0, 26, 11.5], [0, 0, 1]])
     np.testing.assert_allclose(parse_intrinsics("25,26,15.5,11.5"), parse_intrinsics([25, 26, 15.5, 11.5]))
@@ -214,17 +202,17 @@ def test_nan_in_npy_depth(tmp_path: Path) -> None:
         FolderDataset(tmp_path, depth_encoding="npy")[0]
 
 
-def test_unlabeled_folder(tmp_path: Path, build) -> None:
+def test_unlabeled_folder(tmp_path: Path) -> None:
     write_rgb(tmp_path / "a" / "x.png", np.zeros((H, W, 3), np.uint8))
     write_rgb(tmp_path / "b.jpg", np.full((H + 2, W, 3), 128, np.uint8))
-    ds = build(f"unlabeled:{tmp_path}")
+    ds = build_dataset(f"unlabeled:{tmp_path}")
     assert isinstance(ds, UnlabeledDataset) and ds.eval_preset is None
     assert ds.names() == ["a_x", "b"]
     sample = ds[1]
     assert set(sample) == {"image", "meta"} and sample["image"].shape == (3, H + 2, W)
     assert sample["meta"]["dataset"] == "unlabeled"
     assert UnlabeledDataset(tmp_path, recursive=False).names() == ["b"]
-    with_K = build(f"unlabeled:{tmp_path},intrinsics=20;20;16;12")[0]
+    with_K = build_dataset(f"unlabeled:{tmp_path},intrinsics=20;20;16;12")[0]
     np.testing.assert_allclose(with_K["K"].numpy(), [[20, 0, 16], [0, 20, 12], [0, 0, 1]])
 
 
@@ -245,9 +233,9 @@ def test_unlabeled_list(tmp_path: Path) -> None:
 
 
 @pytest.mark.realdata
-def test_real_kitti_annotated(build) -> None:
-    root = shared_data() / "kitti_depth_annotated"
-    ds = build(f"folder:{root},depth_encoding=kitti")
+def test_real_kitti_annotated(shared_data: Path) -> None:
+    root = shared_data / "kitti_depth_annotated"
+    ds = build_dataset(f"folder:{root},depth_encoding=kitti")
     assert ds.names() == ["0000000005", "0000000050", "0000000100"]
     for i in range(len(ds)):
         sample = ds[i]
@@ -264,8 +252,8 @@ def test_real_kitti_annotated(build) -> None:
 
 
 @pytest.mark.realdata
-def test_real_nyu_as_folder() -> None:
-    root = shared_data() / "nyu_sync"
+def test_real_nyu_as_folder(shared_data: Path) -> None:
+    root = shared_data / "nyu_sync"
     ds = FolderDataset(root, depth_encoding="mm", intrinsics="518.8579,519.4696,325.5825,253.7362")
     depth = ds[0]["depth"][0].numpy()
     assert depth.shape == (480, 640)

@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from slimdepth.data import registry
 from slimdepth.data.io import write_depth, write_rgb
 from slimdepth.data.kitti import KittiDataset, load_velodyne, project_velodyne, read_kitti_calib
+from slimdepth.data.registry import build_dataset
 from slimdepth.errors import ConfigError, DataError
 
 
-def shared_data() -> Path:
-    env = os.environ.get("SLIMDEPTH_SHARED_DATA")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-    if not path.is_dir():
-        pytest.skip(f"real sample data not found at {path}")
-    return path
 
 
-@pytest.fixture
-def build(monkeypatch):
-    """build_dataset restricted to the readers imported here (siblings may be unfinished)."""
-    monkeypatch.setattr(registry, "_load_builtin", lambda: None)
-    return registry.build_dataset
 
 
 # --- a tiny fake KITTI tree ---------------------------------------------------------------
@@ -111,10 +99,10 @@ def test_projection_known_answer(kitti_root: Path) -> None:
     assert as_dict(right) == EXPECTED_RIGHT
 
 
-def test_dataset_velodyne_split(kitti_root: Path, tmp_path: Path, build) -> None:
+def test_dataset_velodyne_split(kitti_root: Path, tmp_path: Path) -> None:
     split = tmp_path / "split.txt"
     split.write_text(f"{FOLDER} 0000000000 l\n\n{FOLDER} 1 r\n{FOLDER} 0000000002 l\n")
-    ds = build(f"kitti:{kitti_root},split={split}")
+    ds = build_dataset(f"kitti:{kitti_root},split={split}")
     assert isinstance(ds, KittiDataset) and ds.eval_preset == "kitti"
     assert ds.names() == [f"{DRIVE}_0000000000_l", f"{DRIVE}_0000000001_r", f"{DRIVE}_0000000002_l"]
     left, right, jpg = ds[0], ds[1], ds[2]
@@ -148,7 +136,7 @@ def test_dataset_annotated(kitti_root: Path, tmp_path: Path) -> None:
         KittiDataset(kitti_root, split=split, gt="annotated", annotated_root=ann)[0]
 
 
-def test_bad_options(kitti_root: Path, tmp_path: Path, build) -> None:
+def test_bad_options(kitti_root: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="annotated_root"):
         KittiDataset(kitti_root, gt="annotated")
     with pytest.raises(ConfigError, match="gt"):
@@ -156,7 +144,7 @@ def test_bad_options(kitti_root: Path, tmp_path: Path, build) -> None:
     with pytest.raises(DataError, match="nowhere"):
         KittiDataset(tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="no option 'cam'"):
-        build(f"kitti:{kitti_root},cam=2")
+        build_dataset(f"kitti:{kitti_root},cam=2")
 
 
 def test_missing_files_are_named(kitti_root: Path) -> None:
@@ -237,8 +225,8 @@ def reference_projection(velo_file: Path, date_dir: Path, height: int, width: in
 
 
 @pytest.mark.realdata
-def test_real_projection_first_frame() -> None:
-    raw = shared_data() / "kitti_raw"
+def test_real_projection_first_frame(shared_data: Path) -> None:
+    raw = shared_data / "kitti_raw"
     date = raw / "2011_09_26"
     velo = date / "2011_09_26_drive_0000_sync" / "velodyne_points" / "data" / "0000000000.bin"
     depth = project_velodyne(velo, date, cam=2)
@@ -255,11 +243,11 @@ def test_real_projection_first_frame() -> None:
 
 
 @pytest.mark.realdata
-def test_real_dataset(tmp_path: Path, build) -> None:
-    raw = shared_data() / "kitti_raw"
+def test_real_dataset(tmp_path: Path, shared_data: Path) -> None:
+    raw = shared_data / "kitti_raw"
     split = tmp_path / "test_files.txt"
     split.write_text("2011_09_26/2011_09_26_drive_0000_sync 0000000004 l\n2011_09_26/2011_09_26_drive_0000_sync 8 l\n")
-    ds = build({"name": "kitti", "root": str(raw), "split": str(split)})
+    ds = build_dataset({"name": "kitti", "root": str(raw), "split": str(split)})
     sample = ds[1]
     assert sample["meta"]["name"] == "2011_09_26_drive_0000_sync_0000000008_l"
     assert sample["image"].shape == (3, 375, 1242) and sample["depth"].shape == (1, 375, 1242)

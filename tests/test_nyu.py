@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import h5py
@@ -10,27 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from slimdepth.data import registry
 from slimdepth.data.io import write_rgb
 from slimdepth.data.nyu import NyuDataset, nyu_intrinsics, read_nyu_h5
+from slimdepth.data.registry import build_dataset
 from slimdepth.errors import ConfigError, DataError
 
 NYU_K = [[518.8579, 0, 325.5825], [0, 519.4696, 253.7362], [0, 0, 1]]
 
 
-def shared_data() -> Path:
-    env = os.environ.get("SLIMDEPTH_SHARED_DATA")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-    if not path.is_dir():
-        pytest.skip(f"real sample data not found at {path}")
-    return path
 
 
-@pytest.fixture
-def build(monkeypatch):
-    """build_dataset restricted to the readers imported here (siblings may be unfinished)."""
-    monkeypatch.setattr(registry, "_load_builtin", lambda: None)
-    return registry.build_dataset
 
 
 def write_mm_png(path: Path, millimetres: np.ndarray) -> None:
@@ -59,10 +47,10 @@ def write_h5(path: Path, rgb=None, depth=None, **extra) -> None:
             f[key] = value
 
 
-def test_sync_same_folder_round_trip(tmp_path: Path, build) -> None:
+def test_sync_same_folder_round_trip(tmp_path: Path) -> None:
     rgb, mm = write_pair(tmp_path / "kitchen_0028b", 45)
     write_pair(tmp_path / "bathroom_0001", 3, seed=1)
-    ds = build(f"nyu:{tmp_path}")
+    ds = build_dataset(f"nyu:{tmp_path}")
     assert isinstance(ds, NyuDataset) and ds.layout == "sync" and ds.eval_preset == "nyu"
     assert ds.names() == ["bathroom_0001_rgb_00003", "kitchen_0028b_rgb_00045"]
     sample = ds[1]
@@ -145,13 +133,13 @@ def test_rgb_png_given_as_depth(tmp_path: Path) -> None:
         NyuDataset(tmp_path)[0]
 
 
-def test_h5_round_trip(tmp_path: Path, build) -> None:
+def test_h5_round_trip(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (3, 48, 64), dtype=np.uint8)
     depth = rng.uniform(0.5, 9.0, (48, 64)).astype(np.float32)
     write_h5(tmp_path / "train" / "basement_0001a" / "00001.h5", rgb, depth)
     write_h5(tmp_path / "train" / "basement_0001a" / "00002.h5", rgb, depth)
-    ds = build(f"nyu:{tmp_path},layout=h5")
+    ds = build_dataset(f"nyu:{tmp_path},layout=h5")
     assert ds.layout == "h5"
     assert ds.names() == ["train_basement_0001a_00001", "train_basement_0001a_00002"]
     sample = ds[0]
@@ -202,9 +190,9 @@ def test_layout_choice(tmp_path: Path) -> None:
 
 
 @pytest.mark.realdata
-def test_real_nyu_pairs(tmp_path: Path, build) -> None:
-    root = shared_data() / "nyu_sync"
-    ds = build(f"nyu:{root}")
+def test_real_nyu_pairs(tmp_path: Path, shared_data: Path) -> None:
+    root = shared_data / "nyu_sync"
+    ds = build_dataset(f"nyu:{root}")
     assert ds.names() == ["rgb_00000", "rgb_00050", "rgb_00100"]
     lows, highs = [], []
     for i in range(len(ds)):

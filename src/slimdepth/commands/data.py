@@ -49,6 +49,7 @@ def show(
     start: int = typer.Option(0, "--start", help="Index of the first sample."),
     augment: str = typer.Option("", "--augment", help="Comma-separated augmentations to preview, e.g. rcrop,hflip,rotate."),
     seed: int = typer.Option(0, "--seed", help="Seed of the previewed augmentations."),
+    cmap: str = typer.Option("magma", "--cmap", help="Matplotlib colour map of the depth columns."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
     """Draw a contact sheet: image | depth | LiDAR | labels | right image, one row per sample."""
@@ -57,6 +58,7 @@ def show(
     from slimdepth.visualize import contact_sheet
 
     check_output_file(out, overwrite, (".png",))
+    _check_cmap(cmap)
     if num < 1 or start < 0:
         raise ConfigError("--num must be >= 1 and --start >= 0")
     ds = build_dataset(dataset)
@@ -67,8 +69,14 @@ def show(
     for i in range(start, min(start + num, len(ds))):
         sample = ds[i]
         samples.append(transform(sample, generator=seed * 1_000_003 + i) if transform else sample)
-    sheet = contact_sheet(samples, out)
+    sheet = contact_sheet(samples, out, cmap=cmap)
     console.print(f"{out}: {len(samples)} samples, {sheet.shape[1]}x{sheet.shape[0]} pixels")
+
+
+def _check_cmap(name: str) -> None:
+    from slimdepth.visualize import colorize_depth
+
+    colorize_depth(np.ones((1, 1), np.float32), cmap=name)  # raises ConfigError naming the valid maps
 
 
 @app.command("info")

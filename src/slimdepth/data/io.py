@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from slimdepth.data.sample import check_depth_array
 from slimdepth.errors import DataError
 
 DepthEncoding = Literal["kitti", "mm", "npy"]
@@ -98,16 +99,7 @@ def _read_npy_depth(path: Path) -> np.ndarray:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot read .npy depth ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    arr = np.squeeze(arr)
-    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
-        raise DataError(f"{path}: .npy depth must be a numeric HxW array, got {arr.dtype} {arr.shape}")
-    if np.isnan(arr).any():
-        raise DataError(f"{path}: depth contains NaN (store 0 for invalid pixels)")
-    if np.isinf(arr).any():
-        raise DataError(f"{path}: depth contains infinite values (store 0 for invalid pixels)")
-    if (arr < 0).any():
-        raise DataError(f"{path}: depth contains negative values")
-    return arr.astype(np.float32)
+    return check_depth_array(np.squeeze(arr), str(path))
 
 
 def read_seg(path: str | Path) -> np.ndarray:

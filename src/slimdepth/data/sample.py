@@ -63,22 +63,26 @@ def image_to_tensor(image: np.ndarray, where: str = "image") -> torch.Tensor:
     return out
 
 
-def depth_to_tensor(depth: np.ndarray, where: str = "depth") -> torch.Tensor:
-    """Validate an HxW depth map in metres (0 = invalid) and return a float32 1xHxW tensor."""
+def check_depth_array(depth: np.ndarray, where: str = "depth") -> np.ndarray:
+    """Validate a depth map in metres (HxW or 1xHxW, numeric, finite, >= 0) and return it
+    as float32 HxW; raise :class:`DataError` naming ``where`` otherwise (0 marks invalid)."""
     arr = np.asarray(depth)
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
-    if arr.ndim != 2:
-        raise DataError(f"{where}: expected an HxW depth map, got shape {tuple(arr.shape)}")
-    if not np.issubdtype(arr.dtype, np.floating):
-        arr = arr.astype(np.float32)
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
+        raise DataError(f"{where}: expected a numeric HxW depth map, got {arr.dtype} {tuple(arr.shape)}")
     if np.isnan(arr).any():
         raise DataError(f"{where}: depth contains NaN (use 0 for invalid pixels)")
     if np.isinf(arr).any():
         raise DataError(f"{where}: depth contains infinite values (use 0 for invalid pixels)")
     if (arr < 0).any():
         raise DataError(f"{where}: depth contains negative values")
-    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None]
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def depth_to_tensor(depth: np.ndarray, where: str = "depth") -> torch.Tensor:
+    """Validate an HxW depth map in metres (0 = invalid) and return a float32 1xHxW tensor."""
+    return torch.from_numpy(check_depth_array(depth, where))[None]
 
 
 def seg_to_tensor(seg: np.ndarray, where: str = "seg") -> torch.Tensor:
