@@ -103,6 +103,57 @@ def assert_reprojects(src: dict, out: dict, key: str = "depth", undo=undo_camera
     assert found.all(), f"{(~found).sum()} of {len(found)} valid pixels do not reproject onto their source point"
 
 
+def redo_camera(points: np.ndarray, entries: list[dict]) -> np.ndarray:
+    """Map points from the source camera frame into the augmented one (inverse of undo_camera)."""
+    pts = points.copy()
+    for e in entries:
+        if e["op"] == "hflip":
+            pts[:, 0] = -pts[:, 0]
+        elif e["op"] == "rotate":  # output frame = L @ source frame in (x, y)
+            t = math.radians(e["degrees"])
+            lin = np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])
+            pts[:, :2] = pts[:, :2] @ lin.T
+        elif e["op"] == "scale":
+            pts[:, 2] /= e["s"]
+    return pts
+
+
+def assert_splatted(src: dict, out: dict, key: str, all_points: bool = True) -> None:
+    """A sparse map is resampled as a point set: every source point, moved into the output camera
+    and rounded to its nearest pixel, lands where the output has it, the nearest one winning.
+
+    A point exactly between two pixels (integer zooms put pixel centres on pixel borders) may
+    land on either. ``all_points=False`` (fused pipelines, which also drop points leaving an
+    intermediate crop) skips the check that no point was lost."""
+    entries = out["meta"]["augment"]
+    pts, _ = backproject(src[key][0].numpy(), src["K"].double().numpy())
+    uv, z = project(redo_camera(pts, entries), out["K"].double().numpy())
+    oh, ow = out[key].shape[-2:]
+    eps = 1e-3  # the output K is float32: positions carry ~1e-4 px of rounding
+    lo = np.floor(uv + 0.5 - eps).astype(int)
+    hi = np.floor(uv + 0.5 + eps).astype(int)
+    sure = (lo == hi).all(axis=1)
+    inside = (hi[:, 0] >= 0) & (lo[:, 0] < ow) & (hi[:, 1] >= 0) & (lo[:, 1] < oh)
+    got = out[key][0].numpy().astype(np.float64)
+    valid = got > 0
+    assert valid.sum() >= 10, "too few valid pixels for a meaningful check"
+    # points that certainly land on a pixel: the output there is at most their nearest depth
+    on = sure & inside & (lo[:, 0] < ow) & (lo[:, 1] < oh) & (lo >= 0).all(axis=1)
+    nearest = np.full((oh, ow), np.inf)
+    np.minimum.at(nearest, (lo[on, 1], lo[on, 0]), z[on])
+    assert (got[valid] <= nearest[valid] * (1 + 1e-5)).all(), "a nearer point was hidden"
+    if all_points:
+        assert valid[np.isfinite(nearest)].all(), "points were lost"
+    # every valid output pixel holds the depth of a point that may land on it
+    cands = {}
+    for i in np.flatnonzero(inside):
+        for r in {lo[i, 1], hi[i, 1]}:
+            for c in {lo[i, 0], hi[i, 0]}:
+                cands.setdefault((r, c), []).append(z[i])
+    for r, c in zip(*np.nonzero(valid)):
+        assert np.isclose(cands.get((r, c), [np.nan]), got[r, c], rtol=1e-5).any(), f"pixel {r},{c} invented"
+
+
 GEOMETRIC_OPS = [
     RandomCrop((32, 40)),
     CenterCrop((30, 50)),
@@ -127,8 +178,32 @@ def test_geometric_ops_keep_points_where_they_belong(op, seed):
     out = op(src, generator=seed)
     check_sample(out)
     assert all(torch.equal(before[k], src[k]) for k in ("image", "depth", "seg", "K")) and before["meta"] == src["meta"]
-    assert_reprojects(src, out, "depth")
-    assert_reprojects(src, out, "lidar_depth")
+    fused = isinstance(op, Compose)
+    assert_splatted(src, out, "depth", all_points=not fused)
+    assert_splatted(src, out, "lidar_depth", all_points=not fused)
+    # no point is ever duplicated: a resampled point set never grows
+    assert (out["depth"] > 0).sum() <= (src["depth"] > 0).sum()
+
+
+def test_dense_depth_is_gathered_and_keeps_points_where_they_belong():
+    src = scene_sample()
+    dense = src["depth"].clone()
+    dense[dense == 0] = 30.0  # every pixel valid: a dense map, resampled by nearest neighbour
+    src = {**src, "depth": dense, "meta": {**src["meta"], "sparse": ["lidar_depth"]}}
+    assert (Resize((96, 128))(src)["depth"] > 0).all()  # gathered: upsampling fills every pixel
+    for op in (Resize((96, 128)), Resize((24, 40)), RandomRotation(15), RandomScale((0.6, 0.9))):
+        assert_reprojects(src, op(src, generator=1), "depth")
+
+
+def test_sparsity_is_decided_before_augmentation_pads_the_maps():
+    src = scene_sample()
+    assert src["meta"]["sparse"] == ["depth", "lidar_depth"]  # ~19% and ~10% valid
+    dense = make_sample(np.zeros((H, W, 3), np.float32), depth=np.full((H, W), 5.0, np.float32))
+    assert dense["meta"]["sparse"] == []
+    zoomed = RandomScale((0.5, 0.5))(dense)  # 3/4 padding: mostly zeros now, but still a dense map
+    assert (zoomed["depth"] > 0).float().mean() < 0.5 and zoomed["meta"]["sparse"] == []
+    again = Resize((2 * H, 2 * W))(zoomed)
+    assert (again["depth"] > 0).sum() == 4 * (zoomed["depth"] > 0).sum()  # gathered, not splatted
 
 
 def test_intrinsics_match_the_geometry_helpers():
@@ -221,7 +296,16 @@ def test_rotation_with_non_square_pixels_is_an_exact_rolled_camera():
     np.testing.assert_allclose(Q @ Q.T, np.eye(3), atol=1e-6)
     np.testing.assert_allclose(Q[2], [0, 0, 1], atol=1e-9)
     assert np.linalg.det(Q) > 0
-    assert_reprojects(src, out, undo=lambda pts, _: pts @ Q, tol=2e-3)
+    # the sparse map is splatted: each point lands at its rounded position in the rolled camera
+    pts, _ = backproject(src["depth"][0].numpy(), K)
+    uv, z = project(pts @ Q.T, K2)
+    col, row = np.floor(uv[:, 0] + 0.5).astype(int), np.floor(uv[:, 1] + 0.5).astype(int)
+    inside = (col >= 0) & (col < W) & (row >= 0) & (row < H)
+    expected = np.full((H, W), np.inf)
+    np.minimum.at(expected, (row[inside], col[inside]), z[inside])
+    got = out["depth"][0].numpy().astype(np.float64)
+    assert ((got > 0) == np.isfinite(expected)).all()
+    np.testing.assert_allclose(got[got > 0], expected[got > 0], rtol=1e-5)
 
 
 def test_random_scale_divides_depth_and_keeps_focal():
@@ -247,7 +331,7 @@ def test_zoom_out_pads_with_invalid():
     padding = (out["seg"] == 255) & (out["depth"][0] == 0) & (out["image"] == 0).all(0)
     assert padding.float().mean() >= 0.7  # 3/4 of the canvas lies outside the shrunken picture
     assert (out["depth"] > 0).sum() <= (src["depth"] > 0).sum()
-    assert_reprojects(src, out)
+    assert_splatted(src, out, "depth")
 
 
 @pytest.mark.parametrize("size", [(96, 128), (20, 28), (48, 64)])
@@ -439,6 +523,7 @@ def test_config_builder():
         ([{"op": "random_crop", "size": "0x5"}], "positive"),
         ([{"op": "random_crop"}], "missing"),
         ([{"op": "rcrop", "sizes": []}], "non-empty"),
+        ([{"op": "rcrop", "fractions": [[0.5, 1.5]]}], "fractions"),
         ("hflip", "must be a list"),
         ({"hflip": {}}, "'ops'"),
     ],
@@ -455,4 +540,18 @@ def test_crops_larger_than_the_image_are_errors():
     with pytest.raises(ConfigError, match="larger than the image"):
         CenterCrop(100)(src)
     with pytest.raises(ConfigError, match="none of the crop sizes"):
-        RCrop()(src)  # the default sizes are all larger than 48x64
+        RCrop(sizes=((240, 384), (384, 512)))(src)  # absolute sizes larger than 48x64
+
+
+def test_rcrop_default_sizes_are_litedepths_relative_to_any_image():
+    seen = set()
+    for seed in range(60):
+        step = RCrop().plan((480, 640), torch.Generator().manual_seed(seed))
+        seen.add(tuple(step.entry["box"][2:]))
+    assert seen == {(240, 384), (384, 512), (480, 640)}
+    small = set()
+    for seed in range(60):
+        step = RCrop().plan((192, 640), torch.Generator().manual_seed(seed))
+        small.add(tuple(step.entry["box"][2:]))
+        assert tuple(step.out_size) == (192, 640)
+    assert small == {(96, 384), (154, 512), (192, 640)}

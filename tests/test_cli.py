@@ -94,6 +94,35 @@ def test_bad_input_gives_one_line_errors(monkeypatch, capsys, tmp_path, args, fr
     args = tuple(a.replace("{tmp}", str(tmp_path)) for a in args)
     code, _, err = run_cli(monkeypatch, capsys, *args)
     assert_one_line_error(code, err, fragment)
+    assert code == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("data", "synth", "--out", "x", "--num", "abc"), "--num"),
+        (("data", "show"), "Missing argument"),
+        (("data", "unknown-verb"), "unknown-verb"),
+        (("--frobnicate",), "--frobnicate"),
+        (("evaluate-preds", "--data", "synthetic"), "--pred"),
+    ],
+)
+def test_bad_usage_gives_one_line_errors_with_status_2(monkeypatch, capsys, args, fragment):
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert_one_line_error(code, err, fragment, "--help")
+    assert code == 2
+
+
+def test_limits_are_checked_before_any_work(monkeypatch, capsys, tmp_path):
+    for args, fragment in (
+        (("--seed", "-1"), "seed"),
+        (("--size", "100000x100000"), "Mpixels"),
+    ):
+        code, _, err = run_cli(monkeypatch, capsys, "data", "synth", "--out", str(tmp_path / "x"), *args)
+        assert_one_line_error(code, err, fragment)
+        assert not (tmp_path / "x").exists()
+    code, _, err = run_cli(monkeypatch, capsys, "data", "info", "kitti")
+    assert_one_line_error(code, err, "kitti:PATH")
 
 
 def test_show_draws_a_contact_sheet_and_keeps_existing_files(monkeypatch, capsys, synth_dir, tmp_path):
@@ -150,3 +179,29 @@ def test_console_entry_point_runs_as_a_program(tmp_path):
     assert result.stderr.strip().startswith("error: ") and "Traceback" not in result.stderr
     result = subprocess.run([sys.executable, "-m", "slimdepth", "--version"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("slimdepth ")
+
+
+def test_interrupted_synth_exits_cleanly_and_resumes(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "synth"
+    cmd = [sys.executable, "-m", "slimdepth", "data", "synth", "--out", str(out), "--num", "60", "--size", "48x160",
+           "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("K/*.txt"))) < 3:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before it could be interrupted")
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted"
+    done = len(list((out / "K").glob("*.txt")))
+    assert 0 < done < 60
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"{60 - done} written, {done} already there" in result.stdout
+    for sub in ("rgb", "depth", "lidar", "seg", "right", "K"):
+        assert len(list((out / sub).iterdir())) == 60, sub  # no half-written temporary file is left

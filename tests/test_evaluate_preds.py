@@ -107,6 +107,21 @@ def test_wrong_encoding_is_visible_in_the_metrics(tmp_path: Path, tiny) -> None:
     write_preds(tmp_path / "pred", gts, "kitti")
     report = evaluate_predictions(tmp_path / "pred", dataset, PRESETS["none"], encoding="mm")
     assert report.metrics["d1"] < 0.5  # KITTI units read as millimetres are 3.9x off
+    assert len(report.warnings) == 1 and "--encoding kitti" in report.warnings[0]
+    assert "3.91x nearer" in report.warnings[0]
+    good = evaluate_predictions(tmp_path / "pred", dataset, PRESETS["none"], encoding="kitti")
+    assert good.warnings == [] and good.to_dict()["warnings"] == []
+
+
+def test_zero_predictions_on_valid_pixels_are_reported(tmp_path: Path, tiny) -> None:
+    dataset, gts = tiny
+    far = {n: np.where(g > 40, 70.0, g) for n, g in gts.items()}  # beyond what a mm PNG holds
+    write_preds(tmp_path / "pred", far, "mm")
+    report = evaluate_predictions(tmp_path / "pred", dataset, PRESETS["none"])
+    valid = sum(int(((g > 1e-3) & (g < 80)).sum()) for g in gts.values())
+    zeros = sum(int(((g > 40) & (g < 80)).sum()) for g in gts.values())
+    assert [w for w in report.warnings if "zero" in w][0].startswith(f"{100 * zeros / valid:.1f}% of the valid")
+    assert "65.5 m" in report.warnings[0]
 
 
 def test_missing_predictions(tmp_path: Path, tiny) -> None:

@@ -119,22 +119,33 @@ def test_encoding_option_overrides_meta_json(tmp_path: Path) -> None:
         FolderDataset(tmp_path)
 
 
+def test_png_depth_encoding_is_never_guessed(tmp_path: Path) -> None:
+    write_pairs(tmp_path, "mm", n=1)
+    with pytest.raises(ConfigError, match="depth_encoding=kitti .* or depth_encoding=mm"):
+        FolderDataset(tmp_path)
+    np.testing.assert_allclose(FolderDataset(tmp_path, depth_encoding="mm")[0]["depth"][0].numpy(),
+                               frame_arrays(0)["depth"], atol=5e-4)
+    npy = tmp_path / "npy"
+    write_pairs(npy, "npy", n=1)
+    assert FolderDataset(npy).depth_encoding == "npy"  # .npy files hold metres: nothing to guess
+
+
 def test_image_dir_fallback(tmp_path: Path) -> None:
     write_pairs(tmp_path, image_dir="images", n=1)
-    assert FolderDataset(tmp_path).image_root == tmp_path / "images"
+    assert FolderDataset(tmp_path, depth_encoding="kitti").image_root == tmp_path / "images"
     with pytest.raises(DataError, match=r"photos: image folder not found"):
-        FolderDataset(tmp_path, image_dir="photos")
+        FolderDataset(tmp_path, image_dir="photos", depth_encoding="kitti")
 
 
 def test_intrinsics_sources(tmp_path: Path) -> None:
     write_pairs(tmp_path, n=1)
-    sample = FolderDataset(tmp_path)[0]
+    sample = FolderDataset(tmp_path, depth_encoding="kitti")[0]
     assert sample["meta"]["intrinsics"] == "assumed"
     np.testing.assert_allclose(sample["K"].numpy(), kitti_like_intrinsics(H, W), rtol=1e-6)
     write_intrinsics(tmp_path / "intrinsics.txt", np.array([[20.0, 0, 16], [0, 21, 12], [0, 0, 1]]))
-    sample = FolderDataset(tmp_path)[0]
+    sample = FolderDataset(tmp_path, depth_encoding="kitti")[0]
     assert sample["meta"]["intrinsics"].endswith("intrinsics.txt") and sample["K"][1, 1] == 21
-    sample = build_dataset(f"folder:{tmp_path},intrinsics=25 26 15.5 11.5")[0]  # commas split spec options
+    sample = build_dataset(f"folder:{tmp_path},intrinsics=25 26 15.5 11.5,depth_encoding=kitti")[0]  # commas split spec options
     assert sample["meta"]["intrinsics"] == "option"
     np.testing.assert_allclose(sample["K"].numpy(), [[25, 0, 15.5], [0, 26, 11.5], [0, 0, 1]])
     np.testing.assert_allclose(parse_intrinsics("25,26,15.5,11.5"), parse_intrinsics([25, 26, 15.5, 11.5]))
@@ -157,10 +168,10 @@ def test_missing_depth_names_both(tmp_path: Path) -> None:
     write_pairs(tmp_path)
     (tmp_path / "depth" / "000001.png").unlink()
     with pytest.raises(DataError, match=r"rgb/000001\.png: no depth map \(expected .*depth/000001\.png\)"):
-        FolderDataset(tmp_path)
+        FolderDataset(tmp_path, depth_encoding="kitti")
     (tmp_path / "depth").rename(tmp_path / "gt")
     with pytest.raises(DataError, match=r"depth: depth folder not found"):
-        FolderDataset(tmp_path)
+        FolderDataset(tmp_path, depth_encoding="kitti")
 
 
 def test_missing_optional_file_is_named(tmp_path: Path) -> None:
@@ -173,7 +184,7 @@ def test_missing_optional_file_is_named(tmp_path: Path) -> None:
 def test_size_mismatch_names_both(tmp_path: Path) -> None:
     write_pairs(tmp_path)
     write_depth(tmp_path / "depth" / "000001.png", np.ones((H, W + 1), np.float32))
-    ds = FolderDataset(tmp_path)
+    ds = FolderDataset(tmp_path, depth_encoding="kitti")
     ds[0]
     with pytest.raises(DataError, match=r"depth/000001\.png: size 33x24 does not match .*rgb/000001\.png \(32x24\)"):
         ds[1]
@@ -184,13 +195,13 @@ def test_corrupt_and_wrong_depth_files(tmp_path: Path) -> None:
     depth = tmp_path / "depth" / "000000.png"
     depth.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00 truncated")
     with pytest.raises(DataError, match=r"depth/000000\.png: cannot read image"):
-        FolderDataset(tmp_path)[0]
+        FolderDataset(tmp_path, depth_encoding="kitti")[0]
     write_rgb(depth, np.zeros((H, W, 3), np.uint8))  # an 8-bit RGB PNG given as depth
     with pytest.raises(DataError, match=r"depth/000000\.png: depth PNG must be 16-bit single-channel"):
-        FolderDataset(tmp_path)[0]
+        FolderDataset(tmp_path, depth_encoding="kitti")[0]
     write_depth(tmp_path / "rgb" / "000000.png", np.ones((H, W), np.float32))  # and a depth map as RGB
     with pytest.raises(DataError, match=r"rgb/000000\.png: .*expected an 8-bit RGB image"):
-        FolderDataset(tmp_path)[0]
+        FolderDataset(tmp_path, depth_encoding="kitti")[0]
 
 
 def test_nan_in_npy_depth(tmp_path: Path) -> None:

@@ -168,6 +168,17 @@ def test_calibration_without_key(kitti_root: Path) -> None:
         read_kitti_calib(kitti_root / DATE)
 
 
+def test_empty_or_foreign_velodyne_files(kitti_root: Path) -> None:
+    velo = kitti_root / FOLDER / "velodyne_points" / "data" / "0000000000.bin"
+    velo.write_bytes(b"")
+    with pytest.raises(DataError, match=r"0000000000\.bin: Velodyne file is empty"):
+        load_velodyne(velo)
+    sweep = np.random.default_rng(0).uniform(-40, 40, (1000, 4))  # a real-looking sweep saved as float64
+    velo.write_bytes(sweep.tobytes())  # its size is a multiple of 16 bytes too
+    with pytest.raises(DataError, match=r"0000000000\.bin: .*not a KITTI Velodyne sweep"):
+        load_velodyne(velo)
+
+
 def test_truncated_velodyne(kitti_root: Path) -> None:
     velo = kitti_root / FOLDER / "velodyne_points" / "data" / "0000000000.bin"
     velo.write_bytes(POINTS.tobytes()[:20])
@@ -254,3 +265,21 @@ def test_real_dataset(tmp_path: Path, shared_data: Path) -> None:
     np.testing.assert_allclose(sample["K"].numpy(), [[721.5377, 0, 609.5593], [0, 721.5377, 172.854], [0, 0, 1]], rtol=1e-6)
     assert 14_000 <= int((sample["depth"] > 0).sum()) <= 19_000
     assert len(KittiDataset(raw)) == 20
+
+
+def test_bts_split_files_are_read(tmp_path: Path) -> None:
+    from slimdepth.data.kitti import read_kitti_split
+
+    split = tmp_path / "bts.txt"
+    split.write_text(
+        "2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png "
+        "2011_09_26_drive_0002_sync/proj_depth/groundtruth/image_02/0000000069.png 721.5377\n"
+        "2011_09_26/2011_09_26_drive_0002_sync/image_03/data/0000000070.jpg None 721.5377\n"
+        "2011_09_26/2011_09_26_drive_0009_sync 473 r\n"
+    )
+    frames = read_kitti_split(split)
+    assert [(f.folder, f.frame, f.cam) for f in frames] == [
+        ("2011_09_26/2011_09_26_drive_0002_sync", 69, 2),
+        ("2011_09_26/2011_09_26_drive_0002_sync", 70, 3),
+        ("2011_09_26/2011_09_26_drive_0009_sync", 473, 3),
+    ]

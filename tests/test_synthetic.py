@@ -152,7 +152,7 @@ def test_frames_are_deterministic_and_distinct():
     h = hashlib.sha256()
     for key in ("rgb", "depth", "seg", "lidar", "right"):
         h.update(getattr(a, key).tobytes())
-    assert h.hexdigest() == "5a97cef7a5eb4533b6e4a6613df415bb3cb2ff79e9aca721c4084c454866a2ef"
+    assert h.hexdigest() == "a89ffab5dad8bda4147bfd02535e4e4b6110c3292f1a3ad2739e56ce553e7654"
 
 
 def test_components_are_optional_and_do_not_change_the_scene():
@@ -276,3 +276,44 @@ def test_dataloader_workers_render_the_same_frames():
     assert [m["name"] for b in batches for m in b["meta"]] == ["000000", "000001", "000002", "000003"]
     assert batches[0]["image"].shape == (2, 3, 32, 96) and batches[1]["right_image"].shape == (2, 3, 32, 96)
     np.testing.assert_array_equal(batches[1]["depth"][1].numpy(), ds[3]["depth"].numpy())
+
+
+def _overlap(pr, i: int, j: int, tol: float = 0.01) -> bool:
+    """Do primitives i and j intersect? Boxes as their footprint rectangles (vehicles are yawed by
+    at most ~2 degrees: their rectangles are inflated a little), crowns as ellipsoids' circles."""
+    from slimdepth.data.synthetic.scene import ELLIPSOID
+
+    if pr.hi[i, 1] <= pr.lo[j, 1] + tol or pr.hi[j, 1] <= pr.lo[i, 1] + tol:
+        return False
+    ell = [k for k in (i, j) if pr.kind[k] == ELLIPSOID]
+    if len(ell) == 1:
+        e, o = ell[0], j if ell[0] == i else i
+        cx, cz, r = pr.center[e, 0], pr.center[e, 2], pr.half[e, 0]
+        dx = max(pr.lo[o, 0] - cx, 0.0, cx - pr.hi[o, 0])
+        dz = max(pr.lo[o, 2] - cz, 0.0, cz - pr.hi[o, 2])
+        return dx * dx + dz * dz < (r - tol) ** 2
+    return bool((pr.hi[i, [0, 2]] > pr.lo[j, [0, 2]] + tol).all() and (pr.hi[j, [0, 2]] > pr.lo[i, [0, 2]] + tol).all())
+
+
+def test_objects_never_interpenetrate():
+    gen = SceneGenerator((48, 160), seed=0, components=())
+    for index in range(60):
+        pr = gen.scene(index).prims
+        for i in range(len(pr)):
+            for j in range(i + 1, len(pr)):
+                if pr.obj[i] != pr.obj[j] and _overlap(pr, i, j):
+                    raise AssertionError(f"frame {index}: primitives {i} and {j} (materials "
+                                         f"{pr.material[i]}, {pr.material[j]}) overlap")
+
+
+def test_street_furniture_stands_on_the_sidewalks():
+    from slimdepth.data.synthetic.scene import POLE_METAL, TRUNK
+
+    gen = SceneGenerator((48, 160), seed=0, components=())
+    for index in range(100):
+        scene = gen.scene(index)
+        pr = scene.prims
+        posts = np.isin(pr.material, (POLE_METAL, TRUNK))
+        x = pr.center[posts, 0]
+        # between the curbs is the road: no pole, sign or tree trunk may stand there
+        assert not ((x > scene.road_left) & (x < scene.road_right)).any(), index

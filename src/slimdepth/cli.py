@@ -9,9 +9,9 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.console import Console
 
 from slimdepth import __version__
+from slimdepth.commands.common import err_console
 from slimdepth.errors import SlimdepthError
 
 app = typer.Typer(
@@ -28,7 +28,6 @@ from slimdepth.commands import evaluate as _evaluate  # noqa: E402
 app.add_typer(_data.app, name="data")
 app.command("evaluate-preds")(_evaluate.evaluate_preds)
 
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -44,16 +43,49 @@ def _root(
     """slimdepth: one RGB image in, metric depth out."""
 
 
-def main() -> None:
-    """Console-script entry point: run the app, turning known errors into one-line messages."""
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    """Typer's usage-error classes: Click's (older Typer) and Typer's own (newer Typer)."""
+    kinds: list[type[BaseException]] = []
     try:
-        app()
+        import click
+
+        kinds.append(click.ClickException)
+    except ImportError:
+        pass
+    if hasattr(typer, "TyperException"):
+        kinds.append(typer.TyperException)
+    return tuple(kinds)
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning known errors into one-line messages.
+
+    Exit status: 0 success, 1 bad input (a file, a value), 2 bad usage (an unknown option,
+    a missing argument), 130 interrupted.
+    """
+    try:
+        code = app(standalone_mode=False)
     except SlimdepthError as exc:
-        err_console.print(f"error: {exc}", markup=False)
-        sys.exit(1)
-    except KeyboardInterrupt:
+        _fail(str(exc), 1)
+    except _usage_errors() as exc:
+        message = exc.format_message().replace("\n", " ").strip()  # type: ignore[attr-defined]
+        if not message:  # a group called without a command: its help is already shown
+            sys.exit(0)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        _fail(message + hint, getattr(exc, "exit_code", 2))
+    except (KeyboardInterrupt, typer.Abort):
+        code = 130
+    except MemoryError:
+        _fail("out of memory (try a smaller size, batch or number of workers)", 1)
+    if code == 130:
         err_console.print("interrupted", markup=False)
-        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    err_console.print(f"error: {message}", markup=False)
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

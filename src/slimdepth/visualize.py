@@ -520,7 +520,7 @@ def contact_sheet(
             else:
                 cells.append(np.full((row_h, cell_w, 3), _ABSENT_COLOR, dtype=np.uint8))
         name = str((s.get("meta") or {}).get("name", f"sample {i}"))
-        label = f"{name}   depth {_range_text(rng)}" if depths else name
+        label = f"{name}   colours span {_range_text(rng)} (5th-95th percentile of depth)" if depths else name
         if title_height > 0:
             parts.append(_text_strip(label, width, title_height, align="left", bg=_STRIP_BG))
         parts.append(_hstack(cells, gap))

@@ -9,6 +9,7 @@ from rich.console import Console
 from slimdepth.errors import ConfigError
 
 console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def check_output_file(path: Path, overwrite: bool, suffixes: tuple[str, ...] = ()) -> Path:

@@ -64,11 +64,13 @@ def show(
     ds = build_dataset(dataset)
     if start >= len(ds):
         raise ConfigError(f"--start {start} is past the end of the dataset ({len(ds)} samples)")
+    if seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {seed}")
     transform = build_augmentation([op.strip() for op in augment.split(",") if op.strip()]) if augment else None
     samples = []
     for i in range(start, min(start + num, len(ds))):
         sample = ds[i]
-        samples.append(transform(sample, generator=seed * 1_000_003 + i) if transform else sample)
+        samples.append(transform(sample, generator=(seed * 1_000_003 + i) % 2**63) if transform else sample)
     sheet = contact_sheet(samples, out, cmap=cmap)
     console.print(f"{out}: {len(samples)} samples, {sheet.shape[1]}x{sheet.shape[0]} pixels")
 
@@ -110,5 +112,7 @@ def info(
         console.print(f"depth over {n} samples: {np.mean(fractions) * 100:.1f}% valid, "
                       f"{min(lo) if lo else 0:.2f}..{max(hi) if hi else 0:.2f} m")
     if "K" in keys:
-        K = ds[0]["K"].numpy()
-        console.print(f"K of sample 0: fx={K[0, 0]:.2f} fy={K[1, 1]:.2f} cx={K[0, 2]:.2f} cy={K[1, 2]:.2f}")
+        first = ds[0]
+        K = first["K"].numpy()
+        note = " (assumed KITTI-like: the dataset gives no intrinsics)" if first["meta"].get("intrinsics") == "assumed" else ""
+        console.print(f"K of sample 0: fx={K[0, 0]:.2f} fy={K[1, 1]:.2f} cx={K[0, 2]:.2f} cy={K[1, 2]:.2f}{note}")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import typer
 
-from slimdepth.commands.common import check_output_file, console
+from slimdepth.commands.common import check_output_file, console, err_console
 from slimdepth.errors import ConfigError
 from slimdepth.progress import progress_bar
 
@@ -51,12 +52,15 @@ def evaluate_preds(
     if median_scaling:
         overrides["median_scaling"] = True
     if overrides:
-        config = get_preset(config.preset or "none", **{**_fields(config), **overrides})
+        base = config.preset or "none"
+        config = replace(get_preset(base, **{**_fields(config), **overrides}), preset=f"custom (from {base})")
     with progress_bar("scoring", "images") as update:
         report = evaluate_predictions(pred, dataset, config, encoding=encoding, resize=resize,
                                       progress=update, allow_missing=allow_missing)
     console.print(report.format_summary())
     console.print(report.format_table())
+    for warning in report.warnings:
+        err_console.print(f"warning: {warning}", markup=False)
     if json_out is not None:
         json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
         console.print(f"wrote {json_out}")

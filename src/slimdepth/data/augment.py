@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from slimdepth.data.sample import IGNORE_LABEL, key_kind, sample_size
+from slimdepth.data.sample import IGNORE_LABEL, key_kind, sample_size, sparse_keys
 from slimdepth.errors import ConfigError
 from slimdepth.options import parse_size
 
@@ -177,6 +177,28 @@ def _gather(value: torch.Tensor, index: torch.Tensor, inside: torch.Tensor, fill
     return torch.where(inside, flat, torch.full((), fill, dtype=value.dtype))
 
 
+def _splat(depth: torch.Tensor, out_from_src: np.ndarray, out_size: tuple[int, int], kept: torch.Tensor) -> torch.Tensor:
+    """Move every valid pixel of a sparse 1xHxW depth map to its nearest output pixel.
+
+    Resampling a point set by gathering would copy each point into a block of pixels when
+    upsampling; splatting keeps one pixel per point, at its true position (rounded), and the
+    nearest depth where points collide, as the KITTI devkit does when it rasterises a sweep.
+    """
+    out_h, out_w = out_size
+    rows, cols = torch.nonzero(depth[0] > 0, as_tuple=True)
+    z = depth[0, rows, cols]
+    u, v = _apply_affine(out_from_src, cols.to(torch.float64), rows.to(torch.float64))
+    col, row = torch.floor(u + 0.5).long(), torch.floor(v + 0.5).long()
+    ok = (col >= 0) & (col < out_w) & (row >= 0) & (row < out_h)
+    col, row, z = col[ok], row[ok], z[ok]
+    ok = kept[row, col]
+    flat = row[ok] * out_w + col[ok]
+    out = torch.full((out_h * out_w,), float("inf"), dtype=depth.dtype)
+    out.scatter_reduce_(0, flat, z[ok], reduce="amin")
+    out[torch.isinf(out)] = 0.0
+    return out.reshape(1, out_h, out_w)
+
+
 def _bilinear(image: torch.Tensor, su: torch.Tensor, sv: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
     """Bilinear sample at source pixel coordinates (align_corners=False normalisation).
 
@@ -219,7 +241,9 @@ def _warp(sample: Sample, steps: Sequence[_Step]) -> Sample:
 
     The steps' maps are multiplied into one source->output map; output pixel centre (u, v) reads
     the source at its inverse image: images bilinearly, depth and labels from the nearest pixel
-    (ties round up). A pixel that leaves the bounds of any intermediate frame is padding, exactly
+    (ties round up). Sparse depth maps (point sets such as LiDAR, see
+    :func:`~slimdepth.data.sample.sparse_keys`) are splatted instead, each point to its nearest
+    output pixel, so that upsampling never duplicates points. A pixel that leaves the bounds of any intermediate frame is padding, exactly
     as if the steps had been applied one by one, but without compounding blur and rounding. When
     every source position is an integer (crops, flips, right-angle turns) images are copied
     exactly. Depth is multiplied by the product of ``z_scale`` and ``K`` follows the same map.
@@ -249,12 +273,14 @@ def _warp(sample: Sample, steps: Sequence[_Step]) -> Sample:
     index = row.clamp(0, h - 1) * w + col.clamp(0, w - 1)
 
     out: Sample = {}
+    point_sets = sparse_keys(sample)
     for key, value in _drop_stereo(sample).items():
         kind = key_kind(key)
         if kind == "image":
             out[key] = _gather(value, index, inside, 0.0) if exact else _bilinear(value, su, sv, inside)
         elif kind == "depth":
-            depth = _gather(value, index, inside, 0.0)
+            sparse = not exact and key in point_sets
+            depth = _splat(value, total, (out_h, out_w), kept) if sparse else _gather(value, index, inside, 0.0)
             out[key] = depth * z_scale if z_scale != 1.0 else depth
         elif kind == "label":
             out[key] = _gather(value, index, inside, IGNORE_LABEL)
@@ -383,28 +409,40 @@ class Resize(GeometricAugmentation):
 class RCrop(GeometricAugmentation):
     """LiteDepth's "R crop": a crop of random size *and* location, resized back.
 
-    The crop size is drawn uniformly from ``sizes`` among those that fit the image (error if none
-    does), placed at a random integer location and resized to ``out_size`` (default: the input
-    size). Depth values are unchanged; K's focal lengths scale by out/crop and the principal point
+    The crop size is drawn uniformly from ``sizes`` (absolute HxW) among those that fit the image
+    (error if none does) or, by default, from ``fractions`` of the input size: (0.5, 0.6),
+    (0.8, 0.8) and (1, 1), which at LiteDepth's 480x640 are exactly its 240x384, 384x512 and
+    480x640, and which fit any image. The crop is placed at a random integer location and resized
+    to ``out_size`` (default: the input size). Depth values are unchanged; K's focal lengths scale
+    by out/crop (differently along x and y when the aspect changes) and the principal point
     follows the crop.
     """
 
-    sizes: Sequence[SizeLike] = ((240, 384), (384, 512), (480, 640))
+    sizes: Sequence[SizeLike] | None = None
     out_size: SizeLike | None = None
+    fractions: Sequence[Sequence[float]] = ((0.5, 0.6), (0.8, 0.8), (1.0, 1.0))
 
     def __post_init__(self) -> None:
-        if isinstance(self.sizes, str) or not isinstance(self.sizes, Sequence) or not self.sizes:
-            raise ConfigError(f"rcrop sizes must be a non-empty list of HxW sizes, got {self.sizes!r}")
-        self.sizes = tuple(_size(s, "rcrop size") for s in self.sizes)
+        if self.sizes is not None:
+            if isinstance(self.sizes, str) or not isinstance(self.sizes, Sequence) or not self.sizes:
+                raise ConfigError(f"rcrop sizes must be a non-empty list of HxW sizes, got {self.sizes!r}")
+            self.sizes = tuple(_size(s, "rcrop size") for s in self.sizes)
+        bad = not self.fractions or any(len(f) != 2 or not all(0 < float(v) <= 1 for v in f) for f in self.fractions)
+        if bad:
+            raise ConfigError(f"rcrop fractions must be a non-empty list of (h, w) in (0, 1], got {self.fractions!r}")
+        self.fractions = tuple((float(a), float(b)) for a, b in self.fractions)
         if self.out_size is not None:
             self.out_size = _size(self.out_size, "rcrop out_size")
 
     def plan(self, size: tuple[int, int], generator: torch.Generator | None) -> _Step:
         h, w = size
-        fitting = [s for s in self.sizes if s[0] <= h and s[1] <= w]
-        if not fitting:
-            listed = ", ".join(f"{a}x{b}" for a, b in self.sizes)
-            raise ConfigError(f"rcrop: none of the crop sizes ({listed}) fits the image {h}x{w}")
+        if self.sizes is None:
+            fitting = [(max(1, round(a * h)), max(1, round(b * w))) for a, b in self.fractions]
+        else:
+            fitting = [s for s in self.sizes if s[0] <= h and s[1] <= w]
+            if not fitting:
+                listed = ", ".join(f"{a}x{b}" for a, b in self.sizes)
+                raise ConfigError(f"rcrop: none of the crop sizes ({listed}) fits the image {h}x{w}")
         ch, cw = fitting[_randint(generator, 0, len(fitting) - 1)]
         box = (_randint(generator, 0, h - ch), _randint(generator, 0, w - cw), ch, cw)
         out_size = self.out_size or (h, w)

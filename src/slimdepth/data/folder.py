@@ -146,7 +146,7 @@ class FolderDataset(DepthDataset):
 
     Options: ``root``; ``image_dir`` (``rgb``, falling back to ``image``/``images``);
     ``depth_dir``; ``depth_encoding`` (``kitti`` /256, ``mm`` /1000, ``npy`` metres; default
-    from ``meta.json``, else ``kitti``); ``seg_dir``, ``lidar_dir``, ``right_dir`` (used when
+    from ``meta.json``, else ``npy`` for .npy depth files; PNGs need it stated); ``seg_dir``, ``lidar_dir``, ``right_dir`` (used when
     the folder exists; ``None`` disables); ``intrinsics`` (``"fx,fy,cx,cy"`` or a file);
     ``eval_preset`` (default from ``meta.json``).
 
@@ -177,19 +177,32 @@ class FolderDataset(DepthDataset):
         if not self.root.is_dir():
             raise DataError(f"{self.root}: dataset folder not found")
         meta = read_folder_meta(self.root)
-        self.depth_encoding = self._encoding(depth_encoding, meta)
+        self.depth_encoding = self._encoding(depth_encoding, meta, self.root / depth_dir)
         self.eval_preset = eval_preset if eval_preset is not None else meta.get("eval_preset")
         self.K_option = parse_intrinsics(intrinsics) if intrinsics is not None else None
         self.root_K = next((self.root / n for n in ROOT_INTRINSICS_FILES if (self.root / n).is_file()), None)
         self.image_root = self._image_root(image_dir)
         self.items = self._pair(depth_dir, seg_dir, lidar_dir, right_dir)
 
-    def _encoding(self, option: str | None, meta: dict[str, Any]) -> str:
+    def _encoding(self, option: str | None, meta: dict[str, Any], depth_root: Path) -> str:
+        """The depth encoding: the option, else ``meta.json``, else ``npy`` for .npy files.
+
+        16-bit PNGs are never guessed: KITTI's value/256 and NYU/MAI's millimetres look alike,
+        and reading one as the other silently scales every depth by 3.9.
+        """
         if option is not None:
             if option not in DEPTH_ENCODINGS:
                 raise ConfigError(f"folder: depth_encoding must be one of {', '.join(DEPTH_ENCODINGS)}, got {option!r}")
             return option
-        value = meta.get("depth_encoding", "kitti")
+        value = meta.get("depth_encoding")
+        if value is None:
+            has_png = depth_root.is_dir() and any(depth_root.rglob("*.png"))
+            if depth_root.is_dir() and any(depth_root.rglob("*.npy")) and not has_png:
+                return "npy"
+            raise ConfigError(
+                f"{self.root}: say how the depth PNGs are encoded: add depth_encoding=kitti (value/256 m) "
+                "or depth_encoding=mm (value/1000 m, NYU and MAI2022) to the dataset spec, or to meta.json"
+            )
         if value not in DEPTH_ENCODINGS:
             raise DataError(f"{self.root / 'meta.json'}: depth_encoding must be one of {', '.join(DEPTH_ENCODINGS)}, got {value!r}")
         return value

@@ -99,6 +99,9 @@ def _read_npy_depth(path: Path) -> np.ndarray:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot read .npy depth ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise DataError(f"{path}: .npy depth must hold metres as floats, got {arr.dtype} "
+                        "(integer millimetres? divide by 1000 and save as float32)")
     return check_depth_array(np.squeeze(arr), str(path))
 
 

@@ -6,11 +6,14 @@ velodyne points with x >= 0 are mapped by ``P_rect_0X @ R_rect_00 @ [R|T]_velo_t
 depth is the third homogeneous coordinate, the pixel is ``round(u) - 1`` (MATLAB indexing) and
 the nearest point wins where several land on one pixel.
 
-Frames are listed by a split file in the community format (monodepth2, BTS)::
+Frames are listed by a split file in monodepth2's format::
 
     2011_09_26/2011_09_26_drive_0002_sync 0000000069 l
 
-where ``l`` is the left colour camera (``image_02``) and ``r`` the right one (``image_03``).
+where ``l`` is the left colour camera (``image_02``) and ``r`` the right one (``image_03``), or
+in BTS's (image path, ground-truth path, focal length)::
+
+    2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png 2011_09_26_drive_0002_sync/proj_depth/groundtruth/image_02/0000000069.png 721.5377
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ SIDE_TO_CAM = {"l": 2, "r": 3}
 #: image suffixes tried in order (monodepth2 converts the raw PNGs to JPEG)
 KITTI_IMAGE_SUFFIXES = (".png", ".jpg")
 VELO_POINT_BYTES = 16  # float32 x, y, z, reflectance
+MAX_VELO_RANGE = 500.0  # metres; the HDL-64E reaches ~120 m, so anything beyond is garbage
 
 
 def read_calib_file(path: str | Path) -> dict[str, np.ndarray]:
@@ -128,7 +132,14 @@ def load_velodyne(path: str | Path) -> np.ndarray:
     size = path.stat().st_size
     if size % VELO_POINT_BYTES:
         raise DataError(f"{path}: Velodyne file size {size} bytes is not a multiple of {VELO_POINT_BYTES} (truncated or not a KITTI sweep)")
-    return np.fromfile(path, dtype=np.float32).reshape(-1, 4)
+    if size == 0:
+        raise DataError(f"{path}: Velodyne file is empty")
+    points = np.fromfile(path, dtype=np.float32).reshape(-1, 4)
+    xyz = points[:, :3]
+    if not np.isfinite(xyz).all() or np.abs(xyz).max() > MAX_VELO_RANGE:
+        raise DataError(f"{path}: values are not float32 (x, y, z, reflectance) points within "
+                        f"{MAX_VELO_RANGE:g} m: not a KITTI Velodyne sweep")
+    return points
 
 
 def project_velodyne(
@@ -186,8 +197,19 @@ class KittiFrame:
         return f"{self.drive}_{self.frame_id}_{side}"
 
 
+def _bts_frame(token: str) -> KittiFrame | None:
+    """``DATE/DRIVE/image_0X/data/FRAME.png`` (BTS split files) as a frame, else None."""
+    parts = token.strip("/").split("/")
+    if len(parts) == 5 and parts[2] in ("image_02", "image_03") and parts[3] == "data":
+        stem, _, suffix = parts[4].rpartition(".")
+        if stem.isdigit() and f".{suffix.lower()}" in KITTI_IMAGE_SUFFIXES:
+            return KittiFrame(f"{parts[0]}/{parts[1]}", int(stem), int(parts[2][-1]))
+    return None
+
+
 def read_kitti_split(path: str | Path, side: str = "l") -> list[KittiFrame]:
-    """Parse a split file of ``FOLDER FRAME [l|r]`` lines (``side`` when the letter is absent)."""
+    """Parse a split file: monodepth2's ``FOLDER FRAME [l|r]`` lines (``side`` when the letter
+    is absent) or BTS's ``DATE/DRIVE/image_0X/data/FRAME.png GT_PATH FOCAL`` lines."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: split file not found")
@@ -195,6 +217,10 @@ def read_kitti_split(path: str | Path, side: str = "l") -> list[KittiFrame]:
     for lineno, line in enumerate(path.read_text().splitlines(), start=1):
         parts = line.split()
         if not parts or parts[0].startswith("#"):
+            continue
+        bts = _bts_frame(parts[0])
+        if bts is not None:
+            frames.append(bts)
             continue
         letter = parts[2] if len(parts) == 3 else side
         ok = len(parts) in (2, 3) and "/" in parts[0].strip("/") and parts[1].isdigit() and letter in SIDE_TO_CAM

@@ -103,6 +103,11 @@ def build_dataset(spec: str | dict[str, Any], transform: Transform | None = None
     unknown = [k for k in opts if k not in params or k == "transform"]
     if unknown:
         raise ConfigError(f"dataset {name!r} has no option {', '.join(map(repr, unknown))}; accepted: {', '.join(accepted)}")
+    required = [p for p in accepted if params[p].default is inspect.Parameter.empty and p not in opts]
+    if "root" in required:
+        raise ConfigError(f"dataset {name!r} needs a path: write {name}:PATH")
+    if required:
+        raise ConfigError(f"dataset {name!r} needs {', '.join(f'{p}=...' for p in required)}")
     try:
         return factory(transform=transform, **opts)
     except TypeError as exc:

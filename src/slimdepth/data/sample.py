@@ -6,8 +6,9 @@ A sample is a plain ``dict``:
 * ``depth``  float32 tensor 1xHxW in metres, 0 = invalid (never NaN);
 * ``seg``    optional int64 tensor HxW of class ids, 255 = ignore;
 * ``K``      float32 tensor 3x3, intrinsics for *this* image size (pixel centres at integers);
-* ``meta``   dict with at least ``name`` (unique id in its dataset), ``path``, ``dataset`` and
-  ``orig_size`` (H, W of the file it came from).
+* ``meta``   dict with at least ``name`` (unique id in its dataset), ``path``, ``dataset``,
+  ``orig_size`` (H, W of the file it came from) and ``sparse`` (the depth keys that are point
+  sets, such as projected LiDAR; transforms resample those point by point).
 
 Extra keys follow naming rules so that transforms know how to treat them: ``*_image`` is an
 image (e.g. ``right_image``), ``*_depth`` is a depth map (e.g. ``lidar_depth``) and ``*_seg`` a
@@ -139,6 +140,8 @@ def make_sample(
         else:
             raise DataError(f"{where}: extra key {key!r} does not follow the *_image/*_depth/*_seg naming rule")
     meta = dict(meta or {})
+    if "sparse" not in meta:  # decided once, on the unaugmented maps (padding adds zeros later)
+        meta["sparse"] = [k for k, v in sample.items() if key_kind(k) == "depth" and is_sparse_map(v)]
     meta.setdefault("name", "sample")
     meta.setdefault("path", "")
     meta.setdefault("dataset", "unknown")
@@ -146,6 +149,24 @@ def make_sample(
     sample["meta"] = meta
     check_sample(sample)
     return sample
+
+
+#: a depth map with fewer valid pixels than this is a point set (LiDAR), not a dense map
+SPARSE_FRACTION = 0.5
+
+
+def is_sparse_map(depth: torch.Tensor) -> bool:
+    """True for point-set depth (projected LiDAR: KITTI ~4%, annotated KITTI ~20% valid)."""
+    return float((depth > 0).float().mean()) < SPARSE_FRACTION
+
+
+def sparse_keys(sample: dict[str, Any]) -> set[str]:
+    """Depth keys of ``sample`` that hold point sets: ``meta['sparse']`` when recorded (by
+    :func:`make_sample`, before any augmentation padded the maps), else decided by density."""
+    recorded = (sample.get("meta") or {}).get("sparse")
+    if recorded is not None:
+        return set(recorded)
+    return {k for k, v in sample.items() if key_kind(k) == "depth" and is_sparse_map(v)}
 
 
 def sample_size(sample: dict[str, Any]) -> tuple[int, int]:

@@ -176,7 +176,7 @@ def prepare_prediction(
         if not resize:
             raise DataError(
                 f"prediction size {size[0]}x{size[1]} does not match ground truth {gt_size[0]}x{gt_size[1]}; "
-                "enable resizing to resize predictions bilinearly"
+                "pass resize=True (--resize) to resize predictions bilinearly"
             )
         pred = F.interpolate(pred, size=gt_size, mode="bilinear", align_corners=False)
     gt = gt.to(device=pred.device, dtype=torch.float64)

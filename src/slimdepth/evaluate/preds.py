@@ -22,7 +22,7 @@ import torch
 from slimdepth.data.base import DepthDataset
 from slimdepth.data.io import IMAGE_SUFFIXES, read_depth
 from slimdepth.errors import ConfigError, DataError
-from slimdepth.evaluate.conventions import EvalConfig, evaluate_pair, preset_for, scale_ratio_stats
+from slimdepth.evaluate.conventions import EvalConfig, evaluate_pair, preset_for, scale_ratio_stats, valid_mask
 from slimdepth.evaluate.metrics import METRIC_NAMES, MetricAccumulator
 
 PredEncoding = Literal["mm", "kitti", "npy", "auto"]
@@ -59,6 +59,7 @@ class EvalReport:
     dataset: str = ""
     encoding: str = "auto"
     resize: bool = False
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def num_skipped(self) -> int:
@@ -85,6 +86,7 @@ class EvalReport:
             "dataset": self.dataset,
             "encoding": self.encoding,
             "resize": self.resize,
+            "warnings": list(self.warnings),
         }
         if per_image:
             out["per_image"] = {k: dict(v) for k, v in self.per_image.items()}
@@ -147,10 +149,62 @@ class _PredIndex:
         return hits[0] if hits else None
 
 
-def _read_prediction(path: Path, encoding: str) -> torch.Tensor:
+def _resolve_encoding(path: Path, encoding: str) -> str:
     if encoding == "auto":
-        encoding = "npy" if path.suffix.lower() == ".npy" else "mm"
-    return torch.from_numpy(read_depth(path, encoding))  # type: ignore[arg-type]
+        return "npy" if path.suffix.lower() == ".npy" else "mm"
+    return encoding
+
+
+def _read_prediction(path: Path, encoding: str) -> torch.Tensor:
+    return torch.from_numpy(read_depth(path, _resolve_encoding(path, encoding)))  # type: ignore[arg-type]
+
+
+class _UnitCheck:
+    """Watches raw predictions for the two silent unit mistakes of depth files.
+
+    * zeros where the ground truth is valid: a 16-bit millimetre PNG cannot hold depths beyond
+      65.5 m and stores them as 0, which scoring then clamps to the minimum depth;
+    * a median gt/pred ratio near 1000/256 (or its inverse): KITTI's value/256 PNGs read as
+      millimetres, or the other way round.
+    """
+
+    def __init__(self) -> None:
+        self.valid = 0
+        self.zeros = 0
+        self.ratios: list[float] = []
+        self.png_mm = False
+
+    def add(self, pred: torch.Tensor, gt: torch.Tensor, config: EvalConfig, path: Path, encoding: str) -> None:
+        self.png_mm |= _resolve_encoding(path, encoding) == "mm"
+        gt = gt.reshape(gt.shape[-2:])
+        if tuple(pred.shape[-2:]) != tuple(gt.shape):
+            return  # predictions to be resized: raw pixels do not line up with the ground truth
+        pred = pred.reshape(gt.shape)
+        mask = valid_mask(gt, config)
+        p = pred[mask]
+        self.valid += int(mask.sum())
+        self.zeros += int((p <= 0).sum())
+        ok = p > 0
+        if ok.any():
+            self.ratios.append(float(gt[mask][ok].median() / p[ok].median()))
+
+    def warnings(self) -> list[str]:
+        out = []
+        if self.valid and self.zeros > 0.01 * self.valid:
+            hint = ("; 16-bit millimetre PNGs cannot hold depths beyond 65.5 m: write .npy (metres) or "
+                    "KITTI PNGs (--encoding kitti)") if self.png_mm else ""
+            out.append(f"{100 * self.zeros / self.valid:.1f}% of the valid ground-truth pixels have a zero "
+                       f"(missing) prediction, scored as the minimum depth{hint}")
+        if self.ratios:
+            r = float(torch.tensor(self.ratios).median())
+            k = 1000 / 256
+            if abs(r / k - 1) < 0.1:
+                out.append(f"predictions are {r:.2f}x nearer than the ground truth, about 1000/256: KITTI-encoded "
+                           "PNGs (value/256) read as millimetres? try --encoding kitti")
+            elif abs(r * k - 1) < 0.1:
+                out.append(f"predictions are {1 / r:.2f}x farther than the ground truth, about 1000/256: millimetre "
+                           "PNGs read as KITTI (value/256)? try --encoding mm")
+        return out
 
 
 def _ground_truth(dataset: DepthDataset, index: int, name: str) -> torch.Tensor:
@@ -211,12 +265,14 @@ def evaluate_predictions(
         raise DataError(f"{root}: no prediction file ({suffixes}) matches any of the {len(names)} sample names")
 
     acc = MetricAccumulator()
+    units = _UnitCheck()
     ratios: list[float] = []
     skipped: list[str] = []
     per_image: dict[str, dict[str, float]] = {}
     for done, (i, name, path) in enumerate(matched, start=1):
         pred = _read_prediction(path, encoding)
         gt = _ground_truth(dataset, i, name)
+        units.add(pred, gt, config, path, encoding)
         try:
             result = evaluate_pair(pred, gt, config, resize=resize)
         except DataError as exc:
@@ -249,4 +305,5 @@ def evaluate_predictions(
         dataset=str(getattr(dataset, "dataset_name", type(dataset).__name__)),
         encoding=encoding,
         resize=resize,
+        warnings=units.warnings(),
     )

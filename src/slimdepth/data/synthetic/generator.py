@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 import os
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -40,6 +41,8 @@ SPLITS = {"train": 0, "val": 1, "test": 2}
 COMPONENTS = ("depth", "seg", "lidar", "right")
 LIDAR_DROPOUT = 0.1
 DEFAULT_SIZE = (192, 640)
+MAX_SIDE = 8192  # a frame needs ~250 bytes per pixel while rendering
+MAX_PIXELS = 16_000_000
 _STREAM_SCENE, _STREAM_LEFT_NOISE, _STREAM_RIGHT_NOISE, _STREAM_LIDAR = range(4)
 
 
@@ -133,8 +136,12 @@ class SceneGenerator:
                  components: Iterable[str] = COMPONENTS, lidar_dropout: float = LIDAR_DROPOUT,
                  threaded: bool = True) -> None:
         self.size = parse_size(size)
-        if self.size[0] < 8 or self.size[1] < 8:
-            raise ConfigError(f"synthetic frames must be at least 8x8, got {self.size[0]}x{self.size[1]}")
+        h, w = self.size
+        if h < 8 or w < 8 or h > MAX_SIDE or w > MAX_SIDE or h * w > MAX_PIXELS:
+            raise ConfigError(f"synthetic frames must be 8 to {MAX_SIDE} pixels a side and at most "
+                              f"{MAX_PIXELS // 1_000_000} Mpixels, got {h}x{w}")
+        if not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise ConfigError(f"seed must be an integer in [0, 2^63), got {seed!r}")
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
         self.components = tuple(components)
@@ -260,9 +267,11 @@ def _dataset_meta(gen: SceneGenerator) -> dict[str, Any]:
 _WORKER_GEN: SceneGenerator | None = None
 
 
-def _init_worker(gen: SceneGenerator) -> None:
+def _init_worker(gen: SceneGenerator, pool_worker: bool = False) -> None:
     global _WORKER_GEN
     _WORKER_GEN = gen
+    if pool_worker:  # Ctrl-C is the parent's to handle: it stops the pool and reports once
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _write_frame(args: tuple[Path, int]) -> int:
@@ -289,6 +298,7 @@ def write_synthetic(out: str | Path, num: int, size: tuple[int, int] | str = DEF
                     progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Write ``num`` frames to ``out`` in the layout the ``folder`` reader reads; resumable.
 
+    ``workers`` processes render in parallel (at most one per CPU core: more only slow down).
     An existing ``out`` is resumed (complete frames are kept) when it holds a dataset made
     with the same generator settings; any other non-empty directory is refused, so no user
     file is ever overwritten. Returns a summary with the number of frames written and kept.
@@ -314,6 +324,9 @@ def write_synthetic(out: str | Path, num: int, size: tuple[int, int] | str = DEF
         if not same:
             diff = ", ".join(f"{k}={old.get(k)!r} (now {meta[k]!r})" for k in meta if old.get(k) != meta[k])
             raise DataError(f"{out}: holds a dataset made with other settings ({diff}); choose another --out")
+    for stale in out.glob("*/.*"):  # temporary files of writes cut short by an interruption
+        if stale.is_file() and stale.parent.name in {"rgb", *FOLDERS.values()}:
+            stale.unlink()
     todo = [i for i in range(num) if not all(p.exists() for p in _frame_paths(out, i, gen.components).values())]
     kept = num - len(todo)
     out.mkdir(parents=True, exist_ok=True)
@@ -331,7 +344,8 @@ def write_synthetic(out: str | Path, num: int, size: tuple[int, int] | str = DEF
             if progress:
                 progress(kept + done, num)
     else:
-        with get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(gen,)) as pool:
+        workers = min(workers, len(todo), os.cpu_count() or 1)
+        with get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(gen, True)) as pool:
             for _ in pool.imap_unordered(_write_frame, [(out, i) for i in todo], chunksize=1):
                 done += 1
                 if progress:

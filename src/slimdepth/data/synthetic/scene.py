@@ -61,6 +61,7 @@ class PrimTable:
     params: np.ndarray  # (N, 6) float32 material parameters
     lo: np.ndarray  # (N, 3) world AABB
     hi: np.ndarray  # (N, 3)
+    obj: np.ndarray  # (N,) int32 object id: primitives of one object (car body + cabin) share it
 
     def __len__(self) -> int:
         return int(self.kind.shape[0])
@@ -77,25 +78,59 @@ class PrimTable:
 
 
 class PrimBuilder:
-    """Accumulates primitives and turns them into a :class:`PrimTable`."""
+    """Accumulates primitives and turns them into a :class:`PrimTable`.
+
+    It also keeps the ground footprints (x0, x1, z0, z1) that solid objects occupy, so that
+    later objects can be placed only where the ground is free (no pole inside a car).
+    """
 
     def __init__(self) -> None:
         self.rows: list[tuple] = []
+        self.footprints: list[tuple[float, float, float, float, bool]] = []  # ..., is_building
+        self.objects: list[int] = []  # object id of each primitive (a car's body and cabin share one)
+        self._object = -1
+
+    def new_object(self) -> None:
+        """Start a new object: the primitives added next belong together."""
+        self._object += 1
+
+    def occupy(self, x: float, z: float, hx: float, hz: float, tall: bool = False) -> None:
+        """Mark the rectangle |x' - x| <= hx, |z' - z| <= hz as taken; ``tall`` objects (buildings,
+        poles) also keep tree crowns away."""
+        self.footprints.append((x - hx, x + hx, z - hz, z + hz, tall))
+
+    def is_free(self, x: float, z: float, hx: float, hz: float | None = None) -> bool:
+        """True if the rectangle of half-sizes (hx, hz) around (x, z) touches no occupied footprint."""
+        hz = hx if hz is None else hz
+        return not any(x + hx > x0 and x - hx < x1 and z + hz > z0 and z - hz < z1 for x0, x1, z0, z1, _ in self.footprints)
+
+    def tall_distance(self, x: float, z: float) -> float:
+        """Horizontal distance from (x, z) to the nearest tall footprint (inf if none)."""
+        best = float("inf")
+        for x0, x1, z0, z1, tall in self.footprints:
+            if tall:
+                dx = max(x0 - x, 0.0, x - x1)
+                dz = max(z0 - z, 0.0, z - z1)
+                best = min(best, float(np.sqrt(dx * dx + dz * dz)))
+        return best
 
     def box(self, x: float, z: float, y0: float, y1: float, hx: float, hz: float, material: int, label: int,
             color, color2=(0.0, 0.0, 0.0), params=(), yaw: float = 0.0) -> None:
         """An upright box centred at (x, z), from y0 to y1, rotated by tan(yaw/2) = ``yaw``."""
         c = (1.0 - yaw * yaw) / (1.0 + yaw * yaw)
         s = 2.0 * yaw / (1.0 + yaw * yaw)
+        self.objects.append(self._object)
         self.rows.append((BOX, (x, 0.5 * (y0 + y1), z), (hx, 0.5 * (y1 - y0), hz), (c, s), material, label, color, color2, params))
 
     def cylinder(self, x: float, z: float, y0: float, y1: float, r: float, material: int, label: int,
                  color, color2=(0.0, 0.0, 0.0), params=()) -> None:
         """A vertical cylinder of radius r at (x, z) from y0 to y1 (top cap included)."""
+        self.objects.append(self._object)
         self.rows.append((CYLINDER, (x, 0.5 * (y0 + y1), z), (r, 0.5 * (y1 - y0), r), (1.0, 0.0), material, label, color, color2, params))
 
     def ellipsoid(self, center, radii, material: int, label: int, color, color2=(0.0, 0.0, 0.0), params=()) -> None:
         """An axis-aligned ellipsoid."""
+        self.objects.append(self._object)
         self.rows.append((ELLIPSOID, tuple(center), tuple(radii), (1.0, 0.0), material, label, color, color2, params))
 
     def build(self) -> PrimTable:
@@ -118,7 +153,7 @@ class PrimBuilder:
             label=np.array([r[5] for r in self.rows], dtype=np.uint8).reshape(n),
             color=np.array([r[6] for r in self.rows], dtype=np.float32).reshape(n, 3),
             color2=np.array([r[7] for r in self.rows], dtype=np.float32).reshape(n, 3),
-            params=params, lo=center - ext, hi=center + ext,
+            params=params, lo=center - ext, hi=center + ext, obj=np.array(self.objects, dtype=np.int32).reshape(n),
         )
 
 
@@ -207,6 +242,8 @@ def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
 
 def _vehicle(b: PrimBuilder, rng: np.random.Generator, kind: str, x: float, z: float, facing: float, yaw: float) -> None:
     """Add a vehicle centred at (x, z) whose front points along +z (facing=1) or -z (facing=-1)."""
+    b.new_object()
+    b.occupy(x, z, 1.35, _vehicle_length(kind) / 2 + 0.2)  # generous: covers every size and small yaws
     paint = _pick(rng, PAINT)
     glass = (0.03, 0.04, 0.05)
     if kind == "car":
@@ -243,12 +280,14 @@ def _buildings(b: PrimBuilder, rng: np.random.Generator, side: int, walk_edge: f
         depth = 30.0
         x = walk_edge + side * (setback + depth / 2)
         z0 = _u(rng, -30.0, -10.0)
+        b.new_object()
         b.box(x, 0.5 * (z0 + far), 0.0, _u(rng, 6.0, 16.0), depth / 2, 0.5 * (far - z0), FOLIAGE, VEGETATION,
               _pick(rng, LEAF), (0.0, 0.0, 0.0), (1.0,))
+        b.occupy(x, 0.5 * (z0 + far), depth / 2, 0.5 * (far - z0), tall=True)
         return
     z = _u(rng, -45.0, -15.0)
-    while z < far:
-        length = _u(rng, 8.0, 32.0)
+    while z < far - 4.0:
+        length = min(_u(rng, 8.0, 32.0), far - z)  # the backdrop stands at z = far
         if rng.random() < 0.22:
             z += _u(rng, 3.0, 12.0)
             continue
@@ -262,12 +301,17 @@ def _buildings(b: PrimBuilder, rng: np.random.Generator, side: int, walk_edge: f
         win_w, win_h = _u(rng, 0.8, 1.6), _u(rng, 1.1, 1.8)
         spacing = max(win_w + 0.8, _u(rng, 2.0, 4.0))
         shop = 1.0 if rng.random() < 0.3 else 0.0
+        b.new_object()
         b.box(x, z + length / 2, 0.0, height, depth / 2, length / 2, FACADE, BUILDING, color, glass,
               (floor_h, win_w, win_h, spacing, 1.0 if brick else 0.0, shop))
+        b.occupy(x, z + length / 2, depth / 2, length / 2, tall=True)
         if setback > 2.0 and rng.random() < 0.5:  # a hedge in the front yard
             hx = _u(rng, 0.3, 0.6)
-            b.box(walk_edge + side * (_u(rng, 0.3, 1.0) + hx), z + length / 2, 0.0, _u(rng, 0.7, 1.6), hx,
+            hedge_x = walk_edge + side * (_u(rng, 0.3, min(1.0, setback - 2 * hx - 0.2)) + hx)
+            b.new_object()
+            b.box(hedge_x, z + length / 2, 0.0, _u(rng, 0.7, 1.6), hx,
                   length / 2 - 0.5, FOLIAGE, VEGETATION, _pick(rng, LEAF), (0.0, 0.0, 0.0), (2.0,))
+            b.occupy(hedge_x, z + length / 2, hx, length / 2 - 0.5)
         z += length
 
 
@@ -306,6 +350,8 @@ def sample_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
     # Buildings on both sides and a backdrop where the street ends.
     _buildings(b, rng, -1, walk_left, far, not yard_grass[0])
     _buildings(b, rng, +1, walk_right, far, not yard_grass[1])
+    b.new_object()
+    b.occupy(0.0, far + 15.0, 250.0, 15.0, tall=True)
     if rng.random() < 0.6:
         b.box(0.0, far + 15.0, 0.0, _u(rng, 10.0, 35.0), 250.0, 15.0, FACADE, BUILDING, _pick(rng, PLASTER),
               (0.08, 0.09, 0.11), (3.0, 1.2, 1.5, 3.0, 0.0, 0.0))
@@ -336,13 +382,18 @@ def sample_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
         kind = "car" if r < 0.75 else "van" if r < 0.87 else "truck" if r < 0.95 else "bus"
         x = lanes_left + (lane + 0.5) * lane_w + _u(rng, -0.3, 0.3)
         z = _u(rng, 9.0 if lane == ego else 6.0, 70.0) + _vehicle_length(kind) / 2
-        _vehicle(b, rng, kind, x, z, -1.0 if lane < n_oncoming else 1.0, _u(rng, -0.03, 0.03))
+        if b.is_free(x, z, 1.4, _vehicle_length(kind) / 2 + 0.3):
+            _vehicle(b, rng, kind, x, z, -1.0 if lane < n_oncoming else 1.0, _u(rng, -0.03, 0.03))
 
-    # Street furniture and trees on the sidewalks.
+    # Street furniture and trees on the sidewalks (outside the curbs: side -1 is x < road_left).
     for side, edge, outer in ((-1, road_left, walk_left), (1, road_right, walk_right)):
         z = _u(rng, 0.0, 20.0)
         while z < 0.7 * far:
-            x = edge - side * _u(rng, 0.4, 0.7)
+            x = edge + side * _u(rng, 0.4, 0.7)
+            if not b.is_free(x, z, 0.4):
+                z += _u(rng, 2.0, 6.0)
+                continue
+            b.new_object()
             if rng.random() < 0.6:
                 b.cylinder(x, z, 0.0, _u(rng, 6.0, 9.0), _u(rng, 0.07, 0.12), POLE_METAL, POLE,
                            _pick(rng, [(0.35, 0.35, 0.36), (0.08, 0.15, 0.10), (0.55, 0.56, 0.58)]))
@@ -351,20 +402,27 @@ def sample_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
                 b.cylinder(x, z, 0.0, top, 0.04, POLE_METAL, POLE, (0.5, 0.5, 0.52))
                 b.box(x, z - 0.06, top - 0.05, top + 0.6, 0.32, 0.02, SIGN_PANEL, IGNORE, _pick(rng, SIGN),
                       (0.8, 0.8, 0.8))
+            b.occupy(x, z, 0.35, 0.35, tall=True)
             z += _u(rng, 18.0, 40.0)
         if rng.random() < 0.6:
             z = _u(rng, -5.0, 10.0)
             while z < min(far, 150.0):
-                x = edge - side * _u(rng, 0.7, 1.1) if rng.random() < 0.6 else outer + side * _u(rng, 0.5, 3.0)
-                trunk_h, rxz, ry = _u(rng, 2.0, 3.5), _u(rng, 1.3, 3.0), _u(rng, 1.6, 3.4)
-                crown_y = trunk_h + 0.7 * ry
-                if min(abs(x - road_left), abs(x - road_right)) < rxz:  # overhangs the road: clear traffic
-                    crown_y = max(crown_y, 3.2 + ry)
-                    trunk_h = crown_y - 0.7 * ry
-                b.cylinder(x, z, 0.0, trunk_h + 0.5, _u(rng, 0.12, 0.28), TRUNK, VEGETATION,
+                in_yard = rng.random() >= 0.6
+                x = outer + side * _u(rng, 0.5, 3.0) if in_yard else edge + side * _u(rng, 0.7, 1.1)
+                trunk_r, rxz, ry = _u(rng, 0.12, 0.28), _u(rng, 1.3, 3.0), _u(rng, 1.6, 3.4)
+                rxz = min(rxz, b.tall_distance(x, z) - 0.2)  # crowns stay clear of facades and poles
+                if rxz < 1.0 or not b.is_free(x, z, trunk_r + 0.3):
+                    z += _u(rng, 3.0, 8.0)
+                    continue
+                # crowns start above vans (2.6 m) and, where they overhang the road, above trucks
+                low = 4.2 if min(abs(x - road_left), abs(x - road_right)) < rxz else 2.6
+                crown_y = max(_u(rng, 2.0, 3.5) + 0.7 * ry, low + ry)
+                b.new_object()
+                b.cylinder(x, z, 0.0, crown_y - 0.2 * ry, trunk_r, TRUNK, VEGETATION,
                            _pick(rng, [(0.22, 0.15, 0.09), (0.18, 0.16, 0.13)]))
                 b.ellipsoid((x, crown_y, z), (rxz, ry, rxz), FOLIAGE, VEGETATION, _pick(rng, LEAF),
                             (0.0, 0.0, 0.0), (0.0,))
+                b.occupy(x, z, trunk_r + 0.2, trunk_r + 0.2)
                 z += _u(rng, 7.0, 16.0)
 
     # Pedestrians on the sidewalks, sometimes crossing.
@@ -378,6 +436,10 @@ def sample_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
         z = _u(rng, 4.0, 45.0)
         h = _u(rng, 1.5, 1.95)
         r = _u(rng, 0.17, 0.24)
+        if not b.is_free(x, z, r + 0.15):
+            continue
+        b.occupy(x, z, r, r)
+        b.new_object()
         b.cylinder(x, z, 0.0, 0.86 * h, r, PERSON, PEDESTRIAN, _pick(rng, CLOTHES), _pick(rng, CLOTHES[:3], 0.3),
                    (0.48 * h,))
         hr = 0.065 * h
