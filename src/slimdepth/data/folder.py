@@ -34,6 +34,7 @@ from slimdepth.data.io import (
     list_images,
     read_depth,
     read_intrinsics,
+    read_list_file,
     read_rgb,
     read_seg,
 )
@@ -298,13 +299,8 @@ class FolderDataset(DepthDataset):
 def read_image_list(path: Path) -> list[Path]:
     """Image paths listed one per line (blank lines and ``#`` comments skipped); relative
     paths are resolved against the list's folder. Missing files are reported with the line."""
-    if not path.is_file():
-        raise DataError(f"{path}: image list not found")
     images = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        entry = line.strip()
-        if not entry or entry.startswith("#"):
-            continue
+    for lineno, entry in read_list_file(path, "image list"):
         image = Path(entry) if Path(entry).is_absolute() else path.parent / entry
         if not image.is_file():
             raise DataError(f"{path}: line {lineno}: image {image} not found")

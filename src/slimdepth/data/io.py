@@ -229,6 +229,20 @@ def write_intrinsics(path: str | Path, K: np.ndarray) -> None:
         tmp.write_text(text)
 
 
+def read_list_file(path: str | Path, what: str = "split file") -> list[tuple[int, str]]:
+    """(line number, stripped line) of a list file (split, image list), skipping blank lines
+    and ``#`` comments; :class:`DataError` if the file is missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read {what} ({type(exc).__name__})") from None
+    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1)]
+    return [(n, line) for n, line in lines if line and not line.startswith("#")]
+
+
 def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
     """Image files in ``folder`` (sorted), by suffix."""
     folder = Path(folder)

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from slimdepth.data.base import DepthDataset, Transform
-from slimdepth.data.io import read_depth, read_rgb
+from slimdepth.data.io import read_depth, read_list_file, read_rgb
 from slimdepth.data.registry import register_dataset
 from slimdepth.data.sample import make_sample
 from slimdepth.errors import ConfigError, DataError
@@ -211,13 +211,9 @@ def read_kitti_split(path: str | Path, side: str = "l") -> list[KittiFrame]:
     """Parse a split file: monodepth2's ``FOLDER FRAME [l|r]`` lines (``side`` when the letter
     is absent) or BTS's ``DATE/DRIVE/image_0X/data/FRAME.png GT_PATH FOCAL`` lines."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: split file not found")
     frames = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in read_list_file(path):
         parts = line.split()
-        if not parts or parts[0].startswith("#"):
-            continue
         bts = _bts_frame(parts[0])
         if bts is not None:
             frames.append(bts)
@@ -225,7 +221,7 @@ def read_kitti_split(path: str | Path, side: str = "l") -> list[KittiFrame]:
         letter = parts[2] if len(parts) == 3 else side
         ok = len(parts) in (2, 3) and "/" in parts[0].strip("/") and parts[1].isdigit() and letter in SIDE_TO_CAM
         if not ok:
-            raise DataError(f"{path}: line {lineno}: expected 'DATE/DRIVE FRAME [l|r]', got {line.strip()!r}")
+            raise DataError(f"{path}: line {lineno}: expected 'DATE/DRIVE FRAME [l|r]', got {line!r}")
         frames.append(KittiFrame(parts[0].strip("/"), int(parts[1]), SIDE_TO_CAM[letter]))
     if not frames:
         raise DataError(f"{path}: split file lists no frames")

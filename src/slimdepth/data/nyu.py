@@ -20,7 +20,7 @@ import numpy as np
 
 from slimdepth.data.base import DepthDataset, Transform
 from slimdepth.data.folder import check_same_size, unique_names
-from slimdepth.data.io import IMAGE_SUFFIXES, read_depth, read_rgb
+from slimdepth.data.io import IMAGE_SUFFIXES, read_depth, read_list_file, read_rgb
 from slimdepth.data.registry import register_dataset
 from slimdepth.data.sample import make_sample
 from slimdepth.errors import ConfigError, DataError
@@ -83,13 +83,9 @@ def scan_sync(root: Path) -> list[NyuItem]:
 
 def read_bts_split(path: Path, root: Path) -> list[NyuItem]:
     """Parse a BTS split file (``RGB DEPTH [FOCAL]`` per line, paths relative to ``root``)."""
-    if not path.is_file():
-        raise DataError(f"{path}: split file not found")
     items = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in read_list_file(path):
         parts = line.split()
-        if not parts or parts[0].startswith("#"):
-            continue
         ok = len(parts) in (2, 3)
         if ok and len(parts) == 3:
             try:
@@ -97,7 +93,7 @@ def read_bts_split(path: Path, root: Path) -> list[NyuItem]:
             except ValueError:
                 ok = False
         if not ok:
-            raise DataError(f"{path}: line {lineno}: expected 'RGB_PATH DEPTH_PATH [FOCAL]', got {line.strip()!r}")
+            raise DataError(f"{path}: line {lineno}: expected 'RGB_PATH DEPTH_PATH [FOCAL]', got {line!r}")
         image = root / parts[0].lstrip("/")
         items.append(NyuItem(_name_for(image, root), image, root / parts[1].lstrip("/")))
     if not items:
