@@ -157,9 +157,9 @@ def test_h5_errors(tmp_path: Path) -> None:
         "keys.h5": ({"rgb": rgb, "dep": depth}, r"keys\.h5: HDF5 file has no 'depth'"),
         "hwc.h5": ({"rgb": rgb.transpose(1, 2, 0), "depth": depth}, r"hwc\.h5: 'rgb' must be 3xHxW uint8"),
         "float.h5": ({"rgb": rgb.astype(np.float32), "depth": depth}, r"float\.h5: 'rgb' must be 3xHxW uint8"),
-        "nan.h5": ({"rgb": rgb, "depth": np.where(np.eye(8, 10) > 0, np.nan, 1.0)}, r"nan\.h5: NaN depth"),
+        "nan.h5": ({"rgb": rgb, "depth": np.where(np.eye(8, 10) > 0, np.nan, 1.0)}, r"nan\.h5 'depth': depth contains NaN"),
         "size.h5": ({"rgb": rgb, "depth": np.ones((8, 9), np.float32)}, r"size\.h5 'depth': size 9x8 does not match .*size\.h5 \(10x8\)"),
-        "depth3d.h5": ({"rgb": rgb, "depth": np.ones((1, 8, 10))}, r"depth3d\.h5: 'depth' must be a numeric HxW"),
+        "depth3d.h5": ({"rgb": rgb, "depth": np.ones((2, 8, 10))}, r"depth3d\.h5 'depth': expected a numeric HxW"),
     }
     for name, (content, message) in cases.items():
         path = tmp_path / name

@@ -22,7 +22,7 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from slimdepth.data.io import atomic_path, write_rgb
+from slimdepth.data.io import atomic_path, check_intrinsics, write_rgb
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.geometry import backproject
 
@@ -95,11 +95,7 @@ def _as_rgb(image: ArrayLike, where: str = "image") -> np.ndarray:
 
 
 def _intrinsics(K: ArrayLike) -> np.ndarray:
-    arr, _ = _to_numpy(K)
-    arr = arr.astype(np.float64)
-    if arr.shape != (3, 3) or not np.isfinite(arr).all() or arr[0, 0] <= 0 or arr[1, 1] <= 0:
-        raise DataError(f"K: expected a 3x3 intrinsics matrix with positive focal lengths, got shape {arr.shape}")
-    return arr
+    return check_intrinsics(_to_numpy(K)[0])
 
 
 def _valid(depth: np.ndarray) -> np.ndarray:

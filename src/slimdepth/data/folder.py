@@ -31,6 +31,7 @@ from slimdepth.data.io import (
     DEPTH_ENCODINGS,
     IMAGE_SUFFIXES,
     intrinsics_from_values,
+    list_files,
     list_images,
     read_depth,
     read_intrinsics,
@@ -111,12 +112,11 @@ def _key(path: Path, folder: Path) -> str:
 def index_files(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
     """Files under ``folder`` (recursively) with one of ``suffixes``, by matching key."""
     found: dict[str, Path] = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.suffix.lower() in suffixes and not path.name.startswith("."):
-            key = _key(path, folder)
-            if key in found:
-                raise DataError(f"{path}: ambiguous, {found[key]} has the same name")
-            found[key] = path
+    for path in list_files(folder, tuple(suffixes), recursive=True):
+        key = _key(path, folder)
+        if key in found:
+            raise DataError(f"{path}: ambiguous, {found[key]} has the same name")
+        found[key] = path
     return found
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from slimdepth.data.base import DepthDataset, Transform
 from slimdepth.data.folder import check_same_size, unique_names
-from slimdepth.data.io import IMAGE_SUFFIXES, read_depth, read_list_file, read_rgb
+from slimdepth.data.io import IMAGE_SUFFIXES, check_depth_array, list_files, read_depth, read_list_file, read_rgb
 from slimdepth.data.registry import register_dataset
 from slimdepth.data.sample import make_sample
 from slimdepth.errors import ConfigError, DataError
@@ -67,10 +67,7 @@ def _name_for(path: Path, root: Path) -> str:
 
 def scan_sync(root: Path) -> list[NyuItem]:
     """Every ``rgb_*`` image under ``root`` paired with its ``sync_depth_*`` map."""
-    images = sorted(
-        p for p in root.rglob(f"{RGB_PREFIX}*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
+    images = [p for p in list_files(root, IMAGE_SUFFIXES, recursive=True) if p.name.startswith(RGB_PREFIX)]
     items = []
     for image in images:
         candidates = _sync_depth_for(image)
@@ -128,15 +125,10 @@ def read_nyu_h5(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: cannot read HDF5 ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     if rgb.ndim != 3 or rgb.shape[0] != 3 or rgb.dtype != np.uint8:
         raise DataError(f"{path}: 'rgb' must be 3xHxW uint8, got {rgb.dtype} {rgb.shape}")
-    if depth.ndim != 2 or not np.issubdtype(depth.dtype, np.number):
-        raise DataError(f"{path}: 'depth' must be a numeric HxW array, got {depth.dtype} {depth.shape}")
-    if np.isnan(depth).any():
-        raise DataError(f"{path}: NaN depth (store 0 for invalid pixels)")
-    if np.isinf(depth).any() or (depth < 0).any():
-        raise DataError(f"{path}: depth must be finite and non-negative")
+    depth = check_depth_array(depth, f"{path} 'depth'")
     image = np.ascontiguousarray(rgb.transpose(1, 2, 0))
     check_same_size(image.shape[:2], path, depth.shape, f"{path} 'depth'")
-    return image, depth.astype(np.float32)
+    return image, depth
 
 
 @register_dataset("nyu")

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from slimdepth.data.io import check_depth_array, check_intrinsics
 from slimdepth.errors import DataError
 
 IGNORE_LABEL = 255
@@ -64,23 +65,6 @@ def image_to_tensor(image: np.ndarray, where: str = "image") -> torch.Tensor:
     return out
 
 
-def check_depth_array(depth: np.ndarray, where: str = "depth") -> np.ndarray:
-    """Validate a depth map in metres (HxW or 1xHxW, numeric, finite, >= 0) and return it
-    as float32 HxW; raise :class:`DataError` naming ``where`` otherwise (0 marks invalid)."""
-    arr = np.asarray(depth)
-    if arr.ndim == 3 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
-        raise DataError(f"{where}: expected a numeric HxW depth map, got {arr.dtype} {tuple(arr.shape)}")
-    if np.isnan(arr).any():
-        raise DataError(f"{where}: depth contains NaN (use 0 for invalid pixels)")
-    if np.isinf(arr).any():
-        raise DataError(f"{where}: depth contains infinite values (use 0 for invalid pixels)")
-    if (arr < 0).any():
-        raise DataError(f"{where}: depth contains negative values")
-    return np.ascontiguousarray(arr, dtype=np.float32)
-
-
 def depth_to_tensor(depth: np.ndarray, where: str = "depth") -> torch.Tensor:
     """Validate an HxW depth map in metres (0 = invalid) and return a float32 1xHxW tensor."""
     return torch.from_numpy(check_depth_array(depth, where))[None]
@@ -98,12 +82,7 @@ def seg_to_tensor(seg: np.ndarray, where: str = "seg") -> torch.Tensor:
 
 def intrinsics_to_tensor(K: np.ndarray | torch.Tensor, where: str = "K") -> torch.Tensor:
     """Validate a 3x3 pinhole intrinsics matrix and return it as float32."""
-    arr = np.asarray(K, dtype=np.float64)
-    if arr.shape != (3, 3):
-        raise DataError(f"{where}: intrinsics must be 3x3, got shape {arr.shape}")
-    if not np.isfinite(arr).all() or arr[0, 0] <= 0 or arr[1, 1] <= 0:
-        raise DataError(f"{where}: intrinsics need finite values and positive focal lengths")
-    return torch.from_numpy(arr.astype(np.float32))
+    return torch.from_numpy(check_intrinsics(K, where).astype(np.float32))
 
 
 def make_sample(

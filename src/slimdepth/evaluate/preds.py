@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 
 from slimdepth.data.base import DepthDataset
-from slimdepth.data.io import IMAGE_SUFFIXES, read_depth
+from slimdepth.data.io import IMAGE_SUFFIXES, list_files, read_depth
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.evaluate.conventions import EvalConfig, evaluate_pair, preset_for, scale_ratio_stats, valid_mask
 from slimdepth.evaluate.metrics import METRIC_NAMES, MetricAccumulator
@@ -127,9 +127,7 @@ class _PredIndex:
     def __init__(self, root: Path, suffixes: tuple[str, ...]) -> None:
         self.by_rel: dict[str, list[Path]] = defaultdict(list)
         self.by_stem: dict[str, list[Path]] = defaultdict(list)
-        for path in sorted(root.rglob("*")):
-            if path.suffix.lower() not in suffixes or path.name.startswith(".") or not path.is_file():
-                continue
+        for path in list_files(root, suffixes, recursive=True):
             rel = path.relative_to(root).with_suffix("").as_posix()
             self.by_rel[rel].append(path)
             self.by_stem[path.stem].append(path)
