@@ -52,12 +52,6 @@ def flip_intrinsics(K: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
-def pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Column (u) and row (v) coordinates of every pixel centre, each HxW float64."""
-    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
-    return u, v
-
-
 def backproject(depth: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """3D points (Nx3, camera frame) of the valid pixels of a depth map, and their (row, col).
 

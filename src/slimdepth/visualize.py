@@ -23,8 +23,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from slimdepth.data.io import atomic_path, check_intrinsics, write_rgb
+from slimdepth.data.keys import is_sparse_map, sparse_keys
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.geometry import backproject
+from slimdepth.labels import CLASS_NAMES, IGNORE_LABEL
 
 if TYPE_CHECKING:
     import torch
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 RGB = tuple[int, int, int]
 
 #: class names of the synthetic scenes, indexed by label id
-LABEL_NAMES: tuple[str, ...] = ("road", "sidewalk", "building", "vegetation", "pole", "car", "pedestrian", "sky")
+LABEL_NAMES: tuple[str, ...] = CLASS_NAMES
 #: Cityscapes colours for those classes (pedestrian = Cityscapes "person")
 LABEL_PALETTE: tuple[RGB, ...] = (
     (128, 64, 128),
@@ -46,7 +48,6 @@ LABEL_PALETTE: tuple[RGB, ...] = (
     (220, 20, 60),
     (70, 130, 180),
 )
-IGNORE_LABEL = 255  # as in slimdepth.data.sample
 ERROR_KINDS: tuple[str, ...] = ("absrel", "abs", "sqrel", "log")
 DEFAULT_PERCENTILES = (5.0, 95.0)
 
@@ -100,6 +101,11 @@ def _intrinsics(K: ArrayLike) -> np.ndarray:
 
 def _valid(depth: np.ndarray) -> np.ndarray:
     return np.isfinite(depth) & (depth > 0)
+
+
+def check_colormap(name: str) -> None:
+    """Raise :class:`ConfigError` naming the valid choices unless ``name`` is a matplotlib colour map."""
+    _colormap(name)
 
 
 def _colormap(name: str) -> Any:
@@ -204,7 +210,7 @@ def colorize_depth(
         raise ConfigError(f"vmin ({vmin}) must not exceed vmax ({vmax})")
     if inverse and vmin is not None and vmin <= 0:
         raise ConfigError(f"vmin must be positive for an inverse-depth map, got {vmin}")
-    auto = _robust_range(d[valid], percentiles) or (1.0, 1.0)
+    auto = (1.0, 1.0) if vmin is not None and vmax is not None else _robust_range(d[valid], percentiles) or (1.0, 1.0)
     lo = float(vmin) if vmin is not None else auto[0]
     hi = float(vmax) if vmax is not None else max(auto[1], lo)
     lo = min(lo, hi)
@@ -402,11 +408,9 @@ def bird_eye_view(
     return canvas
 
 
-def _auto_dilation(depth: np.ndarray, scale: float = 1.0) -> int:
-    """Block size that keeps a sparse map (< 50 % valid) readable after resizing by ``scale``."""
-    if _valid(depth).mean() >= 0.5:
-        return 1
-    return 2 * math.ceil(1.0 / min(scale, 1.0)) + 1
+def _auto_dilation(sparse: bool, scale: float = 1.0) -> int:
+    """Block size that keeps a sparse map (a point set) readable after resizing by ``scale``."""
+    return 2 * math.ceil(1.0 / min(scale, 1.0)) + 1 if sparse else 1
 
 
 def _range_text(rng: tuple[float, float] | None) -> str:
@@ -439,7 +443,7 @@ def comparison_panel(
     panels = [rgb, colorize_depth(p, cmap, vmin, vmax)]
     titles = ["image", f"prediction {_range_text(rng)}"]
     if g is not None:
-        k = _auto_dilation(g)
+        k = _auto_dilation(is_sparse_map(g))
         panels += [colorize_depth(g, cmap, vmin, vmax, dilate=k), colorize_error(p, g, "absrel", error_vmax, dilate=k)]
         titles += [f"ground truth {_range_text(rng)}", "abs rel error"]
     if K is not None:
@@ -460,12 +464,11 @@ SHEET_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _sheet_panel(sample: Mapping[str, Any], key: str, rng: tuple[float, float] | None, scale: float, cmap: str) -> np.ndarray:
-    value = sample[key]
+def _sheet_panel(sample: Mapping[str, Any], key: str, value: np.ndarray, rng: tuple[float, float] | None,
+                 scale: float, cmap: str) -> np.ndarray:
     if key in ("depth", "lidar_depth"):
-        d = _depth2d(value, key)
         vmin, vmax = rng if rng else (None, None)
-        return colorize_depth(d, cmap, vmin, vmax, dilate=_auto_dilation(d, scale))
+        return colorize_depth(value, cmap, vmin, vmax, dilate=_auto_dilation(key in sparse_keys(dict(sample)), scale))
     if key == "seg":
         return colorize_labels(value)
     return _as_rgb(value, key)
@@ -497,7 +500,8 @@ def contact_sheet(
             raise DataError(f"contact_sheet: sample {i} has no 'image'")
     columns = [(k, t) for k, t in SHEET_COLUMNS if any(k in s for s in samples)]
     ncols = len(columns)
-    sizes = [_as_rgb(s["image"]).shape[:2] for s in samples]
+    images = [_as_rgb(s["image"]) for s in samples]
+    sizes = [im.shape[:2] for im in images]
     cell_w = min((max_width - gap * (ncols - 1)) // ncols, max(w for _, w in sizes))
     if cell_w < 1:
         raise ConfigError(f"max_width {max_width} is too small for {ncols} columns")
@@ -506,13 +510,15 @@ def contact_sheet(
     parts = [_hstack(header, gap)] if title_height > 0 else []
     for i, (s, (h, w)) in enumerate(zip(samples, sizes)):
         row_h = max(1, round(cell_w * h / w))
-        depths = [_depth2d(s[k], k) for k in ("depth", "lidar_depth") if k in s]
-        values = [d[_valid(d)] for d in depths]
+        depths = {k: _depth2d(s[k], k) for k in ("depth", "lidar_depth") if k in s}
+        values = [d[_valid(d)] for d in depths.values()]
         rng = _robust_range(np.concatenate(values), DEFAULT_PERCENTILES) if values else None
+        ready = {**depths, "image": images[i]}  # already converted: pass them down
         cells = []
         for key, _ in columns:
             if key in s:
-                cells.append(_resize(_sheet_panel(s, key, rng, cell_w / w, cmap), row_h, cell_w))
+                panel = _sheet_panel(s, key, ready.get(key, s[key]), rng, cell_w / w, cmap)
+                cells.append(_resize(panel, row_h, cell_w))
             else:
                 cells.append(np.full((row_h, cell_w, 3), _ABSENT_COLOR, dtype=np.uint8))
         name = str((s.get("meta") or {}).get("name", f"sample {i}"))
@@ -665,6 +671,7 @@ def read_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
 __all__ = [
     "ERROR_KINDS",
     "LABEL_NAMES",
+    "check_colormap",
     "LABEL_PALETTE",
     "SHEET_COLUMNS",
     "bird_eye_view",

@@ -55,10 +55,10 @@ def show(
     """Draw a contact sheet: image | depth | LiDAR | labels | right image, one row per sample."""
     from slimdepth.data.augment import build_augmentation
     from slimdepth.data.registry import build_dataset
-    from slimdepth.visualize import contact_sheet
+    from slimdepth.visualize import check_colormap, contact_sheet
 
     check_output_file(out, overwrite, (".png",))
-    _check_cmap(cmap)
+    check_colormap(cmap)
     if num < 1 or start < 0:
         raise ConfigError("--num must be >= 1 and --start >= 0")
     ds = build_dataset(dataset)
@@ -75,12 +75,6 @@ def show(
     console.print(f"{out}: {len(samples)} samples, {sheet.shape[1]}x{sheet.shape[0]} pixels")
 
 
-def _check_cmap(name: str) -> None:
-    from slimdepth.visualize import colorize_depth
-
-    colorize_depth(np.ones((1, 1), np.float32), cmap=name)  # raises ConfigError naming the valid maps
-
-
 @app.command("info")
 def info(
     dataset: str = typer.Argument(..., help=DATASET_HELP),
@@ -93,8 +87,10 @@ def info(
     n = len(ds) if num <= 0 else min(num, len(ds))
     sizes, fractions, lo, hi = set(), [], [], []
     keys: set[str] = set()
+    first: dict = {}
     for i in range(n):
         s = ds[i]
+        first = first or s
         keys |= set(s)
         sizes.add(tuple(s["image"].shape[-2:]))
         if "depth" in s:
@@ -111,8 +107,7 @@ def info(
     if fractions:
         console.print(f"depth over {n} samples: {np.mean(fractions) * 100:.1f}% valid, "
                       f"{min(lo) if lo else 0:.2f}..{max(hi) if hi else 0:.2f} m")
-    if "K" in keys:
-        first = ds[0]
+    if "K" in first:
         K = first["K"].numpy()
         note = " (assumed KITTI-like: the dataset gives no intrinsics)" if first["meta"].get("intrinsics") == "assumed" else ""
         console.print(f"K of sample 0: fx={K[0, 0]:.2f} fy={K[1, 1]:.2f} cx={K[0, 2]:.2f} cy={K[1, 2]:.2f}{note}")

@@ -12,7 +12,6 @@ from slimdepth.commands.common import check_output_file, console, err_console
 from slimdepth.errors import ConfigError
 from slimdepth.progress import progress_bar
 
-CROP_CHOICES = ("garg", "eigen", "nyu", "none")
 
 
 def evaluate_preds(
@@ -31,15 +30,15 @@ def evaluate_preds(
 ) -> None:
     """Score predicted depth files against a dataset and print the metrics table."""
     from slimdepth.data.registry import build_dataset
-    from slimdepth.evaluate.conventions import get_preset, preset_for
-    from slimdepth.evaluate.preds import evaluate_predictions
+    from slimdepth.evaluate.conventions import CROPS, get_preset, preset_for
+    from slimdepth.evaluate.preds import PRED_ENCODINGS, evaluate_predictions
 
     if json_out is not None:
         check_output_file(json_out, overwrite, (".json",))
-    if crop and crop not in CROP_CHOICES:
-        raise ConfigError(f"--crop must be one of {', '.join(CROP_CHOICES)}, got {crop!r}")
-    if encoding not in ("auto", "mm", "kitti", "npy"):
-        raise ConfigError(f"--encoding must be auto, mm, kitti or npy, got {encoding!r}")
+    if crop and crop not in (*CROPS, "none"):
+        raise ConfigError(f"--crop must be one of {', '.join(CROPS)} or none, got {crop!r}")
+    if encoding not in PRED_ENCODINGS:
+        raise ConfigError(f"--encoding must be one of {', '.join(PRED_ENCODINGS)}, got {encoding!r}")
     dataset = build_dataset(data)
     config = get_preset(preset) if preset else preset_for(dataset)
     overrides = {}
@@ -52,8 +51,7 @@ def evaluate_preds(
     if median_scaling:
         overrides["median_scaling"] = True
     if overrides:
-        base = config.preset or "none"
-        config = replace(get_preset(base, **{**_fields(config), **overrides}), preset=f"custom (from {base})")
+        config = replace(config, **overrides, preset=f"custom (from {config.preset or 'none'})")
     with progress_bar("scoring", "images") as update:
         report = evaluate_predictions(pred, dataset, config, encoding=encoding, resize=resize,
                                       progress=update, allow_missing=allow_missing)
@@ -64,8 +62,3 @@ def evaluate_preds(
     if json_out is not None:
         json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
         console.print(f"wrote {json_out}")
-
-
-def _fields(config) -> dict:
-    return {"min_depth": config.min_depth, "max_depth": config.max_depth, "crop": config.crop,
-            "median_scaling": config.median_scaling}

@@ -181,7 +181,8 @@ class FolderDataset(DepthDataset):
         self.depth_encoding = self._encoding(depth_encoding, meta, self.root / depth_dir)
         self.eval_preset = eval_preset if eval_preset is not None else meta.get("eval_preset")
         self.K_option = parse_intrinsics(intrinsics) if intrinsics is not None else None
-        self.root_K = next((self.root / n for n in ROOT_INTRINSICS_FILES if (self.root / n).is_file()), None)
+        root_K = next((self.root / n for n in ROOT_INTRINSICS_FILES if (self.root / n).is_file()), None)
+        self.root_K = (read_intrinsics(root_K), str(root_K)) if root_K is not None else None
         self.image_root = self._image_root(image_dir)
         self.items = self._pair(depth_dir, seg_dir, lidar_dir, right_dir)
 
@@ -262,9 +263,10 @@ class FolderDataset(DepthDataset):
     def _intrinsics(self, item: FolderItem, height: int, width: int) -> tuple[np.ndarray, str]:
         if self.K_option is not None:
             return self.K_option, "option"
-        source = item.K or self.root_K
-        if source is not None:
-            return read_intrinsics(source), str(source)
+        if item.K is not None:
+            return read_intrinsics(item.K), str(item.K)
+        if self.root_K is not None:
+            return self.root_K
         return kitti_like_intrinsics(height, width), "assumed"
 
     def load(self, index: int) -> dict[str, Any]:

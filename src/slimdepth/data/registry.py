@@ -96,8 +96,8 @@ def build_dataset(spec: str | dict[str, Any], transform: Transform | None = None
     if factory is None:
         if "/" in name or "\\" in name or name.startswith("."):
             raise ConfigError(f"{name}: directory not found (a dataset is NAME[:PATH][,KEY=VALUE...] "
-                              f"with NAME one of {', '.join(sorted(_REGISTRY))}, or an existing folder)")
-        raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+                              f"with NAME one of {', '.join(available_datasets())}, or an existing folder)")
+        raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(available_datasets())}")
     params = inspect.signature(factory).parameters
     accepted = [p for p in params if p not in ("self", "transform")]
     unknown = [k for k in opts if k not in params or k == "transform"]

@@ -17,30 +17,20 @@ label map. Unlabeled samples carry no ``depth`` (and no ``K`` when it is unknown
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
 from slimdepth.data.io import check_depth_array, check_intrinsics
+from slimdepth.data.keys import KeyKind, is_sparse_map, key_kind, sparse_keys
 from slimdepth.errors import DataError
+from slimdepth.labels import IGNORE_LABEL
 
-IGNORE_LABEL = 255
-
-KeyKind = Literal["image", "depth", "label", "K", "meta", "other"]
-
-
-def key_kind(key: str) -> KeyKind:
-    """Classify a sample key by the naming rules of the contract."""
-    if key == "image" or key.endswith("_image"):
-        return "image"
-    if key == "depth" or key.endswith("_depth"):
-        return "depth"
-    if key == "seg" or key.endswith("_seg"):
-        return "label"
-    if key in ("K", "meta"):
-        return key  # type: ignore[return-value]
-    return "other"
+__all__ = [
+    "IGNORE_LABEL", "KeyKind", "check_sample", "collate_samples", "depth_to_tensor", "image_to_tensor",
+    "intrinsics_to_tensor", "is_sparse_map", "key_kind", "make_sample", "sample_size", "seg_to_tensor", "sparse_keys",
+]
 
 
 def _describe(meta: dict[str, Any] | None) -> str:
@@ -128,24 +118,6 @@ def make_sample(
     sample["meta"] = meta
     check_sample(sample)
     return sample
-
-
-#: a depth map with fewer valid pixels than this is a point set (LiDAR), not a dense map
-SPARSE_FRACTION = 0.5
-
-
-def is_sparse_map(depth: torch.Tensor) -> bool:
-    """True for point-set depth (projected LiDAR: KITTI ~4%, annotated KITTI ~20% valid)."""
-    return float((depth > 0).float().mean()) < SPARSE_FRACTION
-
-
-def sparse_keys(sample: dict[str, Any]) -> set[str]:
-    """Depth keys of ``sample`` that hold point sets: ``meta['sparse']`` when recorded (by
-    :func:`make_sample`, before any augmentation padded the maps), else decided by density."""
-    recorded = (sample.get("meta") or {}).get("sparse")
-    if recorded is not None:
-        return set(recorded)
-    return {k for k, v in sample.items() if key_kind(k) == "depth" and is_sparse_map(v)}
 
 
 def sample_size(sample: dict[str, Any]) -> tuple[int, int]:

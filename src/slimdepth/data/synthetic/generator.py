@@ -106,8 +106,7 @@ def _labels(scene: Scene, grid: PinholeGrid, hits: Hits) -> np.ndarray:
     yard = pid == PID_YARD
     if yard.any():
         x = np.float32(grid.origin[0]) + hits.t[yard] * grid.dx[yard]
-        grass = np.where(x < 0, scene.yard_grass[0], scene.yard_grass[1])
-        seg[yard] = np.where(grass, VEGETATION, SIDEWALK)
+        seg[yard] = np.where(scene.yard_is_grass(x), VEGETATION, SIDEWALK)
     return seg
 
 
@@ -244,14 +243,14 @@ class SyntheticDataset(DepthDataset):
 
 
 # --- writing a dataset to disk ---------------------------------------------------------------
-FOLDERS = {"rgb": "rgb", "depth": "depth", "lidar": "lidar", "seg": "seg", "right": "right", "K": "K"}
+FOLDERS = ("rgb", "K", *COMPONENTS)  # one folder per output, named after it
 
 
 def _frame_paths(out: Path, index: int, components: Iterable[str]) -> dict[str, Path]:
     stem = f"{index:06d}"
     paths = {"rgb": out / "rgb" / f"{stem}.png", "K": out / "K" / f"{stem}.txt"}
     for c in components:
-        paths[c] = out / FOLDERS[c] / f"{stem}.png"
+        paths[c] = out / c / f"{stem}.png"
     return paths
 
 
@@ -313,6 +312,7 @@ def write_synthetic(out: str | Path, num: int, size: tuple[int, int] | str = DEF
     meta_path = out / "meta.json"
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a directory")
+    old: dict[str, Any] = {}
     if out.exists() and any(out.iterdir()):
         if not meta_path.is_file():
             raise DataError(f"{out}: directory is not empty and holds no slimdepth dataset; refusing to write into it")
@@ -325,14 +325,14 @@ def write_synthetic(out: str | Path, num: int, size: tuple[int, int] | str = DEF
             diff = ", ".join(f"{k}={old.get(k)!r} (now {meta[k]!r})" for k in meta if old.get(k) != meta[k])
             raise DataError(f"{out}: holds a dataset made with other settings ({diff}); choose another --out")
     for stale in out.glob("*/.*"):  # temporary files of writes cut short by an interruption
-        if stale.is_file() and stale.parent.name in {"rgb", *FOLDERS.values()}:
+        if stale.is_file() and stale.parent.name in FOLDERS:
             stale.unlink()
     todo = [i for i in range(num) if not all(p.exists() for p in _frame_paths(out, i, gen.components).values())]
     kept = num - len(todo)
     out.mkdir(parents=True, exist_ok=True)
-    for folder in ["rgb", "K", *[FOLDERS[c] for c in gen.components]]:
+    for folder in ("rgb", "K", *gen.components):
         (out / folder).mkdir(exist_ok=True)
-    meta_path.write_text(json.dumps({**meta, "num": max(num, int(_old_num(meta_path)))}, indent=2) + "\n")
+    meta_path.write_text(json.dumps({**meta, "num": max(num, int(old.get("num", 0)))}, indent=2) + "\n")
     done = 0
     if progress:
         progress(kept, num)
@@ -351,10 +351,3 @@ def write_synthetic(out: str | Path, num: int, size: tuple[int, int] | str = DEF
                 if progress:
                     progress(kept + done, num)
     return {"out": str(out), "num": num, "written": done, "kept": kept, "size": list(gen.size), "seed": seed, "split": split}
-
-
-def _old_num(meta_path: Path) -> int:
-    try:
-        return int(json.loads(meta_path.read_text()).get("num", 0))
-    except (OSError, ValueError, json.JSONDecodeError):
-        return 0

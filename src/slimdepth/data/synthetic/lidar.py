@@ -39,15 +39,14 @@ def azimuths_for(scene: Scene, margin_deg: float = 3.0) -> np.ndarray:
     return np.arange(-n, n + 1) * (AZIMUTH_STEP_DEG * np.pi / 180.0)
 
 
-def scan(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
-    """World-frame points (N, 3) and ranges (N,) of every LiDAR return in front of the car."""
+def scan(scene: Scene) -> np.ndarray:
+    """World-frame points (N, 3) of every LiDAR return in front of the car."""
     grid = SphericalGrid(beam_elevations(), azimuths_for(scene), scene.rig_rotation, scene.lidar_origin())
     hits = cast(scene, grid)
     ok = (hits.pid != PID_SKY) & (hits.t <= MAX_RANGE)
     t = hits.t[ok].astype(np.float64)
     o = grid.origin
-    pts = np.stack([o[0] + t * grid.dx[ok], o[1] + t * grid.dy[ok], o[2] + t * grid.dz[ok]], 1)
-    return pts, t
+    return np.stack([o[0] + t * grid.dx[ok], o[1] + t * grid.dy[ok], o[2] + t * grid.dz[ok]], 1)
 
 
 def lidar_depth(scene: Scene, rng: np.random.Generator | None = None, dropout: float = 0.0) -> np.ndarray:
@@ -57,7 +56,7 @@ def lidar_depth(scene: Scene, rng: np.random.Generator | None = None, dropout: f
     dark paint; 0.1 matches KITTI's ~16k in-image points at 375x1242). Depth is the camera z of
     the return, rasterised with the nearest return kept per pixel.
     """
-    pts, _ = scan(scene)
+    pts = scan(scene)
     if dropout > 0:
         if rng is None:
             raise ValueError("dropout needs a random generator")

@@ -8,16 +8,16 @@ the same bit for bit on every machine.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from slimdepth.geometry import kitti_like_intrinsics
+from slimdepth.labels import CLASS_NAMES, IGNORE_LABEL
 
-# Semantic classes (train ids) of the synthetic data; 255 = ignore (e.g. traffic-sign panels).
-CLASS_NAMES = ("road", "sidewalk", "building", "vegetation", "pole", "car", "pedestrian", "sky")
-ROAD, SIDEWALK, BUILDING, VEGETATION, POLE, CAR, PEDESTRIAN, SKY = range(8)
-IGNORE = 255
+# Semantic classes (train ids) of the synthetic data; IGNORE (255) for traffic-sign panels.
+ROAD, SIDEWALK, BUILDING, VEGETATION, POLE, CAR, PEDESTRIAN, SKY = range(len(CLASS_NAMES))
+IGNORE = IGNORE_LABEL
 
 # Primitive kinds.
 BOX, CYLINDER, ELLIPSOID = 0, 1, 2
@@ -197,7 +197,10 @@ class Scene:
     asphalt: np.ndarray  # road albedo
     walk: np.ndarray  # sidewalk albedo
     grass: np.ndarray
-    extras: dict = field(default_factory=dict)
+
+    def yard_is_grass(self, x: np.ndarray) -> np.ndarray:
+        """Whether the yard beyond the sidewalk at lateral position ``x`` is grass (else paving)."""
+        return np.where(x < 0, self.yard_grass[0], self.yard_grass[1])
 
     @property
     def camera_rotation(self) -> list[list[float]]:

@@ -163,7 +163,7 @@ def _ground(s: _Surface) -> None:
     yard = np.flatnonzero(s.pid == PID_YARD)
     if yard.size:
         xy, zy = x.take(yard), z.take(yard)
-        grass = np.where(xy < 0, sc.yard_grass[0], sc.yard_grass[1])
+        grass = sc.yard_is_grass(xy)
         g = s.tex("grass", yard, xy, zy, 3.0) * (F32(0.75) + F32(0.5) * s.tex("coarse", yard, xy, zy, 30.0))
         tiles = s.tex("tiles", yard, xy, zy, 2.0)
         _put(s.albedo, yard, np.where(grass[None, :], sc.grass[:, None] * g[None, :], sc.walk[:, None] * tiles[None, :]))
