@@ -24,9 +24,16 @@ app = typer.Typer(
 
 from slimdepth.commands import data as _data  # noqa: E402
 from slimdepth.commands import evaluate as _evaluate  # noqa: E402
+from slimdepth.commands import model_tools as _tools  # noqa: E402
+from slimdepth.commands import train as _train  # noqa: E402
 
 app.add_typer(_data.app, name="data")
+app.command("train")(_train.train)
+app.command("evaluate")(_tools.evaluate)
 app.command("evaluate-preds")(_evaluate.evaluate_preds)
+app.command("predict")(_tools.predict)
+app.command("models")(_tools.models)
+app.command("cost")(_tools.cost)
 
 
 

@@ -1,0 +1,216 @@
+"""``slimdepth evaluate``, ``predict``, ``models`` and ``cost``: using and measuring models."""
+
+from __future__ import annotations
+
+import json
+from glob import glob
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from slimdepth.commands.common import check_output_file, console
+from slimdepth.errors import ConfigError, DataError
+from slimdepth.progress import progress_bar
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint path from a checkpoint file, its stem, or a run directory (its best, else last)."""
+    if path.is_dir():
+        for tag in ("best", "last"):
+            candidate = path / "checkpoints" / f"{tag}.safetensors"
+            if candidate.is_file():
+                return candidate
+        raise DataError(f"{path}: no checkpoints/best.safetensors or last.safetensors in this run directory")
+    return path
+
+
+def _input_size(model: Any, size: str | None) -> tuple[int, int] | None:
+    from slimdepth.options import parse_size
+
+    if size:
+        return parse_size(size, "--size")
+    meta = getattr(model, "checkpoint_info", {}).get("metadata", {})
+    return tuple(meta["input_size"]) if meta.get("input_size") else None
+
+
+def evaluate(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint (.safetensors), or a run directory (uses its best)."),
+    data: str = typer.Option(..., "--data", help="Dataset spec of the evaluation data."),
+    preset: str = typer.Option("", "--preset", help="kitti, kitti-eigen, nyu or none; default: the dataset's."),
+    crop: str = typer.Option("", "--crop", help="Override the crop: garg, eigen, nyu or none."),
+    min_depth: float = typer.Option(None, "--min-depth", help="Override the minimum valid depth (m)."),
+    max_depth: float = typer.Option(None, "--max-depth", help="Override the depth cap (m)."),
+    median_scaling: bool = typer.Option(False, "--median-scaling", help="Scale each prediction by median(gt)/median(pred)."),
+    flip: bool = typer.Option(False, "--flip", help="Flip test-time augmentation: average with the mirrored prediction."),
+    size: str = typer.Option("", "--size", help="Model input size HxW (default: the training size in the checkpoint)."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Images per forward pass."),
+    limit: int = typer.Option(None, "--limit", help="Evaluate only the first N samples."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing JSON file."),
+) -> None:
+    """Run a model over a dataset with the community's conventions and print the metrics."""
+    from dataclasses import replace
+
+    import slimdepth
+    from slimdepth.data.registry import build_dataset
+    from slimdepth.evaluate.conventions import CROPS, get_preset, preset_for
+    from slimdepth.evaluate.loop import evaluate_model
+
+    if json_out is not None:
+        check_output_file(json_out, overwrite, (".json",))
+    if crop and crop not in (*CROPS, "none"):
+        raise ConfigError(f"--crop must be one of {', '.join(CROPS)} or none, got {crop!r}")
+    if batch_size < 1:
+        raise ConfigError("--batch-size must be >= 1")
+    model = slimdepth.load(resolve_checkpoint(checkpoint), device)
+    dataset = build_dataset(data)
+    config = get_preset(preset) if preset else preset_for(dataset)
+    overrides: dict[str, Any] = {}
+    if crop:
+        overrides["crop"] = None if crop == "none" else crop
+    if min_depth is not None:
+        overrides["min_depth"] = min_depth
+    if max_depth is not None:
+        overrides["max_depth"] = max_depth
+    if median_scaling:
+        overrides["median_scaling"] = True
+    if overrides:
+        config = replace(config, **overrides, preset=f"custom (from {config.preset or 'none'})")
+    with progress_bar("evaluating", "images") as update:
+        report = evaluate_model(model, dataset, config, _input_size(model, size), batch_size, flip, device,
+                                progress=update, limit=limit)
+    console.print(report.format_summary() + (", flip test-time augmentation" if flip else ""))
+    console.print(report.format_table())
+    if json_out is not None:
+        out = {**report.to_dict(), "checkpoint": str(checkpoint), "flip": flip}
+        json_out.write_text(json.dumps(out, indent=2) + "\n")
+        console.print(f"wrote {json_out}")
+
+
+def _inputs(patterns: list[str]) -> list[Path]:
+    from slimdepth.data.io import IMAGE_SUFFIXES, list_images
+
+    files: list[Path] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            files += list_images(path)
+        elif path.is_file():
+            files.append(path)
+        else:
+            matches = sorted(Path(p) for p in glob(pattern) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+            if not matches:
+                raise DataError(f"{pattern}: no such image file, folder or matching glob")
+            files += matches
+    if not files:
+        raise DataError("no input images found")
+    return files
+
+
+def predict(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint (.safetensors), or a run directory (uses its best)."),
+    inputs: list[str] = typer.Argument(..., help="Image files, folders or globs."),
+    out: Path = typer.Option(..., "--out", help="Output folder (created)."),
+    size: str = typer.Option("", "--size", help="Model input size HxW (default: the training size in the checkpoint)."),
+    ply: bool = typer.Option(False, "--ply", help="Also write a coloured point cloud per image (needs --intrinsics)."),
+    intrinsics: str = typer.Option("", "--intrinsics", help="fx,fy,cx,cy of the input images, or a K file, for --ply."),
+    cmap: str = typer.Option("magma", "--cmap", help="Colour map of the colourised depth."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+) -> None:
+    """Predict depth for images: NAME.png (16-bit mm), NAME.npy (metres), NAME_vis.png (colour), NAME.ply."""
+    import numpy as np
+    import torch
+
+    import slimdepth
+    from slimdepth.data.folder import parse_intrinsics
+    from slimdepth.data.io import read_rgb, write_depth, write_rgb
+    from slimdepth.evaluate.loop import predict_depth
+    from slimdepth.visualize import check_colormap, colorize_depth, write_ply
+
+    check_colormap(cmap)
+    if ply and not intrinsics:
+        raise ConfigError("--ply needs --intrinsics fx,fy,cx,cy (or a K file) of the input images")
+    K = parse_intrinsics(intrinsics) if intrinsics else None
+    files = _inputs(inputs)
+    names = [f.stem for f in files]
+    if len(set(names)) != len(names):
+        raise DataError("two inputs share a file name; predict them into different --out folders")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder")
+    targets = [out / f"{n}{suffix}" for n in names for suffix in (".png", ".npy", "_vis.png") + ((".ply",) if ply else ())]
+    clash = [t for t in targets if t.exists()]
+    if clash and not overwrite:
+        raise ConfigError(f"{clash[0]}: already exists; pass --overwrite to replace predictions")
+    model = slimdepth.load(resolve_checkpoint(checkpoint), device)
+    input_size = _input_size(model, size)
+    out.mkdir(parents=True, exist_ok=True)
+    with progress_bar("predicting", "images") as update:
+        for i, (path, name) in enumerate(zip(files, names), start=1):
+            rgb = read_rgb(path)
+            image = torch.from_numpy(rgb.transpose(2, 0, 1).copy()).float() / 255.0
+            depth = predict_depth(model, [image], input_size, device=device)[0][0].numpy()
+            write_depth(out / f"{name}.png", depth, "mm")
+            write_depth(out / f"{name}.npy", depth.astype(np.float32), "npy")
+            write_rgb(out / f"{name}_vis.png", colorize_depth(depth, cmap))
+            if ply:
+                write_ply(out / f"{name}.ply", depth, K, image=rgb)
+            update(i, len(files))
+    console.print(f"{out}: depth of {len(files)} images (NAME.png millimetres, NAME.npy metres, NAME_vis.png)")
+
+
+def models(
+    size: str = typer.Option("192x640", "--size", help="Input size HxW for the MACs."),
+) -> None:
+    """List the model zoo: name, parameters, MACs and size at an input size."""
+    from slimdepth.deploy.cost import count_macs, count_parameters, state_dict_size_mb
+    from slimdepth.models.zoo import build_model, list_models
+    from slimdepth.options import parse_size
+
+    hw = parse_size(size, "--size")
+    console.print(f"{'model':16s} {'params (M)':>10s} {'GMACs':>8s} {'size (MB)':>9s}  description   (input {hw[0]}x{hw[1]})")
+    for name, description in list_models().items():
+        model = build_model(name).eval()
+        macs = count_macs(model, hw)
+        console.print(f"{name:16s} {count_parameters(model) / 1e6:10.3f} {macs.total / 1e9:8.3f} "
+                      f"{state_dict_size_mb(model):9.2f}  {description}")
+
+
+def cost(
+    model_or_checkpoint: str = typer.Argument(..., help="A zoo name (see `slimdepth models`), a checkpoint or a run directory."),
+    size: str = typer.Option("192x640", "--size", help="Input size HxW."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads for the latency runs (default: torch's)."),
+    runs: int = typer.Option(30, "--runs", help="Timed runs (after the warm-up)."),
+    warmup: int = typer.Option(5, "--warmup", help="Untimed warm-up runs."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing JSON file."),
+) -> None:
+    """Parameters, MACs (torch.utils.flop_counter, interpolation included), file size and latency."""
+    import slimdepth
+    from slimdepth.deploy.cost import cost_report, format_cost_table
+    from slimdepth.models.checkpoint import checkpoint_paths
+    from slimdepth.models.zoo import build_model, list_models
+    from slimdepth.options import parse_size
+
+    if json_out is not None:
+        check_output_file(json_out, overwrite, (".json",))
+    if runs < 1 or warmup < 0 or (threads is not None and threads < 1):
+        raise ConfigError("--runs must be >= 1, --warmup >= 0 and --threads >= 1")
+    hw = parse_size(size, "--size")
+    if model_or_checkpoint in list_models():
+        model, file = build_model(model_or_checkpoint), None
+    elif not Path(model_or_checkpoint).exists() and not Path(model_or_checkpoint).with_suffix(".json").exists():
+        raise ConfigError(f"{model_or_checkpoint}: neither a zoo model ({', '.join(list_models())}) "
+                          "nor a checkpoint or run directory")
+    else:
+        path = resolve_checkpoint(Path(model_or_checkpoint))
+        model, file = slimdepth.load(path, device), checkpoint_paths(path)[0]
+    report = cost_report(model.to(device).eval(), hw, runs=runs, warmup=warmup, threads=threads, file=file, device=device)
+    report["name"] = model_or_checkpoint
+    console.print(format_cost_table([report]))
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        console.print(f"wrote {json_out}")

@@ -1,0 +1,31 @@
+"""``slimdepth train``: train a recipe into a run directory, resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from slimdepth.commands.common import console
+from slimdepth.errors import ConfigError
+
+
+def train(
+    config: Path = typer.Argument(None, help="YAML recipe (see configs/); optional with --resume."),
+    out: Path = typer.Option(None, "--out", help="Run directory (default: runs/<recipe name>)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe value: KEY=VALUE (dotted keys, YAML values); repeatable."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+) -> None:
+    """Train a depth network; checkpoints, metrics, logs and samples go to the run directory."""
+    from slimdepth.train.run import prepare_run, run_training
+
+    if config is None and not resume:
+        raise ConfigError("give a recipe (e.g. configs/quickstart.yaml), or --resume --out RUN_DIR")
+    run, cfg = prepare_run(config, out, set_, resume)
+    console.print(f"run directory: {run}")
+    summary = run_training(cfg, run, resume)
+    if summary:
+        m = summary["metrics"]
+        console.print(f"validation after {summary['step']} steps: d1 {m['d1']:.3f}  AbsRel {m['abs_rel']:.3f}  "
+                      f"RMSE {m['rmse']:.3f}")
+    console.print(f"best checkpoint: {run / 'checkpoints' / 'best.safetensors'}")

@@ -1,0 +1,73 @@
+"""Small building blocks shared by the decoders and the tiny encoder."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ConvBNReLU(nn.Sequential):
+    """k x k conv (no bias) -> BatchNorm -> ReLU (optionally grouped: depthwise when groups = channels)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1, act: bool = True) -> None:
+        layers: list[nn.Module] = [
+            nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
+        if act:
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+class SeparableConv(nn.Sequential):
+    """Depthwise k x k then pointwise 1 x 1, each with BN and ReLU (MobileNet style)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 3) -> None:
+        super().__init__(ConvBNReLU(cin, cin, kernel, groups=cin), ConvBNReLU(cin, cout, 1))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: expand 1x1, depthwise 3x3 (stride), project 1x1; residual when shapes allow."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, expand: int = 4) -> None:
+        super().__init__()
+        hidden = cin * expand
+        self.block = nn.Sequential(
+            ConvBNReLU(cin, hidden, 1),
+            ConvBNReLU(hidden, hidden, 3, stride, groups=hidden),
+            ConvBNReLU(hidden, cout, 1, act=False),
+        )
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        return x + out if self.residual else out
+
+
+def upsample_to(x: torch.Tensor, ref: torch.Tensor | tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Resize ``x`` to the spatial size of ``ref`` (a tensor or (H, W))."""
+    size = tuple(ref.shape[-2:]) if isinstance(ref, torch.Tensor) else tuple(ref)
+    if tuple(x.shape[-2:]) == size:
+        return x
+    if mode == "nearest":
+        return F.interpolate(x, size=size, mode="nearest")
+    return F.interpolate(x, size=size, mode=mode, align_corners=False)
+
+
+class DepthHead(nn.Module):
+    """Map features to metres: ``sigmoid`` (bounded by ``max_depth``) or ``relu`` (LiteDepth)."""
+
+    def __init__(self, cin: int, max_depth: float, activation: str = "sigmoid", kernel: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, 1, kernel, padding=kernel // 2)
+        self.max_depth = max_depth
+        self.activation = activation
+        if activation == "relu":  # start in the live region: a dead ReLU never learns
+            nn.init.constant_(self.conv.bias, max_depth / 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        if self.activation == "relu":
+            return F.relu(y)
+        return torch.sigmoid(y) * self.max_depth

@@ -1,0 +1,122 @@
+"""Model checkpoints: ``NAME.safetensors`` (tensors) + ``NAME.json`` (how to rebuild the model).
+
+The JSON sidecar holds the zoo name and constructor options (and, after compression, the
+changed layer widths), plus free-form metadata (training config, metrics). Loading builds the
+architecture from the sidecar and fills it from the safetensors file: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from slimdepth import __version__
+from slimdepth.data.io import atomic_path
+from slimdepth.errors import ConfigError, DataError
+from slimdepth.models.base import DepthModel
+
+FORMAT = "slimdepth-model"
+FORMAT_VERSION = 1
+
+
+def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
+    """The (weights, sidecar) pair of a checkpoint given either file or their common stem."""
+    path = Path(path)
+    if path.suffix in (".safetensors", ".json"):
+        path = path.with_suffix("")
+    return path.with_suffix(".safetensors"), path.with_suffix(".json")
+
+
+def save_model(model: DepthModel, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` to ``path`` (.safetensors + .json); returns the weights path.
+
+    The weights are written first and the sidecar last, each atomically, so a sidecar never
+    describes weights that are not there.
+    """
+    weights, _ = checkpoint_paths(path)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    with atomic_path(weights) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT})
+    write_sidecar(model, path, metadata)
+    return weights
+
+
+def write_sidecar(model: DepthModel, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Write only the JSON description of ``model`` (for weights saved by another writer)."""
+    _, sidecar = checkpoint_paths(path)
+    info = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "slimdepth_version": __version__,
+        "model": model.config,
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "metadata": metadata or {},
+    }
+    with atomic_path(sidecar) as tmp:
+        tmp.write_text(json.dumps(info, indent=2, default=str) + "\n")
+    return sidecar
+
+
+def read_sidecar(path: str | Path) -> dict[str, Any]:
+    """The parsed JSON sidecar of a checkpoint (validated)."""
+    _, sidecar = checkpoint_paths(path)
+    if not sidecar.is_file():
+        raise DataError(f"{sidecar}: checkpoint description not found (a slimdepth checkpoint is NAME.safetensors + NAME.json)")
+    try:
+        info = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{sidecar}: unreadable checkpoint description ({type(exc).__name__})") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT or not isinstance(info.get("model"), dict):
+        raise DataError(f"{sidecar}: not a slimdepth model checkpoint")
+    return info
+
+
+def build_from_config(config: dict[str, Any]) -> DepthModel:
+    """Rebuild the architecture a sidecar's ``model`` entry describes (random weights)."""
+    from slimdepth.models.normalize import fold_normalization
+    from slimdepth.models.zoo import build_model
+
+    options = dict(config)
+    name = options.pop("name", None)
+    folded = options.pop("folded_normalization", False)
+    if not isinstance(name, str):
+        raise ConfigError("checkpoint model description has no 'name'")
+    options.pop("encoder_weights", None)  # the checkpoint holds the trained weights
+    model = build_model(name, **options)
+    return fold_normalization(model) if folded else model
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> DepthModel:
+    """Load a checkpoint written by :func:`save_model`: a ready model in eval mode."""
+    weights, _ = checkpoint_paths(path)
+    info = read_sidecar(path)
+    if not weights.is_file():
+        raise DataError(f"{weights}: checkpoint weights not found")
+    model = build_from_config(info["model"])
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DataError(f"{weights}: unreadable weights ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    load_state_strict(model, state, str(weights))
+    model.checkpoint_info = info
+    return model.to(device).eval()
+
+
+def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Load ``state`` into ``model`` requiring the same keys and shapes; name what differs."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if keys:
+                parts.append(f"{len(keys)} {label} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
+        raise DataError(f"{where}: weights do not fit the architecture: {'; '.join(parts)}")
+    model.load_state_dict(state, strict=True)

@@ -1,0 +1,62 @@
+"""The training recipe: defaults and the schema every YAML config is checked against."""
+
+from __future__ import annotations
+
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "model": {"name": "litedepth"},
+    "data": {
+        "train": "synthetic,num=2000",
+        "val": "synthetic,num=100,split=val",
+        "size": None,  # training input size HxW; None = the dataset's own size
+        "augment": [],
+        "batch_size": 8,
+        "val_batch_size": 8,
+        "workers": 2,
+        "cache": False,
+        "val_limit": None,
+    },
+    "loss": {"terms": [{"type": "silog"}], "learnable_weights": False, "scale_weights": None, "seg_weights": None,
+             "seg": None},
+    "optim": {"name": "adamw", "lr": 1.0e-3, "weight_decay": 1.0e-4, "momentum": 0.9, "nesterov": False,
+              "grad_clip": 1.0},
+    "schedule": {"name": "cosine", "warmup_steps": 100, "warmup_ratio": None, "warmup_start": 0.01, "power": 0.9,
+                 "min_lr_ratio": 0.01},
+    "train": {
+        "epochs": 10,
+        "steps": None,  # total optimisation steps; overrides epochs when set
+        "seed": 0,
+        "device": "auto",
+        "amp": "auto",  # mixed precision on GPU
+        "channels_last": "auto",  # channels-last memory format on GPU
+        "log_every": 20,
+        "checkpoint_every": 200,
+        "val_every": 1,
+        "samples": 4,
+        "monitor": "abs_rel",
+        "threads": None,
+    },
+    "eval": {"preset": None, "min_depth": None, "max_depth": None, "crop": None, "median_scaling": False,
+             "flip": False},
+}
+
+_ANY = object
+SCHEMA: dict[str, Any] = {
+    "model": {"name": str, "*": _ANY},
+    "data": {
+        "train": (str, dict), "val": (str, dict, type(None)), "size": (str, list, type(None)), "augment": (list, dict),
+        "batch_size": int, "val_batch_size": int, "workers": int, "cache": bool, "val_limit": (int, type(None)),
+    },
+    "loss": {"terms": list, "learnable_weights": bool, "scale_weights": (list, type(None)),
+             "seg_weights": (list, type(None)), "seg": (dict, type(None))},
+    "optim": {"name": ("adamw", "sgd"), "lr": float, "weight_decay": float, "momentum": float, "nesterov": bool,
+              "grad_clip": (float, type(None))},
+    "schedule": {"name": ("cosine", "poly", "constant"), "warmup_steps": (int, type(None)),
+                 "warmup_ratio": (float, type(None)), "warmup_start": float, "power": float, "min_lr_ratio": float},
+    "train": {"epochs": int, "steps": (int, type(None)), "seed": int, "device": str, "amp": (str, bool),
+              "channels_last": (str, bool), "log_every": int, "checkpoint_every": int, "val_every": int,
+              "samples": int, "monitor": str, "threads": (int, type(None))},
+    "eval": {"preset": (str, type(None)), "min_depth": (float, type(None)), "max_depth": (float, type(None)),
+             "crop": (str, type(None)), "median_scaling": bool, "flip": bool},
+}

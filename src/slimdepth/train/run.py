@@ -1,0 +1,63 @@
+"""Preparing a run directory from a recipe and running the trainer with a progress bar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from slimdepth.errors import ConfigError
+from slimdepth.train.config import apply_overrides, load_config, merge_defaults, validate_config
+from slimdepth.train.recipe import DEFAULTS, SCHEMA
+
+
+def resolve_config(path: Path | None, overrides: list[str], base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Recipe file (or ``base``) + defaults + ``--set`` overrides, validated."""
+    raw = load_config(path) if path is not None else dict(base or {})
+    cfg = merge_defaults(apply_overrides(raw, overrides), DEFAULTS)
+    validate_config(cfg, SCHEMA)
+    return cfg
+
+
+def prepare_run(config: Path | None, out: Path | None, overrides: list[str], resume: bool) -> tuple[Path, dict[str, Any]]:
+    """Decide the run directory and the resolved config; never reuse a run without --resume."""
+    if out is None:
+        if config is None:
+            raise ConfigError("--resume needs --out RUN_DIR")
+        out = Path("runs") / config.stem
+    if resume:
+        saved = out / "config.yaml"
+        last = out / "checkpoints" / "last.state.json"
+        if not last.is_file():
+            raise ConfigError(f"{out}: no checkpoint to resume from (expected {last})")
+        cfg = resolve_config(None, overrides, load_config(saved)) if config is None else resolve_config(config, overrides)
+        if config is not None and saved.is_file():
+            previous = resolve_config(saved, [])
+            if previous != cfg:
+                raise ConfigError(f"{out}: the recipe differs from the one the run started with; resume without a "
+                                  "recipe to use the saved one, or start a new run with another --out")
+        return out, cfg
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out}: run directory exists and is not empty; pass --resume to continue it or choose another --out")
+    return out, resolve_config(config, overrides)
+
+
+def run_training(cfg: dict[str, Any], run: Path, resume: bool, stop_after: int | None = None) -> dict[str, Any]:
+    """Train with a rich progress bar showing loss, lr and images/s."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from slimdepth.train.trainer import Trainer
+
+    trainer = Trainer(cfg, run, resume=resume, stop_after=stop_after)
+    columns = (TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    if not trainer.dist.main:
+        return trainer.fit()
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task("train", total=trainer.total_steps, completed=trainer.step, info="")
+
+        def update(info: dict[str, Any]) -> None:
+            bar.update(task, completed=info["step"],
+                       info=f"loss {info['loss']:.4f}  lr {info['lr']:.2e}  {info['rate']:.1f} img/s")
+
+        trainer.progress = update
+        return trainer.fit()

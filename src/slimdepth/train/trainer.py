@@ -1,0 +1,401 @@
+"""The training loop: one recipe (YAML) in, a run directory out.
+
+A run directory holds the resolved ``config.yaml``, ``checkpoints/`` (``last`` with the full
+training state, ``best`` by the monitored validation metric), ``metrics.json``, ``log.csv``,
+TensorBoard events in ``tb/`` and sample predictions in ``samples/``. A killed run resumes
+from ``last`` and continues exactly as an uninterrupted run of the same seed would.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from slimdepth.data.io import atomic_path, write_rgb
+from slimdepth.data.registry import build_dataset
+from slimdepth.data.sample import collate_samples
+from slimdepth.errors import ConfigError, DataError
+from slimdepth.evaluate.conventions import EvalConfig, get_preset, preset_for
+from slimdepth.evaluate.loop import evaluate_model, predict_depth
+from slimdepth.evaluate.metrics import METRIC_NAMES
+from slimdepth.losses import build_criterion
+from slimdepth.models.checkpoint import FORMAT, save_model, write_sidecar
+from slimdepth.models.zoo import build_model
+from slimdepth.options import parse_size
+from slimdepth.train.config import save_config
+from slimdepth.train.data import CachedDataset, TrainView
+from slimdepth.train.optim import build_optimizer, build_scheduler, clip_gradients
+from slimdepth.train.sampler import ResumableSampler, sample_seed
+from slimdepth.train.state import load_training_state, save_training_state
+
+Progress = Callable[[dict[str, Any]], None]
+_HIGHER_IS_BETTER = {m.key: m.higher_is_better for m in METRIC_NAMES}
+
+
+@dataclass
+class Dist:
+    """Where this process stands in a (possibly single-process) distributed run."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> Dist:
+    """Join the process group torchrun set up (gloo on CPU, NCCL on GPU); a no-op otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _device(name: str, ddp_local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError("train.device is cuda but no GPU is available")
+        if name == "cuda":
+            name = f"cuda:{ddp_local_rank}"
+    return torch.device(name)
+
+
+def _flag(value: str | bool, device: torch.device) -> bool:
+    return device.type == "cuda" if value == "auto" else bool(value)
+
+
+def eval_config_for(dataset: Any, cfg: dict[str, Any]) -> EvalConfig:
+    """The evaluation conventions: the dataset's preset, with the recipe's overrides."""
+    base = get_preset(cfg["preset"]) if cfg.get("preset") else preset_for(dataset)
+    overrides = {k: cfg[k] for k in ("min_depth", "max_depth", "median_scaling") if cfg.get(k) not in (None, False)}
+    if cfg.get("crop"):
+        overrides["crop"] = None if cfg["crop"] == "none" else cfg["crop"]
+    return get_preset(base.preset or "none", **{**_conventions(base), **overrides}) if overrides else base
+
+
+def _conventions(c: EvalConfig) -> dict[str, Any]:
+    return {"min_depth": c.min_depth, "max_depth": c.max_depth, "crop": c.crop, "median_scaling": c.median_scaling}
+
+
+def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            v = v.to(device, non_blocking=True)
+            if channels_last and k == "image":
+                v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
+
+
+class RunLog:
+    """The run directory's logs: CSV rows, TensorBoard scalars and ``metrics.json``."""
+
+    def __init__(self, run: Path, resume_step: int | None) -> None:
+        self.csv_path = run / "log.csv"
+        self.metrics_path = run / "metrics.json"
+        self.fields: list[str] | None = None
+        if resume_step is not None and self.csv_path.is_file():
+            self._truncate(resume_step)
+        self.metrics = json.loads(self.metrics_path.read_text()) if resume_step is not None and self.metrics_path.is_file() else {"validation": [], "best": None}
+        if resume_step is not None:
+            self.metrics["validation"] = [v for v in self.metrics["validation"] if v["step"] <= resume_step]
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run / "tb"), purge_step=resume_step)
+        except ImportError:  # pragma: no cover - tensorboard is a dependency
+            self.tb = None
+
+    def _truncate(self, step: int) -> None:
+        """Drop rows logged after the checkpoint a resumed run restarts from."""
+        with self.csv_path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        with atomic_path(self.csv_path) as tmp, tmp.open("w", newline="") as fh:
+            if rows:
+                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(r for r in rows if int(r["step"]) <= step)
+
+    def row(self, values: dict[str, Any]) -> None:
+        new = not self.csv_path.is_file() or self.csv_path.stat().st_size == 0
+        if self.fields is None:
+            self.fields = list(values) if new else next(csv.reader(self.csv_path.open()))
+        with self.csv_path.open("a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=self.fields, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(values)
+        if self.tb is not None:
+            for k, v in values.items():
+                if k not in ("step", "epoch") and isinstance(v, (int, float)) and math.isfinite(v):
+                    self.tb.add_scalar(f"train/{k}", v, values["step"])
+
+    def validation(self, entry: dict[str, Any], monitor: str, best: bool) -> None:
+        self.metrics["validation"].append(entry)
+        if best:
+            self.metrics["best"] = entry
+        self.write()
+        if self.tb is not None:
+            for k, v in entry["metrics"].items():
+                if isinstance(v, float) and math.isfinite(v):
+                    self.tb.add_scalar(f"val/{k}", v, entry["step"])
+
+    def write(self) -> None:
+        with atomic_path(self.metrics_path) as tmp:
+            tmp.write_text(json.dumps(self.metrics, indent=2) + "\n")
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+class Trainer:
+    """Trains the recipe ``config`` into ``run``. ``stop_after`` (steps) simulates a killed run."""
+
+    def __init__(self, config: dict[str, Any], run: str | Path, resume: bool = False,
+                 progress: Progress | None = None, stop_after: int | None = None) -> None:
+        self.cfg = config
+        self.run = Path(run)
+        self.resume = resume
+        self.progress = progress
+        self.stop_after = stop_after
+        tcfg = config["train"]
+        if tcfg.get("threads"):
+            torch.set_num_threads(int(tcfg["threads"]))
+        self.device = _device(tcfg["device"], int(os.environ.get("LOCAL_RANK", "0")))
+        self.dist = init_distributed(self.device)
+        self.amp = _flag(tcfg["amp"], self.device)
+        self.channels_last = _flag(tcfg["channels_last"], self.device)
+        self.seed = int(tcfg["seed"])
+        self._seed_everything(self.seed)
+        self._build_data()
+        self._build_model()
+        self.step = 0
+        self.epoch = 0
+        self.position = 0  # samples of this rank's epoch already consumed
+        self.best: float | None = None
+        self.checkpoints = self.run / "checkpoints"
+
+    # ------------------------------------------------------------------ set-up
+    @staticmethod
+    def _seed_everything(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    def _build_data(self) -> None:
+        dcfg = self.cfg["data"]
+        base = build_dataset(dcfg["train"])
+        if dcfg["cache"]:
+            base = CachedDataset(base)
+        size = parse_size(dcfg["size"], "data.size") if dcfg["size"] else None
+        if size is None:
+            size = tuple(base[0]["image"].shape[-2:])
+        self.input_size = size
+        self.train_set = TrainView(base, dcfg["augment"], size, self.seed)
+        self.val_set = build_dataset(dcfg["val"]) if dcfg.get("val") else None
+        if self.val_set is not None and dcfg["cache"]:
+            self.val_set = CachedDataset(self.val_set)
+        self.sampler = ResumableSampler(len(self.train_set), shuffle=True, seed=self.seed, rank=self.dist.rank,
+                                        world_size=self.dist.world, drop_last=True)
+        self.batch_size = int(dcfg["batch_size"])
+        per_epoch = len(self.sampler) // self.batch_size
+        if per_epoch < 1:
+            raise ConfigError(f"data.batch_size {self.batch_size} is larger than the {len(self.sampler)} training "
+                              "samples per process")
+        self.steps_per_epoch = per_epoch
+        tcfg = self.cfg["train"]
+        self.total_steps = int(tcfg["steps"]) if tcfg.get("steps") else int(tcfg["epochs"]) * per_epoch
+        self.eval_config = eval_config_for(self.val_set if self.val_set is not None else base, self.cfg["eval"])
+
+    def _build_model(self) -> None:
+        mcfg = dict(self.cfg["model"])
+        name = mcfg.pop("name")
+        self.model = build_model(name, **mcfg).to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.criterion = build_criterion(self.cfg["loss"]).to(self.device)
+        extra = [p for p in self.criterion.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.model, self.cfg["optim"], extra_params=extra or None)
+        self.scheduler = build_scheduler(self.optimizer, self.cfg["schedule"], self.total_steps)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
+        self.net: torch.nn.Module = self.model
+        if self.dist.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # heads a recipe does not supervise (coarse scales, segmentation) get no gradient
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, tag: str, metrics: dict[str, Any] | None = None) -> None:
+        if not self.dist.main:
+            return
+        meta = {"step": self.step, "epoch": self.epoch, "input_size": list(self.input_size),
+                "train_config": self.cfg, "metrics": metrics or {}}
+        if tag != "last":
+            save_model(self.model, self.checkpoints / f"{tag}.safetensors", metadata=meta)
+            return
+        # the training-state writer saves last.safetensors itself; the sidecar describes it
+        save_training_state(self.checkpoints / "last", self.model, self.optimizer, self.scheduler,
+                            extra={"step": self.step, "epoch": self.epoch, "position": self.position,
+                                   "best": self.best, "criterion": dict(self.criterion.state_dict()),
+                                   "scaler": self.scaler.state_dict()},
+                            weights_metadata={"format": FORMAT})
+        write_sidecar(self.model, self.checkpoints / "last", meta)
+
+    def _restore(self) -> None:
+        stem = self.checkpoints / "last"
+        extra = load_training_state(stem, self.model, self.optimizer, self.scheduler)
+        self.step, self.epoch, self.position = int(extra["step"]), int(extra["epoch"]), int(extra["position"])
+        self.best = extra.get("best")
+        if extra.get("criterion"):
+            self.criterion.load_state_dict(extra["criterion"])
+        if extra.get("scaler"):
+            self.scaler.load_state_dict(extra["scaler"])
+
+    # ------------------------------------------------------------------ loop
+    def _loader(self) -> DataLoader:
+        self.sampler.set_epoch(self.epoch)
+        self.sampler.set_start(self.position)
+        self.train_set.set_epoch(self.epoch)
+        workers = int(self.cfg["data"]["workers"])
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=self.sampler, num_workers=workers,
+                          collate_fn=collate_samples, drop_last=True, pin_memory=self.device.type == "cuda",
+                          persistent_workers=False)
+
+    def fit(self) -> dict[str, Any]:
+        """Train to the end (or to ``stop_after``); returns the final validation entry."""
+        if self.resume:
+            self._restore()
+        if self.dist.main:
+            self.run.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.run / "config.yaml")
+        self.log = RunLog(self.run, self.step if self.resume else None) if self.dist.main else None
+        tcfg = self.cfg["train"]
+        last_val: dict[str, Any] = {}
+        seen, t0 = 0, time.perf_counter()
+        try:
+            while self.step < self.total_steps:
+                self.net.train()
+                for batch in self._loader():
+                    loss, parts = self._train_step(batch)
+                    self.step += 1
+                    self.position += self.batch_size
+                    seen += self.batch_size * self.dist.world
+                    if self.step % tcfg["log_every"] == 0 or self.step == self.total_steps:
+                        self._log_step(loss, parts, seen / max(time.perf_counter() - t0, 1e-9))
+                        seen, t0 = 0, time.perf_counter()
+                    if self.stop_after is not None and self.step >= self.stop_after:
+                        self._save("last")
+                        return last_val
+                    if self.step % tcfg["checkpoint_every"] == 0:
+                        self._save("last")
+                    if self.step >= self.total_steps:
+                        break
+                # the epoch is over (or the training): validate, then checkpoint
+                self.epoch += 1
+                self.position = 0
+                if self.epoch % tcfg["val_every"] == 0 or self.step >= self.total_steps:
+                    last_val = self.validate()
+                self._save("last")
+        finally:
+            if self.log is not None:
+                self.log.close()
+        return last_val
+
+    def _train_step(self, batch: dict[str, Any]) -> tuple[float, dict[str, float]]:
+        batch = _to_device(batch, self.device, self.channels_last)
+        dtype = torch.bfloat16 if self.device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+        with torch.autocast(self.device.type, dtype=dtype, enabled=self.amp):
+            outputs = self.net(batch["image"], outputs=("depth", "scales", "seg", "features"))
+        outputs = {k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in outputs.items()}
+        if "scales" in outputs:
+            outputs["scales"] = [s.float() for s in outputs["scales"]]
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, self.step, self.dist.rank))
+        loss, parts = self.criterion(outputs, batch, generator=generator)
+        if not torch.isfinite(loss):
+            raise DataError(f"step {self.step}: the loss is {loss.item()}; lower optim.lr or check the data")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = clip_gradients(self.model.parameters(), self.cfg["optim"].get("grad_clip"))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        parts = dict(parts)
+        if grad_norm is not None:
+            parts["grad_norm"] = float(grad_norm)
+        return float(loss.detach()), parts
+
+    def _log_step(self, loss: float, parts: dict[str, float], rate: float) -> None:
+        lr = self.optimizer.param_groups[0]["lr"]
+        values = {"step": self.step, "epoch": self.epoch, "loss": loss, "lr": lr, "images_per_s": rate, **parts}
+        if self.log is not None:
+            self.log.row(values)
+        if self.progress is not None and self.dist.main:
+            self.progress({"step": self.step, "total": self.total_steps, "loss": loss, "lr": lr, "rate": rate})
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> dict[str, Any]:
+        """Score the model on the validation set (rank 0), keep the best checkpoint, draw samples."""
+        if self.val_set is None or not self.dist.main:
+            self._barrier()
+            return {}
+        dcfg = self.cfg["data"]
+        report = evaluate_model(self.model, self.val_set, self.eval_config, self.input_size,
+                                batch_size=int(dcfg["val_batch_size"]), flip=bool(self.cfg["eval"]["flip"]),
+                                device=self.device, limit=dcfg.get("val_limit"))
+        monitor = self.cfg["train"]["monitor"]
+        if monitor not in report.metrics:
+            raise ConfigError(f"train.monitor {monitor!r} is not a metric; choose one of {', '.join(report.metrics)}")
+        value = report.metrics[monitor]
+        better = self.best is None or (value > self.best if _HIGHER_IS_BETTER[monitor] else value < self.best)
+        if better:
+            self.best = value
+        entry = {"epoch": self.epoch, "step": self.step, "metrics": report.metrics, "images": report.num_images}
+        if self.log is not None:
+            self.log.validation(entry, monitor, better)
+        if better:
+            self._save("best", report.metrics)
+        self._draw_samples()
+        self.model.train()
+        self._barrier()
+        return entry
+
+    def _draw_samples(self) -> None:
+        n = min(int(self.cfg["train"]["samples"]), len(self.val_set)) if self.val_set is not None else 0
+        if n <= 0:
+            return
+        from slimdepth.visualize import comparison_panel
+
+        rows = []
+        samples = [self.val_set[i] for i in range(n)]
+        preds = predict_depth(self.model, [s["image"] for s in samples], self.input_size, device=self.device)
+        for s, pred in zip(samples, preds):
+            rows.append(comparison_panel(s["image"], pred, s.get("depth")))
+        width = max(r.shape[1] for r in rows)
+        rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+        write_rgb(self.run / "samples" / f"epoch_{self.epoch:03d}.png", np.concatenate(rows, 0))
+
+    def _barrier(self) -> None:
+        if self.dist.world > 1:
+            dist.barrier()

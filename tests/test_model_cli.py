@@ -1,0 +1,122 @@
+"""The model verbs: models, cost, train, evaluate, predict."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from slimdepth.data.io import read_depth, write_rgb
+from tests.helpers import assert_one_line_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A tiny run trained once for the module (a few seconds)."""
+    from slimdepth.train.run import resolve_config
+    from slimdepth.train.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("trained")
+    recipe = root / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "model": {"name": "litedepth", "internal_size": None, "variant": "small"},
+        "data": {"train": "synthetic,num=8,size=48x160,lidar=false", "val": "synthetic,num=2,size=48x160,split=val",
+                 "batch_size": 4, "workers": 0, "cache": True},
+        "train": {"epochs": 1, "samples": 1},
+        "schedule": {"warmup_steps": 0},
+    }))
+    Trainer(resolve_config(recipe, []), root / "run").fit()
+    return root / "run"
+
+
+def test_models_lists_the_zoo_with_costs(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "models", "--size", "64x96")
+    assert code == 0
+    for name in ("resnet50-unet", "resnet18-unet", "litedepth", "tiny-multires", "fastdepth"):
+        assert name in out
+    line = next(line for line in out.splitlines() if line.startswith("tiny-multires"))
+    assert 0.2 < float(line.split()[1]) < 0.35  # millions of parameters
+
+
+def test_cost_of_a_zoo_model_and_of_a_checkpoint(monkeypatch, capsys, tmp_path, trained):
+    report = tmp_path / "cost.json"
+    code, out, _ = run_cli(monkeypatch, capsys, "cost", "tiny-multires", "--size", "64x96", "--runs", "3",
+                           "--warmup", "1", "--threads", "1", "--json", str(report))
+    assert code == 0 and "tiny-multires" in out
+    data = json.loads(report.read_text())
+    assert data["macs"] > 0 and data["macs_by_kind"]["interpolation"] > 0
+    assert 0 < data["latency"]["median_ms"] <= data["latency"]["p90_ms"] and data["latency"]["runs"] == 3
+    assert data["params"] == 271092
+    code, out, _ = run_cli(monkeypatch, capsys, "cost", str(trained), "--size", "48x160", "--runs", "2", "--warmup", "0")
+    assert code == 0
+    row = next(line for line in out.splitlines() if str(trained) in line)
+    assert float(row.split()[-1]) > 0  # p90 latency in ms
+    code, _, err = run_cli(monkeypatch, capsys, "cost", "no-such-model", "--size", "48x160")
+    assert_one_line_error(code, err, "no-such-model", "neither a zoo model")
+    code, _, err = run_cli(monkeypatch, capsys, "cost", "tiny-multires", "--runs", "0")
+    assert_one_line_error(code, err, "--runs")
+
+
+def test_train_verb_refuses_to_reuse_a_run(monkeypatch, capsys, tmp_path, trained):
+    code, _, err = run_cli(monkeypatch, capsys, "train", str(trained / "config.yaml"), "--out", str(trained))
+    assert_one_line_error(code, err, "exists and is not empty", "--resume")
+    code, _, err = run_cli(monkeypatch, capsys, "train")
+    assert_one_line_error(code, err, "recipe")
+    code, _, err = run_cli(monkeypatch, capsys, "train", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "r"))
+    assert_one_line_error(code, err, "missing.yaml")
+
+
+def test_evaluate_a_run_directory(monkeypatch, capsys, tmp_path, trained):
+    out_json = tmp_path / "eval.json"
+    code, out, _ = run_cli(monkeypatch, capsys, "evaluate", str(trained), "--data", "synthetic,num=3,size=48x160,split=test",
+                           "--json", str(out_json))
+    assert code == 0 and "3 images scored" in out and "AbsRel" in out
+    first = json.loads(out_json.read_text())["metrics"]
+    code, out, _ = run_cli(monkeypatch, capsys, "evaluate", str(trained), "--data", "synthetic,num=3,size=48x160,split=test",
+                           "--flip", "--median-scaling")
+    assert code == 0 and "flip" in out and "ratio mean" in out
+    assert 0 <= first["d1"] <= 1 and first["abs_rel"] > 0
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", str(tmp_path / "nothing"), "--data", "synthetic,num=2")
+    assert_one_line_error(code, err, "nothing")
+
+
+def test_predict_writes_depth_files_that_evaluate_preds_reads(monkeypatch, capsys, tmp_path, trained):
+    from slimdepth.data.synthetic import SceneGenerator
+
+    images = tmp_path / "images"
+    gen = SceneGenerator((48, 160), seed=3, components=("depth",))
+    frames = [gen.frame(i) for i in range(2)]
+    for i, f in enumerate(frames):
+        write_rgb(images / f"{i:06d}.png", f.rgb)
+    out = tmp_path / "pred"
+    code, stdout, _ = run_cli(monkeypatch, capsys, "predict", str(trained), str(images), "--out", str(out),
+                              "--ply", "--intrinsics", ",".join(str(v) for v in frames[0].K[[0, 1, 0, 1], [0, 1, 2, 2]]))
+    assert code == 0 and "2 images" in stdout
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["000000.npy", "000000.ply", "000000.png", "000000_vis.png",
+                     "000001.npy", "000001.ply", "000001.png", "000001_vis.png"]
+    metres = np.load(out / "000000.npy")
+    assert metres.shape == (48, 160) and (metres > 0).all()
+    np.testing.assert_allclose(read_depth(out / "000000.png", "mm"), np.where(metres < 65.5, metres, 0), atol=6e-4)
+    assert Image.open(out / "000000_vis.png").mode == "RGB"
+    code, _, err = run_cli(monkeypatch, capsys, "predict", str(trained), str(images), "--out", str(out))
+    assert_one_line_error(code, err, "already exists", "--overwrite")
+    code, _, err = run_cli(monkeypatch, capsys, "predict", str(trained), str(images / "*.jpg"), "--out", str(tmp_path / "x"))
+    assert_one_line_error(code, err, "no such image")
+    code, _, err = run_cli(monkeypatch, capsys, "predict", str(trained), str(images), "--out", str(tmp_path / "y"), "--ply")
+    assert_one_line_error(code, err, "--intrinsics")
+    # the predictions score against the frames they came from
+    from slimdepth.data.io import write_depth
+
+    gt_root = tmp_path / "gt"
+    for i, f in enumerate(frames):
+        write_rgb(gt_root / "rgb" / f"{i:06d}.png", f.rgb)
+        write_depth(gt_root / "depth" / f"{i:06d}.png", f.depth, "kitti")
+    code, stdout, _ = run_cli(monkeypatch, capsys, "evaluate-preds", "--pred", str(out), "--data",
+                              f"folder:{gt_root},depth_encoding=kitti")
+    assert code == 0 and "2 images scored" in stdout

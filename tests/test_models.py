@@ -1,0 +1,161 @@
+"""The model zoo, normalisation folding and checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import slimdepth
+from slimdepth.errors import ConfigError, DataError
+from slimdepth.models.backbones import build_classifier
+from slimdepth.models.checkpoint import load_model, save_model
+from slimdepth.models.normalize import FoldedConv2d, fold_normalization
+from slimdepth.models.zoo import build_model, list_models
+
+ZOO = ["resnet18-unet", "resnet50-unet", "litedepth", "tiny-multires", "fastdepth"]
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    return {name: build_model(name).eval() for name in ZOO}
+
+
+def test_zoo_lists_the_five_methods():
+    assert set(list_models()) == set(ZOO)
+    with pytest.raises(ConfigError, match="unknown model 'unet'"):
+        build_model("unet")
+    with pytest.raises(ConfigError, match="no option 'depth'"):
+        build_model("litedepth", depth=3)
+    with pytest.raises(ConfigError, match="heads must be 1..4"):
+        build_model("tiny-multires", heads=5)
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_models_return_metric_depth_at_the_input_size(models, name):
+    model = models[name]
+    x = torch.rand(2, 3, 60, 92)  # deliberately not a multiple of 32
+    with torch.no_grad():
+        depth = model(x)
+        out = model(x, outputs=("depth", "scales", "seg", "features"))
+    assert depth.shape == (2, 1, 60, 92) and torch.isfinite(depth).all() and (depth >= 0).all()
+    assert torch.equal(out["depth"], depth)
+    assert len(out["features"]) >= 3 and all(f.shape[0] == 2 for f in out["features"].values())
+    if name != "litedepth":  # sigmoid heads are bounded by max_depth; LiteDepth's ReLU is not
+        assert depth.max() <= model.max_depth
+    with pytest.raises(ConfigError, match="unknown model output"):
+        model(x, outputs=("normals",))
+    with pytest.raises(ConfigError, match="RGB batch"):
+        model(torch.rand(3, 60, 92))
+
+
+def test_tiny_multires_heads_are_detachable():
+    torch.manual_seed(0)
+    full = build_model("tiny-multires", heads=4).eval()
+    assert 200_000 < sum(p.numel() for p in full.parameters()) < 350_000  # method 5: ~0.3 M parameters
+    x = torch.rand(1, 3, 320, 480)
+    with torch.no_grad():
+        out = full(x, outputs=("scales", "seg"))
+    # heads at strides 16, 8, 4, 2: 30x20 ... 240x160 for a 480x320 image, coarsest first
+    assert [tuple(s.shape[-2:]) for s in out["scales"]] == [(20, 30), (40, 60), (80, 120), (160, 240)]
+    assert [tuple(s.shape) for s in out["seg"]] == [(1, 8, 20, 30), (1, 8, 40, 60), (1, 8, 80, 120), (1, 8, 160, 240)]
+    for heads in (1, 2, 3):
+        part = build_model("tiny-multires", heads=heads).eval()
+        part.load_state_dict(full.state_dict(), strict=True)  # one set of weights for every truncation
+        with torch.no_grad():
+            got = part(x, outputs=("scales",))["scales"]
+        assert len(got) == heads
+        torch.testing.assert_close(got[-1], out["scales"][heads - 1])  # same head, finer stages never run
+
+
+def test_litedepth_resizes_inside_the_network():
+    model = build_model("litedepth").eval()  # 480x640 -> 128x160 internally
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 480, 640), outputs=("depth", "scales", "features"))
+    assert out["depth"].shape == (1, 1, 480, 640)
+    assert out["scales"][0].shape == (1, 1, 32, 40)  # ReLU output at 1/4 of 128x160
+    assert set(out["features"]) == {"dec16", "dec8", "dec4"}
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_folded_normalisation_gives_the_same_outputs_borders_included(models, name):
+    model = models[name]
+    folded = fold_normalization(model)
+    assert isinstance(folded.normalize, torch.nn.Identity)
+    assert any(isinstance(m, FoldedConv2d) for m in folded.modules())
+    assert not isinstance(model.normalize, torch.nn.Identity)  # the original is untouched
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        ref, got = model(x), folded(x)
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+    assert (got[..., 0, :] - ref[..., 0, :]).abs().max() < 1e-4  # the first row sees the padding
+    with pytest.raises(ConfigError, match="foldable"):
+        fold_normalization(folded)
+
+
+def test_folding_is_exact_at_the_border_of_the_first_convolution():
+    conv = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    x = torch.rand(1, 3, 9, 11)
+    ref = conv((x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1))
+    got = FoldedConv2d(conv, mean, std)(x)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    plain = torch.nn.functional.conv2d(x, conv.weight / std.view(1, 3, 1, 1), None, 2, 1)
+    assert (plain + FoldedConv2d(conv, mean, std).conv.bias.view(1, -1, 1, 1) - ref).abs()[..., 0, :].max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["litedepth", "tiny-multires"])
+def test_checkpoints_round_trip_without_pickle(models, name, tmp_path):
+    model = models[name]
+    weights = save_model(model, tmp_path / "m.safetensors", metadata={"input_size": [64, 96], "note": "test"})
+    info = json.loads((tmp_path / "m.json").read_text())
+    assert info["format"] == "slimdepth-model" and info["model"]["name"] == name
+    assert info["metadata"]["input_size"] == [64, 96]
+    loaded = slimdepth.load(weights)
+    assert not loaded.training
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    assert load_model(tmp_path / "m").config == model.config  # the stem works too
+
+
+def test_folded_models_save_and_load(models, tmp_path):
+    folded = fold_normalization(models["fastdepth"])
+    save_model(folded, tmp_path / "f.safetensors")
+    loaded = slimdepth.load(tmp_path / "f.safetensors")
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), folded(x))
+
+
+def test_broken_checkpoints_name_the_problem(models, tmp_path):
+    save_model(models["tiny-multires"], tmp_path / "m.safetensors")
+    with pytest.raises(DataError, match="checkpoint description not found"):
+        slimdepth.load(tmp_path / "other.safetensors")
+    (tmp_path / "m.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(DataError, match="unreadable weights"):
+        slimdepth.load(tmp_path / "m.safetensors")
+    save_model(models["litedepth"], tmp_path / "x.safetensors")
+    info = json.loads((tmp_path / "x.json").read_text())
+    info["model"]["width"] = 32  # the weights no longer fit the described architecture
+    (tmp_path / "x.json").write_text(json.dumps(info))
+    with pytest.raises(DataError, match="do not fit the architecture: .*wrong shape"):
+        slimdepth.load(tmp_path / "x.safetensors")
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(DataError, match="not a slimdepth model checkpoint"):
+        slimdepth.load(tmp_path / "x.safetensors")
+
+
+def test_encoder_weights_load_from_a_torchvision_style_file(tmp_path):
+    torch.manual_seed(1)
+    classifier = build_classifier("resnet18")
+    torch.save(classifier.state_dict(), tmp_path / "resnet18.pth")
+    model = build_model("resnet18-unet", encoder_weights=str(tmp_path / "resnet18.pth"))
+    torch.testing.assert_close(model.encoder.layer4[1].conv2.weight, classifier.layer4[1].conv2.weight)
+    state = classifier.state_dict()
+    del state["layer2.0.bn1.running_mean"]
+    torch.save(state, tmp_path / "broken.pth")
+    with pytest.raises(ConfigError, match="layer2.0.bn1.running_mean"):
+        build_model("resnet18-unet", encoder_weights=str(tmp_path / "broken.pth"))

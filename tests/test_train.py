@@ -1,0 +1,156 @@
+"""Training: run directories, exact resume, DDP with gloo, mixed precision, recipes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import slimdepth
+from slimdepth.errors import ConfigError
+from slimdepth.train.run import prepare_run, resolve_config
+from slimdepth.train.trainer import Trainer
+
+TINY = {
+    "model": {"name": "tiny-multires", "max_depth": 80.0},
+    "data": {"train": "synthetic,num=16,size=48x160,lidar=false", "val": "synthetic,num=4,size=48x160,split=val,lidar=false",
+             "batch_size": 4, "val_batch_size": 4, "workers": 0, "cache": True,
+             "augment": [{"op": "hflip", "p": 0.5}, {"op": "color_jitter", "brightness": 0.2}]},
+    "loss": {"terms": [{"type": "silog"}, {"type": "gradient", "weight": 0.5}]},
+    "schedule": {"warmup_steps": 2},
+    "train": {"epochs": 2, "log_every": 1, "checkpoint_every": 3, "samples": 2},
+}
+
+
+def write_recipe(tmp_path: Path, **changes) -> Path:
+    cfg = json.loads(json.dumps(TINY))
+    for dotted, value in changes.items():
+        node = cfg
+        *parents, last = dotted.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def losses(run: Path) -> list[str]:
+    return [row["loss"] for row in csv.DictReader((run / "log.csv").open())]
+
+
+def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
+    cfg = resolve_config(write_recipe(tmp_path), [])
+    Trainer(cfg, tmp_path / "full").fit()
+    Trainer(cfg, tmp_path / "killed", stop_after=3).fit()  # killed mid-epoch, after a checkpoint
+    assert len(losses(tmp_path / "killed")) == 3
+    Trainer(cfg, tmp_path / "killed", resume=True).fit()
+    assert len(losses(tmp_path / "full")) == 8
+    assert losses(tmp_path / "killed") == losses(tmp_path / "full")  # bit for bit
+    a = load_file(str(tmp_path / "full" / "checkpoints" / "last.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "checkpoints" / "last.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_run_directory_holds_everything(tmp_path):
+    cfg = resolve_config(write_recipe(tmp_path), ["train.monitor=d1"])
+    final = Trainer(cfg, tmp_path / "run").fit()
+    run = tmp_path / "run"
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["monitor"] == "d1"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [v["epoch"] for v in metrics["validation"]] == [1, 2]
+    assert metrics["validation"][-1] == final
+    best = max(metrics["validation"], key=lambda v: v["metrics"]["d1"])  # d1: higher is better
+    assert metrics["best"] == best
+    info = json.loads((run / "checkpoints" / "best.json").read_text())
+    assert info["metadata"]["step"] == best["step"] and info["metadata"]["input_size"] == [48, 160]
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    assert {"step", "epoch", "loss", "lr", "images_per_s", "silog", "gradient", "grad_norm"} <= set(rows[0])
+    assert [int(r["step"]) for r in rows] == list(range(1, 9))
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_001.png", "epoch_002.png"]
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    model = slimdepth.load(run / "checkpoints" / "best.safetensors")
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 48, 160)).shape == (1, 1, 48, 160)
+
+
+def test_learning_happens(tmp_path):
+    cfg = resolve_config(write_recipe(tmp_path, train__epochs=6, optim__lr=3e-3), [])
+    Trainer(cfg, tmp_path / "run").fit()
+    first, last = [json.loads((tmp_path / "run" / "metrics.json").read_text())["validation"][i] for i in (0, -1)]
+    assert last["metrics"]["abs_rel"] < first["metrics"]["abs_rel"]
+    loss = [float(x) for x in losses(tmp_path / "run")]
+    assert sum(loss[-4:]) < sum(loss[:4])
+
+
+def test_multiscale_segmentation_and_learnable_weights(tmp_path):
+    recipe = write_recipe(tmp_path, loss__learnable_weights=True, loss__scale_weights=[0.125, 0.25, 0.5, 1.0],
+                          loss__terms=[{"type": "log_berhu"}, {"type": "gradient"}], train__epochs=1)
+    cfg = resolve_config(recipe, [])
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.fit()
+    row = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))[-1]
+    assert "seg" in row and float(row["seg"]) > 0  # the synthetic labels train the segmentation head
+    assert any(k.startswith("sigma2/") for k in row)
+    assert any(p.grad is not None for p in trainer.criterion.parameters())
+
+
+def test_mixed_precision_runs_on_cpu_in_bfloat16(tmp_path):
+    cfg = resolve_config(write_recipe(tmp_path, train__amp=True, train__steps=2), [])
+    Trainer(cfg, tmp_path / "run").fit()
+    assert all(float(x) == float(x) for x in losses(tmp_path / "run"))  # finite, not NaN
+
+
+def test_recipes_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match="train.epochz"):
+        resolve_config(write_recipe(tmp_path), ["train.epochz=3"])
+    with pytest.raises(ConfigError, match="optim.name"):
+        resolve_config(write_recipe(tmp_path), ["optim.name=adam"])
+    cfg = resolve_config(write_recipe(tmp_path), ["data.batch_size=64"])
+    with pytest.raises(ConfigError, match="batch_size 64 is larger"):
+        Trainer(cfg, tmp_path / "run")
+
+
+def test_runs_are_never_overwritten_and_resume_checks_the_recipe(tmp_path):
+    recipe = write_recipe(tmp_path)
+    run = tmp_path / "run"
+    (run / "notes").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="exists and is not empty"):
+        prepare_run(recipe, run, [], resume=False)
+    with pytest.raises(ConfigError, match="no checkpoint to resume"):
+        prepare_run(recipe, run, [], resume=True)
+    cfg = resolve_config(recipe, [])
+    Trainer(cfg, tmp_path / "done", stop_after=2).fit()
+    _, resumed = prepare_run(None, tmp_path / "done", [], resume=True)
+    assert resumed == cfg
+    with pytest.raises(ConfigError, match="recipe differs"):
+        prepare_run(recipe, tmp_path / "done", ["train.seed=5"], resume=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_ddp_with_gloo_ends_with_identical_weights(tmp_path):
+    recipe = write_recipe(tmp_path, data__batch_size=2, train__epochs=1, train__samples=0)
+    script = Path(__file__).parent / "scripts" / "ddp_train.py"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), str(script), str(recipe), str(tmp_path)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # each rank took 16 / 2 samples per epoch, 2 per step: 4 steps
+    assert (tmp_path / "rank0.steps").read_text().split() == (tmp_path / "rank1.steps").read_text().split()
+    assert (tmp_path / "rank0.steps").read_text().split()[0] == "4"
+    assert (tmp_path / "run" / "checkpoints" / "best.safetensors").is_file()  # written once, by rank 0
