@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -30,28 +29,17 @@ def evaluate_preds(
 ) -> None:
     """Score predicted depth files against a dataset and print the metrics table."""
     from slimdepth.data.registry import build_dataset
-    from slimdepth.evaluate.conventions import CROPS, get_preset, preset_for
+    from slimdepth.evaluate.conventions import CROPS, resolve_eval_config
     from slimdepth.evaluate.preds import PRED_ENCODINGS, evaluate_predictions
 
     if json_out is not None:
         check_output_file(json_out, overwrite, (".json",))
-    if crop and crop not in (*CROPS, "none"):
+    if crop and crop not in (*CROPS, "none"):  # checked before any file is read
         raise ConfigError(f"--crop must be one of {', '.join(CROPS)} or none, got {crop!r}")
     if encoding not in PRED_ENCODINGS:
         raise ConfigError(f"--encoding must be one of {', '.join(PRED_ENCODINGS)}, got {encoding!r}")
     dataset = build_dataset(data)
-    config = get_preset(preset) if preset else preset_for(dataset)
-    overrides = {}
-    if crop:
-        overrides["crop"] = None if crop == "none" else crop
-    if min_depth is not None:
-        overrides["min_depth"] = min_depth
-    if max_depth is not None:
-        overrides["max_depth"] = max_depth
-    if median_scaling:
-        overrides["median_scaling"] = True
-    if overrides:
-        config = replace(config, **overrides, preset=f"custom (from {config.preset or 'none'})")
+    config = resolve_eval_config(dataset, preset, crop, min_depth, max_depth, median_scaling)
     with progress_bar("scoring", "images") as update:
         report = evaluate_predictions(pred, dataset, config, encoding=encoding, resize=resize,
                                       progress=update, allow_missing=allow_missing)

@@ -51,11 +51,9 @@ def evaluate(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing JSON file."),
 ) -> None:
     """Run a model over a dataset with the community's conventions and print the metrics."""
-    from dataclasses import replace
-
     import slimdepth
     from slimdepth.data.registry import build_dataset
-    from slimdepth.evaluate.conventions import CROPS, get_preset, preset_for
+    from slimdepth.evaluate.conventions import CROPS, resolve_eval_config
     from slimdepth.evaluate.loop import evaluate_model
 
     if json_out is not None:
@@ -66,18 +64,7 @@ def evaluate(
         raise ConfigError("--batch-size must be >= 1")
     model = slimdepth.load(resolve_checkpoint(checkpoint), device)
     dataset = build_dataset(data)
-    config = get_preset(preset) if preset else preset_for(dataset)
-    overrides: dict[str, Any] = {}
-    if crop:
-        overrides["crop"] = None if crop == "none" else crop
-    if min_depth is not None:
-        overrides["min_depth"] = min_depth
-    if max_depth is not None:
-        overrides["max_depth"] = max_depth
-    if median_scaling:
-        overrides["median_scaling"] = True
-    if overrides:
-        config = replace(config, **overrides, preset=f"custom (from {config.preset or 'none'})")
+    config = resolve_eval_config(dataset, preset, crop, min_depth, max_depth, median_scaling)
     with progress_bar("evaluating", "images") as update:
         report = evaluate_model(model, dataset, config, _input_size(model, size), batch_size, flip, device,
                                 progress=update, limit=limit)

@@ -89,6 +89,34 @@ def preset_for(dataset: Any) -> EvalConfig:
     return get_preset(name) if name else PRESETS["none"]
 
 
+def resolve_eval_config(
+    dataset: Any,
+    preset: str | None = None,
+    crop: str | None = None,
+    min_depth: float | None = None,
+    max_depth: float | None = None,
+    median_scaling: bool = False,
+) -> EvalConfig:
+    """The conventions to score ``dataset`` with: ``preset`` (default: the dataset's own), with
+    any of ``crop`` (``"none"`` removes it), ``min_depth``, ``max_depth``, ``median_scaling``
+    overriding it; an overridden preset is reported as ``custom (from NAME)``."""
+    if crop and crop not in (*CROPS, "none"):
+        raise ConfigError(f"crop must be one of {', '.join(CROPS)} or none, got {crop!r}")
+    config = get_preset(preset) if preset else preset_for(dataset)
+    overrides: dict[str, Any] = {}
+    if crop:
+        overrides["crop"] = None if crop == "none" else crop
+    if min_depth is not None:
+        overrides["min_depth"] = float(min_depth)
+    if max_depth is not None:
+        overrides["max_depth"] = float(max_depth)
+    if median_scaling:
+        overrides["median_scaling"] = True
+    if not overrides:
+        return config
+    return replace(config, **overrides, preset=f"custom (from {config.preset or 'none'})")
+
+
 def crop_box(height: int, width: int, crop: CropName) -> tuple[int, int, int, int]:
     """(top, bottom, left, right) of a crop for an image of ``height`` x ``width`` (end exclusive)."""
     if crop in _KITTI_CROP_FRACTIONS:

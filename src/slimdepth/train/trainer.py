@@ -28,7 +28,7 @@ from slimdepth.data.io import atomic_path, write_rgb
 from slimdepth.data.registry import build_dataset
 from slimdepth.data.sample import collate_samples
 from slimdepth.errors import ConfigError, DataError
-from slimdepth.evaluate.conventions import EvalConfig, get_preset, preset_for
+from slimdepth.evaluate.conventions import EvalConfig, resolve_eval_config
 from slimdepth.evaluate.loop import evaluate_model, predict_depth
 from slimdepth.evaluate.metrics import METRIC_NAMES
 from slimdepth.losses import build_criterion
@@ -85,15 +85,8 @@ def _flag(value: str | bool, device: torch.device) -> bool:
 
 def eval_config_for(dataset: Any, cfg: dict[str, Any]) -> EvalConfig:
     """The evaluation conventions: the dataset's preset, with the recipe's overrides."""
-    base = get_preset(cfg["preset"]) if cfg.get("preset") else preset_for(dataset)
-    overrides = {k: cfg[k] for k in ("min_depth", "max_depth", "median_scaling") if cfg.get(k) not in (None, False)}
-    if cfg.get("crop"):
-        overrides["crop"] = None if cfg["crop"] == "none" else cfg["crop"]
-    return get_preset(base.preset or "none", **{**_conventions(base), **overrides}) if overrides else base
-
-
-def _conventions(c: EvalConfig) -> dict[str, Any]:
-    return {"min_depth": c.min_depth, "max_depth": c.max_depth, "crop": c.crop, "median_scaling": c.median_scaling}
+    return resolve_eval_config(dataset, cfg.get("preset"), cfg.get("crop"), cfg.get("min_depth"),
+                               cfg.get("max_depth"), bool(cfg.get("median_scaling")))
 
 
 def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:

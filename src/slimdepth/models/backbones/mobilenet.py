@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from slimdepth.models.backbones.init import init_weights
+
 #: (output channels, stride) of the 13 depthwise-separable blocks (Table 1 of the paper)
 BLOCKS: tuple[tuple[int, int], ...] = (
     (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
@@ -45,20 +47,6 @@ def _features() -> tuple[nn.Sequential, list[tuple[int, int]]]:
     return nn.Sequential(*layers), info
 
 
-def _init_weights(module: nn.Module) -> None:
-    """Same scheme as the torchvision backbones: Kaiming-normal (fan_out) convs, BN 1/0,
-    Linear N(0, 0.01)."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
-
-
 class MobileNetV1(nn.Module):
     """The ImageNet classifier: ``features``, global ``avgpool`` and ``fc`` (1024 -> classes)."""
 
@@ -67,7 +55,7 @@ class MobileNetV1(nn.Module):
         self.features, info = _features()
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(info[-1][0], num_classes)
-        _init_weights(self)
+        init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))
@@ -90,7 +78,7 @@ class MobileNetV1Encoder(nn.Module):
         self._taps = tuple(sorted(last_at_stride.values()))
         self.channels: tuple[int, ...] = tuple(info[i][0] for i in self._taps)
         self.strides: tuple[int, ...] = tuple(info[i][1] for i in self._taps)
-        _init_weights(self)
+        init_weights(self)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         feats = []

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from slimdepth.errors import ConfigError
+from slimdepth.models.backbones.init import init_weights
 
 
 @dataclass(frozen=True)
@@ -177,21 +178,6 @@ def _features(blocks: tuple[BlockConfig, ...], head: bool) -> tuple[nn.Sequentia
     return nn.Sequential(*layers), info
 
 
-def _init_weights(module: nn.Module) -> None:
-    """torchvision's init: Kaiming-normal (fan_out) convs, zero biases, BN 1/0, Linear N(0, 0.01)."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
-
-
 class MobileNetV3(nn.Module):
     """The ImageNet classifier, module-for-module torchvision's ``MobileNetV3``.
 
@@ -210,7 +196,7 @@ class MobileNetV3(nn.Module):
             nn.Dropout(p=dropout, inplace=True),
             nn.Linear(hidden, num_classes),
         )
-        _init_weights(self)
+        init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.avgpool(self.features(x))
@@ -236,7 +222,7 @@ class MobileNetV3Encoder(nn.Module):
         self.strides: tuple[int, ...] = tuple(info[i][1] for i in self._taps)
         #: prefixes of torchvision keys this module deliberately lacks (tolerated by load_pretrained)
         self.dropped_keys: tuple[str, ...] = ("classifier.",) + ((f"features.{len(blocks) + 1}.",) if drop_head else ())
-        _init_weights(self)
+        init_weights(self)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         feats = []

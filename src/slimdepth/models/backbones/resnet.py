@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from slimdepth.errors import ConfigError
+from slimdepth.models.backbones.init import init_weights
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -136,12 +137,7 @@ class _ResNetTrunk(nn.Module):
         With ``zero_init_residual`` the last BN of every block starts at 0, so each residual
         block begins as the identity (Goyal et al. 2017); off by default, as in torchvision.
         """
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
         if zero_init_residual:
             for m in self.modules():
                 if isinstance(m, (BasicBlock, Bottleneck)):
