@@ -1,8 +1,10 @@
-"""Weight initialisation shared by the backbones (the scheme of torchvision's models)."""
+"""Pieces shared by the backbones: torchvision's weight initialisation, multi-scale taps."""
 
 from __future__ import annotations
 
-from torch import nn
+from collections.abc import Sequence
+
+from torch import Tensor, nn
 
 
 def init_weights(module: nn.Module) -> None:
@@ -19,3 +21,13 @@ def init_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0, 0.01)
             nn.init.zeros_(m.bias)
+
+
+def tapped_features(features: nn.Sequential, taps: Sequence[int], x: Tensor) -> list[Tensor]:
+    """Run ``features`` on ``x`` and keep the outputs of the layers listed in ``taps``."""
+    feats = []
+    for i, layer in enumerate(features):
+        x = layer(x)
+        if i in taps:
+            feats.append(x)
+    return feats

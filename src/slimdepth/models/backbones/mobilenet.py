@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from slimdepth.models.backbones.init import init_weights
+from slimdepth.models.backbones.init import init_weights, tapped_features
 
 #: (output channels, stride) of the 13 depthwise-separable blocks (Table 1 of the paper)
 BLOCKS: tuple[tuple[int, int], ...] = (
@@ -81,12 +81,7 @@ class MobileNetV1Encoder(nn.Module):
         init_weights(self)
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        feats = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in self._taps:
-                feats.append(x)
-        return feats
+        return tapped_features(self.features, self._taps, x)
 
 
 def mobilenet_v1(num_classes: int = 1000) -> MobileNetV1:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from slimdepth.errors import ConfigError
-from slimdepth.models.backbones.init import init_weights
+from slimdepth.models.backbones.init import init_weights, tapped_features
 
 
 @dataclass(frozen=True)
@@ -225,12 +225,7 @@ class MobileNetV3Encoder(nn.Module):
         init_weights(self)
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        feats = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in self._taps:
-                feats.append(x)
-        return feats
+        return tapped_features(self.features, self._taps, x)
 
 
 def mobilenet_v3_large(num_classes: int = 1000, dropout: float = 0.2) -> MobileNetV3:
