@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -120,3 +121,39 @@ def test_predict_writes_depth_files_that_evaluate_preds_reads(monkeypatch, capsy
     code, stdout, _ = run_cli(monkeypatch, capsys, "evaluate-preds", "--pred", str(out), "--data",
                               f"folder:{gt_root},depth_encoding=kitti")
     assert code == 0 and "2 images scored" in stdout
+
+
+def test_predict_a_dataset_by_sample_name_for_evaluate_preds(monkeypatch, capsys, tmp_path, trained):
+    out = tmp_path / "pred"
+    data = "synthetic,num=3,size=48x160,split=test"
+    code, stdout, _ = run_cli(monkeypatch, capsys, "predict", str(trained), "--data", data, "--out", str(out),
+                              "--ply", "--png-encoding", "kitti")
+    assert code == 0 and "NAME.png kitti" in stdout
+    assert sorted(p.name for p in out.glob("*.npy")) == ["000000.npy", "000001.npy", "000002.npy"]
+    np.testing.assert_allclose(read_depth(out / "000001.png", "kitti"), np.load(out / "000001.npy"), atol=0.5 / 256 + 1e-6)
+    code, stdout, _ = run_cli(monkeypatch, capsys, "evaluate-preds", "--pred", str(out), "--data", data)
+    assert code == 0 and "3 images scored" in stdout
+    code, _, err = run_cli(monkeypatch, capsys, "predict", str(trained), "--out", str(tmp_path / "none"))
+    assert_one_line_error(code, err, "--data")
+
+
+def test_far_pixels_in_millimetre_pngs_are_reported(monkeypatch, capsys, tmp_path):
+    from slimdepth.models.checkpoint import save_model
+    from slimdepth.models.zoo import build_model
+
+    model = build_model("tiny-multires")
+    torch.nn.init.constant_(model.depth_heads[-1].conv.bias, 10.0)  # sigmoid ~ 1: everything ~80 m
+    torch.nn.init.zeros_(model.depth_heads[-1].conv.weight)
+    save_model(model, tmp_path / "far.safetensors", metadata={"input_size": [48, 160]})
+    code, _, err = run_cli(monkeypatch, capsys, "predict", str(tmp_path / "far.safetensors"), "--data",
+                           "synthetic,num=1,size=48x160", "--out", str(tmp_path / "p"))
+    assert code == 0 and err.strip().splitlines()[-1].startswith("warning: 7680 pixels beyond 65.5 m were written as 0")
+
+
+def test_model_verbs_check_devices_limits_and_sizes(monkeypatch, capsys, tmp_path, trained):
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", str(trained), "--data", "synthetic,num=2", "--limit", "0")
+    assert_one_line_error(code, err, "--limit")
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", str(trained), "--data", "synthetic,num=2", "--device", "tpu")
+    assert_one_line_error(code, err, "device")
+    code, out, _ = run_cli(monkeypatch, capsys, "cost", str(trained), "--runs", "1", "--warmup", "0")
+    assert code == 0 and " 48x160 " in out  # the checkpoint's training size, not the default

@@ -23,6 +23,13 @@ def models():
     return {name: build_model(name).eval() for name in ZOO}
 
 
+def test_run_directories_load_their_best_checkpoint(models, tmp_path):
+    save_model(models["tiny-multires"], tmp_path / "run" / "checkpoints" / "last.safetensors")
+    assert slimdepth.load(tmp_path / "run").config["name"] == "tiny-multires"
+    with pytest.raises(DataError, match="no checkpoints/best.safetensors"):
+        slimdepth.load(tmp_path)
+
+
 def test_zoo_lists_the_five_methods():
     assert set(list_models()) == set(ZOO)
     with pytest.raises(ConfigError, match="unknown model 'unet'"):
@@ -31,6 +38,10 @@ def test_zoo_lists_the_five_methods():
         build_model("litedepth", depth=3)
     with pytest.raises(ConfigError, match="heads must be 1..4"):
         build_model("tiny-multires", heads=5)
+    with pytest.raises(ConfigError, match="bad option value"):
+        build_model("litedepth", width="abc")
+    with pytest.raises(ConfigError, match="max_depth must be positive"):
+        build_model("fastdepth", max_depth=-5)
 
 
 @pytest.mark.parametrize("name", ZOO)
@@ -132,8 +143,11 @@ def test_folded_models_save_and_load(models, tmp_path):
 
 def test_broken_checkpoints_name_the_problem(models, tmp_path):
     save_model(models["tiny-multires"], tmp_path / "m.safetensors")
-    with pytest.raises(DataError, match="checkpoint description not found"):
+    with pytest.raises(DataError, match="no such checkpoint"):
         slimdepth.load(tmp_path / "other.safetensors")
+    (tmp_path / "lonely.safetensors").write_bytes(b"x")
+    with pytest.raises(DataError, match="checkpoint description not found"):
+        slimdepth.load(tmp_path / "lonely.safetensors")
     (tmp_path / "m.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(DataError, match="unreadable weights"):
         slimdepth.load(tmp_path / "m.safetensors")
@@ -143,6 +157,10 @@ def test_broken_checkpoints_name_the_problem(models, tmp_path):
     (tmp_path / "x.json").write_text(json.dumps(info))
     with pytest.raises(DataError, match="do not fit the architecture: .*wrong shape"):
         slimdepth.load(tmp_path / "x.safetensors")
+    for bad in ({"width": "abc"}, {"max_depth": -5}, {"name": "vit"}):
+        (tmp_path / "x.json").write_text(json.dumps({**info, "model": {**info["model"], **bad}}))
+        with pytest.raises(DataError, match="x.json: the model it describes cannot be built"):
+            slimdepth.load(tmp_path / "x.safetensors")
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(DataError, match="not a slimdepth model checkpoint"):
         slimdepth.load(tmp_path / "x.safetensors")

@@ -131,8 +131,10 @@ def test_runs_are_never_overwritten_and_resume_checks_the_recipe(tmp_path):
     Trainer(cfg, tmp_path / "done", stop_after=2).fit()
     _, resumed = prepare_run(None, tmp_path / "done", [], resume=True)
     assert resumed == cfg
+    changed = tmp_path / "changed"
+    changed.mkdir()
     with pytest.raises(ConfigError, match="recipe differs"):
-        prepare_run(recipe, tmp_path / "done", ["train.seed=5"], resume=True)
+        prepare_run(write_recipe(changed, train__seed=5), tmp_path / "done", [], resume=True)
 
 
 def _free_port() -> int:
@@ -154,3 +156,90 @@ def test_two_process_ddp_with_gloo_ends_with_identical_weights(tmp_path):
     assert (tmp_path / "rank0.steps").read_text().split() == (tmp_path / "rank1.steps").read_text().split()
     assert (tmp_path / "rank0.steps").read_text().split()[0] == "4"
     assert (tmp_path / "run" / "checkpoints" / "best.safetensors").is_file()  # written once, by rank 0
+
+
+def test_ctrl_c_stops_after_the_current_step_and_resumes_exactly(tmp_path):
+    cfg = resolve_config(write_recipe(tmp_path), [])
+    Trainer(cfg, tmp_path / "full").fit()
+    trainer = Trainer(cfg, tmp_path / "stopped")
+
+    def press_ctrl_c(info):  # what the SIGINT handler does on the first Ctrl-C
+        if info["step"] == 5:
+            trainer._stop_requested = True
+
+    trainer.progress = press_ctrl_c
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    state = json.loads((tmp_path / "stopped" / "checkpoints" / "last.state.json").read_text())
+    assert state["extra"]["step"] == 5  # not a multiple of checkpoint_every: saved on the way out
+    Trainer(cfg, tmp_path / "stopped", resume=True).fit()
+    assert losses(tmp_path / "stopped") == losses(tmp_path / "full")
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing(tmp_path, monkeypatch):
+    cfg = resolve_config(write_recipe(tmp_path), [])
+    trainer = Trainer(cfg, tmp_path / "run")
+
+    def broken(batch):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(trainer, "_train_step", broken)
+    with pytest.raises(RuntimeError):
+        trainer.fit()
+    assert not (tmp_path / "run").exists()  # the same command can simply be run again
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    trainer = Trainer(cfg, existing)
+    monkeypatch.setattr(trainer, "_train_step", broken)
+    with pytest.raises(RuntimeError):
+        trainer.fit()
+    assert existing.is_dir()  # a directory the run did not create is never removed
+
+
+def test_bad_values_are_refused_before_any_work(tmp_path):
+    recipe = write_recipe(tmp_path)
+    for override, fragment in (("train.log_every=0", "log_every"), ("data.workers=-2", "workers"),
+                               ("train.monitor=accuracy", "monitor"), ("optim.lr=-1", "optim.lr")):
+        with pytest.raises(ConfigError, match=fragment):
+            resolve_config(recipe, [override])
+    with pytest.raises(ConfigError, match="bad option value"):
+        Trainer(resolve_config(recipe, ["model.widths=abc"]), tmp_path / "r")
+    with pytest.raises(ConfigError, match="max_depth must be positive"):
+        Trainer(resolve_config(recipe, ["model.max_depth=-5"]), tmp_path / "r")
+    from slimdepth.errors import DataError
+
+    images = tmp_path / "images"
+    from slimdepth.data.io import write_rgb
+    import numpy as np
+
+    write_rgb(images / "a.png", np.zeros((48, 160, 3), np.uint8))
+    with pytest.raises(DataError, match="no ground-truth depth"):
+        Trainer(resolve_config(recipe, [f"data.train=unlabeled:{images}"]), tmp_path / "r")
+    (tmp_path / "empty.yaml").write_text("")
+    with pytest.raises(ConfigError, match="recipe is empty"):
+        resolve_config(tmp_path / "empty.yaml", [])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="not a directory"):
+        prepare_run(recipe, tmp_path / "file", [], resume=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_refuses_overrides(tmp_path):
+    cfg = resolve_config(write_recipe(tmp_path), [])
+    Trainer(cfg, tmp_path / "run", stop_after=2).fit()
+    with pytest.raises(ConfigError, match="--set would change it"):
+        prepare_run(None, tmp_path / "run", ["train.epochs=9"], resume=True)
+
+
+def test_resume_does_not_need_the_imagenet_weights_file(tmp_path):
+    from slimdepth.models.backbones import build_classifier
+
+    weights = tmp_path / "mbv3.pth"
+    torch.save(build_classifier("mobilenet_v3_small").state_dict(), weights)
+    recipe = write_recipe(tmp_path, model={"name": "litedepth", "variant": "small", "internal_size": None,
+                                           "encoder_weights": str(weights)})
+    cfg = resolve_config(recipe, [])
+    Trainer(cfg, tmp_path / "run", stop_after=2).fit()
+    weights.unlink()
+    Trainer(cfg, tmp_path / "run", resume=True).fit()  # the checkpoint holds the trained encoder
+    assert len(losses(tmp_path / "run")) == 8

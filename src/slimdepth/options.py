@@ -20,3 +20,23 @@ def parse_size(value: str | tuple[int, int] | list[int], what: str = "size") -> 
     if h <= 0 or w <= 0:
         raise ConfigError(f"{what} must be positive, got {h}x{w}")
     return h, w
+
+
+def resolve_device(name: object = "auto") -> "torch.device":
+    """``auto`` (GPU when there is one), ``cpu``, ``cuda`` or ``cuda:N``; a clear error otherwise."""
+    import torch
+
+    if isinstance(name, torch.device):
+        return name
+    text = str(name)
+    if text == "auto":
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {text!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {text!r} asked for, but no GPU is available")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unsupported device {text!r}; use cpu, cuda or cuda:N")
+    return device

@@ -9,29 +9,24 @@ from typing import Any
 
 import typer
 
-from slimdepth.commands.common import check_output_file, console
+from slimdepth.commands.common import check_output_file, console, err_console
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.progress import progress_bar
 
 
-def resolve_checkpoint(path: Path) -> Path:
-    """A checkpoint path from a checkpoint file, its stem, or a run directory (its best, else last)."""
-    if path.is_dir():
-        for tag in ("best", "last"):
-            candidate = path / "checkpoints" / f"{tag}.safetensors"
-            if candidate.is_file():
-                return candidate
-        raise DataError(f"{path}: no checkpoints/best.safetensors or last.safetensors in this run directory")
-    return path
-
-
 def _input_size(model: Any, size: str | None) -> tuple[int, int] | None:
+    """``--size``, else the training size the checkpoint records, else None (each image's own)."""
     from slimdepth.options import parse_size
 
     if size:
         return parse_size(size, "--size")
     meta = getattr(model, "checkpoint_info", {}).get("metadata", {})
-    return tuple(meta["input_size"]) if meta.get("input_size") else None
+    if meta.get("input_size") is None:
+        return None
+    try:
+        return parse_size(meta["input_size"], "the checkpoint's input_size")
+    except ConfigError as exc:
+        raise DataError(f"checkpoint: {exc}; pass --size HxW") from None
 
 
 def evaluate(
@@ -62,16 +57,23 @@ def evaluate(
         raise ConfigError(f"--crop must be one of {', '.join(CROPS)} or none, got {crop!r}")
     if batch_size < 1:
         raise ConfigError("--batch-size must be >= 1")
-    model = slimdepth.load(resolve_checkpoint(checkpoint), device)
+    if limit is not None and limit < 1:
+        raise ConfigError("--limit must be >= 1")
+    model = slimdepth.load(checkpoint, device)
     dataset = build_dataset(data)
     config = resolve_eval_config(dataset, preset, crop, min_depth, max_depth, median_scaling)
     with progress_bar("evaluating", "images") as update:
-        report = evaluate_model(model, dataset, config, _input_size(model, size), batch_size, flip, device,
-                                progress=update, limit=limit)
-    console.print(report.format_summary() + (", flip test-time augmentation" if flip else ""))
+        report = evaluate_model(model, dataset, config, _input_size(model, size), batch_size, flip,
+                                next(model.parameters()).device, progress=update, limit=limit)
+    input_size = _input_size(model, size)
+    shown = f"{input_size[0]}x{input_size[1]}" if input_size else "each image's own"
+    console.print(report.format_summary() + f", model input {shown}" + (", flip test-time augmentation" if flip else ""))
     console.print(report.format_table())
     if json_out is not None:
-        out = {**report.to_dict(), "checkpoint": str(checkpoint), "flip": flip}
+        out = {**report.to_dict(), "checkpoint": str(checkpoint), "flip": flip,
+               "input_size": list(input_size) if input_size else None}
+        for key in ("pred_dir", "encoding", "resize"):  # fields of scoring prediction files
+            out.pop(key, None)
         json_out.write_text(json.dumps(out, indent=2) + "\n")
         console.print(f"wrote {json_out}")
 
@@ -98,54 +100,77 @@ def _inputs(patterns: list[str]) -> list[Path]:
 
 def predict(
     checkpoint: Path = typer.Argument(..., help="Checkpoint (.safetensors), or a run directory (uses its best)."),
-    inputs: list[str] = typer.Argument(..., help="Image files, folders or globs."),
+    inputs: list[str] = typer.Argument(None, help="Image files, folders or globs (or use --data)."),
     out: Path = typer.Option(..., "--out", help="Output folder (created)."),
+    data: str = typer.Option("", "--data", help="Predict a dataset instead; outputs are named by sample, as evaluate-preds expects."),
     size: str = typer.Option("", "--size", help="Model input size HxW (default: the training size in the checkpoint)."),
-    ply: bool = typer.Option(False, "--ply", help="Also write a coloured point cloud per image (needs --intrinsics)."),
+    png_encoding: str = typer.Option("mm", "--png-encoding", help="16-bit PNG units: mm (millimetres, max 65.5 m) or kitti (value/256, max 256 m)."),
+    ply: bool = typer.Option(False, "--ply", help="Also write a coloured point cloud per image (needs intrinsics)."),
     intrinsics: str = typer.Option("", "--intrinsics", help="fx,fy,cx,cy of the input images, or a K file, for --ply."),
     cmap: str = typer.Option("magma", "--cmap", help="Colour map of the colourised depth."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
 ) -> None:
-    """Predict depth for images: NAME.png (16-bit mm), NAME.npy (metres), NAME_vis.png (colour), NAME.ply."""
+    """Predict depth for images: NAME.png (16-bit), NAME.npy (metres), NAME_vis.png (colour), NAME.ply."""
     import numpy as np
     import torch
 
     import slimdepth
     from slimdepth.data.folder import parse_intrinsics
-    from slimdepth.data.io import read_rgb, write_depth, write_rgb
+    from slimdepth.data.io import PNG_DEPTH_SCALE, read_rgb, write_depth, write_rgb
     from slimdepth.evaluate.loop import predict_depth
     from slimdepth.visualize import check_colormap, colorize_depth, write_ply
 
     check_colormap(cmap)
-    if ply and not intrinsics:
-        raise ConfigError("--ply needs --intrinsics fx,fy,cx,cy (or a K file) of the input images")
+    if png_encoding not in PNG_DEPTH_SCALE:
+        raise ConfigError(f"--png-encoding must be mm or kitti, got {png_encoding!r}")
+    if bool(data) == bool(inputs):
+        raise ConfigError("give either input images or --data DATASET")
     K = parse_intrinsics(intrinsics) if intrinsics else None
-    files = _inputs(inputs)
-    names = [f.stem for f in files]
-    if len(set(names)) != len(names):
-        raise DataError("two inputs share a file name; predict them into different --out folders")
+    if data:
+        from slimdepth.data.registry import build_dataset
+
+        dataset = build_dataset(data)
+        names = dataset.names()
+        load = lambda i: dataset.load(i)  # noqa: E731
+        if ply and K is None:
+            K = "sample"  # each sample's own intrinsics
+    else:
+        files = _inputs(inputs)
+        names = [f.stem for f in files]
+        if len(set(names)) != len(names):
+            raise DataError("two inputs share a file name; predict them into different --out folders, or use --data")
+        load = lambda i: {"image": torch.from_numpy(read_rgb(files[i]).transpose(2, 0, 1).copy()).float() / 255.0}  # noqa: E731
+    if ply and K is None:
+        raise ConfigError("--ply needs --intrinsics fx,fy,cx,cy (or a K file) of the input images")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a folder")
     targets = [out / f"{n}{suffix}" for n in names for suffix in (".png", ".npy", "_vis.png") + ((".ply",) if ply else ())]
     clash = [t for t in targets if t.exists()]
     if clash and not overwrite:
         raise ConfigError(f"{clash[0]}: already exists; pass --overwrite to replace predictions")
-    model = slimdepth.load(resolve_checkpoint(checkpoint), device)
+    model = slimdepth.load(checkpoint, device)
     input_size = _input_size(model, size)
+    limit = 65535 * PNG_DEPTH_SCALE[png_encoding]
+    beyond = 0
     out.mkdir(parents=True, exist_ok=True)
     with progress_bar("predicting", "images") as update:
-        for i, (path, name) in enumerate(zip(files, names), start=1):
-            rgb = read_rgb(path)
-            image = torch.from_numpy(rgb.transpose(2, 0, 1).copy()).float() / 255.0
-            depth = predict_depth(model, [image], input_size, device=device)[0][0].numpy()
-            write_depth(out / f"{name}.png", depth, "mm")
+        for i, name in enumerate(names):
+            sample = load(i)
+            image = sample["image"]
+            depth = predict_depth(model, [image], input_size, device=next(model.parameters()).device)[0][0].numpy()
+            beyond += int((depth > limit).sum())
+            write_depth(out / f"{name}.png", depth, png_encoding)  # type: ignore[arg-type]
             write_depth(out / f"{name}.npy", depth.astype(np.float32), "npy")
             write_rgb(out / f"{name}_vis.png", colorize_depth(depth, cmap))
             if ply:
-                write_ply(out / f"{name}.ply", depth, K, image=rgb)
-            update(i, len(files))
-    console.print(f"{out}: depth of {len(files)} images (NAME.png millimetres, NAME.npy metres, NAME_vis.png)")
+                rgb = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+                write_ply(out / f"{name}.ply", depth, sample["K"].numpy() if isinstance(K, str) else K, image=rgb)
+            update(i + 1, len(names))
+    console.print(f"{out}: depth of {len(names)} images (NAME.png {png_encoding}, NAME.npy metres, NAME_vis.png)")
+    if beyond:
+        err_console.print(f"warning: {beyond} pixels beyond {limit:.1f} m were written as 0 (invalid) in the "
+                          f"{png_encoding} PNGs; the .npy files hold them (or use --png-encoding kitti)", markup=False)
 
 
 def models(
@@ -167,7 +192,7 @@ def models(
 
 def cost(
     model_or_checkpoint: str = typer.Argument(..., help="A zoo name (see `slimdepth models`), a checkpoint or a run directory."),
-    size: str = typer.Option("192x640", "--size", help="Input size HxW."),
+    size: str = typer.Option("", "--size", help="Input size HxW (default: a checkpoint's training size, else 192x640)."),
     threads: int = typer.Option(None, "--threads", help="CPU threads for the latency runs (default: torch's)."),
     runs: int = typer.Option(30, "--runs", help="Timed runs (after the warm-up)."),
     warmup: int = typer.Option(5, "--warmup", help="Untimed warm-up runs."),
@@ -178,24 +203,26 @@ def cost(
     """Parameters, MACs (torch.utils.flop_counter, interpolation included), file size and latency."""
     import slimdepth
     from slimdepth.deploy.cost import cost_report, format_cost_table
-    from slimdepth.models.checkpoint import checkpoint_paths
+    from slimdepth.models.checkpoint import checkpoint_paths, resolve_checkpoint
     from slimdepth.models.zoo import build_model, list_models
-    from slimdepth.options import parse_size
+    from slimdepth.options import parse_size, resolve_device
 
     if json_out is not None:
         check_output_file(json_out, overwrite, (".json",))
     if runs < 1 or warmup < 0 or (threads is not None and threads < 1):
         raise ConfigError("--runs must be >= 1, --warmup >= 0 and --threads >= 1")
-    hw = parse_size(size, "--size")
+    target = resolve_device(device)
     if model_or_checkpoint in list_models():
         model, file = build_model(model_or_checkpoint), None
     elif not Path(model_or_checkpoint).exists() and not Path(model_or_checkpoint).with_suffix(".json").exists():
         raise ConfigError(f"{model_or_checkpoint}: neither a zoo model ({', '.join(list_models())}) "
                           "nor a checkpoint or run directory")
     else:
-        path = resolve_checkpoint(Path(model_or_checkpoint))
-        model, file = slimdepth.load(path, device), checkpoint_paths(path)[0]
-    report = cost_report(model.to(device).eval(), hw, runs=runs, warmup=warmup, threads=threads, file=file, device=device)
+        path = resolve_checkpoint(model_or_checkpoint)
+        model, file = slimdepth.load(path, target), checkpoint_paths(path)[0]
+    hw = _input_size(model, size) or parse_size("192x640")
+    report = cost_report(model.to(target).eval(), hw, runs=runs, warmup=warmup, threads=threads, file=file,
+                         device=str(target))
     report["name"] = model_or_checkpoint
     console.print(format_cost_table([report]))
     if json_out is not None:

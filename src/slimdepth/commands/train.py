@@ -28,4 +28,5 @@ def train(
         m = summary["metrics"]
         console.print(f"validation after {summary['step']} steps: d1 {m['d1']:.3f}  AbsRel {m['abs_rel']:.3f}  "
                       f"RMSE {m['rmse']:.3f}")
-    console.print(f"best checkpoint: {run / 'checkpoints' / 'best.safetensors'}")
+    best = run / "checkpoints" / "best.safetensors"
+    console.print(f"best checkpoint: {best}" if best.is_file() else f"last checkpoint: {run / 'checkpoints' / 'last.safetensors'}")

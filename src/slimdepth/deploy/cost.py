@@ -657,6 +657,7 @@ def cost_report(
 _TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     # (header, report key, format)
     ("name", "name", "s"),
+    ("input", "input", "s"),
     ("params (M)", "params_m", ".3f"),
     ("MACs (G)", "gmacs", ".3f"),
     ("size (MB)", "size_mb", ".2f"),
@@ -675,6 +676,8 @@ def format_cost_table(rows: Sequence[dict[str, Any]]) -> str:
         line = []
         for _, key, fmt in _TABLE_COLUMNS:
             value = row.get(key)
+            if key == "input" and row.get("input_size"):
+                value = "x".join(str(v) for v in row["input_size"])
             if value is None:
                 line.append("-")
             else:

@@ -49,6 +49,8 @@ class DepthModel(nn.Module):
         super().__init__()
         self.config = dict(config)
         self.max_depth = float(config.get("max_depth", 80.0))
+        if not self.max_depth > 0:
+            raise ConfigError(f"max_depth must be positive, got {config.get('max_depth')}")
 
     def predict(self, x: torch.Tensor) -> dict[str, Any]:  # pragma: no cover - abstract
         """All outputs: ``depth`` (B,1,H,W) metres, and ``scales``/``seg``/``features`` when the model has them."""

@@ -69,5 +69,8 @@ class DepthHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
         if self.activation == "relu":
-            return F.relu(y)
+            # unbounded while training (a clamp would stop the gradient of too-far pixels);
+            # at inference depth never exceeds the model's range
+            y = F.relu(y)
+            return y if self.training else y.clamp(max=self.max_depth)
         return torch.sigmoid(y) * self.max_depth

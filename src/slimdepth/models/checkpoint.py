@@ -19,9 +19,25 @@ from slimdepth import __version__
 from slimdepth.data.io import atomic_path
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.models.base import DepthModel
+from slimdepth.options import resolve_device
 
 FORMAT = "slimdepth-model"
 FORMAT_VERSION = 1
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint from a checkpoint file, its stem, or a run directory (its best, else last)."""
+    path = Path(path)
+    if path.is_dir():
+        for tag in ("best", "last"):
+            candidate = path / "checkpoints" / f"{tag}.safetensors"
+            if candidate.is_file():
+                return candidate
+        raise DataError(f"{path}: no checkpoints/best.safetensors or last.safetensors in this run directory")
+    weights, sidecar = checkpoint_paths(path)
+    if not weights.exists() and not sidecar.exists():
+        raise DataError(f"{path}: no such checkpoint (NAME.safetensors + NAME.json) or run directory")
+    return weights
 
 
 def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
@@ -92,19 +108,23 @@ def build_from_config(config: dict[str, Any]) -> DepthModel:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> DepthModel:
-    """Load a checkpoint written by :func:`save_model`: a ready model in eval mode."""
-    weights, _ = checkpoint_paths(path)
+    """Load a checkpoint written by :func:`save_model` (or a run directory's best) in eval mode."""
+    path = resolve_checkpoint(path)
+    weights, sidecar = checkpoint_paths(path)
     info = read_sidecar(path)
     if not weights.is_file():
         raise DataError(f"{weights}: checkpoint weights not found")
-    model = build_from_config(info["model"])
+    try:
+        model = build_from_config(info["model"])
+    except ConfigError as exc:
+        raise DataError(f"{sidecar}: the model it describes cannot be built: {exc}") from None
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise DataError(f"{weights}: unreadable weights ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     load_state_strict(model, state, str(weights))
     model.checkpoint_info = info
-    return model.to(device).eval()
+    return model.to(resolve_device(device)).eval()
 
 
 def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:

@@ -50,7 +50,10 @@ def build_model(name: str, **options: Any) -> DepthModel:
     if unknown:
         accepted = [p for p in params if p != "self"]
         raise ConfigError(f"model {name!r} has no option {', '.join(map(repr, unknown))}; accepted: {', '.join(accepted)}")
-    return cls(**options)
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model {name!r}: bad option value ({str(exc).splitlines()[0]})") from None
 
 
 def _encoder(name: str, weights: str | None, **kw: Any) -> nn.Module:

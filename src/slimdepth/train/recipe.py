@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from slimdepth.evaluate.metrics import METRIC_KEYS
+from slimdepth.train.config import Field
+
 DEFAULTS: dict[str, Any] = {
     "model": {"name": "litedepth"},
     "data": {
@@ -42,21 +45,28 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _ANY = object
+POSITIVE_INT = Field(int, min=1)
 SCHEMA: dict[str, Any] = {
     "model": {"name": str, "*": _ANY},
     "data": {
         "train": (str, dict), "val": (str, dict, type(None)), "size": (str, list, type(None)), "augment": (list, dict),
-        "batch_size": int, "val_batch_size": int, "workers": int, "cache": bool, "val_limit": (int, type(None)),
+        "batch_size": POSITIVE_INT, "val_batch_size": POSITIVE_INT, "workers": Field(int, min=0), "cache": bool,
+        "val_limit": Field(int, min=1, nullable=True),
     },
     "loss": {"terms": list, "learnable_weights": bool, "scale_weights": (list, type(None)),
              "seg_weights": (list, type(None)), "seg": (dict, type(None))},
-    "optim": {"name": ("adamw", "sgd"), "lr": float, "weight_decay": float, "momentum": float, "nesterov": bool,
-              "grad_clip": (float, type(None))},
-    "schedule": {"name": ("cosine", "poly", "constant"), "warmup_steps": (int, type(None)),
-                 "warmup_ratio": (float, type(None)), "warmup_start": float, "power": float, "min_lr_ratio": float},
-    "train": {"epochs": int, "steps": (int, type(None)), "seed": int, "device": str, "amp": (str, bool),
-              "channels_last": (str, bool), "log_every": int, "checkpoint_every": int, "val_every": int,
-              "samples": int, "monitor": str, "threads": (int, type(None))},
-    "eval": {"preset": (str, type(None)), "min_depth": (float, type(None)), "max_depth": (float, type(None)),
-             "crop": (str, type(None)), "median_scaling": bool, "flip": bool},
+    "optim": {"name": ("adamw", "sgd"), "lr": Field(float, min=0.0), "weight_decay": Field(float, min=0.0),
+              "momentum": Field(float, min=0.0, max=1.0), "nesterov": bool,
+              "grad_clip": Field(float, min=0.0, nullable=True)},
+    "schedule": {"name": ("cosine", "poly", "constant"), "warmup_steps": Field(int, min=0, nullable=True),
+                 "warmup_ratio": Field(float, min=0.0, max=1.0, nullable=True), "warmup_start": Field(float, min=0.0, max=1.0),
+                 "power": Field(float, min=0.0), "min_lr_ratio": Field(float, min=0.0, max=1.0)},
+    "train": {"epochs": POSITIVE_INT, "steps": Field(int, min=1, nullable=True), "seed": Field(int, min=0),
+              "device": str, "amp": (str, bool), "channels_last": (str, bool), "log_every": POSITIVE_INT,
+              "checkpoint_every": POSITIVE_INT, "val_every": POSITIVE_INT, "samples": Field(int, min=0),
+              "monitor": Field(str, choices=METRIC_KEYS),
+              "threads": Field(int, min=1, nullable=True)},
+    "eval": {"preset": (str, type(None)), "min_depth": Field(float, min=0.0, nullable=True),
+             "max_depth": Field(float, min=0.0, nullable=True), "crop": (str, type(None)), "median_scaling": bool,
+             "flip": bool},
 }

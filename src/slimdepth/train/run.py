@@ -13,6 +13,8 @@ from slimdepth.train.recipe import DEFAULTS, SCHEMA
 def resolve_config(path: Path | None, overrides: list[str], base: dict[str, Any] | None = None) -> dict[str, Any]:
     """Recipe file (or ``base``) + defaults + ``--set`` overrides, validated."""
     raw = load_config(path) if path is not None else dict(base or {})
+    if path is not None and not raw:
+        raise ConfigError(f"{path}: the recipe is empty (see configs/quickstart.yaml for one)")
     cfg = merge_defaults(apply_overrides(raw, overrides), DEFAULTS)
     validate_config(cfg, SCHEMA)
     return cfg
@@ -24,7 +26,12 @@ def prepare_run(config: Path | None, out: Path | None, overrides: list[str], res
         if config is None:
             raise ConfigError("--resume needs --out RUN_DIR")
         out = Path("runs") / config.stem
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a directory; choose another --out")
     if resume:
+        if overrides:
+            raise ConfigError("--resume continues the run with its saved recipe; --set would change it mid-way "
+                              "(the learning-rate schedule depends on the length): start a new run instead")
         saved = out / "config.yaml"
         last = out / "checkpoints" / "last.state.json"
         if not last.is_file():
@@ -56,8 +63,8 @@ def run_training(cfg: dict[str, Any], run: Path, resume: bool, stop_after: int |
         task = bar.add_task("train", total=trainer.total_steps, completed=trainer.step, info="")
 
         def update(info: dict[str, Any]) -> None:
-            bar.update(task, completed=info["step"],
-                       info=f"loss {info['loss']:.4f}  lr {info['lr']:.2e}  {info['rate']:.1f} img/s")
+            rate = f"  {info['rate']:.1f} img/s" if info.get("rate") else ""
+            bar.update(task, completed=info["step"], info=f"loss {info['loss']:.4f}  lr {info['lr']:.2e}{rate}")
 
         trainer.progress = update
         return trainer.fit()

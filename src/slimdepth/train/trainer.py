@@ -13,6 +13,9 @@ import json
 import math
 import os
 import random
+import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -188,6 +191,9 @@ class Trainer:
         self.position = 0  # samples of this rank's epoch already consumed
         self.best: float | None = None
         self.checkpoints = self.run / "checkpoints"
+        self.log: RunLog | None = None
+        if resume:
+            self._restore()
 
     # ------------------------------------------------------------------ set-up
     @staticmethod
@@ -202,8 +208,12 @@ class Trainer:
         if dcfg["cache"]:
             base = CachedDataset(base)
         size = parse_size(dcfg["size"], "data.size") if dcfg["size"] else None
+        first = base[0]
+        if "depth" not in first:
+            raise DataError(f"data.train: {dcfg['train']} has no ground-truth depth (an unlabeled dataset cannot train "
+                            "a model on its own)")
         if size is None:
-            size = tuple(base[0]["image"].shape[-2:])
+            size = tuple(first["image"].shape[-2:])
         self.input_size = size
         self.train_set = TrainView(base, dcfg["augment"], size, self.seed)
         self.val_set = build_dataset(dcfg["val"]) if dcfg.get("val") else None
@@ -224,6 +234,8 @@ class Trainer:
     def _build_model(self) -> None:
         mcfg = dict(self.cfg["model"])
         name = mcfg.pop("name")
+        if self.resume:
+            mcfg.pop("encoder_weights", None)  # the checkpoint holds the trained weights
         self.model = build_model(name, **mcfg).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -277,11 +289,38 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train to the end (or to ``stop_after``); returns the final validation entry."""
-        if self.resume:
-            self._restore()
+        created = not self.run.exists()
         if self.dist.main:
             self.run.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.run / "config.yaml")
+        previous = self._catch_interrupt()
+        try:
+            return self._fit()
+        except BaseException:
+            # a run that dies before its first checkpoint leaves nothing worth keeping: remove
+            # the directory this run created, so that the same command can simply be repeated
+            if created and self.dist.main and not (self.checkpoints / "last.state.json").exists():
+                shutil.rmtree(self.run, ignore_errors=True)
+            raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+    def _catch_interrupt(self) -> Any:
+        """First Ctrl-C: finish the current step, save ``last`` and stop (a resumable point);
+        a second Ctrl-C interrupts at once. Only in the main thread, where signals arrive."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        self._stop_requested = False
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+
+        return signal.signal(signal.SIGINT, handler)
+
+    def _fit(self) -> dict[str, Any]:
         self.log = RunLog(self.run, self.step if self.resume else None) if self.dist.main else None
         tcfg = self.cfg["train"]
         last_val: dict[str, Any] = {}
@@ -297,9 +336,15 @@ class Trainer:
                     if self.step % tcfg["log_every"] == 0 or self.step == self.total_steps:
                         self._log_step(loss, parts, seen / max(time.perf_counter() - t0, 1e-9))
                         seen, t0 = 0, time.perf_counter()
+                    elif self.progress is not None and self.dist.main:
+                        self.progress({"step": self.step, "total": self.total_steps, "loss": loss,
+                                       "lr": self.optimizer.param_groups[0]["lr"]})
                     if self.stop_after is not None and self.step >= self.stop_after:
                         self._save("last")
                         return last_val
+                    if getattr(self, "_stop_requested", False):
+                        self._save("last")  # the step is complete: resuming continues exactly here
+                        raise KeyboardInterrupt
                     if self.step % tcfg["checkpoint_every"] == 0:
                         self._save("last")
                     if self.step >= self.total_steps:
