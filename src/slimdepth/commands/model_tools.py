@@ -67,6 +67,11 @@ def evaluate(
                                 next(model.parameters()).device, progress=update, limit=limit)
     input_size = _input_size(model, size)
     shown = f"{input_size[0]}x{input_size[1]}" if input_size else "each image's own"
+    if input_size and len(dataset):
+        h, w = dataset[0]["image"].shape[-2:]
+        if abs((w / h) / (input_size[1] / input_size[0]) - 1) > 0.1:
+            err_console.print(f"warning: the images ({h}x{w}) are resized to the model input {shown}, which changes their "
+                              "aspect ratio; pass --size HxW to keep it", markup=False)
     console.print(report.format_summary() + f", model input {shown}" + (", flip test-time augmentation" if flip else ""))
     console.print(report.format_table())
     if json_out is not None:

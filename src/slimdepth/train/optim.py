@@ -307,7 +307,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: Mapping[str, Any],
     else:
         warmup_steps = _int(cfg, "warmup_steps", what, 0)
     if warmup_steps > total_steps:
-        raise ConfigError(f"{what}.warmup_steps ({warmup_steps}) exceeds the total number of steps ({total_steps})")
+        raise ConfigError(f"{what}.warmup_steps ({warmup_steps}) exceeds the total number of steps ({total_steps}); "
+                          f"lower it, e.g. --set {what}.warmup_steps={max(0, total_steps // 10)}")
     schedule = functools.partial(
         lr_factor,
         total_steps=total_steps,

@@ -98,9 +98,9 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
     return _as_state_dict(obj, p)
 
 
-def _listing(keys: list[str], what: str) -> str:
+def _listing(keys: list[str], what: str, plural: str | None = None) -> str:
     shown = ", ".join(keys[:_SHOWN]) + (f", ... ({len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else "")
-    return f"{len(keys)} {what}{'' if len(keys) == 1 else 's'} ({shown})"
+    return f"{len(keys)} {what if len(keys) == 1 else plural or what + 's'} ({shown})"
 
 
 def load_pretrained(module: nn.Module, source: str | os.PathLike | Mapping[str, Tensor],
@@ -129,7 +129,7 @@ def load_pretrained(module: nn.Module, source: str | os.PathLike | Mapping[str, 
     if missing or unexpected or mismatched:
         parts = [_listing(missing, "missing key") if missing else "",
                  _listing(unexpected, "unexpected key") if unexpected else "",
-                 _listing(mismatched, "shape mismatch") if mismatched else ""]
+                 _listing(mismatched, "shape mismatch", "shape mismatches") if mismatched else ""]
         raise ConfigError(f"{where}: weights do not match {type(module).__name__}: "
                           + "; ".join(p for p in parts if p))
 
