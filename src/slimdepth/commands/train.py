@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -22,8 +23,12 @@ def train(
     if config is None and not resume:
         raise ConfigError("give a recipe (e.g. configs/quickstart.yaml), or --resume --out RUN_DIR")
     run, cfg = prepare_run(config, out, set_, resume)
-    console.print(f"run directory: {run}")
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 reports
+    if main_process:
+        console.print(f"run directory: {run}")
     summary = run_training(cfg, run, resume)
+    if not main_process:
+        return
     if summary:
         m = summary["metrics"]
         console.print(f"validation after {summary['step']} steps: d1 {m['d1']:.3f}  AbsRel {m['abs_rel']:.3f}  "

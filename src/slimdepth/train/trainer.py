@@ -214,6 +214,7 @@ class Trainer:
                             "a model on its own)")
         if size is None:
             size = tuple(first["image"].shape[-2:])
+        self.data_has_seg = "seg" in first
         self.input_size = size
         self.train_set = TrainView(base, dcfg["augment"], size, self.seed)
         self.val_set = build_dataset(dcfg["val"]) if dcfg.get("val") else None
@@ -240,6 +241,9 @@ class Trainer:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.criterion = build_criterion(self.cfg["loss"]).to(self.device)
+        # ask the model only for what the loss reads, so that DDP sees unsupervised heads as unused
+        self.outputs = ("depth",) + (("scales",) if self.cfg["loss"].get("scale_weights") else ()) + (
+            ("seg",) if self.data_has_seg else ())
         extra = [p for p in self.criterion.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.model, self.cfg["optim"], extra_params=extra or None)
         self.scheduler = build_scheduler(self.optimizer, self.cfg["schedule"], self.total_steps)
@@ -247,8 +251,20 @@ class Trainer:
         self.net: torch.nn.Module = self.model
         if self.dist.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            # heads a recipe does not supervise (coarse scales, segmentation) get no gradient
-            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=ids, find_unused_parameters=self._has_unused_parameters())
+
+    def _has_unused_parameters(self) -> bool:
+        """Whether the loss leaves some parameters without gradient (heads a recipe does not
+        supervise): one probe step on a training sample, before DDP needs to know."""
+        batch = _to_device(collate_samples([self.train_set[0]]), self.device, self.channels_last)
+        outputs = self.model(batch["image"], outputs=self.outputs)
+        loss, _ = self.criterion(outputs, batch, generator=torch.Generator().manual_seed(0))
+        loss.backward()
+        unused = any(p.requires_grad and p.grad is None for p in self.model.parameters())
+        self.model.zero_grad(set_to_none=True)
+        self.criterion.zero_grad(set_to_none=True)
+        return unused
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, tag: str, metrics: dict[str, Any] | None = None) -> None:
@@ -364,7 +380,7 @@ class Trainer:
         batch = _to_device(batch, self.device, self.channels_last)
         dtype = torch.bfloat16 if self.device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
         with torch.autocast(self.device.type, dtype=dtype, enabled=self.amp):
-            outputs = self.net(batch["image"], outputs=("depth", "scales", "seg", "features"))
+            outputs = self.net(batch["image"], outputs=self.outputs)
         outputs = {k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in outputs.items()}
         if "scales" in outputs:
             outputs["scales"] = [s.float() for s in outputs["scales"]]
