@@ -64,12 +64,18 @@ def save_model(model: DepthModel, path: str | Path, metadata: dict[str, Any] | N
 
 def write_sidecar(model: DepthModel, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """Write only the JSON description of ``model`` (for weights saved by another writer)."""
+    from slimdepth.compress.widths import WIDTHS_KEY, record_widths
+
     _, sidecar = checkpoint_paths(path)
+    config = {k: v for k, v in model.config.items() if k != WIDTHS_KEY}
+    widths = record_widths(model)  # the layers whose widths compression changed ({} otherwise)
+    if widths:
+        config[WIDTHS_KEY] = widths
     info = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "slimdepth_version": __version__,
-        "model": model.config,
+        "model": config,
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "metadata": metadata or {},
     }
@@ -94,16 +100,25 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
 
 def build_from_config(config: dict[str, Any]) -> DepthModel:
     """Rebuild the architecture a sidecar's ``model`` entry describes (random weights)."""
+    from slimdepth.compress.gating import apply_gating_config
+    from slimdepth.compress.widths import WIDTHS_KEY, apply_widths
     from slimdepth.models.normalize import fold_normalization
     from slimdepth.models.zoo import build_model
 
     options = dict(config)
     name = options.pop("name", None)
     folded = options.pop("folded_normalization", False)
+    widths = options.pop(WIDTHS_KEY, None)
+    gating = options.pop("gating", None)
     if not isinstance(name, str):
         raise ConfigError("checkpoint model description has no 'name'")
     options.pop("encoder_weights", None)  # the checkpoint holds the trained weights
     model = build_model(name, **options)
+    if widths:  # a pruned network: give the changed layers their recorded widths
+        apply_widths(model, widths)
+        model.config = {**model.config, WIDTHS_KEY: widths}
+    if gating:  # dynamic channel gating: the gated modules and their saliency predictors
+        apply_gating_config(model, {"gating": gating})
     return fold_normalization(model) if folded else model
 
 

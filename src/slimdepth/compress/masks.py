@@ -1,0 +1,497 @@
+"""Joint end-to-end filter pruning with learnable binary masks (method 1, Elkerdawy et al. 2019).
+
+:func:`attach_masks` gives every channel of every prunable group (see
+:func:`~slimdepth.compress.groups.channel_groups`) one learnable logit, initialised so that all
+masks start on. In the forward pass the mask multiplies the output of each producer of the group
+-- after its BatchNorm when the conv is followed by one, since a mask before BN would leave the BN
+shift in a "removed" channel -- so a masked channel is exactly zero for every layer that reads it,
+through residual adds, concatenations, depthwise convs and squeeze-excitation alike. (This relies
+on the activations after the mask mapping 0 to 0, as ReLU, ReLU6 and hardswish do.)
+
+The mask is binary with a straight-through estimator: forward ``m = 1[sigmoid(l) > 0.5]``
+(i.e. ``l > 0``), backward ``dm/dl = sigmoid'(l)``. The channel with the largest logit of a group
+always stays on, so no group is ever cut, and :meth:`MaskSet.keep_indices` agrees with what the
+forward pass computes.
+
+The compression loss drives the *expected* cost, a differentiable function of the keep
+probabilities ``p = sigmoid(l)``: every conv costs ``positions * k_h * k_w / groups * E[in] *
+E[out]`` where ``E`` is the sum of ``p`` over the channels of the group on that side (a plain count
+where no group governs it; a depthwise conv costs ``positions * k_h * k_w * E``); resizes of group
+channels cost their per-channel MACs times ``E``; everything else is a constant. With hard masks the
+same formula gives :meth:`MaskSet.hard_macs`, which equals
+:func:`~slimdepth.deploy.cost.count_macs` of the model after :meth:`MaskSet.apply`.
+"""
+
+from __future__ import annotations
+
+import copy
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from slimdepth.compress.groups import ChannelGroup, LayerInfo, prune_channels, trace_layers
+from slimdepth.errors import ConfigError
+
+__all__ = ["DEFAULT_INIT_LOGIT", "CostModel", "MaskSet", "attach_masks"]
+
+#: initial mask logit: sigmoid(3) = 0.95, every mask on, still far from the 0.5 threshold
+DEFAULT_INIT_LOGIT = 3.0
+
+# the MaskSet attached to each model (one at a time)
+_ATTACHED: weakref.WeakKeyDictionary[nn.Module, MaskSet] = weakref.WeakKeyDictionary()
+
+
+# --------------------------------------------------------------------------------------------
+# cost model
+
+
+@dataclass
+class _Terms:
+    """Sum over terms of ``coeff * (in_const + sum p[in]) * (out_const + sum p[out])``."""
+
+    coeff: Tensor  # (T,) float64
+    in_const: Tensor
+    out_const: Tensor
+    in_chan: Tensor  # global channel ids, with in_term the term each belongs to
+    in_term: Tensor
+    out_chan: Tensor
+    out_term: Tensor
+
+    def evaluate(self, p: Tensor) -> Tensor:
+        """The total for keep values ``p`` (all groups' channels, concatenated; float64)."""
+        s_in = self.in_const.index_add(0, self.in_term, p.index_select(0, self.in_chan))
+        s_out = self.out_const.index_add(0, self.out_term, p.index_select(0, self.out_chan))
+        return (self.coeff * s_in * s_out).sum()
+
+    def to(self, device: torch.device) -> _Terms:
+        return _Terms(*(t.to(device) for t in (self.coeff, self.in_const, self.out_const, self.in_chan,
+                                                  self.in_term, self.out_chan, self.out_term)))
+
+
+class _TermBuilder:
+    def __init__(self) -> None:
+        self.coeff: list[float] = []
+        self.in_const: list[float] = []
+        self.out_const: list[float] = []
+        self.in_chan: list[int] = []
+        self.in_term: list[int] = []
+        self.out_chan: list[int] = []
+        self.out_term: list[int] = []
+
+    def add(self, coeff: float, in_const: float, out_const: float,
+            ins: Sequence[int] = (), outs: Sequence[int] = ()) -> None:
+        t = len(self.coeff)
+        self.coeff.append(float(coeff))
+        self.in_const.append(float(in_const))
+        self.out_const.append(float(out_const))
+        self.in_chan.extend(ins)
+        self.in_term.extend([t] * len(ins))
+        self.out_chan.extend(outs)
+        self.out_term.extend([t] * len(outs))
+
+    def build(self) -> _Terms:
+        f64, i64 = torch.float64, torch.long
+        return _Terms(torch.tensor(self.coeff, dtype=f64), torch.tensor(self.in_const, dtype=f64),
+                      torch.tensor(self.out_const, dtype=f64), torch.tensor(self.in_chan, dtype=i64),
+                      torch.tensor(self.in_term, dtype=i64), torch.tensor(self.out_chan, dtype=i64),
+                      torch.tensor(self.out_term, dtype=i64))
+
+
+class CostModel:
+    """MACs and parameters of a network as functions of which group channels are kept.
+
+    Built from the layer table of a forward trace and the channel groups; ``total_macs`` and
+    ``total_params`` are the measured figures of the unpruned model
+    (:func:`~slimdepth.deploy.cost.count_macs`, all parameters), the part no group changes being
+    the difference to the channel-dependent terms evaluated with every channel kept.
+    """
+
+    def __init__(self, model: nn.Module, groups: Sequence[ChannelGroup],
+                 layers: Mapping[str, LayerInfo] | None = None) -> None:
+        from slimdepth.deploy.cost import count_macs, count_parameters
+
+        if not groups:
+            size = (64, 96)
+        else:
+            size = tuple(groups[0].input_size)
+            if any(tuple(g.input_size) != size for g in groups):
+                raise ConfigError("channel groups traced at different input sizes cannot share one cost model")
+        self.input_size: tuple[int, int] = (int(size[0]), int(size[1]))
+        self.groups = list(groups)
+        self.offsets = [0]
+        for g in self.groups:
+            self.offsets.append(self.offsets[-1] + g.channels)
+        layers = dict(layers) if layers is not None else trace_layers(model, self.input_size)
+        self.layers = layers
+        self._check(model)
+
+        # which group governs each side of each layer
+        out_side: dict[str, list[int]] = {}
+        in_side: dict[str, list[int]] = {}
+        in_covered: dict[str, int] = {}
+        bn_out: dict[str, list[int]] = {}
+        depthwise: set[str] = set()
+        for gi, g in enumerate(self.groups):
+            base = self.offsets[gi]
+            for name in g.producers:
+                module = model.get_submodule(name)
+                if name in layers:
+                    out_side[name] = [base + c for c in range(g.channels)]
+                elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    bn_out[name] = [base + c for c in range(g.channels)]
+            depthwise.update(g.depthwise)
+            for s in g.consumers:
+                in_side.setdefault(s.layer, []).extend(base + r for r in s.root_indices)
+                in_covered[s.layer] = in_covered.get(s.layer, 0) + len(s.indices)
+
+        macs, conv_params, interp = _TermBuilder(), _TermBuilder(), _TermBuilder()
+        for name, info in layers.items():
+            outs = out_side.get(name, [])
+            out_const = 0 if outs else info.out_channels
+            if name in depthwise or (info.depthwise and name not in in_side):
+                per_group = info.in_channels // info.groups  # depthwise: 1 input per output channel
+                macs.add(info.positions * info.kernel * per_group, 1, out_const, (), outs)
+                conv_params.add(info.kernel * per_group, 1, out_const, (), outs)
+            else:
+                ins = in_side.get(name, [])
+                in_const = info.in_channels - in_covered.get(name, 0)
+                macs.add(info.positions * info.kernel / info.groups, in_const, out_const, ins, outs)
+                conv_params.add(info.kernel / info.groups, in_const, out_const, ins, outs)
+            if info.bias:
+                conv_params.add(1, 1, out_const, (), outs)
+        for name, outs in bn_out.items():
+            bn = model.get_submodule(name)
+            if getattr(bn, "affine", False):
+                conv_params.add(2, 1, 0, (), outs)
+        for gi, g in enumerate(self.groups):
+            base = self.offsets[gi]
+            for r in g.interpolations:
+                interp.add(r.macs_per_channel, 1, 0, (), [base + c for c in r.root_indices])
+
+        self._macs = macs.build()
+        self._params = conv_params.build()
+        self._interp = interp.build()
+        ones = torch.ones(self.offsets[-1], dtype=torch.float64)
+        measured = count_macs(model, self.input_size)
+        self.total_macs = int(measured.total)
+        self.measured_conv_macs = int(measured.by_kind.get("conv", 0) + measured.by_kind.get("matmul", 0))
+        self.conv_macs = int(round(float(self._macs.evaluate(ones))))
+        self.other_macs = self.total_macs - self.conv_macs - int(round(float(self._interp.evaluate(ones))))
+        self.total_params = int(count_parameters(model))
+        self.other_params = self.total_params - int(round(float(self._params.evaluate(ones))))
+
+    def _check(self, model: nn.Module) -> None:
+        """The groups must describe this model (same producers with the same widths)."""
+        for g in self.groups:
+            try:
+                root = model.get_submodule(g.root)
+            except AttributeError:
+                raise ConfigError(f"channel group {g.root!r} is not a layer of this model") from None
+            if getattr(root, "out_channels", None) != g.channels:
+                raise ConfigError(f"channel group {g.root!r} has {g.channels} channels but the layer has "
+                                  f"{getattr(root, 'out_channels', None)}: groups of another model?")
+
+    @property
+    def num_channels(self) -> int:
+        """Channels over all groups (the length of a keep vector)."""
+        return self.offsets[-1]
+
+    def _on(self, attr: str, device: torch.device) -> _Terms:
+        """The term table ``attr`` on ``device`` (moved once, then kept there)."""
+        terms: _Terms = getattr(self, attr)
+        if terms.coeff.device != device:
+            terms = terms.to(device)
+            setattr(self, attr, terms)
+        return terms
+
+    def macs(self, keep: Tensor, include_other: bool = True) -> Tensor:
+        """MACs for keep values ``keep`` (probabilities or 0/1, all groups concatenated)."""
+        keep = keep.to(torch.float64)
+        total = self._on("_macs", keep.device).evaluate(keep)
+        if include_other:
+            total = total + self._on("_interp", keep.device).evaluate(keep) + self.other_macs
+        return total
+
+    def params(self, keep: Tensor) -> Tensor:
+        """Parameters for keep values ``keep`` (BatchNorm affine parameters included)."""
+        keep = keep.to(torch.float64)
+        return self._on("_params", keep.device).evaluate(keep) + self.other_params
+
+    def keep_vector(self, keep: Mapping[str, Sequence[int]]) -> Tensor:
+        """0/1 keep vector from ``{root: kept indices}`` (groups not named keep every channel)."""
+        vec = torch.ones(self.num_channels, dtype=torch.float64)
+        for gi, g in enumerate(self.groups):
+            if g.root in keep:
+                part = torch.zeros(g.channels, dtype=torch.float64)
+                part[list(keep[g.root])] = 1.0
+                vec[self.offsets[gi]:self.offsets[gi + 1]] = part
+        return vec
+
+    def hard_macs(self, keep: Mapping[str, Sequence[int]]) -> int:
+        """Exact MACs when each group keeps the listed channels."""
+        return int(round(float(self.macs(self.keep_vector(keep)))))
+
+    def hard_params(self, keep: Mapping[str, Sequence[int]]) -> int:
+        """Exact parameter count when each group keeps the listed channels."""
+        return int(round(float(self.params(self.keep_vector(keep)))))
+
+
+# --------------------------------------------------------------------------------------------
+# masks
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the given hard 0/1 mask. Backward: the gradient of sigmoid(logits)."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: Tensor, hard: Tensor) -> Tensor:
+        ctx.save_for_backward(logits)
+        return hard
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (logits,) = ctx.saved_tensors
+        p = torch.sigmoid(logits)
+        return grad * p * (1 - p), None
+
+
+def _hard(logits: Tensor) -> Tensor:
+    """1 where sigmoid(logit) > 0.5, plus the largest logit so a group is never empty."""
+    hard = logits.detach() > 0
+    hard[logits.detach().argmax()] = True
+    return hard.to(logits.dtype)
+
+
+class MaskSet(nn.Module):
+    """Learnable binary channel masks on a model; see the module docstring.
+
+    The mask logits are this module's parameters (``logits[i]`` for ``groups[i]``): give them
+    to the optimiser next to the model's. The MaskSet is not a submodule of the model, so the
+    model's state dict, parameter count and checkpoints are unchanged; it holds forward hooks on
+    the model until :meth:`detach` or :meth:`apply`.
+    """
+
+    def __init__(self, model: nn.Module, groups: Sequence[ChannelGroup], init_logit: float = DEFAULT_INIT_LOGIT,
+                 cost: CostModel | None = None) -> None:
+        super().__init__()
+        if init_logit <= 0:
+            raise ConfigError(f"init_logit must be > 0 so that every mask starts on, got {init_logit}")
+        self.groups = list(groups)
+        object.__setattr__(self, "_model", model)  # not a submodule: its parameters are not ours
+        self.cost = cost if cost is not None else CostModel(model, self.groups)
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        self.logits = nn.ParameterList(
+            nn.Parameter(torch.full((g.channels,), float(init_logit), device=device)) for g in self.groups)
+        self.frozen = False
+        #: False during a warm-up: the masks act (all on at first) but receive no gradient
+        self.learning = True
+        self._handles: list[Any] = []
+
+    # -- hooks -------------------------------------------------------------------------------
+    @property
+    def model(self) -> nn.Module:
+        """The model the masks act on."""
+        return self._model
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """The (H, W) the groups were traced at and the costs are counted for."""
+        return self.cost.input_size
+
+    def _attach(self) -> None:
+        for gi, g in enumerate(self.groups):
+            for name in g.mask_points:
+                module = self._model.get_submodule(name)
+                self._handles.append(module.register_forward_hook(self._hook(gi)))
+
+    def _hook(self, gi: int) -> Callable[[nn.Module, Any, Tensor], Tensor]:
+        def hook(module: nn.Module, inputs: Any, output: Tensor) -> Tensor:
+            mask = self.mask(gi).to(device=output.device, dtype=output.dtype)
+            return output * mask.view(1, -1, *([1] * (output.ndim - 2)))
+
+        return hook
+
+    @property
+    def attached(self) -> bool:
+        """Whether the hooks are on the model."""
+        return bool(self._handles)
+
+    def detach(self) -> None:
+        """Remove the hooks: the model computes without masks again."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        if _ATTACHED.get(self._model) is self:
+            del _ATTACHED[self._model]
+
+    # -- masks -------------------------------------------------------------------------------
+    def probabilities(self) -> list[Tensor]:
+        """Keep probabilities sigmoid(logit), one tensor per group."""
+        return [torch.sigmoid(lg) for lg in self.logits]
+
+    def mask(self, index: int) -> Tensor:
+        """The 0/1 mask of group ``index`` as used in the forward pass (straight-through)."""
+        logits = self.logits[index]
+        hard = _hard(logits)
+        if self.frozen or not self.learning or not torch.is_grad_enabled() or not logits.requires_grad:
+            return hard
+        return _StraightThrough.apply(logits, hard)
+
+    def hard_masks(self) -> list[Tensor]:
+        """The current 0/1 masks (detached), one per group."""
+        return [_hard(lg) for lg in self.logits]
+
+    def freeze(self) -> None:
+        """Stop learning the masks: hard values from now on, logits without gradient."""
+        self.frozen = True
+        for lg in self.logits:
+            lg.requires_grad_(False)
+
+    def keep_indices(self) -> dict[str, list[int]]:
+        """Per group root, the channel indices whose mask is on (never empty)."""
+        return {g.root: torch.nonzero(m).flatten().tolist() for g, m in zip(self.groups, self.hard_masks())}
+
+    def removal(self) -> dict[str, list[int]]:
+        """Per group root, the channel indices whose mask is off (for :func:`prune_channels`)."""
+        return {g.root: torch.nonzero(m == 0).flatten().tolist() for g, m in zip(self.groups, self.hard_masks())}
+
+    def summary(self) -> dict[str, tuple[int, int]]:
+        """Per group root, (channels kept, channels)."""
+        return {g.root: (int(m.sum()), g.channels) for g, m in zip(self.groups, self.hard_masks())}
+
+    # -- costs -------------------------------------------------------------------------------
+    def _keep(self, probs: Sequence[Tensor] | None) -> Tensor:
+        parts = list(probs) if probs is not None else self.probabilities()
+        if len(parts) != len(self.groups):
+            raise ConfigError(f"expected {len(self.groups)} probability vectors, got {len(parts)}")
+        if not parts:
+            return torch.zeros(0, dtype=torch.float64)
+        return torch.cat([p.to(torch.float64).flatten() for p in parts])
+
+    def expected_macs(self, probs: Sequence[Tensor] | None = None, include_other: bool = True) -> Tensor:
+        """Expected MACs (float64 scalar, differentiable) at keep probabilities ``probs``.
+
+        ``probs`` defaults to sigmoid(logits); ``include_other=False`` gives the conv + linear
+        part only (no resizes, no constant remainder).
+        """
+        return self.cost.macs(self._keep(probs), include_other=include_other)
+
+    def expected_params(self, probs: Sequence[Tensor] | None = None) -> Tensor:
+        """Expected number of parameters (float64 scalar, differentiable); BN affine included."""
+        return self.cost.params(self._keep(probs))
+
+    def hard_macs(self) -> int:
+        """MACs with the current hard masks: ``count_macs`` of the model after :meth:`apply`."""
+        return int(round(float(self.cost.macs(self._keep(self.hard_masks())))))
+
+    def hard_params(self) -> int:
+        """Parameters with the current hard masks: ``count_parameters`` after :meth:`apply`."""
+        return int(round(float(self.cost.params(self._keep(self.hard_masks())))))
+
+    @property
+    def original_macs(self) -> int:
+        """MACs of the unmasked model at :attr:`input_size`."""
+        return self.cost.total_macs
+
+    @property
+    def original_params(self) -> int:
+        """Parameters of the unmasked model."""
+        return self.cost.total_params
+
+    def compression_loss(self, target_ratio: float, kind: str = "macs") -> Tensor:
+        """Penalty pushing the expected cost down to ``target_ratio`` x the original cost.
+
+        ``(max(0, expected / (target_ratio * original) - 1))**2``: the squared relative excess
+        over the budget, zero once the expected cost is at or below it. ``kind`` is ``"macs"``
+        or ``"params"``. A float32 scalar on the logits' device; weight it against the task loss.
+        """
+        if not 0 < float(target_ratio) <= 1:
+            raise ConfigError(f"target_ratio must be in (0, 1], got {target_ratio}")
+        if kind == "macs":
+            expected, original = self.expected_macs(), self.original_macs
+        elif kind == "params":
+            expected, original = self.expected_params(), self.original_params
+        else:
+            raise ConfigError(f"compression loss kind must be 'macs' or 'params', got {kind!r}")
+        excess = torch.relu(expected / (float(target_ratio) * original) - 1.0)
+        device = self.logits[0].device if len(self.logits) else expected.device
+        return (excess**2).to(device=device, dtype=torch.float32)
+
+    def meet_target(self, target_ratio: float, kind: str = "macs") -> float:
+        """Make the hard masks fit the budget: if their cost exceeds ``target_ratio`` x the
+        original, raise one global keep threshold on the logits (the least confident channels go
+        first, every group keeps its best one) until it fits; then shift the logits by that
+        threshold so the masks, :meth:`keep_indices` and :meth:`apply` all agree.
+
+        Returns the shift (0.0 when the masks already fit). The compression loss is a soft
+        penalty, so a short joint phase can end a little above the budget; this closes the gap.
+        """
+        if not 0 < float(target_ratio) <= 1:
+            raise ConfigError(f"target_ratio must be in (0, 1], got {target_ratio}")
+        if kind not in ("macs", "params"):
+            raise ConfigError(f"kind must be 'macs' or 'params', got {kind!r}")
+        measure = self.cost.macs if kind == "macs" else self.cost.params
+        original = self.original_macs if kind == "macs" else self.original_params
+        budget = float(target_ratio) * original
+        logits = [lg.detach() for lg in self.logits]
+        if not logits:
+            return 0.0
+
+        def cost(shift: float) -> float:
+            return float(measure(self._keep([_hard(lg - shift) for lg in logits])))
+
+        if cost(0.0) <= budget:
+            return 0.0
+        lo = 0.0
+        hi = max(float(lg.max()) for lg in logits) + 1.0  # every group down to its best channel
+        if cost(hi) > budget:
+            raise ConfigError(f"a {kind} budget of {target_ratio:.3f} x the original cannot be met even with one "
+                              "channel per prunable group")
+        for _ in range(60):  # bisection on the threshold; cost is non-increasing in it
+            mid = 0.5 * (lo + hi)
+            if cost(mid) <= budget:
+                hi = mid
+            else:
+                lo = mid
+        with torch.no_grad():
+            for lg in self.logits:
+                lg.sub_(hi)
+        return hi
+
+    # -- removal -----------------------------------------------------------------------------
+    def apply(self, model: nn.Module | None = None, *, inplace: bool = False) -> nn.Module:
+        """Remove the masked-off channels for real and return the smaller dense model.
+
+        The hooks are detached first. ``model`` defaults to the masked model; unless ``inplace``,
+        a copy is pruned and ``model`` keeps its full width. The result computes what the masked
+        model computed (eval mode; up to float rounding).
+        """
+        target = self._model if model is None else model
+        removal = self.removal()
+        self.detach()
+        if not inplace:
+            target = copy.deepcopy(target)
+        return prune_channels(target, removal, example_size=self.input_size)
+
+    def extra_repr(self) -> str:
+        kept = sum(k for k, _ in self.summary().values())
+        return f"groups={len(self.groups)}, channels={kept}/{self.cost.num_channels} kept, frozen={self.frozen}"
+
+
+def attach_masks(model: nn.Module, groups: Sequence[ChannelGroup], init_logit: float = DEFAULT_INIT_LOGIT) -> MaskSet:
+    """Put one learnable binary mask per channel of every group on ``model`` (all on).
+
+    ``groups`` come from :func:`~slimdepth.compress.groups.channel_groups` on this model. One
+    MaskSet per model at a time: :meth:`MaskSet.detach` the previous one first.
+    """
+    previous = _ATTACHED.get(model)
+    if previous is not None and previous.attached:
+        raise ConfigError("the model already has masks attached; detach them first")
+    masks = MaskSet(model, groups, init_logit)
+    masks._attach()
+    _ATTACHED[model] = masks
+    return masks
