@@ -22,6 +22,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
+from slimdepth.commands import compress as _compress  # noqa: E402
 from slimdepth.commands import data as _data  # noqa: E402
 from slimdepth.commands import evaluate as _evaluate  # noqa: E402
 from slimdepth.commands import model_tools as _tools  # noqa: E402
@@ -34,6 +35,8 @@ app.command("evaluate-preds")(_evaluate.evaluate_preds)
 app.command("predict")(_tools.predict)
 app.command("models")(_tools.models)
 app.command("cost")(_tools.cost)
+app.command("prune")(_compress.prune)
+app.command("compare")(_compress.compare)
 
 
 

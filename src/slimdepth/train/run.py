@@ -50,17 +50,21 @@ def prepare_run(config: Path | None, out: Path | None, overrides: list[str], res
 
 def run_training(cfg: dict[str, Any], run: Path, resume: bool, stop_after: int | None = None) -> dict[str, Any]:
     """Train with a rich progress bar showing loss, lr and images/s."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from slimdepth.train.trainer import Trainer
 
-    trainer = Trainer(cfg, run, resume=resume, stop_after=stop_after)
-    columns = (TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+    return fit_with_progress(Trainer(cfg, run, resume=resume, stop_after=stop_after))
+
+
+def fit_with_progress(trainer: Any, label: str = "training") -> dict[str, Any]:
+    """Run ``trainer.fit()`` under a rich progress bar (loss, lr, images/s); rank 0 only draws."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
     if not trainer.dist.main:
         return trainer.fit()
     with Progress(*columns, transient=False) as bar:
-        task = bar.add_task("train", total=trainer.total_steps, completed=trainer.step, info="")
+        task = bar.add_task(label, total=trainer.total_steps, completed=trainer.step, info="")
 
         def update(info: dict[str, Any]) -> None:
             rate = f"  {info['rate']:.1f} img/s" if info.get("rate") else ""

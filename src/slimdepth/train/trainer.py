@@ -165,12 +165,49 @@ class RunLog:
             self.tb.close()
 
 
+class TrainHooks:
+    """Extension points for training variants (compression): override what you need.
+
+    The trainer asks for extra parameter groups when it builds the optimiser, calls
+    :meth:`before_step` and :meth:`after_step` around every optimisation step, adds the term of
+    :meth:`extra_loss` to the loss, and keeps :meth:`state_dict` in its resumable checkpoint.
+    """
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser groups for parameters outside the model (e.g. mask logits), with their own lr."""
+        return []
+
+    def before_step(self, trainer: Trainer) -> None:
+        """Called before every optimisation step (``trainer.step`` = steps done so far)."""
+
+    def extra_loss(self, trainer: Trainer) -> tuple[torch.Tensor, dict[str, float]] | None:
+        """A term added to the loss of the current step, with named values for the log."""
+        return None
+
+    def after_step(self, trainer: Trainer) -> None:
+        """Called after every completed optimisation step."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs back (tensors, numbers, strings, lists, dicts)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
 class Trainer:
-    """Trains the recipe ``config`` into ``run``. ``stop_after`` (steps) simulates a killed run."""
+    """Trains the recipe ``config`` into ``run``. ``stop_after`` (steps) simulates a killed run.
+
+    ``model`` trains an already built network instead of the recipe's ``model`` section (a
+    pruned or masked one); ``hooks`` adds loss terms and per-step actions (see :class:`TrainHooks`).
+    """
 
     def __init__(self, config: dict[str, Any], run: str | Path, resume: bool = False,
-                 progress: Progress | None = None, stop_after: int | None = None) -> None:
+                 progress: Progress | None = None, stop_after: int | None = None,
+                 model: torch.nn.Module | None = None, hooks: TrainHooks | None = None) -> None:
         self.cfg = config
+        self.hooks = hooks or TrainHooks()
+        self._given_model = model
         self.run = Path(run)
         self.resume = resume
         self.progress = progress
@@ -233,11 +270,14 @@ class Trainer:
         self.eval_config = eval_config_for(self.val_set if self.val_set is not None else base, self.cfg["eval"])
 
     def _build_model(self) -> None:
-        mcfg = dict(self.cfg["model"])
-        name = mcfg.pop("name")
-        if self.resume:
-            mcfg.pop("encoder_weights", None)  # the checkpoint holds the trained weights
-        self.model = build_model(name, **mcfg).to(self.device)
+        if self._given_model is not None:
+            self.model = self._given_model.to(self.device)
+        else:
+            mcfg = dict(self.cfg["model"])
+            name = mcfg.pop("name")
+            if self.resume:
+                mcfg.pop("encoder_weights", None)  # the checkpoint holds the trained weights
+            self.model = build_model(name, **mcfg).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.criterion = build_criterion(self.cfg["loss"]).to(self.device)
@@ -245,7 +285,8 @@ class Trainer:
         self.outputs = ("depth",) + (("scales",) if self.cfg["loss"].get("scale_weights") else ()) + (
             ("seg",) if self.data_has_seg else ())
         extra = [p for p in self.criterion.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(self.model, self.cfg["optim"], extra_params=extra or None)
+        self.optimizer = build_optimizer(self.model, self.cfg["optim"], extra_groups=self.hooks.param_groups() or None,
+                                         extra_params=extra or None)
         self.scheduler = build_scheduler(self.optimizer, self.cfg["schedule"], self.total_steps)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
         self.net: torch.nn.Module = self.model
@@ -279,7 +320,7 @@ class Trainer:
         save_training_state(self.checkpoints / "last", self.model, self.optimizer, self.scheduler,
                             extra={"step": self.step, "epoch": self.epoch, "position": self.position,
                                    "best": self.best, "criterion": dict(self.criterion.state_dict()),
-                                   "scaler": self.scaler.state_dict()},
+                                   "scaler": self.scaler.state_dict(), "hooks": self.hooks.state_dict()},
                             weights_metadata={"format": FORMAT})
         write_sidecar(self.model, self.checkpoints / "last", meta)
 
@@ -292,6 +333,7 @@ class Trainer:
             self.criterion.load_state_dict(extra["criterion"])
         if extra.get("scaler"):
             self.scaler.load_state_dict(extra["scaler"])
+        self.hooks.load_state_dict(extra.get("hooks") or {})
 
     # ------------------------------------------------------------------ loop
     def _loader(self) -> DataLoader:
@@ -345,10 +387,12 @@ class Trainer:
             while self.step < self.total_steps:
                 self.net.train()
                 for batch in self._loader():
+                    self.hooks.before_step(self)
                     loss, parts = self._train_step(batch)
                     self.step += 1
                     self.position += self.batch_size
                     seen += self.batch_size * self.dist.world
+                    self.hooks.after_step(self)
                     if self.step % tcfg["log_every"] == 0 or self.step == self.total_steps:
                         self._log_step(loss, parts, seen / max(time.perf_counter() - t0, 1e-9))
                         seen, t0 = 0, time.perf_counter()
@@ -386,6 +430,11 @@ class Trainer:
             outputs["scales"] = [s.float() for s in outputs["scales"]]
         generator = torch.Generator().manual_seed(sample_seed(self.seed, self.step, self.dist.rank))
         loss, parts = self.criterion(outputs, batch, generator=generator)
+        extra = self.hooks.extra_loss(self)
+        if extra is not None:
+            term, logged = extra
+            loss = loss + term
+            parts = {**parts, **logged}
         if not torch.isfinite(loss):
             raise DataError(f"step {self.step}: the loss is {loss.item()}; lower optim.lr or check the data")
         self.optimizer.zero_grad(set_to_none=True)

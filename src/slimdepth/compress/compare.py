@@ -1,0 +1,101 @@
+"""Comparing models fairly: cost and accuracy measured side by side, in one run, one row each."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from slimdepth.errors import ConfigError
+
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    # (header, key, format)
+    ("model", "name", "s"),
+    ("params (M)", "params_m", ".3f"),
+    ("GMACs", "gmacs", ".3f"),
+    ("size (MB)", "size_mb", ".2f"),
+    ("median (ms)", "latency_median_ms", ".1f"),
+    ("p90 (ms)", "latency_p90_ms", ".1f"),
+    ("d1", "d1", ".3f"),
+    ("AbsRel", "abs_rel", ".3f"),
+    ("RMSE", "rmse", ".3f"),
+)
+
+
+def compare_row(name: str, model: Any, dataset: Any, size: tuple[int, int], *, file: Path | None = None,
+                runs: int = 30, warmup: int = 5, threads: int | None = None, batch_size: int = 4,
+                limit: int | None = None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Cost (parameters, MACs actually executed, size, batch-1 latency) and accuracy of one model.
+
+    MACs are counted on a real batch-1 forward in eval mode, so a dynamically gated model counts
+    the channels it actually computes (its sparse path), not the dense network.
+    """
+    from slimdepth.deploy.cost import cost_report
+    from slimdepth.evaluate.loop import evaluate_model
+
+    model = model.eval()
+    report = cost_report(model, size, runs=runs, warmup=warmup, threads=threads, file=file)
+    macs = report["macs"]
+    result = evaluate_model(model, dataset, input_size=size, batch_size=batch_size, limit=limit, progress=progress)
+    return {
+        "name": name, "input_size": list(size), "params": report["params"], "params_m": report["params"] / 1e6,
+        "macs": macs, "gmacs": macs / 1e9, "size_mb": report["size_mb"],
+        "latency_median_ms": report["latency_median_ms"], "latency_p90_ms": report["latency_p90_ms"],
+        "d1": result.metrics["d1"], "abs_rel": result.metrics["abs_rel"], "rmse": result.metrics["rmse"],
+        "metrics": result.metrics, "images": result.num_images,
+    }
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The comparison as a plain-text table (name left-aligned, numbers right-aligned)."""
+    cells = [[h for h, _, _ in COLUMNS]]
+    for row in rows:
+        cells.append([str(row[k]) if f == "s" else format(row[k], f) for _, k, f in COLUMNS])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
+    lines = ["  ".join([r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """CSV with one row per model (the table's columns plus parameters and MACs as integers)."""
+    keys = ["name", "params", "macs"] + [k for _, k, _ in COLUMNS if k != "name"]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=keys, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def to_json(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows (every metric included) as a JSON list."""
+    return json.dumps(list(rows), indent=2, default=float) + "\n"
+
+
+def plot(rows: Sequence[dict[str, Any]], path: str | Path, metric: str = "d1") -> None:
+    """Accuracy against latency and against MACs, one labelled point per model (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from slimdepth.data.io import atomic_path
+
+    if not rows:
+        raise ConfigError("nothing to plot")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    for ax, key, label in ((axes[0], "latency_median_ms", "CPU latency, median (ms)"), (axes[1], "gmacs", "GMACs")):
+        for row in rows:
+            ax.scatter(row[key], row[metric], s=36)
+            ax.annotate(row["name"], (row[key], row[metric]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xlabel(label)
+        ax.set_ylabel({"d1": "δ<1.25", "abs_rel": "AbsRel", "rmse": "RMSE (m)"}.get(metric, metric))
+        ax.grid(alpha=0.3)
+    axes[0].set_title(f"accuracy vs latency (input {rows[0]['input_size'][0]}x{rows[0]['input_size'][1]})")
+    axes[1].set_title("accuracy vs MACs")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)

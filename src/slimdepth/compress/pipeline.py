@@ -1,0 +1,417 @@
+"""The ``slimdepth prune`` schedule: compress a trained checkpoint to a MACs budget, resumably.
+
+Every method gets the same number of optimisation steps (``steps``), so their results compare
+fairly at equal MACs:
+
+* ``masks`` (method 1): learnable binary masks on every prunable channel group. Warm-up
+  (``warmup_frac`` of the steps: masks on, not learned) -> joint training of weights and masks
+  with the compression loss (``joint_frac``) -> the masks are made to fit the budget
+  (:meth:`MaskSet.meet_target`) and frozen -> the masked filters are removed for real ->
+  fine-tuning for the remaining steps.
+* ``gating`` (method 2): dynamic channel gating on the ResNet bottlenecks (and any named
+  conv); the density is chosen so that the MACs *executed* at batch 1 meet the budget, then the
+  network and its saliency predictors are trained with the depth loss plus an L1 penalty.
+* ``magnitude`` / ``uniform``: L1-norm filter pruning with global ranking, or uniform width
+  scaling, to the budget -> fine-tuning for all the steps.
+
+A prune run directory holds ``prune.json`` (settings, recipe, source, per-stage reports and the
+final summary), ``masks/`` (the joint mask-training run, method 1 only), ``pruned.safetensors``
+(+ JSON: the pruned network before fine-tuning) and, at its top level, the fine-tuning run
+itself: ``checkpoints/best.safetensors`` is the final model, so ``slimdepth compare RUN``,
+``slimdepth evaluate RUN`` and ``slimdepth.load(RUN)`` use it directly. Every stage checkpoints;
+``resume`` continues the stage that was running.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimdepth.data.io import atomic_path
+from slimdepth.errors import ConfigError, DataError
+from slimdepth.train.trainer import Trainer, TrainHooks
+
+__all__ = ["METHODS", "PruneSettings", "run_prune", "read_prune_state"]
+
+METHODS = ("masks", "gating", "magnitude", "uniform")
+STATE_FILE = "prune.json"
+PRUNED = "pruned"  # RUN/pruned.safetensors: the network right after removal, before fine-tuning
+
+
+@dataclass
+class PruneSettings:
+    """What to do. ``target_macs`` is the fraction of the source's MACs to keep (0.4 = 40%)."""
+
+    method: str
+    target_macs: float
+    steps: int = 500
+    # method 1
+    warmup_frac: float = 0.1
+    joint_frac: float = 0.4
+    mask_lr: float = 0.05
+    compression_weight: float = 2.0  # 0 switches the compression loss off (masking alone)
+    cost: str = "macs"  # what the compression loss budgets: "macs" or "params"
+    # method 2
+    gate_layers: list[str] = field(default_factory=lambda: ["bottlenecks"])
+    l1_weight: float = 0.01
+    density: float | None = None  # None: chosen to meet target_macs
+
+    def check(self) -> None:
+        """Raise a one-line :class:`ConfigError` for an impossible setting."""
+        if self.method not in METHODS:
+            raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if not 0.0 < self.target_macs <= 1.0:
+            raise ConfigError(f"--target-macs is the fraction of MACs to keep, in (0, 1]; got {self.target_macs}")
+        if self.steps < 1:
+            raise ConfigError(f"--steps must be >= 1, got {self.steps}")
+        if not (0.0 <= self.warmup_frac < 1.0 and 0.0 <= self.joint_frac < 1.0 and self.warmup_frac + self.joint_frac < 1.0):
+            raise ConfigError("--warmup-frac and --joint-frac must be >= 0 and leave steps for fine-tuning (sum < 1)")
+        if self.method == "masks" and self.joint_steps < 1:
+            raise ConfigError(f"--steps {self.steps} x --joint-frac {self.joint_frac} leaves no step to learn the masks")
+        if self.mask_lr <= 0 or self.compression_weight < 0 or self.l1_weight < 0:
+            raise ConfigError("--mask-lr must be > 0, --compression-weight and --l1-weight >= 0")
+        if self.cost not in ("macs", "params"):
+            raise ConfigError(f"--cost must be 'macs' or 'params', got {self.cost!r}")
+        if self.density is not None and not 0.0 < self.density <= 1.0:
+            raise ConfigError(f"--density must be in (0, 1], got {self.density}")
+        if not self.gate_layers:
+            raise ConfigError("--gate-layers names no layer")
+
+    @property
+    def warmup_steps(self) -> int:
+        return int(round(self.steps * self.warmup_frac)) if self.method == "masks" else 0
+
+    @property
+    def joint_steps(self) -> int:
+        return int(round(self.steps * self.joint_frac)) if self.method == "masks" else 0
+
+    @property
+    def finetune_steps(self) -> int:
+        return self.steps - self.warmup_steps - self.joint_steps
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PruneSettings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# --------------------------------------------------------------------------------------------
+# training hooks of the two learned methods
+
+
+class MaskHooks(TrainHooks):
+    """Method 1 inside the trainer: mask logits in the optimiser, warm-up, compression loss."""
+
+    def __init__(self, masks: Any, settings: PruneSettings) -> None:
+        self.masks = masks
+        self.settings = settings
+        self.original = masks.original_macs if settings.cost == "macs" else masks.original_params
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"name": "masks", "params": list(self.masks.logits), "lr": self.settings.mask_lr, "weight_decay": 0.0}]
+
+    def before_step(self, trainer: Trainer) -> None:
+        self.masks.learning = trainer.step >= self.settings.warmup_steps
+
+    def extra_loss(self, trainer: Trainer) -> tuple[torch.Tensor, dict[str, float]]:
+        s = self.settings
+        if self.masks.learning and s.compression_weight > 0:
+            term = s.compression_weight * self.masks.compression_loss(s.target_macs, s.cost)
+        else:
+            term = torch.zeros((), device=self.masks.logits[0].device)
+        with torch.no_grad():
+            expected = self.masks.expected_macs() if s.cost == "macs" else self.masks.expected_params()
+            hard = self.masks.hard_macs() if s.cost == "macs" else self.masks.hard_params()
+        return term, {"compression": float(term.detach()), "expected_ratio": float(expected) / self.original,
+                      "mask_ratio": hard / self.original}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"logits": [lg.detach().cpu().clone() for lg in self.masks.logits]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state.get("logits")
+        if saved is None:
+            return
+        if len(saved) != len(self.masks.logits) or any(a.shape != b.shape for a, b in zip(saved, self.masks.logits)):
+            raise DataError("the saved mask logits do not match the model's channel groups")
+        with torch.no_grad():
+            for lg, value in zip(self.masks.logits, saved):
+                lg.copy_(value)
+
+
+class GatingHooks(TrainHooks):
+    """Method 2 inside the trainer: the L1 penalty on the saliency predictions."""
+
+    def __init__(self, model: nn.Module, weight: float) -> None:
+        self.model = model
+        self.weight = weight
+
+    def extra_loss(self, trainer: Trainer) -> tuple[torch.Tensor, dict[str, float]]:
+        from slimdepth.compress.gating import gating_l1
+
+        l1 = gating_l1(self.model)
+        return self.weight * l1, {"saliency_l1": float(l1.detach())}
+
+
+# --------------------------------------------------------------------------------------------
+# the run directory and its state
+
+
+def read_prune_state(run: Path) -> dict[str, Any]:
+    """``RUN/prune.json`` as a dict (a clear error when it is missing or corrupt)."""
+    path = Path(run) / STATE_FILE
+    if not path.is_file():
+        raise ConfigError(f"{run}: not a prune run (no {STATE_FILE})")
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable prune state ({exc})") from None
+    if not isinstance(state, dict) or "settings" not in state or "recipe" not in state:
+        raise DataError(f"{path}: not a slimdepth prune state")
+    return state
+
+
+def _write_state(run: Path, state: dict[str, Any]) -> None:
+    with atomic_path(run / STATE_FILE) as tmp:
+        tmp.write_text(json.dumps(state, indent=2, default=float) + "\n")
+
+
+def _stage_config(recipe: dict[str, Any], steps: int, validate: bool = True) -> dict[str, Any]:
+    cfg = copy.deepcopy(recipe)
+    cfg["train"]["steps"] = int(steps)  # overrides train.epochs
+    if not validate:  # the masked network of the joint phase is not the result: no validation
+        cfg["data"]["val"] = None
+        cfg["train"]["samples"] = 0
+    return cfg
+
+
+def _has_last(run: Path) -> bool:
+    return (run / "checkpoints" / "last.state.json").is_file()
+
+
+def _macs(model: nn.Module, size: tuple[int, int]) -> int:
+    from slimdepth.deploy.cost import count_macs
+
+    return count_macs(model, size).total
+
+
+# --------------------------------------------------------------------------------------------
+# stages
+
+
+FitFn = Callable[[Trainer, str], dict[str, Any]]
+
+
+def _plain_fit(trainer: Trainer, label: str) -> dict[str, Any]:
+    return trainer.fit()
+
+
+class Interrupted(Exception):
+    """A stage stopped before its last step (``stop_after``); the run can be resumed."""
+
+
+def _train_stage(cfg: dict[str, Any], run: Path, model: nn.Module, hooks: TrainHooks | None, fit: FitFn,
+                 label: str, stop_after: int | None) -> Trainer:
+    trainer = Trainer(cfg, run, resume=_has_last(run), stop_after=stop_after, model=model, hooks=hooks)
+    if trainer.step < trainer.total_steps:
+        fit(trainer, label)
+    if trainer.step < trainer.total_steps:
+        raise Interrupted(f"{label} stopped at step {trainer.step} of {trainer.total_steps}")
+    return trainer
+
+
+def _save_pruned(run: Path, model: nn.Module, size: tuple[int, int], recipe: dict[str, Any], report: dict[str, Any]) -> None:
+    from slimdepth.models.checkpoint import save_model
+
+    save_model(model, run / f"{PRUNED}.safetensors",
+               metadata={"input_size": list(size), "train_config": recipe, "prune": report})
+
+
+def _load_pruned(run: Path) -> nn.Module:
+    from slimdepth.models.checkpoint import load_model
+
+    return load_model(run / f"{PRUNED}.safetensors")
+
+
+def _masks_stage(source: nn.Module, settings: PruneSettings, recipe: dict[str, Any], run: Path, size: tuple[int, int],
+                 fit: FitFn, stop_after: int | None) -> dict[str, Any]:
+    """Warm-up + joint mask training in RUN/masks, then budget, freeze and removal."""
+    from slimdepth.compress.groups import channel_groups
+    from slimdepth.compress.masks import attach_masks
+
+    model = source.train()
+    groups = channel_groups(model, size)
+    if not groups:
+        raise ConfigError("the model has no prunable channel groups")
+    masks = attach_masks(model, groups)
+    hooks = MaskHooks(masks, settings)
+    cfg = _stage_config(recipe, settings.warmup_steps + settings.joint_steps, validate=False)
+    _train_stage(cfg, run / "masks", model, hooks, fit, "warm-up + joint masks", stop_after)
+    masks.learning = True
+    before = masks.hard_macs() / masks.original_macs
+    shift = masks.meet_target(settings.target_macs, settings.cost)
+    masks.freeze()
+    summary = masks.summary()
+    pruned = masks.apply(model.eval())
+    return {"groups": len(groups), "mask_ratio_after_training": before, "threshold_shift": shift,
+            "channels_kept": {k: list(v) for k, v in summary.items()}, "model": pruned}
+
+
+def _baseline_stage(source: nn.Module, settings: PruneSettings, size: tuple[int, int]) -> dict[str, Any]:
+    from slimdepth.compress.baselines import magnitude_prune, uniform_prune
+
+    prune = magnitude_prune if settings.method == "magnitude" else uniform_prune
+    pruned, report = prune(source.eval(), settings.target_macs, size)
+    return {"setting": report.setting, "achieved_ratio": report.achieved_ratio,
+            "channels_kept": {k: list(v) for k, v in report.group_widths.items()}, "model": pruned}
+
+
+def density_for_target(model: nn.Module, target: float, size: tuple[int, int], tolerance: float = 0.005) -> tuple[float, float]:
+    """The largest gating density whose executed MACs (batch 1) are at most ``target`` x the
+    dense MACs, by bisection on a copy of the gated ``model``; returns (density, ratio)."""
+    from slimdepth.compress.gating import executed_macs, gating_config, set_density
+
+    probe = copy.deepcopy(model).eval()
+    densities = (gating_config(model) or {}).get("densities") or None
+
+    def ratio(d: float) -> float:
+        set_density(probe, d, densities)
+        with torch.no_grad():
+            return float(executed_macs(probe, size)["ratio"])
+
+    if ratio(1.0) <= target:
+        return 1.0, ratio(1.0)
+    floor = ratio(1e-6)
+    if floor > target:
+        raise ConfigError(f"gating the chosen layers can bring the executed MACs down to {floor:.3f} of the dense "
+                          f"network at best, not {target:.3f}; gate more layers (--gate-layers) or raise --target-macs")
+    lo, hi = 1e-6, 1.0
+    while hi - lo > tolerance:
+        mid = 0.5 * (lo + hi)
+        if ratio(mid) <= target:
+            lo = mid
+        else:
+            hi = mid
+    return lo, ratio(lo)
+
+
+def _gated_model(source: nn.Module, settings: PruneSettings, density: float) -> nn.Module:
+    from slimdepth.compress.gating import add_gating
+
+    layers = settings.gate_layers[0] if settings.gate_layers == ["bottlenecks"] else list(settings.gate_layers)
+    return add_gating(source, density, layers)
+
+
+# --------------------------------------------------------------------------------------------
+# the whole schedule
+
+
+def checkpoint_recipe(ckpt: Path) -> dict[str, Any] | None:
+    from slimdepth.models.checkpoint import read_sidecar
+
+    meta = read_sidecar(ckpt).get("metadata") or {}
+    recipe = meta.get("train_config")
+    return recipe if isinstance(recipe, dict) else None
+
+
+def start_prune(ckpt: Path, settings: PruneSettings, run: Path, recipe: dict[str, Any]) -> dict[str, Any]:
+    """Create the run directory and its ``prune.json`` (refuses a non-empty directory)."""
+    settings.check()
+    if run.exists() and not run.is_dir():
+        raise ConfigError(f"{run}: exists and is not a directory; choose another --out")
+    if run.exists() and any(run.iterdir()):
+        raise ConfigError(f"{run}: exists and is not empty; pass --resume to continue it or choose another --out")
+    run.mkdir(parents=True, exist_ok=True)
+    state = {"source": str(ckpt), "settings": asdict(settings), "recipe": recipe, "stages": {}, "status": "running"}
+    _write_state(run, state)
+    return state
+
+
+def run_prune(run: Path, fit: FitFn | None = None, stop_after: int | None = None,
+              log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run (or continue) the schedule recorded in ``RUN/prune.json``; returns the final state.
+
+    ``fit(trainer, label)`` runs one training stage (default: plain ``trainer.fit()``; the CLI
+    passes one with a progress bar). ``stop_after`` stops each stage after that many of its
+    steps (simulates a killed run: :class:`Interrupted` is raised, and a later call resumes).
+    """
+    import slimdepth
+    from slimdepth.compress.gating import executed_macs, gating_config, is_gated
+
+    fit = fit or _plain_fit
+    say = log or (lambda _msg: None)
+    run = Path(run)
+    state = read_prune_state(run)
+    settings = PruneSettings.from_dict(state["settings"])
+    settings.check()
+    recipe = state["recipe"]
+    stages: dict[str, Any] = state.setdefault("stages", {})
+    source = slimdepth.load(state["source"])
+    if is_gated(source):
+        raise ConfigError(f"{state['source']}: the source is a gated model; prune its ungated original instead")
+    size = tuple(state.get("input_size") or _recipe_size(recipe, source))
+    state["input_size"] = list(size)
+    original_macs = _macs(source, size)
+    state["original_macs"] = original_macs
+
+    if settings.method == "gating":
+        if "gating" not in stages:
+            density = settings.density
+            if density is None:
+                probe = _gated_model(copy.deepcopy(source), settings, 0.5)
+                density, ratio = density_for_target(probe, settings.target_macs, size)
+                say(f"gating density {density:.3f}: executes {ratio:.3f} of the dense MACs at batch 1")
+            stages["gating"] = {"density": density}
+            _write_state(run, state)
+        model = _gated_model(source, settings, float(stages["gating"]["density"]))
+        trainer = _train_stage(_stage_config(recipe, settings.steps), run, model, GatingHooks(model, settings.l1_weight),
+                               fit, "gated training", stop_after)
+        final = slimdepth.load(run)
+        with torch.no_grad():
+            macs = executed_macs(final, size)
+        result = {"macs": macs["executed_macs"], "dense_macs": macs["dense_macs"], "gating": gating_config(final)}
+    else:
+        if PRUNED not in stages:
+            if settings.method == "masks":
+                say(f"learning masks: {settings.warmup_steps} warm-up + {settings.joint_steps} joint steps")
+                report = _masks_stage(source, settings, recipe, run, size, fit, stop_after)
+            else:
+                report = _baseline_stage(source, settings, size)
+            pruned = report.pop("model")
+            report["macs"] = _macs(pruned, size)
+            report["ratio"] = report["macs"] / original_macs
+            _save_pruned(run, pruned, size, recipe, {k: v for k, v in report.items() if k != "channels_kept"})
+            stages[PRUNED] = report
+            _write_state(run, state)
+            say(f"pruned to {report['ratio']:.3f} of the MACs; fine-tuning {settings.finetune_steps} steps")
+        pruned = _load_pruned(run).train()
+        trainer = _train_stage(_stage_config(recipe, settings.finetune_steps), run, pruned, None, fit,
+                               "fine-tuning", stop_after)
+        result = {"macs": _macs(trainer.model, size)}
+    result["ratio"] = result["macs"] / original_macs
+    result["params"] = sum(p.numel() for p in trainer.model.parameters())
+    result["validation"] = trainer.log.metrics.get("best") if trainer.log is not None else None
+    if result["validation"] is None and (run / "metrics.json").is_file():
+        result["validation"] = json.loads((run / "metrics.json").read_text()).get("best")
+    state["result"] = result
+    state["status"] = "done"
+    _write_state(run, state)
+    return state
+
+
+def _recipe_size(recipe: dict[str, Any], model: nn.Module) -> tuple[int, int]:
+    from slimdepth.options import parse_size
+
+    if recipe.get("data", {}).get("size"):
+        return parse_size(recipe["data"]["size"], "data.size")
+    meta = getattr(model, "checkpoint_info", {}).get("metadata", {})
+    if meta.get("input_size"):
+        return parse_size(meta["input_size"], "the checkpoint's input_size")
+    raise ConfigError("the recipe has no data.size and the checkpoint records no input size; pass --set data.size=HxW")
