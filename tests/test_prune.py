@@ -21,15 +21,15 @@ from slimdepth.models.zoo import build_model
 from slimdepth.train.run import resolve_config
 from tests.helpers import assert_one_line_error, run_cli
 
-SIZE = (48, 160)
+SIZE = (32, 96)
 RECIPE = {
-    "data": {"train": "synthetic,num=8,size=48x160,lidar=false", "val": "synthetic,num=4,size=48x160,split=val,lidar=false",
+    "data": {"train": "synthetic,num=8,size=32x96,lidar=false", "val": "synthetic,num=4,size=32x96,split=val,lidar=false",
              "batch_size": 4, "val_batch_size": 4, "workers": 0, "cache": True, "augment": [{"op": "hflip", "p": 0.5}]},
     "loss": {"terms": [{"type": "silog"}]},
     "schedule": {"warmup_steps": 1},
     "train": {"epochs": 1, "log_every": 1, "checkpoint_every": 2, "samples": 0},
 }
-VAL = "synthetic,num=4,size=48x160,split=val,lidar=false"
+VAL = "synthetic,num=4,size=32x96,split=val,lidar=false"
 
 
 def make_source(tmp_path: Path, name: str = "litedepth", **options) -> Path:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from slimdepth.errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported lazily: option parsing stays light
+    import torch
 
 
 def parse_size(value: str | tuple[int, int] | list[int], what: str = "size") -> tuple[int, int]:

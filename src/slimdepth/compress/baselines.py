@@ -81,6 +81,18 @@ def _importances(analysis: _Analysis, importance: Any) -> list[torch.Tensor]:
     return scores
 
 
+def _prepare(model: nn.Module, target: float, example_size: int | Sequence[int], ignore: Iterable[str | nn.Module],
+             tolerance: float, importance: Any) -> tuple[_Analysis, CostModel, list[torch.Tensor]]:
+    """The groups of a copy of ``model``, their cost model and L1 (or ``importance``) scores."""
+    _check_target(target, tolerance)
+    analysis = _analyse(copy.deepcopy(model), example_size, ignore)
+    if not analysis.groups:
+        raise ConfigError("the model has no prunable channel groups")
+    cost = CostModel(analysis.model, analysis.groups, analysis.layers)
+    scorer = importance if importance is not None else tp.importance.MagnitudeImportance(p=1)
+    return analysis, cost, _importances(analysis, scorer)
+
+
 def _search(evaluate: Callable[[float], tuple[int, Any]], target_macs: float, lo: float, hi: float,
             increasing: bool, steps: int = 60) -> tuple[float, int, Any]:
     """Bisect ``x`` in [lo, hi] for MACs closest to ``target_macs`` (MACs monotone in ``x``)."""
@@ -149,14 +161,8 @@ def magnitude_prune(model: nn.Module, target_macs_ratio: float,
     replaces torch-pruning's ``MagnitudeImportance(p=1)`` (any torch-pruning group importance).
     Raises :class:`ConfigError` when the target cannot be reached within ``tolerance``.
     """
-    _check_target(target_macs_ratio, tolerance)
-    analysis = _analyse(copy.deepcopy(model), example_size, ignore)
-    cost = CostModel(analysis.model, analysis.groups, analysis.layers)
-    scorer = importance if importance is not None else tp.importance.MagnitudeImportance(p=1)
-    scores = _importances(analysis, scorer)
+    analysis, cost, scores = _prepare(model, target_macs_ratio, example_size, ignore, tolerance, importance)
     groups = analysis.groups
-    if not groups:
-        raise ConfigError("the model has no prunable channel groups")
     owner = torch.cat([torch.full((g.channels,), i, dtype=torch.long) for i, g in enumerate(groups)])
     local = torch.cat([torch.arange(g.channels) for g in groups])
     order = torch.argsort(torch.cat(scores), stable=True)  # least important first
@@ -194,14 +200,8 @@ def uniform_prune(model: nn.Module, target_macs_ratio: float,
     importance, with one fraction ``f`` for all groups found by bisection. Returns a pruned copy
     and a :class:`PruneReport` (``setting`` = ``f``).
     """
-    _check_target(target_macs_ratio, tolerance)
-    analysis = _analyse(copy.deepcopy(model), example_size, ignore)
-    cost = CostModel(analysis.model, analysis.groups, analysis.layers)
-    scorer = importance if importance is not None else tp.importance.MagnitudeImportance(p=1)
-    scores = _importances(analysis, scorer)
+    analysis, cost, scores = _prepare(model, target_macs_ratio, example_size, ignore, tolerance, importance)
     groups = analysis.groups
-    if not groups:
-        raise ConfigError("the model has no prunable channel groups")
     ranked = [torch.argsort(s, descending=True, stable=True) for s in scores]  # most important first
 
     def keep_for(fraction: float) -> dict[str, list[int]]:

@@ -31,6 +31,7 @@ from torch import nn
 from torch_pruning import ops as tp_ops
 from torch_pruning.pruner import function as tp_fn
 
+from slimdepth.deploy.cost import normalise_size
 from slimdepth.errors import ConfigError
 
 __all__ = [
@@ -156,18 +157,6 @@ class ChannelGroup:
 # tracing helpers
 
 
-def _normalise_size(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        size = (size, size)
-    try:
-        h, w = (int(v) for v in size)
-    except (TypeError, ValueError):
-        raise ConfigError(f"example size must be an int or a pair (H, W), got {size!r}") from None
-    if h < 1 or w < 1:
-        raise ConfigError(f"example size must be positive, got {(h, w)}")
-    return h, w
-
-
 def _device(model: nn.Module) -> torch.device:
     for t in model.parameters():
         return t.device
@@ -252,7 +241,7 @@ def _recording_layers(model: nn.Module) -> Iterator[dict[str, LayerInfo]]:
 
 def trace_layers(model: nn.Module, example_size: int | Sequence[int] = DEFAULT_EXAMPLE_SIZE) -> dict[str, LayerInfo]:
     """Every conv and linear layer that runs on a (1, 3, H, W) image, with its shape and work."""
-    size = _normalise_size(example_size)
+    size = normalise_size(example_size)
     with _eval_mode(model), torch.no_grad(), _recording_layers(model) as infos:
         _forward_all(model, _example(model, size))
     return infos
@@ -407,7 +396,7 @@ def _describe(graph: tp.DependencyGraph, group: Any, root: str, size: tuple[int,
 def _analyse(model: nn.Module, example_size: int | Sequence[int] = DEFAULT_EXAMPLE_SIZE,
              ignore: Iterable[str | nn.Module] = ()) -> _Analysis:
     """Build the dependency graph of ``model`` and describe its prunable groups."""
-    size = _normalise_size(example_size)
+    size = normalise_size(example_size)
     ignored = _ignored_names(model, ignore)
     graph, layers = _build_graph(model, size)
     names = {m: n for n, m in model.named_modules()}
@@ -505,7 +494,7 @@ def prune_channels(model: nn.Module, removal: Mapping[str, Sequence[int]],
     """
     from slimdepth.compress.widths import note_widths, refresh_channel_attributes
 
-    size = _normalise_size(example_size)
+    size = normalise_size(example_size)
     if not any(idxs for idxs in removal.values()):
         return model
     graph, _ = _build_graph(model, size)

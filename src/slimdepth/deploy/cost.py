@@ -98,7 +98,7 @@ _TP_CONV_LINEAR: tuple[type[nn.Module], ...] = (
 # small helpers
 
 
-def _normalise_size(size: int | Sequence[int]) -> tuple[int, int]:
+def normalise_size(size: int | Sequence[int]) -> tuple[int, int]:
     """Return ``(H, W)`` from an int or a pair, rejecting anything that is not positive."""
     if isinstance(size, int):
         size = (size, size)
@@ -343,7 +343,7 @@ class MacCount:
 def _count(model: nn.Module, size: int | Sequence[int], batch: int
            ) -> tuple[MacCount, dict[str, dict[str, int]]]:
     """Count MACs and also return the raw innermost-module table (path -> kind -> MACs)."""
-    h, w = _normalise_size(size)
+    h, w = normalise_size(size)
     _check_positive("batch", batch)
     device = _model_device(model)
     x = torch.zeros(batch, _IMAGE_CHANNELS, h, w, dtype=torch.float32, device=device)
@@ -448,7 +448,7 @@ def cross_check_macs(model: nn.Module, size: int | Sequence[int]) -> MacCrossChe
         from torch_pruning.utils import count_ops_and_params
     except ImportError:
         raise ConfigError("cross_check_macs needs torch-pruning: pip install torch-pruning") from None
-    h, w = _normalise_size(size)
+    h, w = normalise_size(size)
     count, table = _count(model, (h, w), 1)
     ours = count.by_kind["conv"] + count.by_kind["matmul"]
 
@@ -546,7 +546,7 @@ def measure_latency(
     measurement only. The model is moved to ``device`` if needed; its device, training flags
     and the thread count are restored afterwards.
     """
-    h, w = _normalise_size(size)
+    h, w = normalise_size(size)
     _check_positive("batch", batch)
     _check_positive("runs", runs)
     _check_positive("warmup", warmup, minimum=0)
@@ -626,7 +626,7 @@ def cost_report(
     is the size of ``file`` when given (what ships), else the state-dict payload; both are
     also reported separately. MACs are for the whole batch.
     """
-    h, w = _normalise_size(size)
+    h, w = normalise_size(size)
     _check_positive("runs", runs, minimum=0)
     macs = count_macs(model, (h, w), batch=batch)
     params = count_parameters(model)
