@@ -31,7 +31,7 @@ from torch import nn
 from torch_pruning import ops as tp_ops
 from torch_pruning.pruner import function as tp_fn
 
-from slimdepth.deploy.cost import normalise_size
+from slimdepth.deploy.cost import eval_mode, normalise_size
 from slimdepth.errors import ConfigError
 
 __all__ = [
@@ -188,18 +188,6 @@ def _flatten(out: Any) -> list[torch.Tensor]:
     return []
 
 
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the duration, then every submodule's own training flag back."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
 def _layer_hook(records: dict[str, list[tuple[int, tuple[int, ...]]]], name: str) -> Callable[..., None]:
     def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
         if not isinstance(output, torch.Tensor):
@@ -242,7 +230,7 @@ def _recording_layers(model: nn.Module) -> Iterator[dict[str, LayerInfo]]:
 def trace_layers(model: nn.Module, example_size: int | Sequence[int] = DEFAULT_EXAMPLE_SIZE) -> dict[str, LayerInfo]:
     """Every conv and linear layer that runs on a (1, 3, H, W) image, with its shape and work."""
     size = normalise_size(example_size)
-    with _eval_mode(model), torch.no_grad(), _recording_layers(model) as infos:
+    with eval_mode(model), torch.no_grad(), _recording_layers(model) as infos:
         _forward_all(model, _example(model, size))
     return infos
 
@@ -278,7 +266,7 @@ def _build_graph(model: nn.Module, size: tuple[int, int]) -> tuple[tp.Dependency
         roots.update(t.grad_fn for t in flat if t.grad_fn is not None)
         return flat
 
-    with _eval_mode(model), torch.enable_grad(), _recording_layers(model) as infos:
+    with eval_mode(model), torch.enable_grad(), _recording_layers(model) as infos:
         graph = tp.DependencyGraph().build_dependency(
             model, example_inputs=x, forward_fn=_forward_all, output_transform=outputs, verbose=False)
     graph.output_grad_fns = roots

@@ -161,7 +161,8 @@ def refresh_channel_attributes(model: nn.Module, example_size: Sequence[int] = (
     on a small zero image sets each from the tensors the module really returns. Nothing runs when
     the model has no such attribute.
     """
-    from slimdepth.compress.groups import _eval_mode, _forward_all
+    from slimdepth.compress.groups import _forward_all
+    from slimdepth.deploy.cost import eval_mode
 
     def cached(module: nn.Module) -> bool:
         if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
@@ -188,7 +189,7 @@ def refresh_channel_attributes(model: nn.Module, example_size: Sequence[int] = (
     try:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         x = torch.zeros(1, 3, *example_size, device=device)
-        with _eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             _forward_all(model, x)
     finally:
         for h in handles:

@@ -128,7 +128,7 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 @contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
     """Put ``model`` in eval mode and restore every submodule's own training flag afterwards.
 
     Per-module restore (not ``model.train(flag)``) keeps mixed states intact, e.g. a model
@@ -350,7 +350,7 @@ def _count(model: nn.Module, size: int | Sequence[int], batch: int
     counter = _AttributingCounter(type(model).__name__, _extra_formulas())
     # no_grad rather than inference_mode: a model that caches tensors on its first forward
     # (grids, constants) must still be trainable after being counted mid-training.
-    with _eval_mode(model), torch.no_grad(), counter:
+    with eval_mode(model), torch.no_grad(), counter:
         out = model(x)
     first = _first_tensor(out)
 
@@ -574,7 +574,7 @@ def measure_latency(
         used_threads = torch.get_num_threads()
         if move:
             model.to(dev)
-        with _eval_mode(model), torch.inference_mode():
+        with eval_mode(model), torch.inference_mode():
             for _ in range(warmup):
                 model(x)
             sync()
