@@ -103,7 +103,8 @@ def prune(
             raise ConfigError("--method and --target-macs are required")
         settings = PruneSettings(**given)
         settings.check()
-        start_prune(*_prune_inputs(checkpoint, settings, out, data, val, config, set_))
+        ckpt, recipe = _prune_inputs(checkpoint, data, val, config, set_)
+        start_prune(ckpt, settings, out, recipe)
     console.print(f"prune run: {out}")
     try:
         state = run_prune(out, fit=fit_with_progress, log=console.print)
@@ -124,8 +125,8 @@ def prune(
     console.print(f"compressed model: {out / 'checkpoints' / 'best.safetensors'}")
 
 
-def _prune_inputs(checkpoint: Path, settings: object, out: Path, data: str | None, val: str | None,
-                  config: Path | None, overrides: list[str]) -> tuple[Path, object, Path, dict]:
+def _prune_inputs(checkpoint: Path, data: str | None, val: str | None, config: Path | None,
+                  overrides: list[str]) -> tuple[Path, dict]:
     """Resolve the checkpoint and the training recipe (the checkpoint's, or --config) with overrides."""
     from slimdepth.compress.pipeline import checkpoint_recipe
     from slimdepth.data.registry import build_dataset
@@ -144,4 +145,4 @@ def _prune_inputs(checkpoint: Path, settings: object, out: Path, data: str | Non
     for spec in (recipe["data"]["train"], recipe["data"].get("val")):
         if spec:
             build_dataset(spec)  # fail now, with the reader's message, not after the first stage
-    return ckpt, settings, out, recipe
+    return ckpt, recipe

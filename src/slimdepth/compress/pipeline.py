@@ -254,7 +254,6 @@ def _masks_stage(source: nn.Module, settings: PruneSettings, recipe: dict[str, A
     hooks = MaskHooks(masks, settings)
     cfg = _stage_config(recipe, settings.warmup_steps + settings.joint_steps, validate=False)
     _train_stage(cfg, run / "masks", model, hooks, fit, "warm-up + joint masks", stop_after)
-    masks.learning = True
     before = masks.hard_macs() / masks.original_macs
     shift = masks.meet_target(settings.target_macs, settings.cost)
     masks.freeze()
