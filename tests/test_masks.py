@@ -174,16 +174,21 @@ def test_compression_loss_and_expected_costs(tiny) -> None:
         # at init p = sigmoid(3): expected cost below the original, so a 100% budget costs nothing
         assert float(masks.expected_macs().detach()) < masks.original_macs
         assert float(masks.compression_loss(1.0).detach()) == 0.0
+        assert float(masks.compression_loss(1.0, estimate="expected").detach()) == 0.0
         assert float(masks.compression_loss(0.5, kind="params").detach()) > 0
         ratio = float(masks.expected_macs().detach()) / masks.original_macs
         expected = (ratio / 0.3 - 1) ** 2
-        assert float(masks.compression_loss(0.3).detach()) == pytest.approx(expected, rel=1e-5)
+        assert float(masks.compression_loss(0.3, estimate="expected").detach()) == pytest.approx(expected, rel=1e-5)
+        # the binary estimate prices the hard masks: all on at init, so the whole network
+        assert float(masks.compression_loss(0.3).detach()) == pytest.approx((1 / 0.3 - 1) ** 2, rel=1e-5)
         half = [torch.full((g.channels,), 0.5) for g in groups]
         assert float(masks.expected_macs(half).detach()) < float(masks.expected_macs().detach())
         with pytest.raises(ConfigError):
             masks.compression_loss(0.0)
         with pytest.raises(ConfigError):
             masks.compression_loss(0.5, kind="latency")
+        with pytest.raises(ConfigError):
+            masks.compression_loss(0.5, estimate="soft")
     finally:
         masks.detach()
 
@@ -320,3 +325,67 @@ def test_apply_widths_rejects_bad_records() -> None:
     with pytest.raises(ConfigError, match="positive"):
         apply_widths(model, {"stem.1": {"type": "BatchNorm2d", "num_features": 0}})
     assert record_widths(model) == {}
+
+
+def test_binary_compression_loss_prices_hard_masks_with_straight_through_gradient(tiny) -> None:
+    """Logits just above 0 (p ~ 0.55) keep whole channels: the expected cost can sit under the
+    budget while the network that would be pruned does not; the binary estimate sees that."""
+    model, groups = tiny
+    masks = attach_masks(model, groups)
+    try:
+        with torch.no_grad():
+            for lg in masks.logits:
+                lg.fill_(0.2)
+        ratio_expected = float(masks.expected_macs().detach()) / masks.original_macs
+        hard_ratio = masks.hard_macs() / masks.original_macs
+        assert hard_ratio == pytest.approx(1.0) and ratio_expected < 0.5
+        target = 0.5
+        assert float(masks.compression_loss(target, estimate="expected").detach()) == 0.0
+        binary = masks.compression_loss(target)
+        assert float(binary.detach()) == pytest.approx((hard_ratio / target - 1) ** 2, rel=1e-5)
+        binary.backward()
+        # gradient: 2 * excess / budget * d cost / d p (at the binary point) * sigmoid'(0.2)
+        keep = torch.cat([m.to(torch.float64) for m in masks.hard_masks()]).requires_grad_(True)
+        masks.cost.macs(keep).backward()
+        dcost = keep.grad
+        budget = target * masks.original_macs
+        sig = torch.sigmoid(torch.tensor(0.2, dtype=torch.float64))
+        factor = 2 * (hard_ratio / target - 1) / budget * sig * (1 - sig)
+        grads = torch.cat([lg.grad.to(torch.float64) for lg in masks.logits])
+        assert torch.allclose(grads, dcost * factor, rtol=1e-4)
+        assert bool((grads > 0).all())
+    finally:
+        masks.detach()
+
+
+def test_meet_target_restores_the_most_confident_channels_after_an_overshoot(tiny) -> None:
+    model, groups = tiny
+    masks = attach_masks(model, groups)
+    try:
+        g = torch.Generator().manual_seed(4)
+        with torch.no_grad():
+            for lg in masks.logits:
+                lg.copy_(-torch.rand(lg.shape, generator=g) * 4 - 0.5)  # all off but each group's best
+        before = [lg.detach().clone() for lg in masks.logits]
+        low = masks.hard_macs()
+        budget = 0.6 * masks.original_macs
+        assert low < budget
+        assert masks.meet_target(0.6, fill=False) == 0.0  # fits; without fill nothing changes
+        assert all(torch.equal(a, b) for a, b in zip(before, masks.logits))
+        shift = masks.meet_target(0.6)
+        assert shift < 0 and low < masks.hard_macs() <= budget
+        # restored by confidence: every kept logit beats every still-removed one
+        hard = [m.bool() for m in masks.hard_masks()]
+        dropped = torch.cat([b[~m] for b, m in zip(before, hard)])
+        kept = torch.cat([b[m & (b != b.max())] for b, m in zip(before, hard)])
+        assert bool((kept > dropped.max()).all())
+        # maximal: one more channel (a slightly lower threshold) would exceed the budget
+        with torch.no_grad():
+            for lg in masks.logits:
+                lg.add_(1e-6)
+        assert masks.hard_macs() > budget
+        # a budget everything fits in restores every channel
+        masks.meet_target(1.0)
+        assert masks.hard_macs() == masks.original_macs
+    finally:
+        masks.detach()

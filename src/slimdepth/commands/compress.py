@@ -72,9 +72,11 @@ def prune(
     set_: list[str] = typer.Option([], "--set", help="Override a recipe value: KEY=VALUE (e.g. optim.lr=5e-4); repeatable."),
     warmup_frac: float = typer.Option(None, "--warmup-frac", help="masks: share of the steps with fixed masks [0.1]."),
     joint_frac: float = typer.Option(None, "--joint-frac", help="masks: share of the steps learning masks and weights [0.4]."),
+    ramp_frac: float = typer.Option(None, "--ramp-frac", help="masks: share of the joint steps over which the budget falls from 1 to the target [0.5]."),
     mask_lr: float = typer.Option(None, "--mask-lr", help="masks: learning rate of the mask logits [0.05]."),
     compression_weight: float = typer.Option(None, "--compression-weight", help="masks: weight of the compression loss; 0 = off [2.0]."),
     cost: str = typer.Option(None, "--cost", help="masks: what the compression loss budgets, macs or params [macs]."),
+    estimate: str = typer.Option(None, "--estimate", help="masks: price the binary masks (straight-through) or the expected cost [binary]."),
     gate_layers: str = typer.Option(None, "--gate-layers", help="gating: comma-separated layers ('bottlenecks' and/or conv names) [bottlenecks]."),
     l1_weight: float = typer.Option(None, "--l1-weight", help="gating: weight of the L1 penalty on saliencies [0.01]."),
     density: float = typer.Option(None, "--density", help="gating: fraction of channels kept (default: chosen to meet --target-macs)."),
@@ -85,7 +87,8 @@ def prune(
     from slimdepth.train.run import fit_with_progress
 
     given = {"method": method, "target_macs": target_macs, "steps": steps, "warmup_frac": warmup_frac,
-             "joint_frac": joint_frac, "mask_lr": mask_lr, "compression_weight": compression_weight, "cost": cost,
+             "joint_frac": joint_frac, "ramp_frac": ramp_frac, "mask_lr": mask_lr, "compression_weight": compression_weight, "cost": cost,
+             "estimate": estimate,
              "gate_layers": [s.strip() for s in gate_layers.split(",") if s.strip()] if gate_layers is not None else None,
              "l1_weight": l1_weight, "density": density}
     given = {k: v for k, v in given.items() if v is not None}

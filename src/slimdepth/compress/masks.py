@@ -13,13 +13,15 @@ The mask is binary with a straight-through estimator: forward ``m = 1[sigmoid(l)
 always stays on, so no group is ever cut, and :meth:`MaskSet.keep_indices` agrees with what the
 forward pass computes.
 
-The compression loss drives the *expected* cost, a differentiable function of the keep
-probabilities ``p = sigmoid(l)``: every conv costs ``positions * k_h * k_w / groups * E[in] *
-E[out]`` where ``E`` is the sum of ``p`` over the channels of the group on that side (a plain count
-where no group governs it; a depthwise conv costs ``positions * k_h * k_w * E``); resizes of group
-channels cost their per-channel MACs times ``E``; everything else is a constant. With hard masks the
-same formula gives :meth:`MaskSet.hard_macs`, which equals
-:func:`~slimdepth.deploy.cost.count_macs` of the model after :meth:`MaskSet.apply`.
+The cost model is a differentiable function of per-channel keep values ``p``: every conv costs
+``positions * k_h * k_w / groups * E[in] * E[out]`` where ``E`` is the sum of ``p`` over the
+channels of the group on that side (a plain count where no group governs it; a depthwise conv
+costs ``positions * k_h * k_w * E``); resizes of group channels cost their per-channel MACs times
+``E``; everything else is a constant. With ``p = sigmoid(l)`` it is the *expected* cost; with the
+hard masks it gives :meth:`MaskSet.hard_macs`, which equals
+:func:`~slimdepth.deploy.cost.count_macs` of the model after :meth:`MaskSet.apply`. The
+compression loss prices the hard masks and passes the expected cost's gradient straight through
+(:meth:`MaskSet.compression_loss`), so it stays on until the network that will be pruned fits.
 """
 
 from __future__ import annotations
@@ -402,33 +404,48 @@ class MaskSet(nn.Module):
         """Parameters of the unmasked model."""
         return self.cost.total_params
 
-    def compression_loss(self, target_ratio: float, kind: str = "macs") -> Tensor:
-        """Penalty pushing the expected cost down to ``target_ratio`` x the original cost.
+    def compression_loss(self, target_ratio: float, kind: str = "macs", estimate: str = "binary") -> Tensor:
+        """Penalty pushing the cost down to ``target_ratio`` x the original cost.
 
-        ``(max(0, expected / (target_ratio * original) - 1))**2``: the squared relative excess
-        over the budget, zero once the expected cost is at or below it. ``kind`` is ``"macs"``
-        or ``"params"``. A float32 scalar on the logits' device; weight it against the task loss.
+        ``(max(0, cost / (target_ratio * original) - 1))**2``: the squared relative excess over
+        the budget, zero once the cost is at or below it. ``kind`` is ``"macs"`` or ``"params"``.
+
+        ``estimate="binary"`` (the default) prices the binary masks the forward pass uses, with
+        the straight-through gradient of the expected cost (d cost / d p at the binary point,
+        times sigmoid'): the penalty stays on until the network that will actually be pruned
+        fits the budget. ``estimate="expected"`` prices the expectation under the keep
+        probabilities; it can reach the budget while many logits still sit just above 0 (p
+        between 0.5 and 0.7 counts as a fraction of a channel but keeps the whole one).
+        A float32 scalar on the logits' device; weight it against the task loss.
         """
         if not 0 < float(target_ratio) <= 1:
             raise ConfigError(f"target_ratio must be in (0, 1], got {target_ratio}")
-        if kind == "macs":
-            expected, original = self.expected_macs(), self.original_macs
-        elif kind == "params":
-            expected, original = self.expected_params(), self.original_params
-        else:
+        if kind not in ("macs", "params"):
             raise ConfigError(f"compression loss kind must be 'macs' or 'params', got {kind!r}")
-        excess = torch.relu(expected / (float(target_ratio) * original) - 1.0)
-        device = self.logits[0].device if len(self.logits) else expected.device
+        if estimate not in ("binary", "expected"):
+            raise ConfigError(f"compression loss estimate must be 'binary' or 'expected', got {estimate!r}")
+        probs = self.probabilities()
+        if estimate == "binary":
+            probs = [h + (p - p.detach()) for h, p in zip(self.hard_masks(), probs)]
+        if kind == "macs":
+            cost, original = self.expected_macs(probs), self.original_macs
+        else:
+            cost, original = self.expected_params(probs), self.original_params
+        excess = torch.relu(cost / (float(target_ratio) * original) - 1.0)
+        device = self.logits[0].device if len(self.logits) else cost.device
         return (excess**2).to(device=device, dtype=torch.float32)
 
-    def meet_target(self, target_ratio: float, kind: str = "macs") -> float:
-        """Make the hard masks fit the budget: if their cost exceeds ``target_ratio`` x the
-        original, raise one global keep threshold on the logits (the least confident channels go
-        first, every group keeps its best one) until it fits; then shift the logits by that
-        threshold so the masks, :meth:`keep_indices` and :meth:`apply` all agree.
+    def meet_target(self, target_ratio: float, kind: str = "macs", fill: bool = True) -> float:
+        """Make the hard masks use the budget: the largest set of channels, chosen by one global
+        threshold on the logits, whose cost is at most ``target_ratio`` x the original.
 
-        Returns the shift (0.0 when the masks already fit). The compression loss is a soft
-        penalty, so a short joint phase can end a little above the budget; this closes the gap.
+        Over budget, the threshold rises (the least confident channels go first; every group
+        keeps its best one). Under budget by more than one channel's worth, and with ``fill``,
+        it falls: the most confident switched-off channels come back, so that methods compare
+        at equal MACs and a joint phase that overshot does not leave capacity unused. The
+        logits are then shifted by the threshold so the masks, :meth:`keep_indices` and
+        :meth:`apply` all agree. Returns the shift (> 0 removed channels, < 0 restored them,
+        0.0 when nothing changed).
         """
         if not 0 < float(target_ratio) <= 1:
             raise ConfigError(f"target_ratio must be in (0, 1], got {target_ratio}")
@@ -444,14 +461,21 @@ class MaskSet(nn.Module):
         def cost(shift: float) -> float:
             return float(measure(self._keep([_hard(lg - shift) for lg in logits])))
 
-        if cost(0.0) <= budget:
-            return 0.0
-        lo = 0.0
-        hi = max(float(lg.max()) for lg in logits) + 1.0  # every group down to its best channel
-        if cost(hi) > budget:
+        top = max(float(lg.max()) for lg in logits) + 1.0  # every group down to its best channel
+        bottom = min(float(lg.min()) for lg in logits) - 1.0  # every channel on
+        if cost(top) > budget:
             raise ConfigError(f"a {kind} budget of {target_ratio:.3f} x the original cannot be met even with one "
                               "channel per prunable group")
-        for _ in range(60):  # bisection on the threshold; cost is non-increasing in it
+        now = cost(0.0)
+        if now > budget:
+            lo, hi = 0.0, top  # raise the threshold
+        elif not fill or now == cost(bottom):
+            return 0.0  # fits, and nothing to restore
+        elif cost(bottom) <= budget:
+            lo = hi = bottom  # everything fits: restore every channel
+        else:
+            lo, hi = bottom, 0.0  # lower the threshold
+        while hi != lo and hi - lo > 1e-9:  # bisection; invariant cost(hi) <= budget < cost(lo)
             mid = 0.5 * (lo + hi)
             if cost(mid) <= budget:
                 hi = mid

@@ -5,7 +5,8 @@ fairly at equal MACs:
 
 * ``masks`` (method 1): learnable binary masks on every prunable channel group. Warm-up
   (``warmup_frac`` of the steps: masks on, not learned) -> joint training of weights and masks
-  with the compression loss (``joint_frac``) -> the masks are made to fit the budget
+  with the compression loss (``joint_frac``; its budget falls from 1 to the target over
+  ``ramp_frac`` of it) -> the masks are made to fit the budget
   (:meth:`MaskSet.meet_target`) and frozen -> the masked filters are removed for real ->
   fine-tuning for the remaining steps.
 * ``gating`` (method 2): dynamic channel gating on the ResNet bottlenecks (and any named
@@ -55,9 +56,11 @@ class PruneSettings:
     # method 1
     warmup_frac: float = 0.1
     joint_frac: float = 0.4
+    ramp_frac: float = 0.5  # share of the joint steps over which the budget falls from 1 to the target
     mask_lr: float = 0.05
     compression_weight: float = 2.0  # 0 switches the compression loss off (masking alone)
     cost: str = "macs"  # what the compression loss budgets: "macs" or "params"
+    estimate: str = "binary"  # price the binary masks (straight-through) or the expected cost
     # method 2
     gate_layers: list[str] = field(default_factory=lambda: ["bottlenecks"])
     l1_weight: float = 0.01
@@ -75,10 +78,14 @@ class PruneSettings:
             raise ConfigError("--warmup-frac and --joint-frac must be >= 0 and leave steps for fine-tuning (sum < 1)")
         if self.method == "masks" and self.joint_steps < 1:
             raise ConfigError(f"--steps {self.steps} x --joint-frac {self.joint_frac} leaves no step to learn the masks")
+        if not 0.0 <= self.ramp_frac <= 1.0:
+            raise ConfigError(f"--ramp-frac is a share of the joint steps, in [0, 1]; got {self.ramp_frac}")
         if self.mask_lr <= 0 or self.compression_weight < 0 or self.l1_weight < 0:
             raise ConfigError("--mask-lr must be > 0, --compression-weight and --l1-weight >= 0")
         if self.cost not in ("macs", "params"):
             raise ConfigError(f"--cost must be 'macs' or 'params', got {self.cost!r}")
+        if self.estimate not in ("binary", "expected"):
+            raise ConfigError(f"--estimate must be 'binary' or 'expected', got {self.estimate!r}")
         if self.density is not None and not 0.0 < self.density <= 1.0:
             raise ConfigError(f"--density must be in (0, 1], got {self.density}")
         if not self.gate_layers:
@@ -120,17 +127,29 @@ class MaskHooks(TrainHooks):
     def before_step(self, trainer: Trainer) -> None:
         self.masks.learning = trainer.step >= self.settings.warmup_steps
 
+    def budget(self, step: int) -> float:
+        """The budget at ``step``: 1 until the joint phase, then linearly down to the target over
+        ``ramp_frac`` of the joint steps, then the target. A gradual budget keeps the penalty
+        small next to the depth loss, so the depth loss decides *which* channels go; a sudden
+        one pushes every logit down at the same pace (Adam normalises the step) and switches
+        whole layers off together."""
+        s = self.settings
+        ramp = s.ramp_frac * s.joint_steps
+        done = 1.0 if ramp <= 0 else min(1.0, max(0.0, (step - s.warmup_steps + 1) / ramp))
+        return 1.0 - (1.0 - s.target_macs) * done
+
     def extra_loss(self, trainer: Trainer) -> tuple[torch.Tensor, dict[str, float]]:
         s = self.settings
+        budget = self.budget(trainer.step)
         if self.masks.learning and s.compression_weight > 0:
-            term = s.compression_weight * self.masks.compression_loss(s.target_macs, s.cost)
+            term = s.compression_weight * self.masks.compression_loss(budget, s.cost, s.estimate)
         else:
             term = torch.zeros((), device=self.masks.logits[0].device)
         with torch.no_grad():
             expected = self.masks.expected_macs() if s.cost == "macs" else self.masks.expected_params()
             hard = self.masks.hard_macs() if s.cost == "macs" else self.masks.hard_params()
-        return term, {"compression": float(term.detach()), "expected_ratio": float(expected) / self.original,
-                      "mask_ratio": hard / self.original}
+        return term, {"compression": float(term.detach()), "budget": budget,
+                      "expected_ratio": float(expected) / self.original, "mask_ratio": hard / self.original}
 
     def state_dict(self) -> dict[str, Any]:
         return {"logits": [lg.detach().cpu().clone() for lg in self.masks.logits]}
