@@ -389,3 +389,31 @@ def test_meet_target_restores_the_most_confident_channels_after_an_overshoot(tin
         assert masks.hard_macs() == masks.original_macs
     finally:
         masks.detach()
+
+
+def test_init_from_importance_spreads_logits_by_global_l1_rank(tiny) -> None:
+    from slimdepth.compress.baselines import filter_importance
+
+    model, groups = tiny
+    scores = filter_importance(model, SIZE)
+    assert set(scores) == {g.root for g in groups}
+    masks = attach_masks(model, groups)
+    try:
+        masks.init_from_importance(scores, 0.5, 2.5)
+        logits = torch.cat([lg.detach().to(torch.float64) for lg in masks.logits])
+        flat = torch.cat([scores[g.root] for g in groups])
+        assert float(logits.min()) == pytest.approx(0.5) and float(logits.max()) == pytest.approx(2.5)
+        assert torch.equal(torch.argsort(logits, stable=True), torch.argsort(flat, stable=True))  # same order
+        assert masks.hard_macs() == masks.original_macs  # every mask still on
+        # the global threshold then removes what magnitude pruning removes first: meeting a budget
+        # from this start keeps, per group, a top-L1 subset
+        masks.meet_target(0.6)
+        for g, keep in masks.keep_indices().items():
+            ranked = torch.argsort(scores[g], descending=True).tolist()
+            assert sorted(ranked[:len(keep)]) == keep
+        with pytest.raises(ConfigError):
+            masks.init_from_importance({}, 0.5, 2.5)
+        with pytest.raises(ConfigError):
+            masks.init_from_importance(scores, 0.0, 1.0)
+    finally:
+        masks.detach()

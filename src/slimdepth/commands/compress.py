@@ -72,6 +72,7 @@ def prune(
     set_: list[str] = typer.Option([], "--set", help="Override a recipe value: KEY=VALUE (e.g. optim.lr=5e-4); repeatable."),
     warmup_frac: float = typer.Option(None, "--warmup-frac", help="masks: share of the steps with fixed masks [0.1]."),
     joint_frac: float = typer.Option(None, "--joint-frac", help="masks: share of the steps learning masks and weights [0.4]."),
+    mask_init: str = typer.Option(None, "--mask-init", help="masks: initial logits spread by L1 importance (magnitude) or all equal (constant) [magnitude]."),
     ramp_frac: float = typer.Option(None, "--ramp-frac", help="masks: share of the joint steps over which the budget falls from 1 to the target [0.5]."),
     mask_lr: float = typer.Option(None, "--mask-lr", help="masks: learning rate of the mask logits [0.05]."),
     compression_weight: float = typer.Option(None, "--compression-weight", help="masks: weight of the compression loss; 0 = off [2.0]."),
@@ -87,7 +88,7 @@ def prune(
     from slimdepth.train.run import fit_with_progress
 
     given = {"method": method, "target_macs": target_macs, "steps": steps, "warmup_frac": warmup_frac,
-             "joint_frac": joint_frac, "ramp_frac": ramp_frac, "mask_lr": mask_lr, "compression_weight": compression_weight, "cost": cost,
+             "joint_frac": joint_frac, "mask_init": mask_init, "ramp_frac": ramp_frac, "mask_lr": mask_lr, "compression_weight": compression_weight, "cost": cost,
              "estimate": estimate,
              "gate_layers": [s.strip() for s in gate_layers.split(",") if s.strip()] if gate_layers is not None else None,
              "l1_weight": l1_weight, "density": density}

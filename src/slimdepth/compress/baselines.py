@@ -29,7 +29,7 @@ from slimdepth.compress.groups import DEFAULT_EXAMPLE_SIZE, _analyse, _Analysis,
 from slimdepth.compress.masks import CostModel
 from slimdepth.errors import ConfigError
 
-__all__ = ["PruneReport", "magnitude_prune", "uniform_prune"]
+__all__ = ["PruneReport", "filter_importance", "magnitude_prune", "uniform_prune"]
 
 
 @dataclass
@@ -79,6 +79,16 @@ def _importances(analysis: _Analysis, importance: Any) -> list[torch.Tensor]:
             raise ConfigError(f"no importance for the channels of {g.root!r}")
         scores.append(imp.detach().to("cpu", torch.float64))
     return scores
+
+
+def filter_importance(model: nn.Module, example_size: int | Sequence[int] = DEFAULT_EXAMPLE_SIZE,
+                      ignore: Iterable[str | nn.Module] = (), importance: Any = None) -> dict[str, torch.Tensor]:
+    """Per channel-group root, the score of each channel that :func:`magnitude_prune` ranks by
+    (torch-pruning's group L1 importance, normalised by the group mean, so comparable across
+    groups). ``model`` is not changed."""
+    analysis = _analyse(copy.deepcopy(model), example_size, ignore)
+    scorer = importance if importance is not None else tp.importance.MagnitudeImportance(p=1)
+    return {g.root: s for g, s in zip(analysis.groups, _importances(analysis, scorer))}
 
 
 def _prepare(model: nn.Module, target: float, example_size: int | Sequence[int], ignore: Iterable[str | nn.Module],

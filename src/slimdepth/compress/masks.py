@@ -347,6 +347,35 @@ class MaskSet(nn.Module):
         """The current 0/1 masks (detached), one per group."""
         return [_hard(lg) for lg in self.logits]
 
+    def init_from_importance(self, scores: Mapping[str, Tensor], low: float = 0.5, high: float = 2.5) -> None:
+        """Spread the initial logits over [``low``, ``high``] by the global rank of a per-channel
+        importance (``{group root: scores}``, e.g. :func:`~slimdepth.compress.baselines.filter_importance`):
+        the least important channel starts at ``low``, the most important at ``high``.
+
+        With all logits equal, a cost penalty under Adam (which normalises each step) moves them
+        down at one pace and they cross the threshold together, switching whole layers off at
+        once; a spread makes them cross one after another, least important first, while the
+        task loss reorders them.
+        """
+        if not 0 < low <= high:
+            raise ConfigError(f"initial logits must satisfy 0 < low <= high, got {low}, {high}")
+        missing = [g.root for g in self.groups if g.root not in scores]
+        if missing:
+            raise ConfigError(f"no importance for the channel groups {', '.join(missing[:3])}")
+        parts = []
+        for g in self.groups:
+            sc = torch.as_tensor(scores[g.root], dtype=torch.float64).flatten()
+            if sc.numel() != g.channels:
+                raise ConfigError(f"{g.root}: {sc.numel()} importance scores for {g.channels} channels")
+            parts.append(sc)
+        flat = torch.cat(parts)
+        rank = torch.empty_like(flat)
+        rank[torch.argsort(flat, stable=True)] = torch.arange(flat.numel(), dtype=torch.float64)
+        rank = rank / max(flat.numel() - 1, 1)
+        with torch.no_grad():
+            for lg, piece in zip(self.logits, torch.split(rank, [g.channels for g in self.groups])):
+                lg.copy_((low + (high - low) * piece).to(lg))
+
     def freeze(self) -> None:
         """Stop learning the masks: hard values from now on, logits without gradient."""
         self.frozen = True

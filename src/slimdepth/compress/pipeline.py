@@ -56,6 +56,7 @@ class PruneSettings:
     # method 1
     warmup_frac: float = 0.1
     joint_frac: float = 0.4
+    mask_init: str = "magnitude"  # initial logits: spread by L1 importance, or "constant" (all equal)
     ramp_frac: float = 0.5  # share of the joint steps over which the budget falls from 1 to the target
     mask_lr: float = 0.05
     compression_weight: float = 2.0  # 0 switches the compression loss off (masking alone)
@@ -78,6 +79,8 @@ class PruneSettings:
             raise ConfigError("--warmup-frac and --joint-frac must be >= 0 and leave steps for fine-tuning (sum < 1)")
         if self.method == "masks" and self.joint_steps < 1:
             raise ConfigError(f"--steps {self.steps} x --joint-frac {self.joint_frac} leaves no step to learn the masks")
+        if self.mask_init not in ("magnitude", "constant"):
+            raise ConfigError(f"--mask-init must be 'magnitude' or 'constant', got {self.mask_init!r}")
         if not 0.0 <= self.ramp_frac <= 1.0:
             raise ConfigError(f"--ramp-frac is a share of the joint steps, in [0, 1]; got {self.ramp_frac}")
         if self.mask_lr <= 0 or self.compression_weight < 0 or self.l1_weight < 0:
@@ -262,6 +265,7 @@ def _load_pruned(run: Path) -> nn.Module:
 def _masks_stage(source: nn.Module, settings: PruneSettings, recipe: dict[str, Any], run: Path, size: tuple[int, int],
                  fit: FitFn, stop_after: int | None) -> dict[str, Any]:
     """Warm-up + joint mask training in RUN/masks, then budget, freeze and removal."""
+    from slimdepth.compress.baselines import filter_importance
     from slimdepth.compress.groups import channel_groups
     from slimdepth.compress.masks import attach_masks
 
@@ -269,7 +273,10 @@ def _masks_stage(source: nn.Module, settings: PruneSettings, recipe: dict[str, A
     groups = channel_groups(model, size)
     if not groups:
         raise ConfigError("the model has no prunable channel groups")
+    scores = filter_importance(model, size) if settings.mask_init == "magnitude" else None
     masks = attach_masks(model, groups)
+    if scores is not None:  # (a resumed run then loads its saved logits over these)
+        masks.init_from_importance(scores)
     hooks = MaskHooks(masks, settings)
     cfg = _stage_config(recipe, settings.warmup_steps + settings.joint_steps, validate=False)
     _train_stage(cfg, run / "masks", model, hooks, fit, "warm-up + joint masks", stop_after)
