@@ -10,7 +10,7 @@ reduction and d1 change in points. Finally, the dynamic-gating latency at densit
 ``resnet50-unet`` at 192x640 (dense vs gated, same weights, interleaved timed runs).
 
 Everything is resumable (runs that finished are reused; a killed one continues), so the study
-can be stopped and restarted. On a 2-core CPU the default budget takes about an hour:
+can be stopped and restarted. On a 2-core CPU the default budget takes about 75 minutes:
 
     python benchmarks/compression_study.py --out runs/study [--models litedepth resnet18-unet]
         [--targets 0.5 0.25] [--steps litedepth=600 resnet18-unet=300] [--threads 2]

@@ -132,10 +132,9 @@ class MaskHooks(TrainHooks):
 
     def budget(self, step: int) -> float:
         """The budget at ``step``: 1 until the joint phase, then linearly down to the target over
-        ``ramp_frac`` of the joint steps, then the target. A gradual budget keeps the penalty
-        small next to the depth loss, so the depth loss decides *which* channels go; a sudden
-        one pushes every logit down at the same pace (Adam normalises the step) and switches
-        whole layers off together."""
+        ``ramp_frac`` of the joint steps, then the target. With the spread initial logits
+        (``mask_init``) the hard cost can then track the budget, channels leaving a few at a
+        time while the depth loss still reorders them, rather than in one jump at the target."""
         s = self.settings
         ramp = s.ramp_frac * s.joint_steps
         done = 1.0 if ramp <= 0 else min(1.0, max(0.0, (step - s.warmup_steps + 1) / ramp))
