@@ -12,7 +12,7 @@ import torch
 
 import slimdepth
 from slimdepth.compress.gating import executed_macs, gated_layers, is_gated
-from slimdepth.compress.pipeline import Interrupted, MaskHooks, PruneSettings, read_prune_state, run_prune, start_prune
+from slimdepth.compress.pipeline import Interrupted, PruneSettings, read_prune_state, run_prune, start_prune
 from slimdepth.compress.widths import WIDTHS_KEY
 from slimdepth.deploy.cost import count_macs, count_parameters
 from slimdepth.errors import ConfigError
@@ -212,15 +212,13 @@ def test_settings_check() -> None:
 
 def test_mask_budget_ramps_from_one_to_the_target_over_the_joint_phase() -> None:
     settings = PruneSettings("masks", 0.25, steps=100, warmup_frac=0.1, joint_frac=0.4, ramp_frac=0.5)
-    hooks = MaskHooks.__new__(MaskHooks)  # the schedule needs only the settings
-    hooks.settings = settings
-    budgets = [hooks.budget(step) for step in range(100)]
+    budgets = [settings.mask_budget(step) for step in range(100)]
     assert budgets[:10] == [1.0] * 10  # warm-up
     assert budgets[10] == pytest.approx(1 - 0.75 / 20) and budgets[19] == pytest.approx(1 - 0.75 * 10 / 20)
     assert budgets[29:] == [pytest.approx(0.25)] * 71  # joint steps 20..39 and after: the target
     assert all(a >= b for a, b in zip(budgets, budgets[1:]))
     settings.ramp_frac = 0.0
-    assert hooks.budget(10) == 0.25
+    assert settings.mask_budget(10) == 0.25
     with pytest.raises(ConfigError):
         PruneSettings("masks", 0.5, ramp_frac=1.5).check()
     with pytest.raises(ConfigError):

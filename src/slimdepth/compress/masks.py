@@ -433,6 +433,22 @@ class MaskSet(nn.Module):
         """Parameters of the unmasked model."""
         return self.cost.total_params
 
+    def _measure(self, kind: str) -> tuple[Callable[[Tensor], Tensor], int]:
+        """The cost of a keep vector and the original total, for ``kind`` "macs" or "params"."""
+        if kind == "macs":
+            return self.cost.macs, self.original_macs
+        if kind == "params":
+            return self.cost.params, self.original_params
+        raise ConfigError(f"cost kind must be 'macs' or 'params', got {kind!r}")
+
+    def cost_ratio(self, kind: str = "macs", hard: bool = False) -> float:
+        """The cost of the current masks as a fraction of the original: expected under the keep
+        probabilities, or with ``hard`` the binary masks the forward pass uses."""
+        measure, original = self._measure(kind)
+        probs = self.hard_masks() if hard else None
+        with torch.no_grad():
+            return float(measure(self._keep(probs))) / original
+
     def compression_loss(self, target_ratio: float, kind: str = "macs", estimate: str = "binary") -> Tensor:
         """Penalty pushing the cost down to ``target_ratio`` x the original cost.
 
@@ -449,17 +465,13 @@ class MaskSet(nn.Module):
         """
         if not 0 < float(target_ratio) <= 1:
             raise ConfigError(f"target_ratio must be in (0, 1], got {target_ratio}")
-        if kind not in ("macs", "params"):
-            raise ConfigError(f"compression loss kind must be 'macs' or 'params', got {kind!r}")
+        measure, original = self._measure(kind)
         if estimate not in ("binary", "expected"):
             raise ConfigError(f"compression loss estimate must be 'binary' or 'expected', got {estimate!r}")
         probs = self.probabilities()
         if estimate == "binary":
             probs = [h + (p - p.detach()) for h, p in zip(self.hard_masks(), probs)]
-        if kind == "macs":
-            cost, original = self.expected_macs(probs), self.original_macs
-        else:
-            cost, original = self.expected_params(probs), self.original_params
+        cost = measure(self._keep(probs))
         excess = torch.relu(cost / (float(target_ratio) * original) - 1.0)
         device = self.logits[0].device if len(self.logits) else cost.device
         return (excess**2).to(device=device, dtype=torch.float32)
@@ -469,19 +481,16 @@ class MaskSet(nn.Module):
         threshold on the logits, whose cost is at most ``target_ratio`` x the original.
 
         Over budget, the threshold rises (the least confident channels go first; every group
-        keeps its best one). Under budget by more than one channel's worth, and with ``fill``,
-        it falls: the most confident switched-off channels come back, so that methods compare
-        at equal MACs and a joint phase that overshot does not leave capacity unused. The
-        logits are then shifted by the threshold so the masks, :meth:`keep_indices` and
-        :meth:`apply` all agree. Returns the shift (> 0 removed channels, < 0 restored them,
-        0.0 when nothing changed).
+        keeps its best one). Under budget, and with ``fill``, it falls: the most confident
+        switched-off channels come back while they fit, so that methods compare at equal MACs
+        and a joint phase that overshot does not leave capacity unused. The logits are then
+        shifted by the threshold so the masks, :meth:`keep_indices` and :meth:`apply` all
+        agree. Returns the shift (> 0 raised the threshold, < 0 lowered it, 0.0 when the
+        masks fit and nothing was off or ``fill`` is False).
         """
         if not 0 < float(target_ratio) <= 1:
             raise ConfigError(f"target_ratio must be in (0, 1], got {target_ratio}")
-        if kind not in ("macs", "params"):
-            raise ConfigError(f"kind must be 'macs' or 'params', got {kind!r}")
-        measure = self.cost.macs if kind == "macs" else self.cost.params
-        original = self.original_macs if kind == "macs" else self.original_params
+        measure, original = self._measure(kind)
         budget = float(target_ratio) * original
         logits = [lg.detach() for lg in self.logits]
         if not logits:
@@ -495,16 +504,16 @@ class MaskSet(nn.Module):
         if cost(top) > budget:
             raise ConfigError(f"a {kind} budget of {target_ratio:.3f} x the original cannot be met even with one "
                               "channel per prunable group")
-        now = cost(0.0)
+        now, everything = cost(0.0), cost(bottom)
         if now > budget:
             lo, hi = 0.0, top  # raise the threshold
-        elif not fill or now == cost(bottom):
+        elif not fill or now == everything:
             return 0.0  # fits, and nothing to restore
-        elif cost(bottom) <= budget:
+        elif everything <= budget:
             lo = hi = bottom  # everything fits: restore every channel
         else:
             lo, hi = bottom, 0.0  # lower the threshold
-        while hi != lo and hi - lo > 1e-9:  # bisection; invariant cost(hi) <= budget < cost(lo)
+        while hi - lo > 1e-9:  # bisection; invariant cost(hi) <= budget < cost(lo)
             mid = 0.5 * (lo + hi)
             if cost(mid) <= budget:
                 hi = mid

@@ -106,6 +106,15 @@ class PruneSettings:
     def finetune_steps(self) -> int:
         return self.steps - self.warmup_steps - self.joint_steps
 
+    def mask_budget(self, step: int) -> float:
+        """The masks' budget at ``step``: 1 until the joint phase, then linearly down to the
+        target over ``ramp_frac`` of the joint steps, then the target. With the spread initial
+        logits (``mask_init``) the hard cost can then track the budget, channels leaving a few
+        at a time while the depth loss still reorders them, rather than in one jump."""
+        ramp = self.ramp_frac * self.joint_steps
+        done = 1.0 if ramp <= 0 else min(1.0, max(0.0, (step - self.warmup_steps + 1) / ramp))
+        return 1.0 - (1.0 - self.target_macs) * done
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PruneSettings:
         known = {f.name for f in fields(cls)}
@@ -122,7 +131,6 @@ class MaskHooks(TrainHooks):
     def __init__(self, masks: Any, settings: PruneSettings) -> None:
         self.masks = masks
         self.settings = settings
-        self.original = masks.original_macs if settings.cost == "macs" else masks.original_params
 
     def param_groups(self) -> list[dict[str, Any]]:
         return [{"name": "masks", "params": list(self.masks.logits), "lr": self.settings.mask_lr, "weight_decay": 0.0}]
@@ -130,28 +138,16 @@ class MaskHooks(TrainHooks):
     def before_step(self, trainer: Trainer) -> None:
         self.masks.learning = trainer.step >= self.settings.warmup_steps
 
-    def budget(self, step: int) -> float:
-        """The budget at ``step``: 1 until the joint phase, then linearly down to the target over
-        ``ramp_frac`` of the joint steps, then the target. With the spread initial logits
-        (``mask_init``) the hard cost can then track the budget, channels leaving a few at a
-        time while the depth loss still reorders them, rather than in one jump at the target."""
-        s = self.settings
-        ramp = s.ramp_frac * s.joint_steps
-        done = 1.0 if ramp <= 0 else min(1.0, max(0.0, (step - s.warmup_steps + 1) / ramp))
-        return 1.0 - (1.0 - s.target_macs) * done
-
     def extra_loss(self, trainer: Trainer) -> tuple[torch.Tensor, dict[str, float]]:
         s = self.settings
-        budget = self.budget(trainer.step)
+        budget = s.mask_budget(trainer.step)
         if self.masks.learning and s.compression_weight > 0:
             term = s.compression_weight * self.masks.compression_loss(budget, s.cost, s.estimate)
         else:
             term = torch.zeros((), device=self.masks.logits[0].device)
-        with torch.no_grad():
-            expected = self.masks.expected_macs() if s.cost == "macs" else self.masks.expected_params()
-            hard = self.masks.hard_macs() if s.cost == "macs" else self.masks.hard_params()
         return term, {"compression": float(term.detach()), "budget": budget,
-                      "expected_ratio": float(expected) / self.original, "mask_ratio": hard / self.original}
+                      "expected_ratio": self.masks.cost_ratio(s.cost),
+                      "mask_ratio": self.masks.cost_ratio(s.cost, hard=True)}
 
     def state_dict(self) -> dict[str, Any]:
         return {"logits": [lg.detach().cpu().clone() for lg in self.masks.logits]}
@@ -272,9 +268,10 @@ def _masks_stage(source: nn.Module, settings: PruneSettings, recipe: dict[str, A
     groups = channel_groups(model, size)
     if not groups:
         raise ConfigError("the model has no prunable channel groups")
-    scores = filter_importance(model, size) if settings.mask_init == "magnitude" else None
+    resuming = _has_last(run / "masks")  # the saved logits replace any initial ones
+    scores = filter_importance(model, size) if settings.mask_init == "magnitude" and not resuming else None
     masks = attach_masks(model, groups)
-    if scores is not None:  # (a resumed run then loads its saved logits over these)
+    if scores is not None:
         masks.init_from_importance(scores)
     hooks = MaskHooks(masks, settings)
     cfg = _stage_config(recipe, settings.warmup_steps + settings.joint_steps, validate=False)
