@@ -144,7 +144,8 @@ def _free_port() -> int:
 
 
 def test_two_process_ddp_with_gloo_ends_with_identical_weights(tmp_path):
-    recipe = write_recipe(tmp_path, data__batch_size=2, train__epochs=1, train__samples=0)
+    # learnable loss weights live outside the DDP-wrapped model: their gradients must be averaged too
+    recipe = write_recipe(tmp_path, data__batch_size=2, train__epochs=1, train__samples=0, loss__learnable_weights=True)
     script = Path(__file__).parent / "scripts" / "ddp_train.py"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), str(script), str(recipe), str(tmp_path)]
@@ -152,6 +153,8 @@ def test_two_process_ddp_with_gloo_ends_with_identical_weights(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     a, b = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log_var = a["criterion.learnable.log_var"]
+    assert log_var.numel() == 2 and not torch.equal(log_var, torch.zeros(2))  # trained, and equal on both ranks
     # each rank took 16 / 2 samples per epoch, 2 per step: 4 steps
     assert (tmp_path / "rank0.steps").read_text().split() == (tmp_path / "rank1.steps").read_text().split()
     assert (tmp_path / "rank0.steps").read_text().split()[0] == "4"

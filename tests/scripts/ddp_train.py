@@ -14,6 +14,7 @@ trainer = Trainer(resolve_config(config, []), out / "run")
 trainer.fit()
 rank = dist.get_rank()
 params = {name: p.detach().contiguous() for name, p in trainer.model.named_parameters()}
+params.update({f"criterion.{name}": p.detach().contiguous() for name, p in trainer.criterion.named_parameters()})
 save_file(params, str(out / f"rank{rank}.safetensors"))
 (out / f"rank{rank}.steps").write_text(f"{trainer.step} {len(trainer.sampler)}\n")
 dist.destroy_process_group()

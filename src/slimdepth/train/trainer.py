@@ -439,6 +439,7 @@ class Trainer:
             raise DataError(f"step {self.step}: the loss is {loss.item()}; lower optim.lr or check the data")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        self._average_outside_gradients()
         self.scaler.unscale_(self.optimizer)
         grad_norm = clip_gradients(self.model.parameters(), self.cfg["optim"].get("grad_clip"))
         self.scaler.step(self.optimizer)
@@ -448,6 +449,29 @@ class Trainer:
         if grad_norm is not None:
             parts["grad_norm"] = float(grad_norm)
         return float(loss.detach()), parts
+
+    def _average_outside_gradients(self) -> None:
+        """Under DDP, average the gradients of the optimised parameters that live outside the
+        wrapped model (learnable loss weights, mask logits): DDP syncs only the model's, and
+        without this every process would drift to its own loss weights or masks."""
+        if self.dist.world <= 1:
+            return
+        inside = {id(p) for p in self.model.parameters()}
+        outside = [p for group in self.optimizer.param_groups for p in group["params"]
+                   if id(p) not in inside and p.requires_grad]
+        if not outside:
+            return
+        # a parameter without gradient on every rank keeps none (the optimiser then skips it, as
+        # it would in one process); one with a gradient on some rank gets zeros on the others
+        used = torch.tensor([float(p.grad is not None) for p in outside], device=self.device)
+        dist.all_reduce(used)
+        for p, n in zip(outside, used.tolist()):
+            if n == 0:
+                continue
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+            p.grad.div_(self.dist.world)
 
     def _log_step(self, loss: float, parts: dict[str, float], rate: float) -> None:
         lr = self.optimizer.param_groups[0]["lr"]
