@@ -156,3 +156,50 @@ def test_model_verbs_check_devices_limits_and_sizes(monkeypatch, capsys, tmp_pat
     assert_one_line_error(code, err, "device")
     code, out, _ = run_cli(monkeypatch, capsys, "cost", str(trained), "--runs", "1", "--warmup", "0")
     assert code == 0 and " 48x160 " in out  # the checkpoint's training size, not the default
+
+
+def test_flip_augmentation_averages_the_mirrored_prediction():
+    from slimdepth.evaluate.loop import predict_depth
+
+    class LeftHeavy(torch.nn.Module):  # depth grows from left to right: not mirror-symmetric
+        def forward(self, x):
+            ramp = torch.linspace(1.0, 3.0, x.shape[-1])
+            return (x.mean(1, keepdim=True) + 1.0) * ramp
+
+    model = LeftHeavy()
+    image = torch.rand(3, 8, 12)
+    plain = predict_depth(model, [image], None)[0]
+    both = predict_depth(model, [image], None, flip=True)[0]
+    mirrored = model(image.flip(-1)[None]).flip(-1)[0]
+    torch.testing.assert_close(both, 0.5 * (plain + mirrored))
+    assert not torch.allclose(both, plain)
+
+
+def test_predict_never_replaces_an_input_image_and_creates_nothing_on_a_bad_one(monkeypatch, capsys, tmp_path, trained):
+    images = tmp_path / "photos"
+    photo = (np.arange(48 * 160 * 3) % 251).astype(np.uint8).reshape(48, 160, 3)
+    write_rgb(images / "shot.png", photo)
+    before = (images / "shot.png").read_bytes()
+    code, _, err = run_cli(monkeypatch, capsys, "predict", str(trained), str(images), "--out", str(images), "--overwrite")
+    assert_one_line_error(code, err, "shot.png", "input images")
+    assert (images / "shot.png").read_bytes() == before and sorted(p.name for p in images.iterdir()) == ["shot.png"]
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    code, _, err = run_cli(monkeypatch, capsys, "predict", str(trained), str(tmp_path / "bad.png"), "--out", str(tmp_path / "out"))
+    assert_one_line_error(code, err, "bad.png")
+    assert not (tmp_path / "out").exists()
+    write_rgb(tmp_path / "square" / "sq.png", np.zeros((64, 64, 3), np.uint8))
+    code, _, err = run_cli(monkeypatch, capsys, "predict", str(trained), str(tmp_path / "square"), "--out", str(tmp_path / "o2"))
+    assert code == 0 and "aspect ratio" in err and (tmp_path / "o2" / "sq.npy").is_file()
+    assert np.load(tmp_path / "o2" / "sq.npy").shape == (64, 64)
+
+
+def test_a_checkpoint_with_malformed_metadata_is_refused(monkeypatch, capsys, tmp_path, trained):
+    import shutil
+
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(trained / "checkpoints" / f"best{suffix}", tmp_path / f"c{suffix}")
+    info = json.loads((tmp_path / "c.json").read_text())
+    info["metadata"] = [1, 2]
+    (tmp_path / "c.json").write_text(json.dumps(info))
+    code, _, err = run_cli(monkeypatch, capsys, "cost", str(tmp_path / "c.safetensors"), "--runs", "1")
+    assert_one_line_error(code, err, "c.json", "metadata")

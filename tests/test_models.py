@@ -38,7 +38,7 @@ def test_zoo_lists_the_five_methods():
         build_model("litedepth", depth=3)
     with pytest.raises(ConfigError, match="heads must be 1..4"):
         build_model("tiny-multires", heads=5)
-    with pytest.raises(ConfigError, match="bad option value"):
+    with pytest.raises(ConfigError, match="bad option value among width='abc'"):
         build_model("litedepth", width="abc")
     with pytest.raises(ConfigError, match="max_depth must be positive"):
         build_model("fastdepth", max_depth=-5)

@@ -29,6 +29,16 @@ def _input_size(model: Any, size: str | None) -> tuple[int, int] | None:
         raise DataError(f"checkpoint: {exc}; pass --size HxW") from None
 
 
+def _warn_aspect(image_size: tuple[int, int], input_size: tuple[int, int] | None) -> None:
+    """Warn once when resizing images of ``image_size`` to the model input changes their aspect ratio."""
+    if input_size is None:
+        return
+    (h, w), (ih, iw) = image_size, input_size
+    if abs((w / h) / (iw / ih) - 1) > 0.1:
+        err_console.print(f"warning: the images ({h}x{w}) are resized to the model input {ih}x{iw}, which changes "
+                          "their aspect ratio; pass --size HxW to keep it", markup=False)
+
+
 def evaluate(
     checkpoint: Path = typer.Argument(..., help="Checkpoint (.safetensors), or a run directory (uses its best)."),
     data: str = typer.Option(..., "--data", help="Dataset spec of the evaluation data."),
@@ -67,11 +77,8 @@ def evaluate(
                                 next(model.parameters()).device, progress=update, limit=limit)
     input_size = _input_size(model, size)
     shown = f"{input_size[0]}x{input_size[1]}" if input_size else "each image's own"
-    if input_size and len(dataset):
-        h, w = dataset[0]["image"].shape[-2:]
-        if abs((w / h) / (input_size[1] / input_size[0]) - 1) > 0.1:
-            err_console.print(f"warning: the images ({h}x{w}) are resized to the model input {shown}, which changes their "
-                              "aspect ratio; pass --size HxW to keep it", markup=False)
+    if len(dataset):
+        _warn_aspect(tuple(dataset[0]["image"].shape[-2:]), input_size)
     console.print(report.format_summary() + f", model input {shown}" + (", flip test-time augmentation" if flip else ""))
     console.print(report.format_table())
     if json_out is not None:
@@ -151,6 +158,11 @@ def predict(
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a folder")
     targets = [out / f"{n}{suffix}" for n in names for suffix in (".png", ".npy", "_vis.png") + ((".ply",) if ply else ())]
+    if not data:  # --overwrite replaces earlier predictions, never an input image
+        sources = {f.resolve() for f in files}
+        inputs_hit = [t for t in targets if t.resolve() in sources]
+        if inputs_hit:
+            raise ConfigError(f"{inputs_hit[0]}: is one of the input images; choose another --out folder")
     clash = [t for t in targets if t.exists()]
     if clash and not overwrite:
         raise ConfigError(f"{clash[0]}: already exists; pass --overwrite to replace predictions")
@@ -158,11 +170,13 @@ def predict(
     input_size = _input_size(model, size)
     limit = 65535 * PNG_DEPTH_SCALE[png_encoding]
     beyond = 0
-    out.mkdir(parents=True, exist_ok=True)
     with progress_bar("predicting", "images") as update:
         for i, name in enumerate(names):
             sample = load(i)
             image = sample["image"]
+            if i == 0:  # the folder appears once the first image has been read
+                _warn_aspect(tuple(image.shape[-2:]), input_size)
+                out.mkdir(parents=True, exist_ok=True)
             depth = predict_depth(model, [image], input_size, device=next(model.parameters()).device)[0][0].numpy()
             beyond += int((depth > limit).sum())
             write_depth(out / f"{name}.png", depth, png_encoding)  # type: ignore[arg-type]

@@ -95,6 +95,8 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
         raise DataError(f"{sidecar}: unreadable checkpoint description ({type(exc).__name__})") from None
     if not isinstance(info, dict) or info.get("format") != FORMAT or not isinstance(info.get("model"), dict):
         raise DataError(f"{sidecar}: not a slimdepth model checkpoint")
+    if not isinstance(info.get("metadata", {}), dict):
+        raise DataError(f"{sidecar}: 'metadata' must be a JSON object")
     return info
 
 

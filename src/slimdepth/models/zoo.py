@@ -53,7 +53,8 @@ def build_model(name: str, **options: Any) -> DepthModel:
     try:
         return cls(**options)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"model {name!r}: bad option value ({str(exc).splitlines()[0]})") from None
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items())
+        raise ConfigError(f"model {name!r}: bad option value among {given} ({str(exc).splitlines()[0]})") from None
 
 
 def _encoder(name: str, weights: str | None, **kw: Any) -> nn.Module:

@@ -167,7 +167,7 @@ def parse_value(text: str) -> Any:
 def _split_key(key: str, item: str) -> list[str]:
     parts = key.split(".")
     if not key or any(not p for p in parts):
-        raise ConfigError(f"override {item!r}: the key must be dotted names such as train.lr, got {key!r}")
+        raise ConfigError(f"override {item!r}: the key must be dotted names such as optim.lr, got {key!r}")
     if any(c.isspace() for c in key):
         raise ConfigError(f"override {item!r}: the key {key!r} contains whitespace")
     return parts
@@ -197,7 +197,7 @@ def _dict_key(container: dict[Any, Any], part: str) -> Any:
 def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str] | str) -> dict[str, Any]:
     """Return a copy of ``config`` with ``key=value`` overrides applied (``config`` is unchanged).
 
-    Keys are dotted paths (``train.lr``); missing or null intermediate mappings are created;
+    Keys are dotted paths (``optim.lr``); missing or null intermediate mappings are created;
     list elements are addressed by integer (``loss.terms.0.weight=2``, negative counts from
     the end, the length appends). Values are parsed by :func:`parse_value`; only the first
     ``=`` separates key and value, so values may contain ``=``.
@@ -208,7 +208,7 @@ def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str] | str) -
         if not isinstance(item, str):
             raise ConfigError(f"override must be a 'key=value' string, got {item!r}")
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key=value (e.g. train.lr=1e-3)")
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. optim.lr=1e-3)")
         raw_key, raw_value = item.split("=", 1)
         parts = _split_key(raw_key.strip(), item)
         value = parse_value(raw_value)
