@@ -76,6 +76,17 @@ def test_bad_input_gives_one_line_errors(monkeypatch, capsys, tmp_path, args, fr
     assert code == 1
 
 
+def test_an_output_path_through_a_file_is_a_one_line_error(monkeypatch, capsys, tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("a user's file\n")
+    for args in (("data", "show", "synthetic,num=1,size=32x96", "--out", f"{blocker}/sheet.png"),
+                 ("data", "synth", "--out", f"{blocker}/sub", "--num", "1", "--size", "32x96"),
+                 ("evaluate-preds", "--pred", str(tmp_path), "--data", "synthetic,num=1", "--json", f"{blocker}/r.json")):
+        code, _, err = run_cli(monkeypatch, capsys, *args)
+        assert_one_line_error(code, err, "afile")
+        assert code == 1 and blocker.read_text() == "a user's file\n"
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [

@@ -101,6 +101,15 @@ def test_rgb_reader_rejects_depth_maps_and_unknown_encodings(tmp_path):
         io.read_depth(tmp_path / "d.png", "inches")  # type: ignore[arg-type]
 
 
+def test_an_image_declaring_too_many_pixels_is_refused(tmp_path, monkeypatch):
+    from PIL import Image
+
+    io.write_rgb(tmp_path / "big.png", np.zeros((20, 20, 3), np.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 400 pixels > 2x the limit: a "decompression bomb"
+    with pytest.raises(DataError, match="big.png: cannot read image .DecompressionBombError"):
+        io.read_rgb(tmp_path / "big.png")
+
+
 def test_atomic_writes_leave_nothing_behind_on_failure(tmp_path):
     target = tmp_path / "out.png"
     target.write_bytes(b"original")

@@ -13,7 +13,7 @@ from slimdepth.data.registry import build_dataset
 from slimdepth.data.sample import check_sample
 from slimdepth.data.synthetic import CLASS_NAMES, SceneGenerator, SyntheticDataset, write_synthetic
 from slimdepth.data.synthetic.raycast import PinholeGrid, cast, sin_cos
-from slimdepth.data.synthetic.scene import PID_SKY, STEREO_BASELINE
+from slimdepth.data.synthetic.scene import PID_SKY
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.geometry import kitti_like_intrinsics
 
@@ -111,6 +111,30 @@ def test_lidar_density_and_layout_match_kitti_at_kitti_resolution():
     assert all(0.65 < f < 0.85 for f in lower), lower
 
 
+def test_lidar_returns_lie_on_the_64_beams_of_a_kitti_mounted_scanner():
+    """Back-project every return and measure its elevation from where KITTI's Velodyne sits
+    (0.08 m above and 0.27 m behind the camera, i.e. 1.73 m above the road): each must fall on
+    one of the HDL-64E's 64 beams (+2 deg ... -24.9 deg)."""
+    beams = np.concatenate([np.linspace(2.0, -8.33, 32), np.linspace(-8.83, -24.9, 32)])
+    gen = SceneGenerator((375, 1242), seed=0, components=("lidar",))
+    f = gen.frame(0)
+    v, u = np.nonzero(f.lidar)
+    z = f.lidar[v, u].astype(np.float64)
+    K = f.K
+    x, y = (u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z  # camera frame, y down
+    dx, dy, dz = x, -(y + 0.08), z + 0.27                              # from the scanner, y up
+    elevation = np.degrees(np.arctan2(dy, np.hypot(dx, dz)))
+    nearest = np.abs(elevation[:, None] - beams[None, :])
+    error, beam = nearest.min(1), nearest.argmin(1)
+    # pixel rounding of the projection moves a return by at most ~0.06 deg at this resolution
+    assert np.quantile(error, 0.99) < 0.06, np.quantile(error, [0.5, 0.99])
+    assert elevation.max() < 2.0 + 0.1 and elevation.min() > -24.9 - 0.1
+    # every beam inside the camera's vertical field of view returns; the lowest ones pass under the image
+    bottom = -np.degrees(np.arctan((375 - K[1, 2]) / K[1, 1]))
+    seen = np.bincount(beam[error < 0.06], minlength=64) > 0
+    assert seen[beams > bottom + 1.0].all() and not seen[beams < bottom - 1.0].any()
+
+
 def test_right_view_is_a_rectified_stereo_partner(frames):
     f = frames[1]
     h, w = f.depth.shape
@@ -120,7 +144,7 @@ def test_right_view_is_a_rectified_stereo_partner(frames):
     right_depth = np.where(hits.pid != PID_SKY, hits.t, 0)
     fx = scene.K[0, 0]
     ys, xs = np.nonzero(f.seg == ROAD)
-    disparity = fx * STEREO_BASELINE / f.depth[ys, xs]
+    disparity = fx * 0.54 / f.depth[ys, xs]  # KITTI's colour baseline, written out: not read from the code
     xr = np.round(xs - disparity).astype(int)
     inside = xr >= 0
     z_right = right_depth[ys[inside], xr[inside]]
@@ -236,6 +260,14 @@ def test_written_dataset_reads_back_through_the_folder_reader(tmp_path):
         np.testing.assert_array_equal(s["seg"].numpy(), f.seg)
         np.testing.assert_allclose(s["K"].numpy(), f.K, rtol=1e-6)
         assert s["right_image"].shape == s["image"].shape
+    # a label that is no class of meta.json (nor 255) is an error naming the file
+    from slimdepth.data.io import write_seg
+
+    seg = gen.frame(1).seg.copy()
+    seg[0, 0] = 77
+    write_seg(out / "seg" / "000001.png", seg)
+    with pytest.raises(DataError, match="000001.png: label 77 is neither one of the 8 classes"):
+        ds[1]
 
 
 def test_writer_resumes_and_refuses_foreign_directories(tmp_path):

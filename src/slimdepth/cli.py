@@ -88,6 +88,9 @@ def main() -> None:
         code = 130
     except MemoryError:
         _fail("out of memory (try a smaller size, batch or number of workers)", 1)
+    except OSError as exc:  # a file the verb could not create or write (a read-only disk, a file in the way, ...)
+        where = f"{exc.filename}: " if exc.filename else ""
+        _fail(f"{where}{exc.strerror or type(exc).__name__}", 1)
     if code == 130:
         err_console.print("interrupted", markup=False)
     sys.exit(code if isinstance(code, int) else 0)

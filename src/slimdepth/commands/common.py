@@ -22,4 +22,6 @@ def check_output_file(path: Path, overwrite: bool, suffixes: tuple[str, ...] = (
         raise ConfigError(f"{path}: already exists; pass --overwrite to replace it")
     if not path.parent.exists():
         raise ConfigError(f"{path.parent}: output directory does not exist")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{path.parent}: is a file, not a directory")
     return path

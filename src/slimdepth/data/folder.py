@@ -180,6 +180,10 @@ class FolderDataset(DepthDataset):
         meta = read_folder_meta(self.root)
         self.depth_encoding = self._encoding(depth_encoding, meta, self.root / depth_dir)
         self.eval_preset = eval_preset if eval_preset is not None else meta.get("eval_preset")
+        classes = meta.get("classes")
+        if classes is not None and not isinstance(classes, list):
+            raise DataError(f"{self.root / 'meta.json'}: classes must be a list of class names")
+        self.num_classes = len(classes) if classes is not None else None
         self.K_option = parse_intrinsics(intrinsics) if intrinsics is not None else None
         root_K = next((self.root / n for n in ROOT_INTRINSICS_FILES if (self.root / n).is_file()), None)
         self.root_K = (read_intrinsics(root_K), str(root_K)) if root_K is not None else None
@@ -280,6 +284,11 @@ class FolderDataset(DepthDataset):
         if item.seg is not None:
             seg = read_seg(item.seg)
             check_same_size(shape, item.image, seg.shape, item.seg)
+            if self.num_classes is not None:
+                stray = seg[(seg >= self.num_classes) & (seg != 255)]
+                if stray.size:
+                    raise DataError(f"{item.seg}: label {int(stray[0])} is neither one of the {self.num_classes} "
+                                    "classes of meta.json nor 255 (ignore)")
         if item.lidar is not None:
             extras["lidar_depth"] = read_depth(item.lidar, self.depth_encoding)  # type: ignore[arg-type]
             check_same_size(shape, item.image, extras["lidar_depth"].shape, item.lidar)
