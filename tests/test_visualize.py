@@ -289,6 +289,18 @@ def test_contact_sheet_all_columns_rows_and_png(tmp_path) -> None:
     assert lidar_cell.any(axis=-1).mean() > 0.3  # sparse points grown so they survive the downscale
 
 
+def test_contact_sheet_cells_show_the_image_its_depth_and_labels() -> None:
+    s = _sample("a", 30, 50, seg=True)
+    sheet = contact_sheet([s], gap=4, title_height=10, cmap="viridis")  # no downscaling: cells are 50 wide
+    row = sheet[20:50]  # below the header and the name strip
+    image, depth, labels = (row[:, i * 54 : i * 54 + 50] for i in range(3))
+    np.testing.assert_array_equal(image, (s["image"].numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8))
+    d = s["depth"][0].numpy()
+    lo, hi = np.percentile(d, [5.0, 95.0])  # the row's shared range, as the name strip says
+    np.testing.assert_array_equal(depth, colorize_depth(d, "viridis", vmin=float(lo), vmax=float(hi)))
+    np.testing.assert_array_equal(labels, colorize_labels(s["seg"]))
+
+
 def test_contact_sheet_lidar_column_only_when_present() -> None:
     sheet = contact_sheet([_sample("a", 24, 40, lidar=True), _sample("b", 24, 40)], gap=4, title_height=20)
     assert sheet.shape == (20 * 3 + 2 * 24, 3 * 40 + 2 * 4, 3)  # image | depth | LiDAR
