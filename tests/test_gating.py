@@ -158,6 +158,41 @@ def test_sparse_matches_masked_end_to_end(name: str, density: float) -> None:
     assert all(m.last_path == "sparse" for m in model.modules() if hasattr(m, "last_path"))
 
 
+def test_the_convs_after_a_gated_conv_read_only_its_kept_channels() -> None:
+    """Decoder stage 0 is gated; stage 1 reads it (resized, concatenated after nothing) and
+    stage 2 reads stage 1 resized and concatenated with a skip: each computes with the kept
+    input channels only, and the network still equals the masked dense reference."""
+    from slimdepth.compress.gating import SlicedInputConv2d
+
+    model = add_gating(_model("resnet18-unet"), 0.5, layers=["decoder.stages.0", "decoder.stages.1"])
+    s0, s1, s2 = (model.decoder.stages[i][0] for i in range(3))
+    assert isinstance(s2, SlicedInputConv2d) and type(model.decoder.stages[3][0]) is nn.Conv2d
+    x = _image()
+    with torch.no_grad():
+        with gating_mode(model, "masked"):
+            ref = model(x)
+        inputs = _block_inputs(model, x, (nn.Conv2d,))
+        out = model(x)
+    assert (out - ref).abs().max().item() < TOL
+    for producer, reader in ((s0, s1), (s1, s2)):
+        kept = producer.last_rows.numel()
+        assert kept == producer.gate.k < producer.out_channels
+        skip = reader.in_channels - producer.out_channels  # concatenated skip channels, read in full
+        name = next(n for n, m in model.named_modules() if m is reader)
+        oh, ow = inputs[name].shape[-2:]  # 3x3, padding 1: same size
+        computed = reader.gate.k if hasattr(reader, "gate") else reader.out_channels  # stage 1 is gated too
+        assert reader.last_macs["conv"] == (kept + skip) * computed * 9 * oh * ow
+        # the producer's suppressed channels really are zeros at the reader's input
+        feed = inputs[name][0, :producer.out_channels]
+        dropped = torch.ones(producer.out_channels, dtype=torch.bool)
+        dropped[producer.last_rows] = False
+        assert feed[dropped].abs().max() == 0 and feed[~dropped].abs().max() > 0
+    report = executed_macs(model, SIZE)
+    assert report["self_counted_macs"] == report["executed_macs"]
+    assert report["by_layer"]["decoder.stages.2.0"]["executed_macs"] < report["by_layer"]["decoder.stages.2.0"]["dense_macs"]
+    assert type(remove_gating(model).decoder.stages[2][0]) is nn.Conv2d
+
+
 def test_sparse_matches_masked_under_inference_mode_and_autograd() -> None:
     model = add_gating(_model("resnet18-unet"), 0.5)
     x = _image()

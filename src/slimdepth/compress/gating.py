@@ -15,9 +15,15 @@ Where gates go:
   stay dense.
 * any dotted name of a ``Conv2d`` registered immediately before a ``BatchNorm2d`` in its parent
   (e.g. ``"decoder.stages.0.0"``; the name of a ``ConvBNReLU`` sequential also works): the pair
-  becomes :class:`GatedConv2d` + :class:`GatedBatchNorm2d` (output gating only: the gated output
-  is scattered back to ``C_out`` channels for whatever comes next). A list may mix such names,
-  block names and the word ``"bottlenecks"``.
+  becomes :class:`GatedConv2d` + :class:`GatedBatchNorm2d`. The gated output is scattered back
+  to ``C_out`` channels (zeros where suppressed) so that whatever lies between it and the next
+  conv (ReLU, resize, concatenation with a skip) is unchanged; the next convs themselves read
+  only the surviving channels: torch-pruning's dependency graph (:mod:`slimdepth.compress.groups`)
+  finds every conv that reads the gated channels and at which input index, and each becomes a
+  reader (:class:`SlicedInputConv2d`, or the :class:`GatedConv2d` it already is) that gathers
+  the kept input channels and the matching weight columns. Channels also fed by another layer
+  (a residual sum) are read in full. A list may mix such names, block names and the word
+  ``"bottlenecks"``.
 
 Execution paths (chosen per call by each gated module):
 
@@ -68,6 +74,7 @@ __all__ = [
     "GatedConv2d",
     "GatingReport",
     "SaliencyGate",
+    "SlicedInputConv2d",
     "add_gating",
     "apply_gating_config",
     "executed_macs",
@@ -471,7 +478,91 @@ class GatedBasicBlock(_GatedResBlock):
     last = ("conv2", "bn2")
 
 
-class GatedConv2d(nn.Conv2d, _GatedModule):
+class _ChannelReader:
+    """A conv that reads the output of gated convs: at batch 1 on the sparse path it gathers
+    only the input channels the producers kept (their suppressed channels are exact zeros).
+
+    ``_readers`` holds (producer, mapping) pairs: ``mapping[c]`` is this conv's input channel
+    carrying the producer's output channel ``c`` (-1 where this conv does not read it).
+    """
+
+    def _init_reader(self) -> None:
+        self.__dict__.setdefault("_readers", [])
+
+    def add_reader(self, producer: GatedConv2d, mapping: Tensor) -> None:
+        """Read the output channels of ``producer`` through ``mapping`` (see the class docstring)."""
+        self.__dict__.setdefault("_readers", []).append((producer, mapping))
+
+    def _input_columns(self, x: Tensor) -> Tensor | None:
+        """The input channels to read (ascending), or None for all of them."""
+        readers = self.__dict__.get("_readers") or []
+        if x.shape[0] != 1 or not readers:
+            return None
+        dropped = []
+        for producer, mapping in readers:
+            rows = producer.__dict__.get("last_rows")
+            if rows is None:
+                continue
+            kept = torch.zeros(mapping.numel(), dtype=torch.bool, device=mapping.device)
+            kept[rows.to(mapping.device)] = True
+            lost = mapping[~kept]
+            dropped.append(lost[lost >= 0])
+        if not dropped:
+            return None
+        keep = torch.ones(x.shape[1], dtype=torch.bool)
+        keep[torch.cat(dropped).cpu()] = False
+        return keep.nonzero().squeeze(1).to(x.device)
+
+
+class SlicedInputConv2d(nn.Conv2d, _GatedModule, _ChannelReader):
+    """A plain ``Conv2d`` reading gated convs' outputs: on the sparse path (eval, batch 1) it
+    computes with the kept input channels and their weight columns only; otherwise it is the
+    original conv. Parameters keep the original names; nothing is learned."""
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> SlicedInputConv2d:
+        """Wrap ``conv`` (sharing its parameters)."""
+        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                  conv.groups, conv.bias is not None, conv.padding_mode, device="meta")
+        new.weight = conv.weight
+        new.bias = conv.bias
+        new._init_gated()
+        new._init_reader()
+        new.train(conv.training)
+        return new
+
+    def to_original(self) -> nn.Conv2d:
+        """A plain ``Conv2d`` sharing this conv's parameters."""
+        return _plain_conv(self)
+
+    def _sparse_ok(self) -> bool:
+        return self.padding_mode == "zeros" and self.groups == 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        path = self._path(x.shape[0])
+        self.__dict__["last_path"] = path
+        cols = self._input_columns(x) if path == "sparse" else None
+        if cols is None:
+            out = super().forward(x)
+            self.__dict__["last_macs"] = {"conv": _conv_macs(self, x.shape[1], self.out_channels, tuple(out.shape[-2:]))}
+            return out
+        out = F.conv2d(x.index_select(1, cols), _take(self.weight, None, cols), self.bias, self.stride, self.padding,
+                       self.dilation, self.groups)
+        self.__dict__["last_macs"] = {"conv": _conv_macs(self, cols.numel(), self.out_channels, tuple(out.shape[-2:]))}
+        return out
+
+
+def _plain_conv(conv: nn.Conv2d) -> nn.Conv2d:
+    """A plain ``Conv2d`` sharing ``conv``'s parameters."""
+    plain = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                      conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode, device="meta")
+    plain.weight = conv.weight
+    plain.bias = conv.bias
+    plain.train(conv.training)
+    return plain
+
+
+class GatedConv2d(nn.Conv2d, _GatedModule, _ChannelReader):
     """An output-gated ``Conv2d`` paired with the ``BatchNorm2d`` that follows it.
 
     The conv computes ``p * BN(conv(x))`` itself (sparse path: only the kept channels, then
@@ -489,6 +580,8 @@ class GatedConv2d(nn.Conv2d, _GatedModule):
         new.weight = conv.weight
         new.bias = conv.bias
         new._init_gated()
+        new._init_reader()
+        new.__dict__["last_rows"] = None
         new.__dict__["_handoff"] = None
         new.__dict__["_bn_ref"] = bn
         new.gate = SaliencyGate(conv.in_channels, conv.out_channels, density, name, init).to(
@@ -498,12 +591,7 @@ class GatedConv2d(nn.Conv2d, _GatedModule):
 
     def to_original(self) -> nn.Conv2d:
         """A plain ``Conv2d`` sharing this conv's parameters."""
-        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
-                         self.dilation, self.groups, self.bias is not None, self.padding_mode, device="meta")
-        conv.weight = self.weight
-        conv.bias = self.bias
-        conv.train(self.training)
-        return conv
+        return _plain_conv(self)
 
     def _sparse_ok(self) -> bool:
         return _eval_bn(self._bn_ref) and self.padding_mode == "zeros"
@@ -511,6 +599,7 @@ class GatedConv2d(nn.Conv2d, _GatedModule):
     def forward(self, x: Tensor) -> Tensor:
         path = self._path(x.shape[0])
         self.__dict__["last_path"] = path
+        self.__dict__["last_rows"] = None  # the kept channels, for readers: only on the batch-1 sparse path
         if path == "off":
             self.__dict__["_handoff"] = None
             self.__dict__["last_macs"] = {"conv": _conv_macs(self, self.in_channels, self.out_channels,
@@ -518,6 +607,7 @@ class GatedConv2d(nn.Conv2d, _GatedModule):
             return super().forward(x)
         if path == "sparse" and x.shape[0] > 1:
             out = torch.cat([self._gated(x[i:i + 1], "sparse") for i in range(x.shape[0])])
+            self.__dict__["last_rows"] = None  # per-sample choices: readers of the batch read everything
         else:
             out = self._gated(x, path)
         self.__dict__["_handoff"] = out
@@ -525,18 +615,22 @@ class GatedConv2d(nn.Conv2d, _GatedModule):
 
     def _gated(self, x: Tensor, path: str) -> Tensor:
         bn = self._bn_ref
-        g = self.gate(_spatial_mean_abs(x))
         oh, ow = _out_hw(self, x.shape[-2], x.shape[-1])
         if path == "masked":
+            g = self.gate(_spatial_mean_abs(x))
             self.__dict__["last_macs"] = {"gate": self.gate.macs(),
                                           "conv": _conv_macs(self, self.in_channels, self.out_channels, (oh, ow))}
             p = wta(g, self.gate.k)
             return nn.BatchNorm2d.forward(bn, super().forward(x)) * p[:, :, None, None]
+        cols = self._input_columns(x)  # the input channels gated producers kept (None: all)
+        xs = x if cols is None else x.index_select(1, cols)
+        g = self.gate(_spatial_mean_abs(xs), cols)
         values, rows = _select(g, self.gate.k)
+        self.__dict__["last_rows"] = rows
         folded = self._fold_cache.get("conv", self, bn)
-        y = _sparse_conv_bn(self, folded, x, values, rows, None, relu=False)
-        self.__dict__["last_macs"] = {"gate": self.gate.macs(),
-                                      "conv": _conv_macs(self, self.in_channels, y.shape[1], (oh, ow))}
+        y = _sparse_conv_bn(self, folded, xs, values, rows, cols, relu=False)
+        self.__dict__["last_macs"] = {"gate": self.gate.macs(xs.shape[1]),
+                                      "conv": _conv_macs(self, xs.shape[1], y.shape[1], (oh, ow))}
         if rows is None:
             return y
         out = y.new_zeros(1, self.out_channels, oh, ow)
@@ -632,6 +726,31 @@ def _conv_bn_pair(model: nn.Module, name: str) -> tuple[str, str]:
     return name, f"{prefix}.{keys[pos + 1]}" if prefix else keys[pos + 1]
 
 
+def _readers_of(model: nn.Module, convs: Sequence[tuple[str, str]],
+                blocks: Sequence[str]) -> dict[str, list[tuple[str, Tensor]]]:
+    """For each conv that reads the output of a gated (conv, bn) pair: the producers it reads
+    and the input index of each of their channels, from torch-pruning's dependency graph (traced
+    on the ungated model). Channels that another layer also feeds (a residual sum), depthwise
+    and linear readers, and convs inside gated blocks are left out: they read every channel."""
+    from slimdepth.compress.groups import groups_of
+
+    gated = {conv: bn for conv, bn in convs}
+    readers: dict[str, list[tuple[str, Tensor]]] = {}
+    for producer, group in groups_of(model, list(gated)).items():
+        if set(group.producers) != {producer, gated[producer]}:
+            continue
+        out_channels = model.get_submodule(producer).out_channels
+        for part in group.consumers:
+            layer = model.get_submodule(part.layer)
+            if (type(layer) is not nn.Conv2d and part.layer not in gated) or layer.groups != 1 or any(
+                    part.layer.startswith(b + ".") for b in blocks):
+                continue
+            mapping = torch.full((out_channels,), -1, dtype=torch.long)
+            mapping[list(part.root_indices)] = torch.tensor(part.indices, dtype=torch.long)
+            readers.setdefault(part.layer, []).append((producer, mapping))
+    return readers
+
+
 def is_gated(model: nn.Module) -> bool:
     """Whether ``model`` holds any gated module."""
     return any(isinstance(m, _GatedModule) for m in model.modules())
@@ -698,6 +817,7 @@ def add_gating(model: nn.Module, density: float = 0.5, layers: str | Sequence[st
         ds = [_resolve_density(f"{name}.{c}", density, densities) for c, _ in cls.pairs]
         parent, key = _parent(model, name)
         setattr(parent, key, cls(block, name, ds, predictor_init))
+    readers = _readers_of(model, convs, blocks) if convs else {}
     for conv_name, bn_name in convs:
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
         gconv = GatedConv2d.from_conv(conv, bn, conv_name, _resolve_density(conv_name, density, densities),
@@ -709,6 +829,14 @@ def add_gating(model: nn.Module, density: float = 0.5, layers: str | Sequence[st
         setattr(parent, key, gconv)
         parent, key = _parent(model, bn_name)
         setattr(parent, key, gbn)
+    for reader_name, links in readers.items():
+        reader = model.get_submodule(reader_name)
+        if not isinstance(reader, GatedConv2d):
+            reader = SlicedInputConv2d.from_conv(reader)
+            parent, key = _parent(model, reader_name)
+            setattr(parent, key, reader)
+        for producer_name, mapping in links:
+            reader.add_reader(model.get_submodule(producer_name), mapping)
     _record_config(model, {"density": density, "layers": names[0] if isinstance(layers, str) else names,
                            "densities": densities})
     return model
@@ -719,7 +847,7 @@ def remove_gating(model: nn.Module) -> nn.Module:
     the predictors are dropped. Returns ``model``."""
     replacements: list[tuple[str, nn.Module]] = []
     for name, module in model.named_modules():
-        if isinstance(module, (_GatedResBlock, GatedConv2d, GatedBatchNorm2d)):
+        if isinstance(module, (_GatedResBlock, GatedConv2d, GatedBatchNorm2d, SlicedInputConv2d)):
             if not name:
                 raise ConfigError("remove_gating needs the model that contains the gated modules")
             replacements.append((name, module.to_original()))
