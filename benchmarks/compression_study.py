@@ -13,7 +13,7 @@ Everything is resumable (runs that finished are reused; a killed one continues),
 can be stopped and restarted. On a 2-core CPU the default budget takes about 75 minutes:
 
     python benchmarks/compression_study.py --out runs/study [--models litedepth resnet18-unet]
-        [--targets 0.5 0.25] [--steps litedepth=600 resnet18-unet=300] [--threads 2]
+        [--targets 0.5 0.25] [--steps litedepth=600 resnet18-unet=300] [--threads 2] [--latency-runs 100]
 """
 
 from __future__ import annotations
@@ -71,12 +71,12 @@ def prune_runs(model: str, base: Path, out: Path, targets: list[float], steps: i
     return runs
 
 
-def compare(model: str, out: Path, runs: list[Path], threads: int | None) -> list[dict]:
+def compare(model: str, out: Path, runs: list[Path], threads: int | None, latency_runs: int) -> list[dict]:
     table = out / model / "compare.json"
     for path in (table, table.with_suffix(".csv"), table.with_suffix(".png")):
         path.unlink(missing_ok=True)
     extra = ["--threads", str(threads)] if threads else []
-    code = slimdepth("compare", *map(str, runs), "--data", VAL, "--size", SIZE, "--runs", "40", *extra,
+    code = slimdepth("compare", *map(str, runs), "--data", VAL, "--size", SIZE, "--runs", str(latency_runs), *extra,
                      "--json", str(table), "--csv", str(table.with_suffix(".csv")), "--plot", str(table.with_suffix(".png")))
     if code != 0:
         raise SystemExit("compare failed")
@@ -122,6 +122,7 @@ def main() -> None:
     parser.add_argument("--targets", nargs="+", type=float, default=[0.5, 0.25])
     parser.add_argument("--steps", nargs="*", default=[], help="MODEL=N prune steps per model")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--latency-runs", type=int, default=100, help="timed batch-1 runs per model in compare")
     parser.add_argument("--skip-gating-latency", action="store_true")
     args = parser.parse_args()
     steps = dict(DEFAULT_STEPS)
@@ -131,7 +132,7 @@ def main() -> None:
     for model in args.models:
         base = train_base(model, args.out)
         runs = prune_runs(model, base, args.out, args.targets, steps[model])
-        rows = compare(model, args.out, [base, *runs], args.threads)
+        rows = compare(model, args.out, [base, *runs], args.threads, args.latency_runs)
         relative(rows)
     if not args.skip_gating_latency:
         gating_latency(args.threads)

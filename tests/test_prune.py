@@ -191,6 +191,48 @@ def test_prune_errors_are_one_line(tmp_path, monkeypatch, capsys, lite) -> None:
     assert not Path(out).exists()
 
 
+def test_masks_without_compression_loss_keep_what_they_learned(tmp_path, lite) -> None:
+    settings = PruneSettings("masks", 0.3, steps=6, warmup_frac=0.0, joint_frac=0.5, compression_weight=0.0)
+    start_prune(lite, settings, tmp_path / "run", read_sidecar(lite)["metadata"]["train_config"])
+    state = run_prune(tmp_path / "run")
+    report = state["stages"]["pruned"]
+    # no penalty: the masks (started on) stay on, no budget fit forces the 30% target
+    assert report["threshold_shift"] == 0.0 and report["mask_ratio_after_training"] == 1.0
+    assert report["ratio"] == pytest.approx(1.0)
+    assert [float(r["compression"]) for r in rows(tmp_path / "run" / "masks")] == [0.0] * 3
+
+
+def test_an_unreachable_mask_target_is_refused_before_training(tmp_path, monkeypatch, capsys, lite) -> None:
+    out = tmp_path / "run"
+    code, _, err = run_cli(monkeypatch, capsys, "prune", str(lite), "--method", "masks", "--target-macs", "0.0001",
+                           "--steps", "4", "--out", str(out))
+    assert_one_line_error(code, err, "cannot be met", "one channel per prunable group")
+    assert not out.exists()  # nothing trained, nothing left behind
+
+
+def test_prune_resumes_from_another_directory_and_takes_per_layer_densities(tmp_path, monkeypatch, capsys, r18) -> None:
+    import os
+    import shutil
+
+    shutil.copy(r18, tmp_path / "src.safetensors")
+    shutil.copy(r18.with_suffix(".json"), tmp_path / "src.json")
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "gate"
+    code, _, err = run_cli(monkeypatch, capsys, "prune", "src.safetensors", "--method", "gating", "--density", "0.5",
+                           "--densities", "encoder.layer4=0.25,decoder.stages.0=0.75", "--gate-layers",
+                           "bottlenecks,decoder.stages.0", "--target-macs", "1", "--steps", "2", "--out", "gate")
+    assert code == 0, err
+    layers = gated_layers(slimdepth.load(run))
+    assert layers["encoder.layer4.0.conv1"]["density"] == 0.25 and layers["decoder.stages.0.0"]["density"] == 0.75
+    assert layers["encoder.layer1.0.conv1"]["density"] == 0.5
+    assert read_prune_state(run)["source"] == str(tmp_path / "src.safetensors")  # absolute
+    os.chdir(tmp_path.parent)
+    assert run_cli(monkeypatch, capsys, "prune", "--resume", "--out", str(run))[0] == 0
+    code, _, err = run_cli(monkeypatch, capsys, "prune", "src.safetensors", "--method", "gating", "--target-macs", "1",
+                           "--densities", "encoder.layer4", "--out", str(tmp_path / "x"))
+    assert_one_line_error(code, err, "--densities", "LAYER=DENSITY")
+
+
 def test_gating_target_below_what_the_gated_layers_allow(tmp_path, r18) -> None:
     settings = PruneSettings("gating", 0.05, steps=1)
     start_prune(r18, settings, tmp_path / "run", read_sidecar(r18)["metadata"]["train_config"])

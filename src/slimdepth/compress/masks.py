@@ -476,6 +476,19 @@ class MaskSet(nn.Module):
         device = self.logits[0].device if len(self.logits) else cost.device
         return (excess**2).to(device=device, dtype=torch.float32)
 
+    def _top_shift(self) -> float:
+        """A logit shift that leaves every group only its most confident channel."""
+        return max(float(lg.detach().max()) for lg in self.logits) + 1.0
+
+    def floor_ratio(self, kind: str = "macs") -> float:
+        """The smallest reachable cost (``macs`` or ``params``) as a fraction of the original:
+        every prunable group down to one channel (what no budget can go below)."""
+        measure, original = self._measure(kind)
+        if not self.logits:
+            return 1.0
+        top = self._top_shift()
+        return float(measure(self._keep([_hard(lg.detach() - top) for lg in self.logits]))) / original
+
     def meet_target(self, target_ratio: float, kind: str = "macs", fill: bool = True) -> float:
         """Make the hard masks use the budget: the largest set of channels, chosen by one global
         threshold on the logits, whose cost is at most ``target_ratio`` x the original.
@@ -499,7 +512,7 @@ class MaskSet(nn.Module):
         def cost(shift: float) -> float:
             return float(measure(self._keep([_hard(lg - shift) for lg in logits])))
 
-        top = max(float(lg.max()) for lg in logits) + 1.0  # every group down to its best channel
+        top = self._top_shift()  # every group down to its best channel
         bottom = min(float(lg.min()) for lg in logits) - 1.0  # every channel on
         if cost(top) > budget:
             raise ConfigError(f"a {kind} budget of {target_ratio:.3f} x the original cannot be met even with one "

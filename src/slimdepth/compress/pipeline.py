@@ -66,6 +66,7 @@ class PruneSettings:
     gate_layers: list[str] = field(default_factory=lambda: ["bottlenecks"])
     l1_weight: float = 0.01
     density: float | None = None  # None: chosen to meet target_macs
+    densities: dict[str, float] = field(default_factory=dict)  # per-layer overrides (conv name or dotted prefix)
 
     def check(self) -> None:
         """Raise a one-line :class:`ConfigError` for an impossible setting."""
@@ -91,6 +92,9 @@ class PruneSettings:
             raise ConfigError(f"--estimate must be 'binary' or 'expected', got {self.estimate!r}")
         if self.density is not None and not 0.0 < self.density <= 1.0:
             raise ConfigError(f"--density must be in (0, 1], got {self.density}")
+        for name, value in self.densities.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+                raise ConfigError(f"--densities: {name}={value!r} must be in (0, 1]")
         if not self.gate_layers:
             raise ConfigError("--gate-layers names no layer")
 
@@ -271,13 +275,18 @@ def _masks_stage(source: nn.Module, settings: PruneSettings, recipe: dict[str, A
     resuming = _has_last(run / "masks")  # the saved logits replace any initial ones
     scores = filter_importance(model, size) if settings.mask_init == "magnitude" and not resuming else None
     masks = attach_masks(model, groups)
+    floor = masks.floor_ratio(settings.cost)
+    if floor > settings.target_macs:  # before any training: the budget fit would refuse it at the end
+        raise ConfigError(f"--target-macs {settings.target_macs:g} cannot be met: with one channel per prunable "
+                          f"group the model still costs {floor:.3f} of its {settings.cost}")
     if scores is not None:
         masks.init_from_importance(scores)
     hooks = MaskHooks(masks, settings)
     cfg = _stage_config(recipe, settings.warmup_steps + settings.joint_steps, validate=False)
     _train_stage(cfg, run / "masks", model, hooks, fit, "warm-up + joint masks", stop_after)
     before = masks.hard_macs() / masks.original_macs
-    shift = masks.meet_target(settings.target_macs, settings.cost)
+    # with the compression loss off (masking alone) the masks stay as learned: no budget fit
+    shift = masks.meet_target(settings.target_macs, settings.cost) if settings.compression_weight > 0 else 0.0
     masks.freeze()
     summary = masks.summary()
     pruned = masks.apply(model.eval())
@@ -327,7 +336,7 @@ def _gated_model(source: nn.Module, settings: PruneSettings, density: float) -> 
     from slimdepth.compress.gating import add_gating
 
     layers = settings.gate_layers[0] if settings.gate_layers == ["bottlenecks"] else list(settings.gate_layers)
-    return add_gating(source, density, layers)
+    return add_gating(source, density, layers, densities=settings.densities or None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -350,7 +359,7 @@ def start_prune(ckpt: Path, settings: PruneSettings, run: Path, recipe: dict[str
     if run.exists() and any(run.iterdir()):
         raise ConfigError(f"{run}: exists and is not empty; pass --resume to continue it or choose another --out")
     run.mkdir(parents=True, exist_ok=True)
-    state = {"source": str(ckpt), "settings": asdict(settings), "recipe": recipe, "stages": {}, "status": "running"}
+    state = {"source": str(Path(ckpt).resolve()), "settings": asdict(settings), "recipe": recipe, "stages": {}, "status": "running"}
     _write_state(run, state)
     return state
 
