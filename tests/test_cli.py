@@ -76,6 +76,21 @@ def test_bad_input_gives_one_line_errors(monkeypatch, capsys, tmp_path, args, fr
     assert code == 1
 
 
+def test_an_unexpected_failure_is_still_one_line(monkeypatch, capsys):
+    import slimdepth.commands.model_tools as tools
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something inside went wrong\nsecond line")
+
+    monkeypatch.setattr(tools, "build_model", broken, raising=False)
+    monkeypatch.setattr("slimdepth.models.zoo.build_model", broken)
+    code, _, err = run_cli(monkeypatch, capsys, "models", "--size", "32x32")
+    assert_one_line_error(code, err, "unexpected RuntimeError: something inside went wrong", "SLIMDEPTH_DEBUG")
+    monkeypatch.setenv("SLIMDEPTH_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        run_cli(monkeypatch, capsys, "models", "--size", "32x32")
+
+
 def test_an_output_path_through_a_file_is_a_one_line_error(monkeypatch, capsys, tmp_path):
     blocker = tmp_path / "afile"
     blocker.write_text("a user's file\n")

@@ -193,6 +193,15 @@ def test_the_convs_after_a_gated_conv_read_only_its_kept_channels() -> None:
     assert type(remove_gating(model).decoder.stages[2][0]) is nn.Conv2d
 
 
+def test_a_gated_model_deep_copies_after_training_steps() -> None:
+    model = add_gating(_model("resnet18-unet"), 0.5, layers=["bottlenecks", "decoder.stages.0"]).train()
+    model(_image(2)).mean().backward()  # the gates now hold saliencies with their autograd graph
+    copied = copy.deepcopy(model).eval()
+    x = _image()
+    with torch.no_grad():
+        assert torch.equal(copied(x), model.eval()(x))
+
+
 def test_sparse_matches_masked_under_inference_mode_and_autograd() -> None:
     model = add_gating(_model("resnet18-unet"), 0.5)
     x = _image()

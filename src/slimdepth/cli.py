@@ -6,6 +6,7 @@ Every verb is a thin wrapper over a Python function. Errors caused by bad input 
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -91,6 +92,11 @@ def main() -> None:
     except OSError as exc:  # a file the verb could not create or write (a read-only disk, a file in the way, ...)
         where = f"{exc.filename}: " if exc.filename else ""
         _fail(f"{where}{exc.strerror or type(exc).__name__}", 1)
+    except Exception as exc:  # a bug: still one line, with the way to the traceback
+        if os.environ.get("SLIMDEPTH_DEBUG"):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no message"
+        _fail(f"unexpected {type(exc).__name__}: {first} (a bug in slimdepth; SLIMDEPTH_DEBUG=1 shows the traceback)", 1)
     if code == 130:
         err_console.print("interrupted", markup=False)
     sys.exit(code if isinstance(code, int) else 0)

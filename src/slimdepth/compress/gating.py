@@ -159,6 +159,12 @@ class SaliencyGate(nn.Linear):
         self.last_saliency = g
         return g
 
+    def __getstate__(self) -> dict[str, Any]:
+        # the last saliencies carry their autograd graph, which cannot be copied or pickled
+        state = super().__getstate__()
+        state["last_saliency"] = None
+        return state
+
     def macs(self, in_channels: int | None = None) -> int:
         """Multiply-adds of one prediction (per image) reading ``in_channels`` inputs."""
         return (self.in_features if in_channels is None else in_channels) * self.out_features
@@ -811,13 +817,13 @@ def add_gating(model: nn.Module, density: float = 0.5, layers: str | Sequence[st
 
     if "" in blocks:
         raise ConfigError("add_gating converts the blocks inside a model, not a lone block")
+    readers = _readers_of(model, convs, blocks) if convs else {}  # traced on the still ungated model
     for name in blocks:
         block = model.get_submodule(name)
         cls = classes[type(block)]
         ds = [_resolve_density(f"{name}.{c}", density, densities) for c, _ in cls.pairs]
         parent, key = _parent(model, name)
         setattr(parent, key, cls(block, name, ds, predictor_init))
-    readers = _readers_of(model, convs, blocks) if convs else {}
     for conv_name, bn_name in convs:
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
         gconv = GatedConv2d.from_conv(conv, bn, conv_name, _resolve_density(conv_name, density, densities),
