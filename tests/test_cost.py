@@ -289,3 +289,24 @@ def test_cost_report_and_table(tmp_path: Path) -> None:
         assert header in lines[0]
     assert lines[2].startswith("tiny") and "1.00" in lines[2]
     assert lines[3].startswith("InternalResize") and lines[3].endswith("-")
+
+
+def test_interleaved_latency_takes_the_models_in_turn(monkeypatch) -> None:
+    import slimdepth.deploy.cost as cost
+
+    calls: list[tuple[str, int, int]] = []
+    real = cost.measure_latency
+
+    def recording(model, size, **kw):
+        calls.append((model.tag, kw["runs"], kw["warmup"]))
+        return real(model, size, **kw)
+
+    a, b = SmallCNN(), SmallCNN()
+    a.tag, b.tag = "a", "b"
+    monkeypatch.setattr(cost, "measure_latency", recording)
+    la, lb = cost.interleaved_latency([a, b], (8, 8), runs=7, warmup=2, threads=1, rounds=3)
+    # 7 runs in 3 chunks (3, 2, 2), A then B each round; the full warm-up only before the first chunk
+    assert calls == [("a", 3, 2), ("b", 3, 2), ("a", 2, 1), ("b", 2, 1), ("a", 2, 1), ("b", 2, 1)]
+    for lat in (la, lb):
+        assert lat.runs == 7 and len(lat.samples_ms) == 7 and lat.threads == 1
+        assert lat.median_ms == pytest.approx(sorted(lat.samples_ms)[3])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 
 import pytest
 import torch
@@ -26,6 +27,7 @@ from slimdepth.compress.gating import (
     gating_l1,
     gating_mode,
     gating_report,
+    is_gated,
     keep_count,
     latency_comparison,
     remove_gating,
@@ -419,7 +421,8 @@ def test_checkpoint_round_trip_with_apply_gating_config(tmp_path) -> None:
     x = _image()
     with torch.no_grad():
         assert torch.equal(rebuilt(x), model(x))
-    assert apply_gating_config(_model(), {"name": "resnet50-unet"}) is not None  # no gating entry: no-op
+    plain = _model()
+    assert apply_gating_config(plain, {"name": "resnet50-unet"}) is plain and not is_gated(plain)  # no entry: no-op
 
 
 def test_set_density_updates_k_and_config() -> None:
@@ -459,3 +462,15 @@ def test_gating_twice_is_refused_and_bn_misuse_detected() -> None:
         conv(y)
         with pytest.raises(ConfigError, match="straight into its BatchNorm"):
             bn(torch.rand(1, conv.out_channels, 4, 6))
+
+
+def test_cost_of_a_gated_checkpoint_times_it_against_its_dense_self(tmp_path, monkeypatch, capsys) -> None:
+    from tests.helpers import run_cli
+
+    path = save_model(add_gating(_model("resnet18-unet"), 0.5), tmp_path / "gated", metadata={"input_size": [32, 48]})
+    report = tmp_path / "cost.json"
+    code, out, err = run_cli(monkeypatch, capsys, "cost", str(path), "--runs", "2", "--warmup", "0", "--json", str(report))
+    assert code == 0, err
+    assert "dynamic gating:" in out and "dense with the same weights" in out
+    both = json.loads(report.read_text())["gating_latency"]
+    assert both["dense"]["runs"] == both["gated"]["runs"] == 2 and both["size"] == [32, 48]

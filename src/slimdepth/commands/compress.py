@@ -28,7 +28,7 @@ def compare(
     """One table, one row per model: parameters, MACs, size, latency (median, p90), d1, AbsRel, RMSE."""
     import slimdepth
     from slimdepth.commands.model_tools import _input_size
-    from slimdepth.compress.compare import compare_row, format_table, plot, to_csv, to_json
+    from slimdepth.compress.compare import add_latency, compare_row, format_table, plot, to_csv, to_json
     from slimdepth.data.registry import build_dataset
     from slimdepth.models.checkpoint import checkpoint_paths, resolve_checkpoint
 
@@ -39,7 +39,7 @@ def compare(
         raise ConfigError("--runs must be >= 1, --warmup >= 0 and --limit >= 1")
     checkpoints = [resolve_checkpoint(p) for p in models]  # every path is checked before any work
     dataset = build_dataset(data)
-    rows = []
+    rows, loaded = [], []
     hw = None
     for given, ckpt in zip(models, checkpoints):
         model = slimdepth.load(ckpt)
@@ -47,9 +47,13 @@ def compare(
         if hw is None:
             raise ConfigError(f"{given}: the checkpoint records no input size; pass --size HxW")
         with progress_bar(f"{given.name}", "images") as update:
-            rows.append(compare_row(str(given), model, dataset, hw, file=checkpoint_paths(ckpt)[0], runs=runs,
-                                    warmup=warmup, threads=threads, limit=limit, progress=update))
-    console.print(f"input {hw[0]}x{hw[1]}, batch-1 latency over {runs} runs, accuracy on {rows[0]['images']} images of {data}")
+            rows.append(compare_row(str(given), model, dataset, hw, file=checkpoint_paths(ckpt)[0], runs=0,
+                                    limit=limit, progress=update))
+        loaded.append(model)
+    console.print(f"timing {len(loaded)} models at batch 1, interleaved ({runs} runs each) ...")
+    add_latency(rows, loaded, hw, runs=runs, warmup=warmup, threads=threads)
+    console.print(f"input {hw[0]}x{hw[1]}, batch-1 latency over {runs} runs (models interleaved), "
+                  f"accuracy on {rows[0]['images']} images of {data}")
     console.print(format_table(rows))
     for path, text in ((json_out, to_json(rows) if json_out else ""), (csv_out, to_csv(rows) if csv_out else "")):
         if path is not None:

@@ -221,6 +221,7 @@ def cost(
 ) -> None:
     """Parameters, MACs (torch.utils.flop_counter, interpolation included), file size and latency."""
     import slimdepth
+    from slimdepth.compress.gating import is_gated, latency_comparison
     from slimdepth.deploy.cost import cost_report, format_cost_table
     from slimdepth.models.checkpoint import checkpoint_paths, resolve_checkpoint
     from slimdepth.models.zoo import build_model, list_models
@@ -244,6 +245,15 @@ def cost(
                          device=str(target))
     report["name"] = model_or_checkpoint
     console.print(format_cost_table([report]))
+    if is_gated(model) and runs > 0 and hw is not None:  # the same weights run densely, interleaved
+        import torch
+
+        with torch.no_grad():
+            both = latency_comparison(model, hw, runs=runs, warmup=warmup, threads=threads)
+        report["gating_latency"] = both
+        console.print(f"dynamic gating: {both['gated']['median_ms']:.1f} ms gated vs {both['dense']['median_ms']:.1f} ms "
+                      f"dense with the same weights (median of {runs} interleaved runs each; "
+                      f"{both['reduction']:+.1%} reduction)")
     if json_out is not None:
         json_out.write_text(json.dumps(report, indent=2, default=str) + "\n")
         console.print(f"wrote {json_out}")

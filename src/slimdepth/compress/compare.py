@@ -31,7 +31,8 @@ def compare_row(name: str, model: Any, dataset: Any, size: tuple[int, int], *, f
     """Cost (parameters, MACs actually executed, size, batch-1 latency) and accuracy of one model.
 
     MACs are counted on a real batch-1 forward in eval mode, so a dynamically gated model counts
-    the channels it actually computes (its sparse path), not the dense network.
+    the channels it actually computes (its sparse path), not the dense network. ``runs=0``
+    leaves the latency out (:func:`add_latency` then measures several models side by side).
     """
     from slimdepth.deploy.cost import cost_report
     from slimdepth.evaluate.loop import evaluate_model
@@ -47,6 +48,18 @@ def compare_row(name: str, model: Any, dataset: Any, size: tuple[int, int], *, f
         "d1": result.metrics["d1"], "abs_rel": result.metrics["abs_rel"], "rmse": result.metrics["rmse"],
         "metrics": result.metrics, "images": result.num_images,
     }
+
+
+def add_latency(rows: Sequence[dict[str, Any]], models: Sequence[Any], size: tuple[int, int], *, runs: int = 30,
+                warmup: int = 5, threads: int | None = None, rounds: int = 5) -> None:
+    """Fill the rows' batch-1 latency, timing the models interleaved (see
+    :func:`slimdepth.deploy.cost.interleaved_latency`) so that their ratios are fair."""
+    from slimdepth.deploy.cost import interleaved_latency
+
+    for row, lat in zip(rows, interleaved_latency([m.eval() for m in models], size, runs=runs, warmup=warmup,
+                                                  threads=threads, rounds=rounds)):
+        row["latency_median_ms"], row["latency_p90_ms"] = lat.median_ms, lat.p90_ms
+        row["latency_runs"], row["latency_threads"] = lat.runs, lat.threads
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:

@@ -604,6 +604,34 @@ def measure_latency(
     )
 
 
+def interleaved_latency(models: Sequence[nn.Module], size: int | Sequence[int], runs: int = 50, warmup: int = 10,
+                        threads: int | None = None, rounds: int = 5, device: str | torch.device = "cpu") -> list[Latency]:
+    """Batch-1 latency of several models measured side by side: the ``runs`` timed passes of
+    each are split into ``rounds`` chunks taken in turn (A, B, C, A, B, C, ...), so that load
+    drifting on a shared machine affects every model alike and their ratios stay meaningful.
+    Each model gets ``warmup`` untimed passes before its first chunk and one before the others.
+    Returns one :class:`Latency` per model (pooled samples), in order."""
+    _check_positive("runs", runs)
+    _check_positive("rounds", rounds)
+    rounds = min(rounds, runs)
+    chunks = [runs // rounds + (1 if i < runs % rounds else 0) for i in range(rounds)]
+    samples: list[list[float]] = [[] for _ in models]
+    last: list[Latency | None] = [None] * len(models)
+    for i, n in enumerate(chunks):
+        for j, model in enumerate(models):
+            lat = measure_latency(model, size, batch=1, runs=n, warmup=warmup if i == 0 else 1, threads=threads,
+                                  device=device)
+            samples[j] += list(lat.samples_ms)
+            last[j] = lat
+    out = []
+    for times, lat in zip(samples, last):
+        a = np.asarray(times, dtype=np.float64)
+        out.append(Latency(median_ms=float(np.median(a)), p90_ms=float(np.percentile(a, 90)), mean_ms=float(a.mean()),
+                           min_ms=float(a.min()), runs=len(times), warmup=warmup, threads=lat.threads, batch=1,
+                           size=lat.size, device=lat.device, samples_ms=tuple(times)))
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # report
 
