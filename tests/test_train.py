@@ -109,6 +109,20 @@ def test_mixed_precision_runs_on_cpu_in_bfloat16(tmp_path):
     assert all(float(x) == float(x) for x in losses(tmp_path / "run"))  # finite, not NaN
 
 
+def test_channels_last_trains_the_same_numbers(tmp_path):
+    """channels_last only changes the memory layout: the losses of a short run match the default
+    layout's to float tolerance (GPU runs turn it on by default; here it is forced on the CPU)."""
+    runs = {}
+    for flag in (False, True):
+        cfg = resolve_config(write_recipe(tmp_path, train__channels_last=flag, train__steps=3, train__samples=0), [])
+        trainer = Trainer(cfg, tmp_path / f"run{int(flag)}")
+        assert trainer.channels_last is flag
+        trainer.fit()
+        runs[flag] = [float(x) for x in losses(tmp_path / f"run{int(flag)}")]
+    assert len(runs[True]) == 3
+    assert runs[True] == pytest.approx(runs[False], rel=1e-4)
+
+
 def test_recipes_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="train.epochz"):
         resolve_config(write_recipe(tmp_path), ["train.epochz=3"])
