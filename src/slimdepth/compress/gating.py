@@ -528,13 +528,9 @@ class SlicedInputConv2d(nn.Conv2d, _GatedModule, _ChannelReader):
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> SlicedInputConv2d:
         """Wrap ``conv`` (sharing its parameters)."""
-        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                  conv.groups, conv.bias is not None, conv.padding_mode, device="meta")
-        new.weight = conv.weight
-        new.bias = conv.bias
+        new = _sharing(cls, conv)
         new._init_gated()
         new._init_reader()
-        new.train(conv.training)
         return new
 
     def to_original(self) -> nn.Conv2d:
@@ -558,14 +554,19 @@ class SlicedInputConv2d(nn.Conv2d, _GatedModule, _ChannelReader):
         return out
 
 
+def _sharing(cls: type[nn.Conv2d], conv: nn.Conv2d) -> nn.Conv2d:
+    """A ``cls`` conv with ``conv``'s shape and mode, sharing its weight and bias (no copy)."""
+    new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+              conv.groups, conv.bias is not None, conv.padding_mode, device="meta")
+    new.weight = conv.weight
+    new.bias = conv.bias
+    new.train(conv.training)
+    return new
+
+
 def _plain_conv(conv: nn.Conv2d) -> nn.Conv2d:
     """A plain ``Conv2d`` sharing ``conv``'s parameters."""
-    plain = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                      conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode, device="meta")
-    plain.weight = conv.weight
-    plain.bias = conv.bias
-    plain.train(conv.training)
-    return plain
+    return _sharing(nn.Conv2d, conv)
 
 
 class GatedConv2d(nn.Conv2d, _GatedModule, _ChannelReader):
@@ -581,10 +582,7 @@ class GatedConv2d(nn.Conv2d, _GatedModule, _ChannelReader):
         """Wrap ``conv`` (sharing its parameters) and gate its output channels."""
         if conv.groups != 1:
             raise ConfigError(f"{name}: only dense convolutions (groups=1) can be gated, this one has groups={conv.groups}")
-        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                  conv.groups, conv.bias is not None, conv.padding_mode, device="meta")
-        new.weight = conv.weight
-        new.bias = conv.bias
+        new = _sharing(cls, conv)
         new._init_gated()
         new._init_reader()
         new.__dict__["last_rows"] = None
