@@ -191,12 +191,7 @@ def magnitude_prune(model: nn.Module, target_macs_ratio: float,
             keep[g.root] = sorted(kept)
         return keep
 
-    def evaluate(ratio: float) -> tuple[int, dict[str, list[int]]]:
-        keep = keep_for(ratio)
-        return cost.hard_macs(keep), keep
-
-    target = float(target_macs_ratio) * cost.total_macs
-    ratio, _, keep = _search(evaluate, target, 0.0, 1.0, increasing=False)
+    ratio, keep = _fit(keep_for, cost, target_macs_ratio, increasing=False)
     return _finish("magnitude", analysis, cost, keep, ratio, float(target_macs_ratio), tolerance)
 
 
@@ -217,15 +212,26 @@ def uniform_prune(model: nn.Module, target_macs_ratio: float,
     def keep_for(fraction: float) -> dict[str, list[int]]:
         return {g.root: sorted(ranked[i][:uniform_width(g.channels, fraction)].tolist()) for i, g in enumerate(groups)}
 
-    def evaluate(fraction: float) -> tuple[int, dict[str, list[int]]]:
-        keep = keep_for(fraction)
-        return cost.hard_macs(keep), keep
-
-    target = float(target_macs_ratio) * cost.total_macs
-    fraction, _, keep = _search(evaluate, target, 0.0, 1.0, increasing=True)
+    fraction, keep = _fit(keep_for, cost, target_macs_ratio, increasing=True)
     return _finish("uniform", analysis, cost, keep, fraction, float(target_macs_ratio), tolerance)
 
 
+def _fit(keep_for: Callable[[float], dict[str, list[int]]], cost: CostModel, target_macs_ratio: float,
+         increasing: bool) -> tuple[float, dict[str, list[int]]]:
+    """The setting in [0, 1] whose channel choice ``keep_for(setting)`` costs closest to the
+    target MACs (bisection by :func:`_search`), with that choice."""
+
+    def evaluate(setting: float) -> tuple[int, dict[str, list[int]]]:
+        keep = keep_for(setting)
+        return cost.hard_macs(keep), keep
+
+    setting, _, keep = _search(evaluate, float(target_macs_ratio) * cost.total_macs, 0.0, 1.0, increasing=increasing)
+    return setting, keep
+
+
 def uniform_width(channels: int, fraction: float) -> int:
-    """Channels a group of ``channels`` keeps at ``fraction``: rounded half up, at least 1."""
-    return max(1, min(channels, int(math.floor(fraction * channels + 0.5))))
+    """Channels a group of ``channels`` keeps at ``fraction``: rounded half up, at least 1
+    (the same rule as a gated layer's k, :func:`slimdepth.compress.gating.keep_count`)."""
+    from slimdepth.compress.gating import keep_count
+
+    return keep_count(fraction, channels)
