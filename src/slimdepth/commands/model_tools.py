@@ -72,13 +72,13 @@ def evaluate(
     model = slimdepth.load(checkpoint, device)
     dataset = build_dataset(data)
     config = resolve_eval_config(dataset, preset, crop, min_depth, max_depth, median_scaling)
-    with progress_bar("evaluating", "images") as update:
-        report = evaluate_model(model, dataset, config, _input_size(model, size), batch_size, flip,
-                                next(model.parameters()).device, progress=update, limit=limit)
     input_size = _input_size(model, size)
-    shown = f"{input_size[0]}x{input_size[1]}" if input_size else "each image's own"
     if len(dataset):
         _warn_aspect(tuple(dataset[0]["image"].shape[-2:]), input_size)
+    with progress_bar("evaluating", "images") as update:
+        report = evaluate_model(model, dataset, config, input_size, batch_size, flip,
+                                next(model.parameters()).device, progress=update, limit=limit)
+    shown = f"{input_size[0]}x{input_size[1]}" if input_size else "each image's own"
     console.print(report.format_summary() + f", model input {shown}" + (", flip test-time augmentation" if flip else ""))
     console.print(report.format_table())
     if json_out is not None:
