@@ -17,7 +17,8 @@ import time
 
 import torch
 
-from slimdepth.deploy.cost import count_macs, count_parameters, measure_latency
+from slimdepth.deploy.cost import count_macs, count_parameters
+from slimdepth.deploy.latency import measure_latency
 from slimdepth.losses import silog
 from slimdepth.models.zoo import build_model, list_models
 from slimdepth.options import parse_size

@@ -8,10 +8,10 @@ import torch_pruning as tp
 from torch import nn
 
 from slimdepth.compress.baselines import magnitude_prune, uniform_prune, uniform_width
-from slimdepth.compress.groups import _analyse
-from slimdepth.compress.widths import WIDTHS_KEY, apply_widths
+from slimdepth.compress.graph import ChannelGraph
 from slimdepth.deploy.cost import count_macs
 from slimdepth.errors import ConfigError
+from slimdepth.models.widths import WIDTHS_KEY, apply_widths
 from slimdepth.models.zoo import build_model
 
 SIZE = (64, 96)
@@ -53,11 +53,11 @@ def test_magnitude_ranks_channels_globally() -> None:
     torch.manual_seed(0)
     model = build_model("litedepth").eval()
     pruned, report = magnitude_prune(model, 0.5, SIZE)
-    analysis = _analyse(model, SIZE)
-    scorer = tp.importance.MagnitudeImportance(p=1)
+    graph = ChannelGraph(model, SIZE)
+    scores = graph.importance(tp.importance.MagnitudeImportance(p=1))
     kept_scores, removed_scores = [], []
-    for g in analysis.groups:
-        score = scorer(analysis.tp_groups[g.root])
+    for g in graph.groups:
+        score = scores[g.root]
         removed = set(report.removal.get(g.root, []))
         if len(removed) == g.channels - 1 and report.group_widths[g.root][1] == 1:
             continue  # a group cut to one channel keeps its best one whatever the threshold
@@ -71,10 +71,10 @@ def test_uniform_keeps_the_largest_filters() -> None:
     torch.manual_seed(0)
     model = build_model("tiny-multires").eval()
     _, report = uniform_prune(model, 0.5, SIZE)
-    analysis = _analyse(model, SIZE)
-    scorer = tp.importance.MagnitudeImportance(p=1)
-    for g in analysis.groups:
-        score = scorer(analysis.tp_groups[g.root])
+    graph = ChannelGraph(model, SIZE)
+    scores = graph.importance(tp.importance.MagnitudeImportance(p=1))
+    for g in graph.groups:
+        score = scores[g.root]
         removed = report.removal.get(g.root, [])
         kept = [i for i in range(g.channels) if i not in removed]
         if removed:

@@ -6,9 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from slimdepth.compress.groups import ChannelGroup, channel_groups, prune_channels, trace_layers
-from slimdepth.compress.widths import WIDTHS_KEY
+from slimdepth.compress.graph import channel_groups, prune_channels
+from slimdepth.compress.groups import ChannelGroup
+from slimdepth.compress.layers import trace_layers
 from slimdepth.errors import ConfigError
+from slimdepth.models.widths import WIDTHS_KEY
 from slimdepth.models.zoo import build_model
 
 MODELS = ("resnet50-unet", "resnet18-unet", "litedepth", "tiny-multires", "fastdepth")

@@ -21,9 +21,9 @@ from slimdepth.deploy.cost import (
     cross_check_macs,
     file_size_mb,
     format_cost_table,
-    measure_latency,
     state_dict_size_mb,
 )
+from slimdepth.deploy.latency import measure_latency
 from slimdepth.errors import ConfigError, DataError
 
 
@@ -292,7 +292,7 @@ def test_cost_report_and_table(tmp_path: Path) -> None:
 
 
 def test_interleaved_latency_takes_the_models_in_turn(monkeypatch) -> None:
-    import slimdepth.deploy.cost as cost
+    import slimdepth.deploy.latency as cost
 
     calls: list[tuple[str, int, int]] = []
     real = cost.measure_latency

@@ -36,8 +36,9 @@ from slimdepth.compress.gating import (
 )
 from slimdepth.deploy.cost import count_macs
 from slimdepth.errors import ConfigError
+from slimdepth.loader import build_from_config
 from slimdepth.models.backbones.resnet import BasicBlock, Bottleneck
-from slimdepth.models.checkpoint import build_from_config, load_state_strict, read_sidecar, save_model
+from slimdepth.models.checkpoint import load_state_strict, read_sidecar, save_model
 from slimdepth.models.zoo import build_model
 
 SIZE = (64, 96)
@@ -318,7 +319,7 @@ def test_report_and_latency_comparison_run() -> None:
     lat = report.as_dict()["latency"]
     assert lat["dense"]["runs"] == 2 and lat["gated"]["runs"] == 2
     assert lat["ratio"] == pytest.approx(lat["gated"]["median_ms"] / lat["dense"]["median_ms"])
-    assert model.training is False and all(m.gating_mode == "auto" for m in model.modules() if hasattr(m, "gating_mode"))
+    assert model.training is False and all(m.execution_mode == "auto" for m in model.modules() if hasattr(m, "execution_mode"))
     direct = latency_comparison(model, (32, 48), runs=2, warmup=0, rounds=2)
     assert set(direct) >= {"dense", "gated", "ratio", "reduction", "p90_ratio"}
 

@@ -8,12 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from slimdepth.compress.groups import ChannelGroup, channel_groups
+from slimdepth.compress.graph import channel_groups
+from slimdepth.compress.groups import ChannelGroup
 from slimdepth.compress.masks import MaskSet, attach_masks
-from slimdepth.compress.widths import WIDTHS_KEY, apply_widths, record_widths
 from slimdepth.deploy.cost import count_macs, count_parameters
 from slimdepth.errors import ConfigError
 from slimdepth.models.normalize import fold_normalization
+from slimdepth.models.widths import WIDTHS_KEY, apply_widths, record_widths
 from slimdepth.models.zoo import build_model
 
 MODELS = ("resnet50-unet", "resnet18-unet", "litedepth", "tiny-multires", "fastdepth")

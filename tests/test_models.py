@@ -9,8 +9,9 @@ import torch
 
 import slimdepth
 from slimdepth.errors import ConfigError, DataError
+from slimdepth.loader import load_model
 from slimdepth.models.backbones import build_classifier
-from slimdepth.models.checkpoint import load_model, save_model
+from slimdepth.models.checkpoint import save_model
 from slimdepth.models.normalize import FoldedConv2d, fold_normalization
 from slimdepth.models.zoo import build_model, list_models
 

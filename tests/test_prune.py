@@ -12,11 +12,11 @@ import torch
 
 import slimdepth
 from slimdepth.compress.gating import executed_macs, gated_layers, is_gated
-from slimdepth.compress.pipeline import Interrupted, PruneSettings, read_prune_state, run_prune, start_prune
-from slimdepth.compress.widths import WIDTHS_KEY
+from slimdepth.compress.prune import Interrupted, PruneSettings, read_prune_state, run_prune, start_prune
 from slimdepth.deploy.cost import count_macs, count_parameters
 from slimdepth.errors import ConfigError
 from slimdepth.models.checkpoint import read_sidecar, save_model
+from slimdepth.models.widths import WIDTHS_KEY
 from slimdepth.models.zoo import build_model
 from slimdepth.train.run import resolve_config
 from tests.helpers import assert_one_line_error, run_cli

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from slimdepth.data.io import read_ply, write_ply
 from slimdepth.data.sample import make_sample
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.visualize import (
@@ -19,9 +20,7 @@ from slimdepth.visualize import (
     comparison_panel,
     contact_sheet,
     depth_range,
-    read_ply,
     side_by_side,
-    write_ply,
 )
 
 

@@ -1,6 +1,7 @@
 """The ``slimdepth`` command line: one entry point, one verb per stage.
 
-Every verb is a thin wrapper over a Python function. Errors caused by bad input are
+Every verb is a thin wrapper over a Python function and lives in the module of
+:mod:`slimdepth.commands` named for it. Errors caused by bad input are
 :class:`~slimdepth.errors.SlimdepthError` and are printed as one line with a non-zero exit.
 """
 
@@ -11,9 +12,16 @@ import sys
 
 import typer
 
-from slimdepth import __version__
+from slimdepth.commands import compare as _compare
+from slimdepth.commands import cost as _cost
+from slimdepth.commands import data as _data
+from slimdepth.commands import evaluate as _evaluate
+from slimdepth.commands import predict as _predict
+from slimdepth.commands import prune as _prune
+from slimdepth.commands import train as _train
 from slimdepth.commands.common import err_console
-from slimdepth.errors import SlimdepthError
+from slimdepth.errors import SlimdepthError, one_line
+from slimdepth.version import __version__
 
 app = typer.Typer(
     name="slimdepth",
@@ -23,22 +31,15 @@ app = typer.Typer(
     add_completion=False,
 )
 
-from slimdepth.commands import compress as _compress  # noqa: E402
-from slimdepth.commands import data as _data  # noqa: E402
-from slimdepth.commands import evaluate as _evaluate  # noqa: E402
-from slimdepth.commands import model_tools as _tools  # noqa: E402
-from slimdepth.commands import train as _train  # noqa: E402
-
 app.add_typer(_data.app, name="data")
 app.command("train")(_train.train)
-app.command("evaluate")(_tools.evaluate)
+app.command("evaluate")(_evaluate.evaluate)
 app.command("evaluate-preds")(_evaluate.evaluate_preds)
-app.command("predict")(_tools.predict)
-app.command("models")(_tools.models)
-app.command("cost")(_tools.cost)
-app.command("prune")(_compress.prune)
-app.command("compare")(_compress.compare)
-
+app.command("predict")(_predict.predict)
+app.command("models")(_cost.models)
+app.command("cost")(_cost.cost)
+app.command("prune")(_prune.prune)
+app.command("compare")(_compare.compare)
 
 
 def _version(value: bool) -> None:
@@ -77,7 +78,7 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except SlimdepthError as exc:
-        _fail(str(exc), 1)
+        _fail(one_line(exc), 1)
     except _usage_errors() as exc:
         message = exc.format_message().replace("\n", " ").strip()  # type: ignore[attr-defined]
         if not message:  # a group called without a command: its help is already shown

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["ConfigError", "DataError", "SlimdepthError", "one_line"]
+
 
 class SlimdepthError(Exception):
     """Base class for every error slimdepth raises on bad input or impossible options.
@@ -17,3 +19,19 @@ class DataError(SlimdepthError, ValueError):
 
 class ConfigError(SlimdepthError, ValueError):
     """An option, dataset spec or configuration value is invalid."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` as the one line it was raised with.
+
+    An error raised in a DataLoader worker process reaches the main process re-raised by
+    PyTorch with the worker's whole traceback in its message ("Caught DataError in DataLoader
+    worker process 0. Original Traceback ..."); its last line holds the original message.
+    """
+    text = str(exc).strip()
+    if text.startswith("Caught ") and "\nOriginal Traceback" in text:
+        last = text.splitlines()[-1]
+        kind, sep, message = last.partition(": ")
+        text = message if sep and kind.rpartition(".")[2] == type(exc).__name__ else last
+    lines = text.splitlines()
+    return lines[0] if lines else type(exc).__name__

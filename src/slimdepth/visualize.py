@@ -1,4 +1,4 @@
-"""Seeing depth: colour maps, error maps, label maps, panels, contact sheets and point clouds.
+"""Seeing depth: colour maps, error maps, label maps, panels, contact sheets and bird's-eye views.
 
 Everything returns plain ``uint8`` HxWx3 arrays (or writes files), so it works headless, in
 notebooks, in TensorBoard and in run directories alike. Inputs may be NumPy arrays or torch
@@ -8,6 +8,7 @@ torch is never imported here.
 Conventions follow what depth people expect: depth is shown as *inverse* depth with magma so
 that near is bright (as monodepth2 shows disparity), the range comes from robust percentiles of
 the valid values, invalid pixels are black, and sparse LiDAR can be grown into blocks for display.
+Point clouds (PLY) are files, written and read by :mod:`slimdepth.data.io`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from slimdepth.data.io import atomic_path, check_intrinsics, write_rgb
+from slimdepth.data.io import as_depth_map, as_intrinsics, as_rgb_uint8, to_numpy, write_rgb
 from slimdepth.data.keys import is_sparse_map, sparse_keys
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.geometry import backproject
@@ -58,45 +59,6 @@ _STRIP_BG: RGB = (235, 235, 235)
 
 
 # ---------------------------------------------------------------- input conversion
-
-
-def _to_numpy(x: Any) -> tuple[np.ndarray, bool]:
-    """NumPy view of an array or torch tensor, and whether it was a tensor (layout hint)."""
-    if hasattr(x, "detach"):
-        t = x.detach().cpu()
-        return (t.float() if t.is_floating_point() else t).numpy(), True
-    return np.asarray(x), False
-
-
-def _depth2d(depth: ArrayLike, where: str = "depth") -> np.ndarray:
-    """A depth-like map as float64 HxW, accepting HxW, 1xHxW or 1x1xHxW."""
-    arr, _ = _to_numpy(depth)
-    while arr.ndim > 2 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim != 2:
-        raise DataError(f"{where}: expected an HxW or 1xHxW map, got shape {tuple(arr.shape)}")
-    return arr.astype(np.float64)
-
-
-def _as_rgb(image: ArrayLike, where: str = "image") -> np.ndarray:
-    """Any displayable image as HxWx3 uint8: 3xHxW or HxWx3, float in [0, 1] or uint8, grey too."""
-    arr, from_torch = _to_numpy(image)
-    while arr.ndim > 3 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim == 3 and arr.shape[0] in (1, 3) and (from_torch or arr.shape[-1] not in (1, 3)):
-        arr = arr.transpose(1, 2, 0)
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[-1] not in (1, 3):
-        raise DataError(f"{where}: expected an image of shape 3xHxW, HxWx3 or HxW, got {tuple(arr.shape)}")
-    if np.issubdtype(arr.dtype, np.floating) or arr.dtype == bool:
-        arr = np.rint(np.clip(np.nan_to_num(arr.astype(np.float64)), 0.0, 1.0) * 255.0)
-    arr = np.clip(arr, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(np.repeat(arr, 3, axis=-1) if arr.shape[-1] == 1 else arr)
-
-
-def _intrinsics(K: ArrayLike) -> np.ndarray:
-    return check_intrinsics(_to_numpy(K)[0])
 
 
 def _valid(depth: np.ndarray) -> np.ndarray:
@@ -147,7 +109,7 @@ def depth_range(*depths: ArrayLike, percentiles: tuple[float, float] = DEFAULT_P
     Percentiles rather than min/max, so that a few sky or noise pixels do not wash out the
     picture; pass the result as ``vmin``/``vmax`` to colour several maps comparably.
     """
-    values = [d[_valid(d)] for d in (_depth2d(x) for x in depths)]
+    values = [d[_valid(d)] for d in (as_depth_map(x) for x in depths)]
     found = _robust_range(np.concatenate(values) if values else np.empty(0), percentiles)
     if found is None:
         raise DataError("depth_range: no valid (finite, > 0) depth values")
@@ -203,7 +165,7 @@ def colorize_depth(
     ``dilate=k`` grows each valid pixel into a kxk block (nearest depth wins) so that sparse
     LiDAR is visible; it changes only the picture, not the range.
     """
-    d = _depth2d(depth)
+    d = as_depth_map(depth)
     valid = _valid(d)
     k = _check_dilate(dilate)
     if vmin is not None and vmax is not None and vmin > vmax:
@@ -257,7 +219,7 @@ def colorize_error(
     """
     if kind not in ERROR_KINDS:
         raise ConfigError(f"unknown error kind {kind!r}; choose one of {', '.join(ERROR_KINDS)}")
-    p, g = _depth2d(pred, "pred"), _depth2d(gt, "gt")
+    p, g = as_depth_map(pred, "pred"), as_depth_map(gt, "gt")
     if p.shape != g.shape:
         raise DataError(f"pred and gt must have the same size, got {p.shape} and {g.shape}")
     k = _check_dilate(dilate)
@@ -281,7 +243,7 @@ def colorize_labels(seg: ArrayLike, palette: Sequence[Sequence[int]] | np.ndarra
     255 (ignore) and ids outside 0..255 are black; ids beyond the palette get fixed
     pseudo-random colours so that extra classes stay distinguishable.
     """
-    arr, _ = _to_numpy(seg)
+    arr, _ = to_numpy(seg)
     while arr.ndim > 2 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 2 or not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
@@ -367,7 +329,7 @@ def side_by_side(
         raise ConfigError(f"got {len(titles)} titles for {len(panels)} panels")
     if gap < 0 or title_height < 0 or (height is not None and height < 1):
         raise ConfigError("height must be positive, gap and title_height non-negative")
-    rgb = [_as_rgb(p, f"panel {i}") for i, p in enumerate(panels)]
+    rgb = [as_rgb_uint8(p, f"panel {i}") for i, p in enumerate(panels)]
     h = height or rgb[0].shape[0]
     rgb = [_resize(p, h, max(1, round(p.shape[1] * h / p.shape[0]))) for p in rgb]
     if titles is not None and title_height > 0:
@@ -385,10 +347,10 @@ def bird_eye_view(
     the bottom centre; the view reaches ``max_depth`` (default: the 95th percentile of the
     ground truth, else of the prediction) and the camera's horizontal field of view.
     """
-    Km = _intrinsics(K)
-    clouds = [(_depth2d(depth), _PRED_COLOR)]
+    Km = as_intrinsics(K)
+    clouds = [(as_depth_map(depth), _PRED_COLOR)]
     if gt is not None:
-        clouds.append((_depth2d(gt, "gt"), _GT_COLOR))
+        clouds.append((as_depth_map(gt, "gt"), _GT_COLOR))
     if max_depth is None:
         ref = next((d[_valid(d)] for d, _ in reversed(clouds) if _valid(d).any()), np.ones(1))
         max_depth = float(np.percentile(ref, 95))
@@ -434,9 +396,9 @@ def comparison_panel(
     range. Ground truth and error appear only with ``gt``; sparse ground truth is grown into
     small blocks. With ``K``, a :func:`bird_eye_view` of both point clouds is appended.
     """
-    rgb = _as_rgb(image)
-    p = _depth2d(pred, "pred")
-    g = None if gt is None else _depth2d(gt, "gt")
+    rgb = as_rgb_uint8(image)
+    p = as_depth_map(pred, "pred")
+    g = None if gt is None else as_depth_map(gt, "gt")
     ref = g if g is not None and _valid(g).any() else p
     rng = _robust_range(ref[_valid(ref)], DEFAULT_PERCENTILES)
     vmin, vmax = rng if rng else (None, None)
@@ -471,7 +433,7 @@ def _sheet_panel(sample: Mapping[str, Any], key: str, value: np.ndarray, rng: tu
         return colorize_depth(value, cmap, vmin, vmax, dilate=_auto_dilation(key in sparse_keys(dict(sample)), scale))
     if key == "seg":
         return colorize_labels(value)
-    return _as_rgb(value, key)
+    return as_rgb_uint8(value, key)
 
 
 def contact_sheet(
@@ -500,7 +462,7 @@ def contact_sheet(
             raise DataError(f"contact_sheet: sample {i} has no 'image'")
     columns = [(k, t) for k, t in SHEET_COLUMNS if any(k in s for s in samples)]
     ncols = len(columns)
-    images = [_as_rgb(s["image"]) for s in samples]
+    images = [as_rgb_uint8(s["image"]) for s in samples]
     sizes = [im.shape[:2] for im in images]
     cell_w = min((max_width - gap * (ncols - 1)) // ncols, max(w for _, w in sizes))
     if cell_w < 1:
@@ -510,7 +472,7 @@ def contact_sheet(
     parts = [_hstack(header, gap)] if title_height > 0 else []
     for i, (s, (h, w)) in enumerate(zip(samples, sizes)):
         row_h = max(1, round(cell_w * h / w))
-        depths = {k: _depth2d(s[k], k) for k in ("depth", "lidar_depth") if k in s}
+        depths = {k: as_depth_map(s[k], k) for k in ("depth", "lidar_depth") if k in s}
         values = [d[_valid(d)] for d in depths.values()]
         rng = _robust_range(np.concatenate(values), DEFAULT_PERCENTILES) if values else None
         ready = {**depths, "image": images[i]}  # already converted: pass them down
@@ -532,142 +494,6 @@ def contact_sheet(
     return sheet
 
 
-# ---------------------------------------------------------------- point clouds
-
-_PLY_TYPES = {
-    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
-    "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
-    "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
-}  # fmt: skip
-
-
-def write_ply(
-    path: str | Path,
-    depth: ArrayLike,
-    K: ArrayLike,
-    image: ArrayLike | None = None,
-    max_depth: float | None = None,
-    binary: bool = True,
-) -> int:
-    """Write the valid pixels of a depth map as a PLY point cloud; return the number of points.
-
-    Points are in the camera frame (x right, y down, z forward, metres), from
-    :func:`slimdepth.geometry.backproject`, float32, coloured from ``image`` when given.
-    ``max_depth`` drops farther points (e.g. sky at the cap). Binary little-endian by default
-    (compact, what MeshLab, CloudCompare and Open3D read fastest), ASCII with ``binary=False``.
-    The file is written atomically.
-    """
-    d = _depth2d(depth)
-    if max_depth is not None:
-        if max_depth <= 0:
-            raise ConfigError(f"max_depth must be positive, got {max_depth}")
-        d = np.where(d <= max_depth, d, 0.0)
-    points, rc = backproject(d, _intrinsics(K))
-    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
-    colors = None
-    if image is not None:
-        rgb = _as_rgb(image)
-        if rgb.shape[:2] != d.shape:
-            raise DataError(f"{path}: image size {rgb.shape[:2]} does not match depth size {d.shape}")
-        colors = rgb[rc[:, 0], rc[:, 1]]
-        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
-    vertices = np.empty(len(points), dtype=fields)
-    for i, axis in enumerate("xyz"):
-        vertices[axis] = points[:, i]
-    if colors is not None:
-        for i, channel in enumerate(("red", "green", "blue")):
-            vertices[channel] = colors[:, i]
-    header = [
-        "ply",
-        f"format {'binary_little_endian' if binary else 'ascii'} 1.0",
-        "comment slimdepth point cloud: camera frame, x right, y down, z forward, metres",
-        f"element vertex {len(vertices)}",
-        *(f"property {'float' if t == '<f4' else 'uchar'} {name}" for name, t in fields),
-        "end_header",
-    ]
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(("\n".join(header) + "\n").encode("ascii"))
-        if binary:
-            f.write(vertices.tobytes())
-        else:
-            fmt = ["%.9g"] * 3 + ["%d"] * (len(fields) - 3)  # 9 digits: float32 round-trips exactly
-            np.savetxt(f, np.column_stack([vertices[n].astype(np.float64) for n, _ in fields]), fmt=fmt)
-    return len(vertices)
-
-
-def _parse_ply_header(lines: list[str], path: Path) -> tuple[str, int, list[tuple[str, str]]]:
-    """Format, vertex count and vertex properties (name, NumPy type) of a PLY header."""
-    if not lines or lines[0].strip() != "ply":
-        raise DataError(f"{path}: not a PLY file")
-    fmt, count, props, element = "", -1, [], None
-    for line in lines[1:]:
-        words = line.split()
-        if not words or words[0] in ("comment", "obj_info"):
-            continue
-        if words[0] == "format" and len(words) >= 2:
-            fmt = words[1]
-        elif words[0] == "element" and len(words) == 3:
-            element = words[1]
-            if element == "vertex":
-                if not words[2].isdigit():
-                    raise DataError(f"{path}: bad vertex count {words[2]!r}")
-                count = int(words[2])
-            elif count < 0:
-                raise DataError(f"{path}: the vertex element must come first")
-        elif words[0] == "property" and element == "vertex":
-            if words[1] == "list" or len(words) != 3 or words[1] not in _PLY_TYPES:
-                raise DataError(f"{path}: unsupported vertex property {' '.join(words[1:])!r}")
-            props.append((words[2], _PLY_TYPES[words[1]]))
-    if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
-        raise DataError(f"{path}: unsupported PLY format {fmt!r}")
-    if count < 0 or not {"x", "y", "z"} <= {n for n, _ in props}:
-        raise DataError(f"{path}: no vertex element with x, y, z properties")
-    return fmt, count, props
-
-
-def read_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read the vertices of a PLY point cloud: points float32 Nx3 and colours uint8 Nx3 (or None).
-
-    A small reader for the files :func:`write_ply` makes (ASCII or binary, x/y/z and optional
-    red/green/blue properties; other elements after the vertices are ignored), so that users
-    and tests can check what was written without extra dependencies.
-    """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read PLY ({type(exc).__name__})") from None
-    end = data.find(b"end_header")
-    if end < 0:
-        raise DataError(f"{path}: PLY header has no end_header")
-    body_start = data.index(b"\n", end) + 1 if b"\n" in data[end:] else len(data)
-    try:
-        lines = data[:end].decode("ascii").splitlines()
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: PLY header is not ASCII text") from None
-    fmt, count, props = _parse_ply_header(lines, path)
-    body = data[body_start:]
-    if fmt == "ascii":
-        tokens = body.split()
-        if len(tokens) < count * len(props):
-            raise DataError(f"{path}: expected {count} vertices, file is truncated")
-        table = np.array(tokens[: count * len(props)], dtype=np.float64).reshape(count, len(props))
-        columns = {name: table[:, i] for i, (name, _) in enumerate(props)}
-    else:
-        order = "<" if fmt == "binary_little_endian" else ">"
-        dtype = np.dtype([(name, order + t) for name, t in props])
-        if len(body) < count * dtype.itemsize:
-            raise DataError(f"{path}: expected {count} vertices, file is truncated")
-        records = np.frombuffer(body, dtype=dtype, count=count)
-        columns = {name: records[name] for name, _ in props}
-    points = np.stack([columns[a] for a in "xyz"], axis=1).astype(np.float32)
-    if not {"red", "green", "blue"} <= columns.keys():
-        return points, None
-    colors = np.stack([columns[c] for c in ("red", "green", "blue")], axis=1)
-    return points, np.clip(np.rint(colors.astype(np.float64)), 0, 255).astype(np.uint8)
-
-
 __all__ = [
     "ERROR_KINDS",
     "LABEL_NAMES",
@@ -681,7 +507,5 @@ __all__ = [
     "comparison_panel",
     "contact_sheet",
     "depth_range",
-    "read_ply",
     "side_by_side",
-    "write_ply",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 from rich.console import Console
@@ -13,7 +15,8 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def check_output_file(path: Path, overwrite: bool, suffixes: tuple[str, ...] = ()) -> Path:
-    """Refuse to replace an existing file unless ``overwrite``; check the suffix and folder."""
+    """Refuse an output file that cannot be written, before any work: a wrong suffix, a folder
+    in the way, an existing file (unless ``overwrite``), a missing or unwritable folder."""
     if suffixes and path.suffix.lower() not in suffixes:
         raise ConfigError(f"{path}: output must end with {' or '.join(suffixes)}")
     if path.exists() and path.is_dir():
@@ -24,4 +27,15 @@ def check_output_file(path: Path, overwrite: bool, suffixes: tuple[str, ...] = (
         raise ConfigError(f"{path.parent}: output directory does not exist")
     if not path.parent.is_dir():
         raise ConfigError(f"{path.parent}: is a file, not a directory")
+    try:  # a real probe: permission bits say nothing to root or on a read-only mount
+        fd, probe = tempfile.mkstemp(prefix=".slimdepth-probe.", dir=path.parent)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write into {path.parent} ({exc.strerror or type(exc).__name__})") from None
+    os.close(fd)
+    os.unlink(probe)
     return path
+
+
+def warn(message: str) -> None:
+    """Print a one-line warning on stderr."""
+    err_console.print(f"warning: {message}", markup=False)

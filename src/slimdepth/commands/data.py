@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from slimdepth.commands.common import check_output_file, console
@@ -32,6 +31,7 @@ def synth(
     right: bool = typer.Option(True, "--right/--no-right", help="Write the right stereo image."),
 ) -> None:
     """Write synthetic KITTI-like street scenes (RGB, depth, LiDAR, labels, right view, K)."""
+    # lazy: numpy, torch and the readers load only when a verb runs (`slimdepth --help` stays fast)
     from slimdepth.data.synthetic import write_synthetic
 
     components = ["depth"] + (["lidar"] if lidar else []) + (["seg"] if seg else []) + (["right"] if right else [])
@@ -53,24 +53,17 @@ def show(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
     """Draw a contact sheet: image | depth | LiDAR | labels | right image, one row per sample."""
-    from slimdepth.data.augment import build_augmentation
+    # lazy: see synth()
     from slimdepth.data.registry import build_dataset
+    from slimdepth.data.summary import preview_samples
     from slimdepth.visualize import check_colormap, contact_sheet
 
     check_output_file(out, overwrite, (".png",))
     check_colormap(cmap)
     if num < 1 or start < 0:
         raise ConfigError("--num must be >= 1 and --start >= 0")
-    ds = build_dataset(dataset)
-    if start >= len(ds):
-        raise ConfigError(f"--start {start} is past the end of the dataset ({len(ds)} samples)")
-    if seed < 0:
-        raise ConfigError(f"--seed must be >= 0, got {seed}")
-    transform = build_augmentation([op.strip() for op in augment.split(",") if op.strip()]) if augment else None
-    samples = []
-    for i in range(start, min(start + num, len(ds))):
-        sample = ds[i]
-        samples.append(transform(sample, generator=(seed * 1_000_003 + i) % 2**63) if transform else sample)
+    samples = preview_samples(build_dataset(dataset), start, num, [op.strip() for op in augment.split(",") if op.strip()],
+                              seed)
     sheet = contact_sheet(samples, out, cmap=cmap)
     console.print(f"{out}: {len(samples)} samples, {sheet.shape[1]}x{sheet.shape[0]} pixels")
 
@@ -81,33 +74,19 @@ def info(
     num: int = typer.Option(8, "--num", help="Samples to read for the statistics (0 = all)."),
 ) -> None:
     """Read samples and summarise them: keys, sizes, valid depth fraction and range, K."""
+    # lazy: see synth()
     from slimdepth.data.registry import build_dataset
+    from slimdepth.data.summary import summarize_dataset
 
-    ds = build_dataset(dataset)
-    n = len(ds) if num <= 0 else min(num, len(ds))
-    sizes, fractions, lo, hi = set(), [], [], []
-    keys: set[str] = set()
-    first: dict = {}
-    for i in range(n):
-        s = ds[i]
-        first = first or s
-        keys |= set(s)
-        sizes.add(tuple(s["image"].shape[-2:]))
-        if "depth" in s:
-            d = s["depth"].numpy()
-            valid = d[d > 0]
-            fractions.append(valid.size / d.size)
-            if valid.size:
-                lo.append(float(valid.min()))
-                hi.append(float(valid.max()))
-    console.print(f"dataset: {type(ds).__name__} ({getattr(ds, 'dataset_name', '?')}), {len(ds)} samples, "
-                  f"evaluation preset: {ds.eval_preset or 'none'}")
-    console.print(f"keys: {', '.join(sorted(keys))}")
-    console.print("sizes: " + ", ".join(f"{h}x{w}" for h, w in sorted(sizes)))
-    if fractions:
-        console.print(f"depth over {n} samples: {np.mean(fractions) * 100:.1f}% valid, "
-                      f"{min(lo) if lo else 0:.2f}..{max(hi) if hi else 0:.2f} m")
-    if "K" in first:
-        K = first["K"].numpy()
-        note = " (assumed KITTI-like: the dataset gives no intrinsics)" if first["meta"].get("intrinsics") == "assumed" else ""
+    info = summarize_dataset(build_dataset(dataset), num)
+    console.print(f"dataset: {info.name} ({info.kind}), {info.length} samples, "
+                  f"evaluation preset: {info.eval_preset or 'none'}")
+    console.print(f"keys: {', '.join(info.keys)}")
+    console.print("sizes: " + ", ".join(f"{h}x{w}" for h, w in info.sizes))
+    if info.valid_fraction is not None and info.depth_range is not None:
+        console.print(f"depth over {info.read} samples: {info.valid_fraction * 100:.1f}% valid, "
+                      f"{info.depth_range[0]:.2f}..{info.depth_range[1]:.2f} m")
+    if info.K is not None:
+        K = info.K
+        note = " (assumed KITTI-like: the dataset gives no intrinsics)" if info.assumed_intrinsics else ""
         console.print(f"K of sample 0: fx={K[0, 0]:.2f} fy={K[1, 1]:.2f} cx={K[0, 2]:.2f} cy={K[1, 2]:.2f}{note}")

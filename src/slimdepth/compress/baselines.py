@@ -8,9 +8,11 @@
   channels (rounded, at least one), choosing within a group by the same L1 importance.
 
 In both, the amount pruned (the global pruning ratio, or the kept fraction) is found by
-bisection so that the MACs of the result -- computed exactly from the channel groups, then
-measured with :func:`~slimdepth.deploy.cost.count_macs` on the pruned model -- are within
-``tolerance`` (relative, 1% by default) of ``target_macs_ratio`` x the original MACs.
+bisection (:func:`~slimdepth.compress.search.bisect`) so that the MACs of the result --
+computed exactly by the channel cost model, then measured with
+:func:`~slimdepth.deploy.cost.count_macs` on the pruned model -- are within ``tolerance``
+(relative, 1% by default) of ``target_macs_ratio`` x the original MACs. The channels are removed
+by :meth:`~slimdepth.compress.graph.ChannelGraph.prune`.
 """
 
 from __future__ import annotations
@@ -22,14 +24,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
-from slimdepth.compress.groups import DEFAULT_EXAMPLE_SIZE, _analyse, _Analysis, _prune_with_graph
-from slimdepth.compress.masks import CostModel
+from slimdepth.compress.channel_cost import CostModel
+from slimdepth.compress.gating.predictor import keep_count
+from slimdepth.compress.graph import ChannelGraph
+from slimdepth.compress.layers import DEFAULT_EXAMPLE_SIZE
+from slimdepth.compress.search import bisect
+from slimdepth.deploy.cost import count_macs, count_parameters
 from slimdepth.errors import ConfigError
+from slimdepth.models.widths import record_widths
 
-__all__ = ["PruneReport", "filter_importance", "magnitude_prune", "uniform_prune"]
+__all__ = ["PruneReport", "filter_importance", "magnitude_prune", "uniform_prune", "uniform_width"]
 
 
 @dataclass
@@ -70,80 +76,33 @@ def _check_target(target: float, tolerance: float) -> None:
         raise ConfigError(f"tolerance must be in (0, 1), got {tolerance}")
 
 
-def _importances(analysis: _Analysis, importance: Any) -> list[torch.Tensor]:
-    """Per group, one importance score per channel (torch-pruning's group importance)."""
-    scores = []
-    for g in analysis.groups:
-        imp = importance(analysis.tp_groups[g.root])
-        if imp is None or len(imp) != g.channels:
-            raise ConfigError(f"no importance for the channels of {g.root!r}")
-        scores.append(imp.detach().to("cpu", torch.float64))
-    return scores
-
-
 def filter_importance(model: nn.Module, example_size: int | Sequence[int] = DEFAULT_EXAMPLE_SIZE,
                       ignore: Iterable[str | nn.Module] = (), importance: Any = None) -> dict[str, torch.Tensor]:
     """Per channel-group root, the score of each channel that :func:`magnitude_prune` ranks by
     (torch-pruning's group L1 importance, normalised by the group mean, so comparable across
     groups). ``model`` is not changed."""
-    analysis = _analyse(copy.deepcopy(model), example_size, ignore)
-    scorer = importance if importance is not None else tp.importance.MagnitudeImportance(p=1)
-    return {g.root: s for g, s in zip(analysis.groups, _importances(analysis, scorer))}
+    return ChannelGraph(copy.deepcopy(model), example_size, ignore).importance(importance)
 
 
 def _prepare(model: nn.Module, target: float, example_size: int | Sequence[int], ignore: Iterable[str | nn.Module],
-             tolerance: float, importance: Any) -> tuple[_Analysis, CostModel, list[torch.Tensor]]:
-    """The groups of a copy of ``model``, their cost model and L1 (or ``importance``) scores."""
+             tolerance: float, importance: Any) -> tuple[ChannelGraph, CostModel, list[torch.Tensor]]:
+    """The channel graph of a copy of ``model``, its cost model and L1 (or ``importance``) scores."""
     _check_target(target, tolerance)
-    analysis = _analyse(copy.deepcopy(model), example_size, ignore)
-    if not analysis.groups:
+    graph = ChannelGraph(copy.deepcopy(model), example_size, ignore)
+    if not graph.groups:
         raise ConfigError("the model has no prunable channel groups")
-    cost = CostModel(analysis.model, analysis.groups, analysis.layers)
-    scorer = importance if importance is not None else tp.importance.MagnitudeImportance(p=1)
-    return analysis, cost, _importances(analysis, scorer)
+    cost = CostModel(graph.model, graph.groups, graph.layers)
+    scores = graph.importance(importance)
+    return graph, cost, [scores[g.root] for g in graph.groups]
 
 
-def _search(evaluate: Callable[[float], tuple[int, Any]], target_macs: float, lo: float, hi: float,
-            increasing: bool, steps: int = 60) -> tuple[float, int, Any]:
-    """Bisect ``x`` in [lo, hi] for MACs closest to ``target_macs`` (MACs monotone in ``x``)."""
-    best: tuple[float, float, int, Any] | None = None
-
-    def consider(x: float) -> int:
-        nonlocal best
-        macs, keep = evaluate(x)
-        err = abs(macs - target_macs)
-        if best is None or err < best[0]:
-            best = (err, x, macs, keep)
-        return macs
-
-    consider(lo)
-    consider(hi)
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        macs = consider(mid)
-        if (macs < target_macs) == increasing:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-9:
-            break
-    assert best is not None
-    return best[1], best[2], best[3]
-
-
-def _finish(method: str, analysis: _Analysis, cost: CostModel, keep: dict[str, list[int]], setting: float,
+def _finish(method: str, graph: ChannelGraph, cost: CostModel, keep: dict[str, list[int]], setting: float,
             target: float, tolerance: float) -> tuple[nn.Module, PruneReport]:
-    """Prune ``analysis.model`` (a copy) to ``keep``, measure it, and write the report."""
-    from slimdepth.compress.widths import note_widths, record_widths, refresh_channel_attributes
-    from slimdepth.deploy.cost import count_macs, count_parameters
-
-    model = analysis.model
-    removal = {g.root: sorted(set(range(g.channels)) - set(keep[g.root])) for g in analysis.groups}
-    with torch.no_grad():
-        _prune_with_graph(analysis.graph, model, {k: v for k, v in removal.items() if v})
-    refresh_channel_attributes(model, analysis.input_size)
-    note_widths(model)
-    pruned_macs = int(count_macs(model, analysis.input_size).total)
+    """Prune ``graph.model`` (a copy) to ``keep``, measure it, and write the report."""
+    groups = graph.groups
+    removal = {g.root: sorted(set(range(g.channels)) - set(keep[g.root])) for g in groups}
+    model = graph.prune(removal)
+    pruned_macs = int(count_macs(model, graph.input_size).total)
     achieved = pruned_macs / cost.total_macs
     if abs(achieved - target) > tolerance * target:
         raise ConfigError(f"{method} pruning reached {achieved:.4f} of the original MACs, not {target} "
@@ -155,8 +114,8 @@ def _finish(method: str, analysis: _Analysis, cost: CostModel, keep: dict[str, l
     report = PruneReport(
         method=method, target_ratio=float(target), achieved_ratio=achieved, original_macs=cost.total_macs,
         pruned_macs=pruned_macs, original_params=cost.total_params, pruned_params=int(count_parameters(model)),
-        setting=float(setting), input_size=analysis.input_size,
-        group_widths={g.root: (g.channels, len(keep[g.root])) for g in analysis.groups},
+        setting=float(setting), input_size=graph.input_size,
+        group_widths={g.root: (g.channels, len(keep[g.root])) for g in groups},
         removal={k: v for k, v in removal.items() if v}, layer_widths=layer_widths)
     return model, report
 
@@ -171,8 +130,8 @@ def magnitude_prune(model: nn.Module, target_macs_ratio: float,
     replaces torch-pruning's ``MagnitudeImportance(p=1)`` (any torch-pruning group importance).
     Raises :class:`ConfigError` when the target cannot be reached within ``tolerance``.
     """
-    analysis, cost, scores = _prepare(model, target_macs_ratio, example_size, ignore, tolerance, importance)
-    groups = analysis.groups
+    graph, cost, scores = _prepare(model, target_macs_ratio, example_size, ignore, tolerance, importance)
+    groups = graph.groups
     owner = torch.cat([torch.full((g.channels,), i, dtype=torch.long) for i, g in enumerate(groups)])
     local = torch.cat([torch.arange(g.channels) for g in groups])
     order = torch.argsort(torch.cat(scores), stable=True)  # least important first
@@ -192,7 +151,7 @@ def magnitude_prune(model: nn.Module, target_macs_ratio: float,
         return keep
 
     ratio, keep = _fit(keep_for, cost, target_macs_ratio, increasing=False)
-    return _finish("magnitude", analysis, cost, keep, ratio, float(target_macs_ratio), tolerance)
+    return _finish("magnitude", graph, cost, keep, ratio, float(target_macs_ratio), tolerance)
 
 
 def uniform_prune(model: nn.Module, target_macs_ratio: float,
@@ -205,33 +164,41 @@ def uniform_prune(model: nn.Module, target_macs_ratio: float,
     importance, with one fraction ``f`` for all groups found by bisection. Returns a pruned copy
     and a :class:`PruneReport` (``setting`` = ``f``).
     """
-    analysis, cost, scores = _prepare(model, target_macs_ratio, example_size, ignore, tolerance, importance)
-    groups = analysis.groups
+    graph, cost, scores = _prepare(model, target_macs_ratio, example_size, ignore, tolerance, importance)
+    groups = graph.groups
     ranked = [torch.argsort(s, descending=True, stable=True) for s in scores]  # most important first
 
     def keep_for(fraction: float) -> dict[str, list[int]]:
         return {g.root: sorted(ranked[i][:uniform_width(g.channels, fraction)].tolist()) for i, g in enumerate(groups)}
 
     fraction, keep = _fit(keep_for, cost, target_macs_ratio, increasing=True)
-    return _finish("uniform", analysis, cost, keep, fraction, float(target_macs_ratio), tolerance)
+    return _finish("uniform", graph, cost, keep, fraction, float(target_macs_ratio), tolerance)
 
 
 def _fit(keep_for: Callable[[float], dict[str, list[int]]], cost: CostModel, target_macs_ratio: float,
          increasing: bool) -> tuple[float, dict[str, list[int]]]:
     """The setting in [0, 1] whose channel choice ``keep_for(setting)`` costs closest to the
-    target MACs (bisection by :func:`_search`), with that choice."""
+    target MACs, with that choice: both ends, then the bisection's midpoints, are priced, and the
+    closest seen wins (MACs are monotone in the setting: rising when ``increasing``)."""
+    target = float(target_macs_ratio) * cost.total_macs
+    best: tuple[float, float, dict[str, list[int]]] | None = None
 
-    def evaluate(setting: float) -> tuple[int, dict[str, list[int]]]:
+    def below(setting: float) -> bool:
+        nonlocal best
         keep = keep_for(setting)
-        return cost.hard_macs(keep), keep
+        macs = cost.hard_macs(keep)
+        if best is None or abs(macs - target) < best[0]:
+            best = (abs(macs - target), setting, keep)
+        return (macs < target) == increasing
 
-    setting, _, keep = _search(evaluate, float(target_macs_ratio) * cost.total_macs, 0.0, 1.0, increasing=increasing)
-    return setting, keep
+    below(0.0)
+    below(1.0)
+    bisect(below, 0.0, 1.0, max_steps=60)
+    assert best is not None
+    return best[1], best[2]
 
 
 def uniform_width(channels: int, fraction: float) -> int:
     """Channels a group of ``channels`` keeps at ``fraction``: rounded half up, at least 1
     (the same rule as a gated layer's k, :func:`slimdepth.compress.gating.keep_count`)."""
-    from slimdepth.compress.gating import keep_count
-
     return keep_count(fraction, channels)

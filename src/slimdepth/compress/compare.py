@@ -1,4 +1,10 @@
-"""Comparing models fairly: cost and accuracy measured side by side, in one run, one row each."""
+"""Comparing models fairly: cost and accuracy measured side by side, in one run, one row each.
+
+:func:`compare_models` is ``slimdepth compare``: every checkpoint is resolved before any work,
+each is scored on the same data at the same input size, and their batch-1 latencies are timed
+interleaved. :func:`model_cost` is ``slimdepth cost``: the cost report of one model and, for a
+dynamically gated one, its latency against its own dense computation with the same weights.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,25 @@ import csv
 import io
 import json
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager
 
+import torch
+
+from slimdepth.compress.gating import is_gated, latency_comparison
+from slimdepth.data.base import DepthDataset
+from slimdepth.data.io import atomic_path
+from slimdepth.deploy.cost import cost_report
+from slimdepth.deploy.latency import interleaved_latency
 from slimdepth.errors import ConfigError
+from slimdepth.evaluate.loop import evaluate_model
+from slimdepth.loader import load_model
+from slimdepth.models.checkpoint import checkpoint_paths, model_input_size, resolve_checkpoint
+from slimdepth.options import check_number
+
+__all__ = ["COLUMNS", "add_latency", "compare_models", "compare_row", "format_table", "model_cost", "plot", "to_csv",
+           "to_json"]
 
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     # (header, key, format)
@@ -34,9 +55,6 @@ def compare_row(name: str, model: Any, dataset: Any, size: tuple[int, int], *, f
     the channels it actually computes (its sparse path), not the dense network. ``runs=0``
     leaves the latency out (:func:`add_latency` then measures several models side by side).
     """
-    from slimdepth.deploy.cost import cost_report
-    from slimdepth.evaluate.loop import evaluate_model
-
     model = model.eval()
     report = cost_report(model, size, runs=runs, warmup=warmup, threads=threads, file=file)
     macs = report["macs"]
@@ -53,13 +71,58 @@ def compare_row(name: str, model: Any, dataset: Any, size: tuple[int, int], *, f
 def add_latency(rows: Sequence[dict[str, Any]], models: Sequence[Any], size: tuple[int, int], *, runs: int = 30,
                 warmup: int = 5, threads: int | None = None, rounds: int = 5) -> None:
     """Fill the rows' batch-1 latency, timing the models interleaved (see
-    :func:`slimdepth.deploy.cost.interleaved_latency`) so that their ratios are fair."""
-    from slimdepth.deploy.cost import interleaved_latency
-
+    :func:`slimdepth.deploy.latency.interleaved_latency`) so that their ratios are fair."""
     for row, lat in zip(rows, interleaved_latency([m.eval() for m in models], size, runs=runs, warmup=warmup,
                                                   threads=threads, rounds=rounds)):
         row["latency_median_ms"], row["latency_p90_ms"] = lat.median_ms, lat.p90_ms
         row["latency_runs"], row["latency_threads"] = lat.runs, lat.threads
+
+
+def compare_models(paths: Sequence[str | Path], dataset: DepthDataset, size: str | None = None, *, runs: int = 30,
+                   warmup: int = 5, threads: int | None = None, limit: int | None = None,
+                   progress: Callable[[str], ContextManager[Callable[[int, int], None]]] | None = None,
+                   log: Callable[[str], None] | None = None) -> tuple[list[dict[str, Any]], tuple[int, int]]:
+    """One row per model (see :func:`compare_row`), at one input size: ``size`` (``HxW``) or the
+    first model's training size. Every path is resolved before any work. ``progress(name)`` is a
+    context manager giving each model's ``update(done, total)`` callback (a progress bar);
+    ``log`` hears what is being timed. Returns the rows and the input size."""
+    check_number(runs, "--runs", integer=True, low=1)
+    check_number(warmup, "--warmup", integer=True, low=0)
+    if limit is not None:
+        check_number(limit, "--limit", integer=True, low=1)
+    checkpoints = [resolve_checkpoint(p) for p in paths]
+    rows, loaded = [], []
+    hw: tuple[int, int] | None = None
+    for given, ckpt in zip(paths, checkpoints):
+        model = load_model(ckpt)
+        hw = hw or model_input_size(model, size)
+        if hw is None:
+            raise ConfigError(f"{given}: the checkpoint records no input size; pass --size HxW")
+        with progress(Path(given).name) if progress is not None else nullcontext() as update:
+            rows.append(compare_row(str(given), model, dataset, hw, file=checkpoint_paths(ckpt)[0], runs=0,
+                                    limit=limit, progress=update))
+        loaded.append(model)
+    assert hw is not None
+    if log is not None:
+        log(f"timing {len(loaded)} models at batch 1, interleaved ({runs} runs each) ...")
+    add_latency(rows, loaded, hw, runs=runs, warmup=warmup, threads=threads)
+    return rows, hw
+
+
+def model_cost(model: torch.nn.Module, size: tuple[int, int], *, runs: int = 30, warmup: int = 5,
+               threads: int | None = None, file: Path | None = None, device: str = "cpu") -> dict[str, Any]:
+    """The cost report of one model (:func:`~slimdepth.deploy.cost.cost_report`); a gated model
+    also gets ``gating_latency``: gated against dense with the same weights, timed interleaved."""
+    check_number(runs, "--runs", integer=True, low=1)
+    check_number(warmup, "--warmup", integer=True, low=0)
+    if threads is not None:
+        check_number(threads, "--threads", integer=True, low=1)
+    report = cost_report(model.to(device).eval(), size, runs=runs, warmup=warmup, threads=threads, file=file,
+                         device=device)
+    if is_gated(model):
+        with torch.no_grad():
+            report["gating_latency"] = latency_comparison(model, size, runs=runs, warmup=warmup, threads=threads)
+    return report
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -90,12 +153,10 @@ def to_json(rows: Sequence[dict[str, Any]]) -> str:
 
 def plot(rows: Sequence[dict[str, Any]], path: str | Path, metric: str = "d1") -> None:
     """Accuracy against latency and against MACs, one labelled point per model (PNG)."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib's import is slow and only plots need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from slimdepth.data.io import atomic_path
 
     if not rows:
         raise ConfigError("nothing to plot")

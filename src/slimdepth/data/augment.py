@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from slimdepth.data.sample import IGNORE_LABEL, key_kind, sample_size, sparse_keys
 from slimdepth.errors import ConfigError
-from slimdepth.options import parse_size
+from slimdepth.options import check_number, parse_size
 
 Sample = dict[str, Any]
 GeneratorLike = Union[torch.Generator, int, None]
@@ -93,30 +93,18 @@ def _randint(g: torch.Generator | None, low: int, high: int) -> int:
 # ----------------------------------------------------------------------------- validation
 
 
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ConfigError(f"{what} must be a finite number, got {value!r}")
-    return float(value)
-
-
 def _probability(value: Any, what: str) -> float:
-    p = _number(value, what)
-    if not 0.0 <= p <= 1.0:
-        raise ConfigError(f"{what} must be in [0, 1], got {p}")
-    return p
+    return check_number(value, what, low=0.0, high=1.0, expected="in [0, 1]")
 
 
 def _non_negative(value: Any, what: str) -> float:
-    x = _number(value, what)
-    if x < 0:
-        raise ConfigError(f"{what} must be >= 0, got {x}")
-    return x
+    return check_number(value, what, low=0.0)
 
 
 def _interval(value: Any, what: str, *, positive: bool = False) -> tuple[float, float]:
     if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2:
         raise ConfigError(f"{what} must be a pair (low, high), got {value!r}")
-    low, high = _number(value[0], what), _number(value[1], what)
+    low, high = check_number(value[0], what), check_number(value[1], what)
     if low > high:
         raise ConfigError(f"{what} needs low <= high, got ({low}, {high})")
     if positive and low <= 0:

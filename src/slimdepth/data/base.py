@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from torch.utils.data import Dataset
@@ -34,6 +35,12 @@ class DepthDataset(Dataset):
     def load(self, index: int) -> dict[str, Any]:
         """Read sample ``index`` (no transform)."""
         raise NotImplementedError  # pragma: no cover - abstract
+
+    def source_files(self) -> list[Path]:
+        """Every existing file the dataset reads (images, depth, labels, calibration, lists),
+        without reading any, so that no output is ever written over one. None for data made
+        on the fly."""
+        return []
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         n = len(self)

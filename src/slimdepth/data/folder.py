@@ -264,6 +264,12 @@ class FolderDataset(DepthDataset):
     def names(self) -> list[str]:
         return [item.name for item in self.items]
 
+    def source_files(self) -> list[Path]:
+        files = [p for item in self.items for p in (item.image, item.depth, item.seg, item.lidar, item.right, item.K)
+                 if p is not None]
+        files += [p for p in (self.root / "meta.json", *(self.root / n for n in ROOT_INTRINSICS_FILES)) if p.is_file()]
+        return files
+
     def _intrinsics(self, item: FolderItem, height: int, width: int) -> tuple[np.ndarray, str]:
         if self.K_option is not None:
             return self.K_option, "option"
@@ -365,6 +371,9 @@ class UnlabeledDataset(DepthDataset):
 
     def names(self) -> list[str]:
         return list(self._names)
+
+    def source_files(self) -> list[Path]:
+        return list(self.images) + ([self.root] if self.root.is_file() else [])
 
     def load(self, index: int) -> dict[str, Any]:
         path = self.images[index]

@@ -1,8 +1,10 @@
-"""Reading and writing images, depth maps, label maps and intrinsics, with clear errors.
+"""Reading and writing images, depth maps, label maps, intrinsics and point clouds, with clear errors.
 
 Every reader names the offending file in its :class:`DataError`, so a user with a broken
 dataset learns which file to fix. Writers are atomic (temporary file + rename) so that an
-interrupted run never leaves a half-written file behind.
+interrupted run never leaves a half-written file behind, and a write that fails names the
+file asked for, not the temporary one. The converters (:func:`as_depth_map`,
+:func:`as_rgb_uint8`) accept NumPy arrays and torch tensors alike.
 """
 
 from __future__ import annotations
@@ -13,12 +15,18 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from slimdepth.errors import DataError
+from slimdepth.errors import ConfigError, DataError
+from slimdepth.geometry import backproject
+
+if TYPE_CHECKING:  # torch is not imported here: the converters duck-type tensors
+    import torch
+
+    ArrayLike = Union[np.ndarray, torch.Tensor]
 
 DepthEncoding = Literal["kitti", "mm", "npy"]
 DEPTH_ENCODINGS: tuple[str, ...] = ("kitti", "mm", "npy")
@@ -203,12 +211,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; the result should look like any file
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename in (tmp, Path(tmp)) or exc.filename2 == str(path):  # name the file asked for
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -290,3 +306,184 @@ def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
     if not folder.is_dir():
         raise DataError(f"{folder}: directory not found")
     return list_files(folder, IMAGE_SUFFIXES, recursive)
+
+
+# --------------------------------------------------------------------------------------------
+# arrays and tensors
+
+
+def to_numpy(x: Any) -> tuple[np.ndarray, bool]:
+    """NumPy view of an array or torch tensor, and whether it was a tensor (layout hint)."""
+    if hasattr(x, "detach"):
+        t = x.detach().cpu()
+        return (t.float() if t.is_floating_point() else t).numpy(), True
+    return np.asarray(x), False
+
+
+def as_depth_map(depth: ArrayLike, where: str = "depth") -> np.ndarray:
+    """A depth-like map as float64 HxW, accepting HxW, 1xHxW or 1x1xHxW."""
+    arr, _ = to_numpy(depth)
+    while arr.ndim > 2 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2:
+        raise DataError(f"{where}: expected an HxW or 1xHxW map, got shape {tuple(arr.shape)}")
+    return arr.astype(np.float64)
+
+
+def as_rgb_uint8(image: ArrayLike, where: str = "image") -> np.ndarray:
+    """Any displayable image as HxWx3 uint8: 3xHxW or HxWx3, float in [0, 1] or uint8, grey too."""
+    arr, from_torch = to_numpy(image)
+    while arr.ndim > 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim == 3 and arr.shape[0] in (1, 3) and (from_torch or arr.shape[-1] not in (1, 3)):
+        arr = arr.transpose(1, 2, 0)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3):
+        raise DataError(f"{where}: expected an image of shape 3xHxW, HxWx3 or HxW, got {tuple(arr.shape)}")
+    if np.issubdtype(arr.dtype, np.floating) or arr.dtype == bool:
+        arr = np.rint(np.clip(np.nan_to_num(arr.astype(np.float64)), 0.0, 1.0) * 255.0)
+    arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(arr, 3, axis=-1) if arr.shape[-1] == 1 else arr)
+
+
+def as_intrinsics(K: ArrayLike) -> np.ndarray:
+    """A 3x3 pinhole matrix from an array or tensor, checked by :func:`check_intrinsics`."""
+    return check_intrinsics(to_numpy(K)[0])
+
+
+# --------------------------------------------------------------------------------------------
+# point clouds (PLY)
+
+_PLY_TYPES = {
+    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
+    "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
+    "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
+}  # fmt: skip
+
+
+def write_ply(
+    path: str | Path,
+    depth: ArrayLike,
+    K: ArrayLike,
+    image: ArrayLike | None = None,
+    max_depth: float | None = None,
+    binary: bool = True,
+) -> int:
+    """Write the valid pixels of a depth map as a PLY point cloud; return the number of points.
+
+    Points are in the camera frame (x right, y down, z forward, metres), from
+    :func:`slimdepth.geometry.backproject`, float32, coloured from ``image`` when given.
+    ``max_depth`` drops farther points (e.g. sky at the cap). Binary little-endian by default
+    (compact, what MeshLab, CloudCompare and Open3D read fastest), ASCII with ``binary=False``.
+    The file is written atomically.
+    """
+    d = as_depth_map(depth)
+    if max_depth is not None:
+        if max_depth <= 0:
+            raise ConfigError(f"max_depth must be positive, got {max_depth}")
+        d = np.where(d <= max_depth, d, 0.0)
+    points, rc = backproject(d, as_intrinsics(K))
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    colors = None
+    if image is not None:
+        rgb = as_rgb_uint8(image)
+        if rgb.shape[:2] != d.shape:
+            raise DataError(f"{path}: image size {rgb.shape[:2]} does not match depth size {d.shape}")
+        colors = rgb[rc[:, 0], rc[:, 1]]
+        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    vertices = np.empty(len(points), dtype=fields)
+    for i, axis in enumerate("xyz"):
+        vertices[axis] = points[:, i]
+    if colors is not None:
+        for i, channel in enumerate(("red", "green", "blue")):
+            vertices[channel] = colors[:, i]
+    header = [
+        "ply",
+        f"format {'binary_little_endian' if binary else 'ascii'} 1.0",
+        "comment slimdepth point cloud: camera frame, x right, y down, z forward, metres",
+        f"element vertex {len(vertices)}",
+        *(f"property {'float' if t == '<f4' else 'uchar'} {name}" for name, t in fields),
+        "end_header",
+    ]
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(("\n".join(header) + "\n").encode("ascii"))
+        if binary:
+            f.write(vertices.tobytes())
+        else:
+            fmt = ["%.9g"] * 3 + ["%d"] * (len(fields) - 3)  # 9 digits: float32 round-trips exactly
+            np.savetxt(f, np.column_stack([vertices[n].astype(np.float64) for n, _ in fields]), fmt=fmt)
+    return len(vertices)
+
+
+def _parse_ply_header(lines: list[str], path: Path) -> tuple[str, int, list[tuple[str, str]]]:
+    """Format, vertex count and vertex properties (name, NumPy type) of a PLY header."""
+    if not lines or lines[0].strip() != "ply":
+        raise DataError(f"{path}: not a PLY file")
+    fmt, count, props, element = "", -1, [], None
+    for line in lines[1:]:
+        words = line.split()
+        if not words or words[0] in ("comment", "obj_info"):
+            continue
+        if words[0] == "format" and len(words) >= 2:
+            fmt = words[1]
+        elif words[0] == "element" and len(words) == 3:
+            element = words[1]
+            if element == "vertex":
+                if not words[2].isdigit():
+                    raise DataError(f"{path}: bad vertex count {words[2]!r}")
+                count = int(words[2])
+            elif count < 0:
+                raise DataError(f"{path}: the vertex element must come first")
+        elif words[0] == "property" and element == "vertex":
+            if words[1] == "list" or len(words) != 3 or words[1] not in _PLY_TYPES:
+                raise DataError(f"{path}: unsupported vertex property {' '.join(words[1:])!r}")
+            props.append((words[2], _PLY_TYPES[words[1]]))
+    if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
+        raise DataError(f"{path}: unsupported PLY format {fmt!r}")
+    if count < 0 or not {"x", "y", "z"} <= {n for n, _ in props}:
+        raise DataError(f"{path}: no vertex element with x, y, z properties")
+    return fmt, count, props
+
+
+def read_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read the vertices of a PLY point cloud: points float32 Nx3 and colours uint8 Nx3 (or None).
+
+    A small reader for the files :func:`write_ply` makes (ASCII or binary, x/y/z and optional
+    red/green/blue properties; other elements after the vertices are ignored), so that users
+    and tests can check what was written without extra dependencies.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read PLY ({type(exc).__name__})") from None
+    end = data.find(b"end_header")
+    if end < 0:
+        raise DataError(f"{path}: PLY header has no end_header")
+    body_start = data.index(b"\n", end) + 1 if b"\n" in data[end:] else len(data)
+    try:
+        lines = data[:end].decode("ascii").splitlines()
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: PLY header is not ASCII text") from None
+    fmt, count, props = _parse_ply_header(lines, path)
+    body = data[body_start:]
+    if fmt == "ascii":
+        tokens = body.split()
+        if len(tokens) < count * len(props):
+            raise DataError(f"{path}: expected {count} vertices, file is truncated")
+        table = np.array(tokens[: count * len(props)], dtype=np.float64).reshape(count, len(props))
+        columns = {name: table[:, i] for i, (name, _) in enumerate(props)}
+    else:
+        order = "<" if fmt == "binary_little_endian" else ">"
+        dtype = np.dtype([(name, order + t) for name, t in props])
+        if len(body) < count * dtype.itemsize:
+            raise DataError(f"{path}: expected {count} vertices, file is truncated")
+        records = np.frombuffer(body, dtype=dtype, count=count)
+        columns = {name: records[name] for name, _ in props}
+    points = np.stack([columns[a] for a in "xyz"], axis=1).astype(np.float32)
+    if not {"red", "green", "blue"} <= columns.keys():
+        return points, None
+    colors = np.stack([columns[c] for c in ("red", "green", "blue")], axis=1)
+    return points, np.clip(np.rint(colors.astype(np.float64)), 0, 255).astype(np.uint8)

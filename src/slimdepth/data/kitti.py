@@ -291,6 +291,18 @@ class KittiDataset(DepthDataset):
     def names(self) -> list[str]:
         return [f.name for f in self.frames]
 
+    def source_files(self) -> list[Path]:
+        files: list[Path] = []
+        for date in sorted({f.date for f in self.frames}):
+            files += [self.root / date / n for n in ("calib_cam_to_cam.txt", "calib_velo_to_cam.txt")]
+        for frame in self.frames:
+            base = self.root / frame.folder / f"image_0{frame.cam}" / "data" / frame.frame_id
+            files += [base.with_suffix(s) for s in KITTI_IMAGE_SUFFIXES]
+            files.append(self.velodyne_path(frame))
+            if self.gt == "annotated":
+                files += self._annotated_candidates(frame)
+        return [p for p in files if p.is_file()]
+
     def calib(self, date: str) -> KittiCalib:
         """Calibration of a date folder, read once and cached."""
         if date not in self._calib:
@@ -308,10 +320,14 @@ class KittiDataset(DepthDataset):
     def velodyne_path(self, frame: KittiFrame) -> Path:
         return self.root / frame.folder / "velodyne_points" / "data" / f"{frame.frame_id}.bin"
 
-    def _annotated_path(self, frame: KittiFrame, must_exist: bool = True) -> Path | None:
+    def _annotated_candidates(self, frame: KittiFrame) -> list[Path]:
+        """Where the frame's annotated depth may be: the ``train`` or the ``val`` part."""
         assert self.annotated_root is not None
         rel = Path(frame.drive) / "proj_depth" / "groundtruth" / f"image_0{frame.cam}" / f"{frame.frame_id}.png"
-        candidates = [self.annotated_root / part / rel for part in ("train", "val")]
+        return [self.annotated_root / part / rel for part in ("train", "val")]
+
+    def _annotated_path(self, frame: KittiFrame, must_exist: bool = True) -> Path | None:
+        candidates = self._annotated_candidates(frame)
         for path in candidates:
             if path.is_file():
                 return path

@@ -108,7 +108,7 @@ def scan_h5(root: Path) -> list[NyuItem]:
 
 def read_nyu_h5(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read one sparse-to-dense HDF5 frame: RGB HxWx3 uint8 and depth HxW float32 metres."""
-    import h5py
+    import h5py  # lazy: only the HDF5 layout needs it, and its import is slow
 
     path = Path(path)
     if not path.is_file():
@@ -183,6 +183,9 @@ class NyuDataset(DepthDataset):
 
     def names(self) -> list[str]:
         return [item.name for item in self.items]
+
+    def source_files(self) -> list[Path]:
+        return [p for item in self.items for p in (item.image, item.depth) if p is not None]
 
     def load(self, index: int) -> dict[str, Any]:
         item = self.items[index]

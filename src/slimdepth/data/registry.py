@@ -5,6 +5,10 @@ String form: ``NAME[:PATH][,KEY=VALUE]...``, for example ``synthetic``,
 ``folder:/data/mai,depth_encoding=mm``. ``PATH`` is passed as ``root``. A bare existing
 directory (``data/synth``) means ``folder:data/synth``. Dict form:
 ``{"name": "kitti", "root": "/data/kitti_raw", "split": "..."}``.
+
+Each reader registers itself in :data:`DATASETS` with :func:`register_dataset`; this module
+imports none of them (it is the leaf they import), and the ``slimdepth.data`` package imports
+every reader, so the registry is full whenever it is used.
 """
 
 from __future__ import annotations
@@ -16,25 +20,23 @@ from typing import Any
 
 from slimdepth.data.base import DepthDataset, Transform
 from slimdepth.errors import ConfigError
+from slimdepth.registry import Registry
+
+__all__ = ["DATASETS", "available_datasets", "build_dataset", "parse_dataset_spec", "register_dataset"]
 
 DatasetFactory = Callable[..., DepthDataset]
-_REGISTRY: dict[str, DatasetFactory] = {}
+#: the dataset readers by name (``transform`` is supplied by the caller, never an option)
+DATASETS = Registry("dataset", reserved=("transform",))
 
 
-def register_dataset(name: str) -> Callable[[DatasetFactory], DatasetFactory]:
+def register_dataset(name: str, description: str = "") -> Callable[[DatasetFactory], DatasetFactory]:
     """Decorator registering a dataset class or factory under ``name``."""
-
-    def decorator(factory: DatasetFactory) -> DatasetFactory:
-        _REGISTRY[name] = factory
-        return factory
-
-    return decorator
+    return DATASETS.register(name, description)
 
 
 def available_datasets() -> list[str]:
     """Names accepted by :func:`build_dataset`."""
-    _load_builtin()
-    return sorted(_REGISTRY)
+    return DATASETS.names()
 
 
 def _coerce(value: str) -> Any:
@@ -78,37 +80,23 @@ def parse_dataset_spec(spec: str | dict[str, Any]) -> tuple[str, dict[str, Any]]
     return name.strip(), opts
 
 
-def _load_builtin() -> None:
-    # Importing the modules registers their datasets.
-    from slimdepth.data import folder, kitti, nyu, synthetic  # noqa: F401
-
-
 def build_dataset(spec: str | dict[str, Any], transform: Transform | None = None) -> DepthDataset:
     """Build the dataset a spec names, with ``transform`` applied to each sample.
 
     Raises :class:`ConfigError` for an unknown name or option (listing what is accepted).
     """
-    _load_builtin()
     name, opts = parse_dataset_spec(spec)
-    if name not in _REGISTRY and isinstance(spec, str) and Path(name).is_dir():
+    if name not in DATASETS and isinstance(spec, str) and Path(name).is_dir():
         name, opts = "folder", {"root": name, **opts}
-    factory = _REGISTRY.get(name)
-    if factory is None:
-        if "/" in name or "\\" in name or name.startswith("."):
-            raise ConfigError(f"{name}: directory not found (a dataset is NAME[:PATH][,KEY=VALUE...] "
-                              f"with NAME one of {', '.join(available_datasets())}, or an existing folder)")
-        raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(available_datasets())}")
-    params = inspect.signature(factory).parameters
-    accepted = [p for p in params if p not in ("self", "transform")]
-    unknown = [k for k in opts if k not in params or k == "transform"]
-    if unknown:
-        raise ConfigError(f"dataset {name!r} has no option {', '.join(map(repr, unknown))}; accepted: {', '.join(accepted)}")
-    required = [p for p in accepted if params[p].default is inspect.Parameter.empty and p not in opts]
-    if "root" in required:
+    if name not in DATASETS and ("/" in name or "\\" in name or name.startswith(".")):
+        raise ConfigError(f"{name}: directory not found (a dataset is NAME[:PATH][,KEY=VALUE...] "
+                          f"with NAME one of {', '.join(available_datasets())}, or an existing folder)")
+    DATASETS.check_unknown(name, opts)
+    root = DATASETS.parameters(name).get("root")
+    if root is not None and root.default is inspect.Parameter.empty and "root" not in opts:
         raise ConfigError(f"dataset {name!r} needs a path: write {name}:PATH")
-    if required:
-        raise ConfigError(f"dataset {name!r} needs {', '.join(f'{p}=...' for p in required)}")
+    DATASETS.check(name, opts)
     try:
-        return factory(transform=transform, **opts)
+        return DATASETS.get(name)(transform=transform, **opts)
     except TypeError as exc:
         raise ConfigError(f"dataset {name!r}: {exc}") from None

@@ -1,8 +1,9 @@
-"""Cost accounting for depth networks: parameters, MACs, state-dict/file size and real latency.
+"""Cost accounting for depth networks: parameters, MACs, state-dict/file size, and the cost report.
 
-Compression papers report "params, GMACs, MB, ms" side by side; this module measures all four
-for any model that maps a float32 ``(B, 3, H, W)`` image batch to depth, so pruning, distillation
-and architecture choices can be compared on the same footing.
+Compression papers report "params, GMACs, MB, ms" side by side; this module measures the first
+three for any model that maps a float32 ``(B, 3, H, W)`` image batch to depth, and
+:func:`cost_report` adds the latency of :mod:`slimdepth.deploy.latency`, so pruning,
+distillation and architecture choices can be compared on the same footing.
 
 MAC conventions (one MAC = one multiply-add; FLOPs = 2 x MACs):
 
@@ -35,23 +36,25 @@ from __future__ import annotations
 import copy
 import math
 import os
-import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from torch_pruning.utils import count_ops_and_params
 
+from slimdepth.deploy.latency import measure_latency
 from slimdepth.errors import ConfigError, DataError
+from slimdepth.models.base import eval_mode, model_device
+from slimdepth.models.zoo import build_model, list_models
+from slimdepth.options import check_number, parse_size
 
 __all__ = [
     "INTERPOLATION_MACS",
-    "Latency",
+    "INTERPOLATION_OPS",
     "MacCount",
     "MacCrossCheck",
     "cost_report",
@@ -60,8 +63,9 @@ __all__ = [
     "cross_check_macs",
     "file_size_mb",
     "format_cost_table",
-    "measure_latency",
+    "interpolation_macs",
     "state_dict_size_mb",
+    "zoo_costs",
 ]
 
 #: MACs per output element per channel for each interpolation mode (see the module docstring).
@@ -96,51 +100,6 @@ _TP_CONV_LINEAR: tuple[type[nn.Module], ...] = (
 
 # --------------------------------------------------------------------------------------------
 # small helpers
-
-
-def normalise_size(size: int | Sequence[int]) -> tuple[int, int]:
-    """Return ``(H, W)`` from an int or a pair, rejecting anything that is not positive."""
-    if isinstance(size, int):
-        size = (size, size)
-    try:
-        h, w = (int(v) for v in size)
-    except (TypeError, ValueError):
-        raise ConfigError(f"size must be an int or a pair (H, W), got {size!r}") from None
-    if h < 1 or w < 1:
-        raise ConfigError(f"size must be positive, got {(h, w)}")
-    return h, w
-
-
-def _check_positive(name: str, value: int, minimum: int = 1) -> int:
-    """Validate an integer option such as ``batch`` or ``runs``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter or buffer (CPU for a model without tensors)."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put ``model`` in eval mode and restore every submodule's own training flag afterwards.
-
-    Per-module restore (not ``model.train(flag)``) keeps mixed states intact, e.g. a model
-    training with frozen BatchNorm layers.
-    """
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def _first_tensor(out: Any) -> torch.Tensor | None:
@@ -244,6 +203,19 @@ _INTERPOLATION_FORMULAS: dict[str, Callable[..., int]] = {
 }
 
 
+#: the aten resize ops whose MACs are counted (see the module docstring)
+INTERPOLATION_OPS: frozenset[str] = frozenset(_INTERPOLATION_FORMULAS)
+
+
+def interpolation_macs(op: str, in_shape: Sequence[int], out_shape: Sequence[int]) -> int:
+    """MACs of one call of resize ``op`` (an aten name in :data:`INTERPOLATION_OPS`, e.g.
+    ``"upsample_bilinear2d"``) from an ``in_shape`` (N, C, *spatial) tensor to ``out_shape``:
+    the figure :func:`count_macs` charges it. The channel cost model prices resizes with it."""
+    if op not in _INTERPOLATION_FORMULAS:
+        raise ConfigError(f"unknown resize op {op!r}; known: {', '.join(sorted(_INTERPOLATION_FORMULAS))}")
+    return _INTERPOLATION_FORMULAS[op](list(in_shape), out_shape=list(out_shape)) // 2
+
+
 def _extra_formulas() -> dict[Any, Callable[..., int]]:
     """``custom_mapping`` for FlopCounterMode that counts resizes instead of decomposing them.
 
@@ -343,9 +315,9 @@ class MacCount:
 def _count(model: nn.Module, size: int | Sequence[int], batch: int
            ) -> tuple[MacCount, dict[str, dict[str, int]]]:
     """Count MACs and also return the raw innermost-module table (path -> kind -> MACs)."""
-    h, w = normalise_size(size)
-    _check_positive("batch", batch)
-    device = _model_device(model)
+    h, w = parse_size(size)
+    check_number(batch, "batch", integer=True, low=1)
+    device = model_device(model)
     x = torch.zeros(batch, _IMAGE_CHANNELS, h, w, dtype=torch.float32, device=device)
     counter = _AttributingCounter(type(model).__name__, _extra_formulas())
     # no_grad rather than inference_mode: a model that caches tensors on its first forward
@@ -444,11 +416,7 @@ def cross_check_macs(model: nn.Module, size: int | Sequence[int]) -> MacCrossChe
     conv per *output* pixel (stride**2 times ours); such layers are listed in ``notes``.
     Batch size 1 (torch-pruning's per-layer figures are not divided by the batch).
     """
-    try:
-        from torch_pruning.utils import count_ops_and_params
-    except ImportError:
-        raise ConfigError("cross_check_macs needs torch-pruning: pip install torch-pruning") from None
-    h, w = normalise_size(size)
+    h, w = parse_size(size)
     count, table = _count(model, (h, w), 1)
     ours = count.by_kind["conv"] + count.by_kind["matmul"]
 
@@ -470,166 +438,12 @@ def cross_check_macs(model: nn.Module, size: int | Sequence[int]) -> MacCrossChe
     for layer in bias_free.modules():
         if type(layer) in _TP_CONV_LINEAR and getattr(layer, "bias", None) is not None:
             layer.bias = None
-    x = torch.zeros(1, _IMAGE_CHANNELS, h, w, dtype=torch.float32, device=_model_device(model))
+    x = torch.zeros(1, _IMAGE_CHANNELS, h, w, dtype=torch.float32, device=model_device(model))
     all_ops, _params, layer_ops, _layer_params = count_ops_and_params(bias_free, x, layer_wise=True)
     theirs = sum(int(layer_ops.get(m) or 0) for m in bias_free.modules()
                  if type(m) in _TP_CONV_LINEAR)
     return MacCrossCheck(ours=int(ours), torch_pruning=theirs,
                          torch_pruning_all_ops=int(all_ops), notes=tuple(notes))
-
-
-# --------------------------------------------------------------------------------------------
-# latency
-
-
-@dataclass(frozen=True)
-class Latency:
-    """Wall-clock time of one forward pass in milliseconds over ``runs`` timed runs."""
-
-    median_ms: float
-    p90_ms: float
-    mean_ms: float
-    min_ms: float
-    runs: int
-    warmup: int
-    threads: int
-    batch: int
-    size: tuple[int, int]
-    device: str
-    samples_ms: tuple[float, ...] = ()
-
-    def as_dict(self, include_samples: bool = False) -> dict[str, Any]:
-        """Plain, JSON-serialisable form (per-run samples only when asked)."""
-        d = asdict(self)
-        d["size"] = list(self.size)
-        d["samples_ms"] = list(self.samples_ms)
-        if not include_samples:
-            del d["samples_ms"]
-        return d
-
-
-def _synchroniser(device: torch.device) -> Callable[[], None]:
-    """A function that waits for queued kernels on ``device`` (a no-op on CPU)."""
-    if device.type == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    if device.type == "mps":
-        return torch.mps.synchronize
-    return lambda: None
-
-
-def _same_device(a: torch.device, b: torch.device) -> bool:
-    """Device equality that treats ``cuda`` and ``cuda:<current>`` alike."""
-    if a.type != b.type:
-        return False
-    if a.type == "cuda":
-        current = torch.cuda.current_device()
-        return (a.index if a.index is not None else current) == (
-            b.index if b.index is not None else current)
-    return a.index == b.index or a.index is None or b.index is None
-
-
-def measure_latency(
-    model: nn.Module,
-    size: int | Sequence[int],
-    batch: int = 1,
-    runs: int = 50,
-    warmup: int = 10,
-    threads: int | None = None,
-    device: str | torch.device = "cpu",
-) -> Latency:
-    """Time ``model(x)`` on a fixed random ``(batch, 3, H, W)`` batch in [0, 1].
-
-    ``warmup`` untimed passes come first (allocator, kernel selection, caches); each of the
-    ``runs`` timed passes is measured on its own with ``time.perf_counter`` under
-    ``torch.inference_mode`` in eval mode, synchronising the GPU before the clock stops so
-    asynchronous kernels are included. ``threads`` sets ``torch.set_num_threads`` for the
-    measurement only. The model is moved to ``device`` if needed; its device, training flags
-    and the thread count are restored afterwards.
-    """
-    h, w = normalise_size(size)
-    _check_positive("batch", batch)
-    _check_positive("runs", runs)
-    _check_positive("warmup", warmup, minimum=0)
-    if threads is not None:
-        _check_positive("threads", threads)
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"unknown device {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available")
-
-    original = _model_device(model)
-    move = not _same_device(original, dev)
-    # A fixed random image rather than zeros: data-dependent layers (gating, k-WTA) then take
-    # the same kind of path they take on real images, and runs are reproducible.
-    x = torch.rand(batch, _IMAGE_CHANNELS, h, w, generator=torch.Generator().manual_seed(0))
-    x = x.to(dev)
-    sync = _synchroniser(dev)
-    previous_threads = torch.get_num_threads()
-    times: list[float] = []
-    try:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        used_threads = torch.get_num_threads()
-        if move:
-            model.to(dev)
-        with eval_mode(model), torch.inference_mode():
-            for _ in range(warmup):
-                model(x)
-            sync()
-            for _ in range(runs):
-                start = time.perf_counter()
-                model(x)
-                sync()
-                times.append((time.perf_counter() - start) * 1000.0)
-    finally:
-        if move:
-            model.to(original)
-        torch.set_num_threads(previous_threads)
-
-    samples = np.asarray(times, dtype=np.float64)
-    return Latency(
-        median_ms=float(np.median(samples)),
-        p90_ms=float(np.percentile(samples, 90)),
-        mean_ms=float(samples.mean()),
-        min_ms=float(samples.min()),
-        runs=runs,
-        warmup=warmup,
-        threads=used_threads,
-        batch=batch,
-        size=(h, w),
-        device=str(dev),
-        samples_ms=tuple(float(t) for t in times),
-    )
-
-
-def interleaved_latency(models: Sequence[nn.Module], size: int | Sequence[int], runs: int = 50, warmup: int = 10,
-                        threads: int | None = None, rounds: int = 5, device: str | torch.device = "cpu") -> list[Latency]:
-    """Batch-1 latency of several models measured side by side: the ``runs`` timed passes of
-    each are split into ``rounds`` chunks taken in turn (A, B, C, A, B, C, ...), so that load
-    drifting on a shared machine affects every model alike and their ratios stay meaningful.
-    Each model gets ``warmup`` untimed passes before its first chunk and one before the others.
-    Returns one :class:`Latency` per model (pooled samples), in order."""
-    _check_positive("runs", runs)
-    _check_positive("rounds", rounds)
-    rounds = min(rounds, runs)
-    chunks = [runs // rounds + (1 if i < runs % rounds else 0) for i in range(rounds)]
-    samples: list[list[float]] = [[] for _ in models]
-    last: list[Latency | None] = [None] * len(models)
-    for i, n in enumerate(chunks):
-        for j, model in enumerate(models):
-            lat = measure_latency(model, size, batch=1, runs=n, warmup=warmup if i == 0 else 1, threads=threads,
-                                  device=device)
-            samples[j] += list(lat.samples_ms)
-            last[j] = lat
-    out = []
-    for times, lat in zip(samples, last):
-        a = np.asarray(times, dtype=np.float64)
-        out.append(Latency(median_ms=float(np.median(a)), p90_ms=float(np.percentile(a, 90)), mean_ms=float(a.mean()),
-                           min_ms=float(a.min()), runs=len(times), warmup=warmup, threads=lat.threads, batch=1,
-                           size=lat.size, device=lat.device, samples_ms=tuple(times)))
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -654,8 +468,8 @@ def cost_report(
     is the size of ``file`` when given (what ships), else the state-dict payload; both are
     also reported separately. MACs are for the whole batch.
     """
-    h, w = normalise_size(size)
-    _check_positive("runs", runs, minimum=0)
+    h, w = parse_size(size)
+    check_number(runs, "runs", integer=True, low=0)
     macs = count_macs(model, (h, w), batch=batch)
     params = count_parameters(model)
     sd_mb = state_dict_size_mb(model)
@@ -680,6 +494,18 @@ def cost_report(
         "latency_median_ms": latency.median_ms if latency is not None else None,
         "latency_p90_ms": latency.p90_ms if latency is not None else None,
     }
+
+
+def zoo_costs(size: int | Sequence[int]) -> list[dict[str, Any]]:
+    """``slimdepth models``: name, description, parameters, MACs and state-dict size of every zoo
+    model at ``size`` (freshly built, random weights)."""
+    h, w = parse_size(size)
+    rows = []
+    for name, description in list_models().items():
+        model = build_model(name).eval()
+        rows.append({"name": name, "description": description, "params": count_parameters(model),
+                     "macs": count_macs(model, (h, w)).total, "size_mb": state_dict_size_mb(model), "input_size": [h, w]})
+    return rows
 
 
 _TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (

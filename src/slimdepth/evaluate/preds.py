@@ -21,6 +21,7 @@ import torch
 
 from slimdepth.data.base import DepthDataset
 from slimdepth.data.io import IMAGE_SUFFIXES, list_files, read_depth
+from slimdepth.data.registry import build_dataset
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.evaluate.conventions import EvalConfig, evaluate_pair, preset_for, scale_ratio_stats, valid_mask
 from slimdepth.evaluate.metrics import METRIC_NAMES, MetricAccumulator
@@ -234,8 +235,6 @@ def evaluate_predictions(
     if encoding not in PRED_ENCODINGS:
         raise ConfigError(f"unknown prediction encoding {encoding!r}; choose one of {', '.join(PRED_ENCODINGS)}")
     if isinstance(dataset, (str, dict)):
-        from slimdepth.data.registry import build_dataset
-
         dataset = build_dataset(dataset)
     config = config if config is not None else preset_for(dataset)
     root = Path(pred_dir)

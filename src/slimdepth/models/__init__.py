@@ -1,29 +1,17 @@
-"""Depth networks: backbones, the model zoo, checkpoints and normalisation folding.
+"""Depth networks: backbones, the model zoo, pruned widths, checkpoints and normalisation folding.
 
-Imports are lazy so that ``import slimdepth.models.backbones`` stays light.
+Importing the package registers every architecture of the zoo (each module registers itself
+in :data:`slimdepth.models.zoo.MODELS`). ``models/`` knows nothing of the stages above it
+(training, compression, distillation, deployment); turning a checkpoint into a model, with
+what compression added to it, is :func:`slimdepth.load` (:mod:`slimdepth.loader`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from slimdepth.models import fastdepth, litedepth, tiny_multires, unet  # noqa: F401  (registers the zoo)
+from slimdepth.models.base import DepthModel, Normalize
+from slimdepth.models.checkpoint import save_model
+from slimdepth.models.normalize import fold_normalization
+from slimdepth.models.zoo import build_model, list_models
 
-_EXPORTS = {
-    "DepthModel": "slimdepth.models.base",
-    "Normalize": "slimdepth.models.base",
-    "build_model": "slimdepth.models.zoo",
-    "list_models": "slimdepth.models.zoo",
-    "fold_normalization": "slimdepth.models.normalize",
-    "save_model": "slimdepth.models.checkpoint",
-    "load_model": "slimdepth.models.checkpoint",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'slimdepth.models' has no attribute {name!r}")
-
-
-__all__ = list(_EXPORTS)
+__all__ = ["DepthModel", "Normalize", "build_model", "fold_normalization", "list_models", "save_model"]

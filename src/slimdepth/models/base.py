@@ -8,18 +8,23 @@ a dict with any of ``depth``, ``scales`` (lower-resolution depth maps, coarsest 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
 from slimdepth.errors import ConfigError
+from slimdepth.options import check_number
 
 #: ImageNet statistics of torchvision's pretrained weights (RGB, [0, 1] inputs)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OUTPUT_KEYS = ("depth", "scales", "seg", "features")
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "OUTPUT_KEYS", "Auxiliary", "DepthModel", "Normalize", "eval_mode",
+           "model_device", "run_outputs"]
 
 
 class Normalize(nn.Module):
@@ -48,9 +53,8 @@ class DepthModel(nn.Module):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
         self.config = dict(config)
-        self.max_depth = float(config.get("max_depth", 80.0))
-        if not self.max_depth > 0:
-            raise ConfigError(f"max_depth must be positive, got {config.get('max_depth')}")
+        self.max_depth = check_number(config.get("max_depth", 80.0), "max_depth", low=0, low_open=True,
+                                      expected="positive")
 
     def predict(self, x: torch.Tensor) -> dict[str, Any]:  # pragma: no cover - abstract
         """All outputs: ``depth`` (B,1,H,W) metres, and ``scales``/``seg``/``features`` when the model has them."""
@@ -70,3 +74,45 @@ class DepthModel(nn.Module):
     @property
     def name(self) -> str:
         return str(self.config.get("name", type(self).__name__))
+
+
+class Auxiliary:
+    """Marks a module that is not part of the architecture a zoo config describes.
+
+    Compression and distillation add such modules to a network (a dynamic-gating saliency
+    predictor, a feature adapter); each is rebuilt from its own config entry, so the width
+    bookkeeping of :mod:`slimdepth.models.widths` passes over them.
+    """
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put ``model`` in eval mode and restore every submodule's own training flag afterwards.
+
+    Per-module restore (not ``model.train(flag)``) keeps mixed states intact, e.g. a model
+    training with frozen BatchNorm layers.
+    """
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def run_outputs(model: nn.Module, x: torch.Tensor, outputs: Sequence[str]) -> Any:
+    """``model(x, outputs=outputs)`` for a :class:`DepthModel`, plain ``model(x)`` for any other module
+    (tracing and width bookkeeping run the layers behind the named outputs)."""
+    if isinstance(model, DepthModel):
+        return model(x, outputs=tuple(outputs))
+    return model(x)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter or buffer (CPU for a model without tensors)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")

@@ -1,8 +1,10 @@
 """Model checkpoints: ``NAME.safetensors`` (tensors) + ``NAME.json`` (how to rebuild the model).
 
 The JSON sidecar holds the zoo name and constructor options (and, after compression, the
-changed layer widths), plus free-form metadata (training config, metrics). Loading builds the
-architecture from the sidecar and fills it from the safetensors file: nothing is unpickled.
+changed layer widths and the gating), plus free-form metadata (training config, input size,
+metrics). This module writes and reads both files and checks what it reads; rebuilding the
+model a sidecar describes is :func:`slimdepth.loader.load_model` (``slimdepth.load``), which
+knows the stages above ``models/`` that may have changed it. Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from slimdepth import __version__
 from slimdepth.data.io import atomic_path
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.models.base import DepthModel
-from slimdepth.options import resolve_device
+from slimdepth.models.widths import WIDTHS_KEY, record_widths
+from slimdepth.options import parse_size
+from slimdepth.version import __version__
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "checkpoint_paths", "load_state_strict", "model_input_size", "read_sidecar",
+           "read_weights", "resolve_checkpoint", "save_model", "write_sidecar"]
 
 FORMAT = "slimdepth-model"
 FORMAT_VERSION = 1
@@ -64,8 +70,6 @@ def save_model(model: DepthModel, path: str | Path, metadata: dict[str, Any] | N
 
 def write_sidecar(model: DepthModel, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """Write only the JSON description of ``model`` (for weights saved by another writer)."""
-    from slimdepth.compress.widths import WIDTHS_KEY, record_widths
-
     _, sidecar = checkpoint_paths(path)
     config = {k: v for k, v in model.config.items() if k != WIDTHS_KEY}
     widths = record_widths(model)  # the layers whose widths compression changed ({} otherwise)
@@ -100,52 +104,39 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
     return info
 
 
-def build_from_config(config: dict[str, Any]) -> DepthModel:
-    """Rebuild the architecture a sidecar's ``model`` entry describes (random weights)."""
-    from slimdepth.compress.gating import apply_gating_config
-    from slimdepth.compress.widths import WIDTHS_KEY, apply_widths
-    from slimdepth.models.normalize import fold_normalization
-    from slimdepth.models.zoo import build_model
-
-    options = dict(config)
-    name = options.pop("name", None)
-    folded = options.pop("folded_normalization", False)
-    widths = options.pop(WIDTHS_KEY, None)
-    gating = options.pop("gating", None)
-    if not isinstance(name, str):
-        raise ConfigError("checkpoint model description has no 'name'")
-    options.pop("encoder_weights", None)  # the checkpoint holds the trained weights
-    model = build_model(name, **options)
-    if widths:  # a pruned network: give the changed layers their recorded widths
-        apply_widths(model, widths)
-        model.config = {**model.config, WIDTHS_KEY: widths}
-    if gating:  # dynamic channel gating: the gated modules and their saliency predictors
-        apply_gating_config(model, {"gating": gating})
-    return fold_normalization(model) if folded else model
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> DepthModel:
-    """Load a checkpoint written by :func:`save_model` (or a run directory's best) in eval mode."""
-    path = resolve_checkpoint(path)
-    weights, sidecar = checkpoint_paths(path)
-    info = read_sidecar(path)
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint's ``.safetensors`` file (a one-line error naming it when unreadable)."""
+    weights, _ = checkpoint_paths(path)
     if not weights.is_file():
         raise DataError(f"{weights}: checkpoint weights not found")
     try:
-        model = build_from_config(info["model"])
-    except ConfigError as exc:
-        raise DataError(f"{sidecar}: the model it describes cannot be built: {exc}") from None
-    try:
-        state = load_file(str(weights), device="cpu")
+        return load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise DataError(f"{weights}: unreadable weights ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    load_state_strict(model, state, str(weights))
-    model.checkpoint_info = info
-    return model.to(resolve_device(device)).eval()
+
+
+def check_metadata(info: dict[str, Any], sidecar: Path) -> None:
+    """Check the metadata fields other stages trust (the training ``input_size``), naming the file."""
+    size = info.get("metadata", {}).get("input_size")
+    if size is not None:
+        try:
+            parse_size(size, "metadata.input_size")
+        except ConfigError as exc:
+            raise DataError(f"{sidecar}: {exc}") from None
+
+
+def model_input_size(model: torch.nn.Module, size: str | None = None, what: str = "--size") -> tuple[int, int] | None:
+    """``size`` (an ``HxW`` option named ``what``) when given, else the training input size the
+    model's checkpoint records, else ``None`` (each image at its own size)."""
+    if size:
+        return parse_size(size, what)
+    recorded = getattr(model, "checkpoint_info", {}).get("metadata", {}).get("input_size")
+    return parse_size(recorded, "the checkpoint's input_size") if recorded is not None else None
 
 
 def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """Load ``state`` into ``model`` requiring the same keys and shapes; name what differs."""
+    """Load ``state`` into ``model`` requiring the same keys and shapes; name what differs
+    (``where``: the file the tensors came from)."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

@@ -15,7 +15,6 @@ This module does not import torch.
 from __future__ import annotations
 
 import copy
-import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import yaml
 
 from slimdepth.data.io import atomic_path
 from slimdepth.errors import ConfigError
+from slimdepth.options import suggest
 
 __all__ = [
     "Field",
@@ -35,7 +35,6 @@ __all__ = [
     "merge_defaults",
     "parse_value",
     "save_config",
-    "suggest",
     "validate_config",
 ]
 
@@ -276,12 +275,6 @@ class Field:
     min: float | None = None
     max: float | None = None
     doc: str = ""
-
-
-def suggest(name: str, candidates: Iterable[str], prefix: str = "") -> str:
-    """`` (did you mean 'x'?)`` for the closest candidate (shown after ``prefix``), or ``""``."""
-    matches = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1, cutoff=0.6)
-    return f" (did you mean {prefix + matches[0]!r}?)" if matches else ""
 
 
 def _type_name(value_or_type: Any) -> str:

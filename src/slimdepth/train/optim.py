@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from slimdepth.errors import ConfigError
-from slimdepth.train.config import suggest
+from slimdepth.options import check_number, suggest
 
 __all__ = [
     "DECAY_MODULES",
@@ -97,17 +97,11 @@ def _name(cfg: Mapping[str, Any], choices: Sequence[str], what: str) -> str:
 def _number(cfg: Mapping[str, Any], key: str, what: str, default: float | None = None, *,
             low: float | None = None, high: float | None = None, low_open: bool = False,
             high_open: bool = False) -> float:
+    """``cfg[key]`` (or ``default``) checked by :func:`~slimdepth.options.check_number`, named ``what.key``."""
     value = cfg.get(key, default)
     if value is None:
         raise ConfigError(f"{what}.{key} is required")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{what}.{key} must be a finite number, got {value!r}")
-    value = float(value)
-    if low is not None and (value <= low if low_open else value < low):
-        raise ConfigError(f"{what}.{key} must be {'>' if low_open else '>='} {low:g}, got {value:g}")
-    if high is not None and (value >= high if high_open else value > high):
-        raise ConfigError(f"{what}.{key} must be {'<' if high_open else '<='} {high:g}, got {value:g}")
-    return value
+    return check_number(value, f"{what}.{key}", low=low, high=high, low_open=low_open, high_open=high_open)
 
 
 def _flag(cfg: Mapping[str, Any], key: str, what: str, default: bool) -> bool:

@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
 from slimdepth.errors import ConfigError
 from slimdepth.train.config import apply_overrides, load_config, merge_defaults, validate_config
 from slimdepth.train.recipe import DEFAULTS, SCHEMA
+from slimdepth.train.trainer import Trainer
 
 
 def resolve_config(path: Path | None, overrides: list[str], base: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -50,15 +53,11 @@ def prepare_run(config: Path | None, out: Path | None, overrides: list[str], res
 
 def run_training(cfg: dict[str, Any], run: Path, resume: bool, stop_after: int | None = None) -> dict[str, Any]:
     """Train with a rich progress bar showing loss, lr and images/s."""
-    from slimdepth.train.trainer import Trainer
-
     return fit_with_progress(Trainer(cfg, run, resume=resume, stop_after=stop_after))
 
 
 def fit_with_progress(trainer: Any, label: str = "training") -> dict[str, Any]:
     """Run ``trainer.fit()`` under a rich progress bar (loss, lr, images/s); rank 0 only draws."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     columns = (TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
     if not trainer.dist.main:

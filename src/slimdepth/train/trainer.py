@@ -115,7 +115,7 @@ class RunLog:
         self.metrics = json.loads(self.metrics_path.read_text()) if resume_step is not None and self.metrics_path.is_file() else {"validation": [], "best": None}
         if resume_step is not None:
             self.metrics["validation"] = [v for v in self.metrics["validation"] if v["step"] <= resume_step]
-        try:
+        try:  # lazy: TensorBoard's import is slow, and only a run that logs needs it
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(run / "tb"), purge_step=resume_step)
@@ -512,7 +512,7 @@ class Trainer:
         n = min(int(self.cfg["train"]["samples"]), len(self.val_set)) if self.val_set is not None else 0
         if n <= 0:
             return
-        from slimdepth.visualize import comparison_panel
+        from slimdepth.visualize import comparison_panel  # lazy: matplotlib loads only when samples are drawn
 
         rows = []
         samples = [self.val_set[i] for i in range(n)]

@@ -9,13 +9,13 @@ basic operations, so the same frame comes out bit for bit on any machine.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from multiprocessing import get_context
 import os
 import signal
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from functools import lru_cache
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +28,31 @@ from slimdepth.data.sample import make_sample
 from slimdepth.data.synthetic import lidar as lidar_sim
 from slimdepth.data.synthetic.raycast import Hits, PinholeGrid, cast
 from slimdepth.data.synthetic.scene import (
-    CLASS_NAMES, PID_CURB, PID_ROAD, PID_SIDEWALK, PID_SKY, PID_YARD, ROAD, SIDEWALK, SKY,
-    STEREO_BASELINE, VEGETATION, Scene, sample_scene,
+    CLASS_NAMES,
+    PID_CURB,
+    PID_ROAD,
+    PID_SIDEWALK,
+    PID_SKY,
+    PID_YARD,
+    ROAD,
+    SIDEWALK,
+    SKY,
+    STEREO_BASELINE,
+    VEGETATION,
+    Scene,
+    sample_scene,
 )
 from slimdepth.data.synthetic.shading import shade
 from slimdepth.data.synthetic.textures import hash01
 from slimdepth.errors import ConfigError, DataError
-from slimdepth.options import parse_size
+from slimdepth.options import MAX_SIDE, parse_size
 
 GENERATOR_VERSION = 1
 SPLITS = {"train": 0, "val": 1, "test": 2}
 COMPONENTS = ("depth", "seg", "lidar", "right")
 LIDAR_DROPOUT = 0.1
 DEFAULT_SIZE = (192, 640)
-MAX_SIDE = 8192  # a frame needs ~250 bytes per pixel while rendering
-MAX_PIXELS = 16_000_000
+MAX_PIXELS = 16_000_000  # a frame needs ~250 bytes per pixel while rendering
 _STREAM_SCENE, _STREAM_LEFT_NOISE, _STREAM_RIGHT_NOISE, _STREAM_LIDAR = range(4)
 
 
@@ -134,7 +144,7 @@ class SceneGenerator:
     def __init__(self, size: tuple[int, int] | str = DEFAULT_SIZE, seed: int = 0, split: str = "train",
                  components: Iterable[str] = COMPONENTS, lidar_dropout: float = LIDAR_DROPOUT,
                  threaded: bool = True) -> None:
-        self.size = parse_size(size)
+        self.size = parse_size(size, max_side=None)  # bounded below, in pixels too
         h, w = self.size
         if h < 8 or w < 8 or h > MAX_SIDE or w > MAX_SIDE or h * w > MAX_PIXELS:
             raise ConfigError(f"synthetic frames must be 8 to {MAX_SIDE} pixels a side and at most "

@@ -13,8 +13,7 @@ same networks without the classifier and global pooling and share one interface:
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
+import os
 from functools import partial
 from typing import Any
 
@@ -39,58 +38,59 @@ from slimdepth.models.backbones.resnet import (
     resnet_encoder,
 )
 from slimdepth.models.backbones.weights import CLASSIFIER_PREFIXES, load_pretrained, load_state_dict_file
+from slimdepth.registry import Registry
 
-_ENCODERS: dict[str, Callable[..., nn.Module]] = {
-    "resnet18": partial(resnet_encoder, "resnet18"),
-    "resnet34": partial(resnet_encoder, "resnet34"),
-    "resnet50": partial(resnet_encoder, "resnet50"),
-    "mobilenet_v3_large": partial(MobileNetV3Encoder, "large"),
-    "mobilenet_v3_small": partial(MobileNetV3Encoder, "small"),
-    "mobilenet_v1": MobileNetV1Encoder,
-}
-
-_CLASSIFIERS: dict[str, Callable[..., nn.Module]] = {
-    "resnet18": resnet18,
-    "resnet34": resnet34,
-    "resnet50": resnet50,
-    "mobilenet_v3_large": mobilenet_v3_large,
-    "mobilenet_v3_small": mobilenet_v3_small,
-    "mobilenet_v1": mobilenet_v1,
-}
+#: encoders for dense prediction (feature maps at strides 2..32), by name
+ENCODERS = Registry("encoder")
+#: the full ImageNet classifiers, module for module torchvision's, by name
+CLASSIFIERS = Registry("classifier")
+for _name, _encoder, _classifier in (
+        ("resnet18", partial(resnet_encoder, "resnet18"), resnet18),
+        ("resnet34", partial(resnet_encoder, "resnet34"), resnet34),
+        ("resnet50", partial(resnet_encoder, "resnet50"), resnet50),
+        ("mobilenet_v3_large", partial(MobileNetV3Encoder, "large"), mobilenet_v3_large),
+        ("mobilenet_v3_small", partial(MobileNetV3Encoder, "small"), mobilenet_v3_small),
+        ("mobilenet_v1", MobileNetV1Encoder, mobilenet_v1)):
+    ENCODERS.add(_name, _encoder)
+    CLASSIFIERS.add(_name, _classifier)
 
 
-def _build(kind: str, table: dict[str, Callable[..., nn.Module]], name: str, kw: dict[str, Any]) -> nn.Module:
-    """Call ``table[name](**kw)``, turning an unknown name or option into a ConfigError."""
-    if name not in table:
-        raise ConfigError(f"unknown {kind} {name!r}; choose from {', '.join(table)}")
-    params = inspect.signature(table[name]).parameters
-    unknown = [k for k in kw if k not in params]
-    if unknown:
-        accepted = ", ".join(params) or "none"
-        raise ConfigError(f"{kind} {name!r} has no option {', '.join(map(repr, unknown))}; accepted: {accepted}")
-    return table[name](**kw)
+def check_weights_path(weights: Any) -> str | None:
+    """An ImageNet weights option: ``None`` (random initialisation) or a file path."""
+    if weights is None or (isinstance(weights, str) and weights):
+        return weights
+    if isinstance(weights, os.PathLike):
+        return os.fspath(weights)
+    raise ConfigError(f"encoder_weights must be the path of a weights file (or null), got {weights!r}")
 
 
-def build_encoder(name: str, **kw: Any) -> nn.Module:
-    """Encoder ``name`` (see :func:`list_backbones`) for dense prediction, randomly initialised.
+def build_encoder(name: str, weights: str | os.PathLike | None = None, **kw: Any) -> nn.Module:
+    """Encoder ``name`` (see :func:`list_backbones`) for dense prediction.
 
-    Options: ``zero_init_residual`` (ResNets), ``drop_head`` (MobileNetV3, default True).
+    Randomly initialised, or from an ImageNet ``weights`` file in torchvision's names (loaded
+    with :func:`load_pretrained`). Options: ``zero_init_residual`` (ResNets), ``drop_head``
+    (MobileNetV3, default True).
     """
-    return _build("encoder", _ENCODERS, name, kw)
+    encoder = ENCODERS.build(name, **kw)
+    if weights is not None:
+        load_pretrained(encoder, check_weights_path(weights))
+    return encoder
 
 
 def build_classifier(name: str, **kw: Any) -> nn.Module:
     """The full ImageNet classifier ``name``, with torchvision's names (options: ``num_classes``...)."""
-    return _build("classifier", _CLASSIFIERS, name, kw)
+    return CLASSIFIERS.build(name, **kw)
 
 
 def list_backbones() -> list[str]:
     """Names accepted by :func:`build_encoder` and :func:`build_classifier`."""
-    return list(_ENCODERS)
+    return list(ENCODERS)
 
 
 __all__ = [
+    "CLASSIFIERS",
     "CLASSIFIER_PREFIXES",
+    "ENCODERS",
     "BasicBlock",
     "Bottleneck",
     "MobileNetV1",
@@ -101,6 +101,7 @@ __all__ = [
     "ResNetEncoder",
     "build_classifier",
     "build_encoder",
+    "check_weights_path",
     "list_backbones",
     "load_pretrained",
     "load_state_dict_file",

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from slimdepth.errors import ConfigError, DataError
@@ -47,11 +48,6 @@ def _read_torch(path: Path) -> object:
 
 
 def _read_safetensors(path: Path) -> object:
-    try:
-        from safetensors.torch import load_file
-    except ImportError:
-        raise ConfigError(f"{path}: reading .safetensors needs the 'safetensors' package "
-                          "(pip install safetensors)") from None
     try:
         return load_file(str(path), device="cpu")
     except Exception as exc:  # SafetensorError, OSError, ...

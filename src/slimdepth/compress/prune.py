@@ -1,4 +1,4 @@
-"""The ``slimdepth prune`` schedule: compress a trained checkpoint to a MACs budget, resumably.
+"""``slimdepth prune``: compress a trained checkpoint to a MACs budget, resumably.
 
 Every method gets the same number of optimisation steps (``steps``), so their results compare
 fairly at equal MACs:
@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,30 @@ from typing import Any
 import torch
 from torch import nn
 
+from slimdepth.compress.baselines import filter_importance, magnitude_prune, uniform_prune
+from slimdepth.compress.gating import (
+    add_gating,
+    check_density,
+    density_for_target,
+    executed_macs,
+    gating_config,
+    gating_l1,
+    is_gated,
+)
+from slimdepth.compress.graph import channel_groups
+from slimdepth.compress.masks import MaskSet, attach_masks
 from slimdepth.data.io import atomic_path
+from slimdepth.data.registry import build_dataset
+from slimdepth.deploy.cost import count_macs
 from slimdepth.errors import ConfigError, DataError
+from slimdepth.loader import load_model
+from slimdepth.models.checkpoint import model_input_size, read_sidecar, resolve_checkpoint, save_model
+from slimdepth.options import parse_size
+from slimdepth.train.run import resolve_config
 from slimdepth.train.trainer import Trainer, TrainHooks
 
-__all__ = ["METHODS", "PruneSettings", "run_prune", "read_prune_state"]
+__all__ = ["METHODS", "Interrupted", "PruneSettings", "checkpoint_recipe", "prune_checkpoint", "prune_recipe",
+           "read_prune_state", "run_prune", "start_prune"]
 
 METHODS = ("masks", "gating", "magnitude", "uniform")
 STATE_FILE = "prune.json"
@@ -90,11 +110,10 @@ class PruneSettings:
             raise ConfigError(f"--cost must be 'macs' or 'params', got {self.cost!r}")
         if self.estimate not in ("binary", "expected"):
             raise ConfigError(f"--estimate must be 'binary' or 'expected', got {self.estimate!r}")
-        if self.density is not None and not 0.0 < self.density <= 1.0:
-            raise ConfigError(f"--density must be in (0, 1], got {self.density}")
+        if self.density is not None:
+            check_density(self.density, "--density")
         for name, value in self.densities.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
-                raise ConfigError(f"--densities: {name}={value!r} must be in (0, 1]")
+            check_density(value, f"--densities: {name}")
         if not self.gate_layers:
             raise ConfigError("--gate-layers names no layer")
 
@@ -132,7 +151,7 @@ class PruneSettings:
 class MaskHooks(TrainHooks):
     """Method 1 inside the trainer: mask logits in the optimiser, warm-up, compression loss."""
 
-    def __init__(self, masks: Any, settings: PruneSettings) -> None:
+    def __init__(self, masks: MaskSet, settings: PruneSettings) -> None:
         self.masks = masks
         self.settings = settings
 
@@ -175,8 +194,6 @@ class GatingHooks(TrainHooks):
         self.weight = weight
 
     def extra_loss(self, trainer: Trainer) -> tuple[torch.Tensor, dict[str, float]]:
-        from slimdepth.compress.gating import gating_l1
-
         l1 = gating_l1(self.model)
         return self.weight * l1, {"saliency_l1": float(l1.detach())}
 
@@ -218,8 +235,6 @@ def _has_last(run: Path) -> bool:
 
 
 def _macs(model: nn.Module, size: tuple[int, int]) -> int:
-    from slimdepth.deploy.cost import count_macs
-
     return count_macs(model, size).total
 
 
@@ -249,25 +264,17 @@ def _train_stage(cfg: dict[str, Any], run: Path, model: nn.Module, hooks: TrainH
 
 
 def _save_pruned(run: Path, model: nn.Module, size: tuple[int, int], recipe: dict[str, Any], report: dict[str, Any]) -> None:
-    from slimdepth.models.checkpoint import save_model
-
     save_model(model, run / f"{PRUNED}.safetensors",
                metadata={"input_size": list(size), "train_config": recipe, "prune": report})
 
 
 def _load_pruned(run: Path) -> nn.Module:
-    from slimdepth.models.checkpoint import load_model
-
     return load_model(run / f"{PRUNED}.safetensors")
 
 
 def _masks_stage(source: nn.Module, settings: PruneSettings, recipe: dict[str, Any], run: Path, size: tuple[int, int],
                  fit: FitFn, stop_after: int | None) -> dict[str, Any]:
     """Warm-up + joint mask training in RUN/masks, then budget, freeze and removal."""
-    from slimdepth.compress.baselines import filter_importance
-    from slimdepth.compress.groups import channel_groups
-    from slimdepth.compress.masks import attach_masks
-
     model = source.train()
     groups = channel_groups(model, size)
     if not groups:
@@ -295,46 +302,13 @@ def _masks_stage(source: nn.Module, settings: PruneSettings, recipe: dict[str, A
 
 
 def _baseline_stage(source: nn.Module, settings: PruneSettings, size: tuple[int, int]) -> dict[str, Any]:
-    from slimdepth.compress.baselines import magnitude_prune, uniform_prune
-
     prune = magnitude_prune if settings.method == "magnitude" else uniform_prune
     pruned, report = prune(source.eval(), settings.target_macs, size)
     return {"setting": report.setting, "achieved_ratio": report.achieved_ratio,
             "channels_kept": {k: list(v) for k, v in report.group_widths.items()}, "model": pruned}
 
 
-def density_for_target(model: nn.Module, target: float, size: tuple[int, int], tolerance: float = 0.005) -> tuple[float, float]:
-    """The largest gating density whose executed MACs (batch 1) are at most ``target`` x the
-    dense MACs, by bisection on a copy of the gated ``model``; returns (density, ratio)."""
-    from slimdepth.compress.gating import executed_macs, gating_config, set_density
-
-    probe = copy.deepcopy(model).eval()
-    densities = (gating_config(model) or {}).get("densities") or None
-
-    def ratio(d: float) -> float:
-        set_density(probe, d, densities)
-        with torch.no_grad():
-            return float(executed_macs(probe, size)["ratio"])
-
-    if ratio(1.0) <= target:
-        return 1.0, ratio(1.0)
-    floor = ratio(1e-6)
-    if floor > target:
-        raise ConfigError(f"gating the chosen layers can bring the executed MACs down to {floor:.3f} of the dense "
-                          f"network at best, not {target:.3f}; gate more layers (--gate-layers) or raise --target-macs")
-    lo, hi = 1e-6, 1.0
-    while hi - lo > tolerance:
-        mid = 0.5 * (lo + hi)
-        if ratio(mid) <= target:
-            lo = mid
-        else:
-            hi = mid
-    return lo, ratio(lo)
-
-
 def _gated_model(source: nn.Module, settings: PruneSettings, density: float) -> nn.Module:
-    from slimdepth.compress.gating import add_gating
-
     layers = settings.gate_layers[0] if settings.gate_layers == ["bottlenecks"] else list(settings.gate_layers)
     return add_gating(source, density, layers, densities=settings.densities or None)
 
@@ -344,8 +318,7 @@ def _gated_model(source: nn.Module, settings: PruneSettings, density: float) -> 
 
 
 def checkpoint_recipe(ckpt: Path) -> dict[str, Any] | None:
-    from slimdepth.models.checkpoint import read_sidecar
-
+    """The training recipe a checkpoint's sidecar records, if any."""
     meta = read_sidecar(ckpt).get("metadata") or {}
     recipe = meta.get("train_config")
     return recipe if isinstance(recipe, dict) else None
@@ -364,6 +337,47 @@ def start_prune(ckpt: Path, settings: PruneSettings, run: Path, recipe: dict[str
     return state
 
 
+def prune_recipe(checkpoint: str | Path, data: str | None = None, val: str | None = None, config: Path | None = None,
+                 overrides: Sequence[str] = ()) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint to compress and the training recipe of its stages: the one the checkpoint
+    was trained with (or ``config``), with ``overrides`` and the ``data``/``val`` specs applied.
+    The datasets are built once here, so a bad spec fails now, with the reader's message."""
+    ckpt = resolve_checkpoint(checkpoint)
+    base = checkpoint_recipe(ckpt) if config is None else None
+    if config is None and base is None:
+        raise ConfigError(f"{ckpt}: records no training recipe; pass --config RECIPE.yaml")
+    recipe = resolve_config(config, list(overrides), base)
+    if data is not None:
+        recipe["data"]["train"] = data
+    if val is not None:
+        recipe["data"]["val"] = val or None
+    for spec in (recipe["data"]["train"], recipe["data"].get("val")):
+        if spec:
+            build_dataset(spec)
+    return ckpt, recipe
+
+
+def prune_checkpoint(checkpoint: str | Path, settings: PruneSettings, out: Path, *, data: str | None = None,
+                     val: str | None = None, config: Path | None = None, overrides: Sequence[str] = (),
+                     fit: FitFn | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """``slimdepth prune``: start a prune run in ``out`` and run it to the end (see :func:`run_prune`).
+
+    A run that fails before its first checkpoint leaves nothing worth keeping: the directory it
+    created is removed, so the same call can simply be repeated.
+    """
+    settings.check()
+    ckpt, recipe = prune_recipe(checkpoint, data, val, config, overrides)
+    start_prune(ckpt, settings, out, recipe)
+    if log is not None:
+        log(f"prune run: {out}")
+    try:
+        return run_prune(out, fit=fit, log=log)
+    except BaseException:
+        if not any(out.rglob("last.state.json")) and not (out / f"{PRUNED}.safetensors").exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
 def run_prune(run: Path, fit: FitFn | None = None, stop_after: int | None = None,
               log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run (or continue) the schedule recorded in ``RUN/prune.json``; returns the final state.
@@ -372,9 +386,6 @@ def run_prune(run: Path, fit: FitFn | None = None, stop_after: int | None = None
     passes one with a progress bar). ``stop_after`` stops each stage after that many of its
     steps (simulates a killed run: :class:`Interrupted` is raised, and a later call resumes).
     """
-    import slimdepth
-    from slimdepth.compress.gating import executed_macs, gating_config, is_gated
-
     fit = fit or _plain_fit
     say = log or (lambda _msg: None)
     run = Path(run)
@@ -383,7 +394,7 @@ def run_prune(run: Path, fit: FitFn | None = None, stop_after: int | None = None
     settings.check()
     recipe = state["recipe"]
     stages: dict[str, Any] = state.setdefault("stages", {})
-    source = slimdepth.load(state["source"])
+    source = load_model(state["source"])
     if is_gated(source):
         raise ConfigError(f"{state['source']}: the source is a gated model; prune its ungated original instead")
     size = tuple(state.get("input_size") or _recipe_size(recipe, source))
@@ -403,7 +414,7 @@ def run_prune(run: Path, fit: FitFn | None = None, stop_after: int | None = None
         model = _gated_model(source, settings, float(stages["gating"]["density"]))
         trainer = _train_stage(_stage_config(recipe, settings.steps), run, model, GatingHooks(model, settings.l1_weight),
                                fit, "gated training", stop_after)
-        final = slimdepth.load(run)
+        final = load_model(run)
         with torch.no_grad():
             macs = executed_macs(final, size)
         result = {"macs": macs["executed_macs"], "dense_macs": macs["dense_macs"], "gating": gating_config(final)}
@@ -437,11 +448,10 @@ def run_prune(run: Path, fit: FitFn | None = None, stop_after: int | None = None
 
 
 def _recipe_size(recipe: dict[str, Any], model: nn.Module) -> tuple[int, int]:
-    from slimdepth.options import parse_size
-
+    """The input size the stages train and count at: the recipe's ``data.size``, else the checkpoint's."""
     if recipe.get("data", {}).get("size"):
         return parse_size(recipe["data"]["size"], "data.size")
-    meta = getattr(model, "checkpoint_info", {}).get("metadata", {})
-    if meta.get("input_size"):
-        return parse_size(meta["input_size"], "the checkpoint's input_size")
-    raise ConfigError("the recipe has no data.size and the checkpoint records no input size; pass --set data.size=HxW")
+    size = model_input_size(model)
+    if size is None:
+        raise ConfigError("the recipe has no data.size and the checkpoint records no input size; pass --set data.size=HxW")
+    return size

@@ -9,7 +9,11 @@ stores the record under :data:`WIDTHS_KEY` of its ``model`` entry.
 
 Normalisation folding keeps working: a folded first convolution (``FoldedConv2d``) is recorded
 under the plain conv's name, so the widths are applied to the unfolded default model and the
-model is folded afterwards, as :func:`slimdepth.models.checkpoint.build_from_config` does.
+model is folded afterwards, as :func:`slimdepth.loader.build_from_config` does.
+
+A model knows its widths: this module belongs to ``models/`` and imports nothing of the layers
+above it. Modules marked :class:`~slimdepth.models.base.Auxiliary` (a gating predictor, a
+distillation adapter) are not layers of the architecture and are passed over.
 """
 
 from __future__ import annotations
@@ -21,8 +25,12 @@ import torch
 from torch import nn
 
 from slimdepth.errors import ConfigError
+from slimdepth.models.base import OUTPUT_KEYS, Auxiliary, eval_mode, run_outputs
+from slimdepth.models.normalize import FoldedConv2d
+from slimdepth.models.zoo import MODELS, build_model
 
-__all__ = ["WIDTHS_KEY", "apply_widths", "default_architecture", "record_widths", "refresh_channel_attributes"]
+__all__ = ["WIDTHS_KEY", "apply_widths", "default_architecture", "note_widths", "record_widths",
+           "refresh_channel_attributes"]
 
 #: key of the recorded widths in a model config / checkpoint sidecar ("widths" is taken: it is
 #: an option of tiny-multires)
@@ -35,7 +43,6 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "Linear": ("in_features", "out_features"),
 }
 _TYPES: dict[str, type[nn.Module]] = {"Conv2d": nn.Conv2d, "BatchNorm2d": nn.BatchNorm2d, "Linear": nn.Linear}
-_CONFIG_ONLY = ("name", "encoder_weights", "folded_normalization", "gating", WIDTHS_KEY)
 
 
 def _kind(module: nn.Module) -> str | None:
@@ -46,32 +53,32 @@ def _kind(module: nn.Module) -> str | None:
 
 
 def default_architecture(model: nn.Module) -> nn.Module:
-    """The unpruned, unfolded zoo model that ``model.config`` describes (random weights)."""
-    from slimdepth.models.zoo import build_model
+    """The unpruned, unfolded zoo model that ``model.config`` describes (random weights).
 
+    Only the constructor options of the zoo entry are used: the entries other stages add to a
+    config (pruned widths, gating, folding) and the ImageNet weights file are not part of it.
+    """
     config = getattr(model, "config", None)
     if not isinstance(config, Mapping) or not isinstance(config.get("name"), str):
         raise ConfigError(f"{type(model).__name__} has no zoo config (name + options) to rebuild its default architecture from")
-    options = {k: v for k, v in config.items() if k not in _CONFIG_ONLY}
+    accepted = MODELS.parameters(config["name"])
+    options = {k: v for k, v in config.items() if k in accepted and k != "encoder_weights"}
     return build_model(config["name"], **options)
 
 
 def _width_layers(model: nn.Module) -> dict[str, nn.Module]:
     """Conv2d / BatchNorm2d / Linear layers by name; a folded conv under its unfolded name.
 
-    Saliency predictors of dynamic gating are not layers of the architecture (the ``gating``
-    config entry rebuilds them) and are left out.
+    :class:`~slimdepth.models.base.Auxiliary` modules (the saliency predictors of dynamic
+    gating, rebuilt from the ``gating`` config entry) are not layers of the architecture.
     """
-    from slimdepth.compress.gating import SaliencyGate
-    from slimdepth.models.normalize import FoldedConv2d
-
     layers: dict[str, nn.Module] = {}
     inner: set[str] = set()
     for name, module in model.named_modules():
         if isinstance(module, FoldedConv2d):
             layers[name] = module.conv
             inner.add(f"{name}.conv")
-        elif name not in inner and _kind(module) is not None and not isinstance(module, SaliencyGate):
+        elif name not in inner and _kind(module) is not None and not isinstance(module, Auxiliary):
             layers[name] = module
     return layers
 
@@ -104,6 +111,9 @@ def _resized(old: nn.Module, kind: str, spec: Mapping[str, Any]) -> nn.Module:
     values = {f: spec.get(f, getattr(old, f)) for f in _FIELDS[kind]}
     if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values.values()):
         raise ConfigError(f"widths must be positive integers, got {values}")
+    grown = [f"{f} {values[f]} > {getattr(old, f)}" for f in values if values[f] > getattr(old, f)]
+    if grown:  # pruning only removes channels: a wider layer is not a pruned one
+        raise ConfigError(f"wider than the architecture ({', '.join(grown)})")
     cls = type(old)
     if kind == "Conv2d":
         new = cls(values["in_channels"], values["out_channels"], old.kernel_size, old.stride, old.padding,
@@ -126,8 +136,9 @@ def apply_widths(model: nn.Module, widths: Mapping[str, Mapping[str, Any]]) -> n
     """Resize the layers named in ``widths`` (from :func:`record_widths`) in place; returns ``model``.
 
     Meant for a freshly built default model: the resized layers get fresh parameters, to be
-    filled by loading the pruned state dict. Cached channel counts such as ``encoder.channels``
-    are refreshed (one small forward pass).
+    filled by loading the pruned state dict. Each width must be at least 1 and at most the
+    default's. Cached channel counts such as ``encoder.channels`` are refreshed by one small
+    forward pass, which also proves the widths fit together (a :class:`ConfigError` when not).
     """
     if not widths:
         return model
@@ -149,21 +160,21 @@ def apply_widths(model: nn.Module, widths: Mapping[str, Mapping[str, Any]]) -> n
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{WIDTHS_KEY}[{name!r}]: {str(exc).splitlines()[0]}") from None
         _set_module(model, name, new)
-    refresh_channel_attributes(model)
+    try:
+        refresh_channel_attributes(model, always=True)
+    except RuntimeError as exc:  # e.g. a BatchNorm or conv that does not match its input's channels
+        raise ConfigError(f"{WIDTHS_KEY} do not fit together: {str(exc).splitlines()[0]}") from None
     return model
 
 
-def refresh_channel_attributes(model: nn.Module, example_size: Sequence[int] = (64, 64)) -> None:
+def refresh_channel_attributes(model: nn.Module, example_size: Sequence[int] = (64, 64), always: bool = False) -> None:
     """Update cached channel counts after the layer widths changed.
 
     Encoders cache their feature widths in ``channels`` (a tuple, one per returned map) and
     MobileNetV3 blocks theirs in ``out_channels``; decoders are built from them. One forward pass
     on a small zero image sets each from the tensors the module really returns. Nothing runs when
-    the model has no such attribute.
+    the model has no such attribute, unless ``always`` (the pass then checks the widths).
     """
-    from slimdepth.compress.groups import _forward_all
-    from slimdepth.deploy.cost import eval_mode
-
     def cached(module: nn.Module) -> bool:
         if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
             return False
@@ -174,7 +185,7 @@ def refresh_channel_attributes(model: nn.Module, example_size: Sequence[int] = (
         return isinstance(out, int) and not isinstance(out, bool)
 
     targets = [m for m in model.modules() if m is not model and cached(m)]
-    if not targets:
+    if not targets and not always:
         return
 
     def hook(module: nn.Module, inputs: Any, output: Any) -> None:
@@ -190,7 +201,7 @@ def refresh_channel_attributes(model: nn.Module, example_size: Sequence[int] = (
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         x = torch.zeros(1, 3, *example_size, device=device)
         with eval_mode(model), torch.no_grad():
-            _forward_all(model, x)
+            run_outputs(model, x, OUTPUT_KEYS)
     finally:
         for h in handles:
             h.remove()

@@ -1,0 +1,64 @@
+"""``slimdepth models`` (the zoo and its cost) and ``slimdepth cost`` (one model measured)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from slimdepth.commands.common import check_output_file, console
+from slimdepth.errors import ConfigError
+from slimdepth.options import parse_size, resolve_device
+
+
+def models(
+    size: str = typer.Option("192x640", "--size", help="Input size HxW for the MACs."),
+) -> None:
+    """List the model zoo: name, parameters, MACs and size at an input size."""
+    # lazy: torch and the model machinery load only when a verb runs (`slimdepth --help` stays fast)
+    from slimdepth.deploy.cost import zoo_costs
+
+    hw = parse_size(size, "--size")
+    console.print(f"{'model':16s} {'params (M)':>10s} {'GMACs':>8s} {'size (MB)':>9s}  description   (input {hw[0]}x{hw[1]})")
+    for row in zoo_costs(hw):
+        console.print(f"{row['name']:16s} {row['params'] / 1e6:10.3f} {row['macs'] / 1e9:8.3f} "
+                      f"{row['size_mb']:9.2f}  {row['description']}")
+
+
+def cost(
+    model_or_checkpoint: str = typer.Argument(..., help="A zoo name (see `slimdepth models`), a checkpoint or a run directory."),
+    size: str = typer.Option("", "--size", help="Input size HxW (default: a checkpoint's training size, else 192x640)."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads for the latency runs (default: torch's)."),
+    runs: int = typer.Option(30, "--runs", help="Timed runs (after the warm-up)."),
+    warmup: int = typer.Option(5, "--warmup", help="Untimed warm-up runs."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing JSON file."),
+) -> None:
+    """Parameters, MACs (torch.utils.flop_counter, interpolation included), file size and latency."""
+    # lazy: see models()
+    from slimdepth.compress.compare import model_cost
+    from slimdepth.deploy.cost import format_cost_table
+    from slimdepth.loader import resolve_model
+    from slimdepth.models.checkpoint import model_input_size
+
+    if json_out is not None:
+        check_output_file(json_out, overwrite, (".json",))
+    if runs < 1 or warmup < 0 or (threads is not None and threads < 1):
+        raise ConfigError("--runs must be >= 1, --warmup >= 0 and --threads >= 1")
+    hw = parse_size(size, "--size") if size else None
+    target = resolve_device(device)
+    model, file = resolve_model(model_or_checkpoint, target)
+    hw = hw or model_input_size(model) or parse_size("192x640")
+    report = model_cost(model, hw, runs=runs, warmup=warmup, threads=threads, file=file, device=str(target))
+    report["name"] = model_or_checkpoint
+    console.print(format_cost_table([report]))
+    both = report.get("gating_latency")
+    if both:  # the same weights run densely, interleaved
+        console.print(f"dynamic gating: {both['gated']['median_ms']:.1f} ms gated vs {both['dense']['median_ms']:.1f} ms "
+                      f"dense with the same weights (median of {runs} interleaved runs each; "
+                      f"{both['reduction']:+.1%} reduction)")
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        console.print(f"wrote {json_out}")

@@ -1,0 +1,57 @@
+"""``slimdepth predict``: depth for images, folders, globs or a dataset, written to a folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from slimdepth.commands.common import console, warn
+from slimdepth.errors import ConfigError
+from slimdepth.options import parse_size
+from slimdepth.progress import progress_bar
+
+
+def predict(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint (.safetensors), or a run directory (uses its best)."),
+    inputs: list[str] = typer.Argument(None, help="Image files, folders or globs (or use --data)."),
+    out: Path = typer.Option(..., "--out", help="Output folder (created)."),
+    data: str = typer.Option("", "--data", help="Predict a dataset instead; outputs are named by sample, as evaluate-preds expects."),
+    size: str = typer.Option("", "--size", help="Model input size HxW (default: the training size in the checkpoint)."),
+    png_encoding: str = typer.Option("mm", "--png-encoding", help="16-bit PNG units: mm (millimetres, max 65.5 m) or kitti (value/256, max 256 m)."),
+    ply: bool = typer.Option(False, "--ply", help="Also write a coloured point cloud per image (needs intrinsics)."),
+    intrinsics: str = typer.Option("", "--intrinsics", help="fx,fy,cx,cy of the input images, or a K file, for --ply."),
+    cmap: str = typer.Option("magma", "--cmap", help="Colour map of the colourised depth."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files (never an input)."),
+) -> None:
+    """Predict depth for images: NAME.png (16-bit), NAME.npy (metres), NAME_vis.png (colour), NAME.ply."""
+    # lazy: torch and the model machinery load only when a verb runs (`slimdepth --help` stays fast)
+    from slimdepth.data.folder import parse_intrinsics
+    from slimdepth.data.io import PNG_DEPTH_SCALE
+    from slimdepth.data.registry import build_dataset
+    from slimdepth.evaluate.predict import dataset_inputs, image_inputs, plan_outputs, predict_to_folder
+    from slimdepth.loader import load_model
+    from slimdepth.models.checkpoint import model_input_size
+    from slimdepth.visualize import check_colormap
+
+    check_colormap(cmap)
+    if png_encoding not in PNG_DEPTH_SCALE:
+        raise ConfigError(f"--png-encoding must be mm or kitti, got {png_encoding!r}")
+    if bool(data) == bool(inputs):
+        raise ConfigError("give either input images or --data DATASET")
+    input_size = parse_size(size, "--size") if size else None
+    K = parse_intrinsics(intrinsics) if intrinsics else None
+    sources = dataset_inputs(build_dataset(data), data) if data else image_inputs(inputs)
+    if ply and K is None and not sources.own_intrinsics:
+        raise ConfigError("--ply needs --intrinsics fx,fy,cx,cy (or a K file) of the input images")
+    plan_outputs(sources, out, ply, overwrite)  # every output checked before the model loads
+    model = load_model(checkpoint, device)
+    with progress_bar("predicting", "images") as update:
+        summary = predict_to_folder(model, sources, out, input_size=input_size or model_input_size(model),
+                                    png_encoding=png_encoding, ply=ply, K=K, cmap=cmap, overwrite=overwrite,
+                                    progress=update, warn=warn)
+    console.print(f"{out}: depth of {summary.images} images (NAME.png {png_encoding}, NAME.npy metres, NAME_vis.png)")
+    if summary.beyond_png:
+        warn(f"{summary.beyond_png} pixels beyond {summary.png_limit_m:.1f} m were written as 0 (invalid) in the "
+             f"{png_encoding} PNGs; the .npy files hold them (or use --png-encoding kitti)")
