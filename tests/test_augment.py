@@ -557,3 +557,88 @@ def test_rcrop_default_sizes_are_litedepths_relative_to_any_image():
         small.add(tuple(step.entry["box"][2:]))
         assert tuple(step.out_size) == (192, 640)
     assert small == {(96, 384), (154, 512), (192, 640)}
+
+
+def test_random_crop_draws_every_offset_and_only_those():
+    """Catches an off-by-one in the offset draw (the last row or column offset never drawn, or
+    one past the end): over many draws the set of offsets is exactly {0..H-h} x {0..W-w}."""
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(400):
+        step = RandomCrop((3, 4)).plan((5, 7), g)
+        y0, x0, ch, cw = step.entry["box"]
+        assert (ch, cw) == (3, 4) and tuple(step.out_size) == (3, 4)
+        seen.add((y0, x0))
+    assert seen == {(y, x) for y in range(0, 5 - 3 + 1) for x in range(0, 7 - 4 + 1)}
+    # a crop of the full size has exactly one position
+    assert {tuple(RandomCrop((5, 7)).plan((5, 7), g).entry["box"][:2]) for _ in range(20)} == {(0, 0)}
+
+
+def test_rcrop_draws_every_size_and_every_offset_of_each_size():
+    """Catches an off-by-one in R crop's size draw (the last size never drawn) or in its offset
+    draw: every listed size that fits is drawn, at every offset from 0 to H-h, W-w, and no other."""
+    sizes = ((2, 3), (3, 4), (4, 6), (9, 9))  # the last does not fit a 4x6 image and is never drawn
+    g = torch.Generator().manual_seed(1)
+    seen = set()
+    for _ in range(1500):
+        step = RCrop(sizes=sizes).plan((4, 6), g)
+        y0, x0, ch, cw = step.entry["box"]
+        assert tuple(step.out_size) == (4, 6)
+        seen.add((ch, cw, y0, x0))
+    expected = {(ch, cw, y, x) for ch, cw in sizes[:3] for y in range(4 - ch + 1) for x in range(6 - cw + 1)}
+    assert seen == expected  # 12 + 6 + 1 = 19 (size, offset) pairs
+    # the default (fractional) sizes: each of the three at each of its offsets
+    seen = set()
+    for _ in range(1500):
+        y0, x0, ch, cw = RCrop().plan((4, 5), g).entry["box"]  # sizes (2, 3), (3, 4), (4, 5)
+        seen.add((ch, cw, y0, x0))
+    assert seen == {(ch, cw, y, x) for ch, cw in ((2, 3), (3, 4), (4, 5)) for y in range(4 - ch + 1) for x in range(5 - cw + 1)}
+
+
+def reference_jitter(image: np.ndarray, brightness: float, contrast: float, saturation: float) -> np.ndarray:
+    """torchvision's definitions in float64 NumPy: blend(a, b, r) = clip(r a + (1 - r) b, 0, 1) with
+    b = black (brightness), the mean ITU-R 601-2 luma (contrast), the luma image (saturation)."""
+
+    def luma(x: np.ndarray) -> np.ndarray:
+        return 0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]
+
+    def blend(a: np.ndarray, b: np.ndarray | float, r: float) -> np.ndarray:
+        return np.clip(r * a + (1.0 - r) * b, 0.0, 1.0)
+
+    x = blend(image.astype(np.float64), 0.0, brightness)
+    x = blend(x, float(luma(x).mean()), contrast)
+    return blend(x, luma(x)[None], saturation)
+
+
+def drawn_factors(seed: int, brightness: float, contrast: float, saturation: float) -> dict[str, float]:
+    """The documented draw: each factor uniform in [max(0, 1 - x), 1 + x] (1 when x = 0), in order."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, x in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
+        low, high = max(0.0, 1.0 - x), 1.0 + x
+        out[name] = low + (high - low) * torch.rand((), generator=g, dtype=torch.float64).item() if x > 0 else 1.0
+    return out
+
+
+@pytest.mark.parametrize(
+    "ranges, seed",
+    [((0.0, 0.8, 0.0), 0), ((0.0, 0.8, 0.0), 1),  # contrast alone, factor > 1 and < 1
+     ((0.0, 0.0, 0.8), 0), ((0.0, 0.0, 0.8), 1),  # saturation alone, factor > 1 and < 1
+     ((0.5, 0.8, 0.8), 6), ((0.5, 0.8, 0.8), 1), ((0.5, 0.8, 0.8), 2)],  # all three: up, down, mixed
+)
+def test_color_jitter_contrast_and_saturation_match_the_reference_formulas(ranges, seed):
+    """Catches wrong contrast or saturation formulas (blending with the per-channel mean, the
+    plain RGB average instead of the luma, the grey level of the input instead of the brightened
+    image, a missing clamp between steps, factors applied as 1 - f or in another order)."""
+    rng = np.random.default_rng(3)
+    image = rng.random((3, 5, 6)).astype(np.float32)
+    image[:, 0, 0] = (1.0, 0.0, 0.0)  # saturated colours, so that clamping matters
+    image[:, 0, 1] = (0.0, 0.9, 1.0)
+    out = ColorJitter(*ranges)({"image": torch.from_numpy(image), "meta": {}}, generator=seed)
+    entry = out["meta"]["augment"][0]
+    factors = drawn_factors(seed, *ranges)
+    assert {k: entry[k] for k in factors} == pytest.approx(factors, rel=1e-12)
+    expected = reference_jitter(image, factors["brightness"], factors["contrast"], factors["saturation"])
+    if seed in (0, 6):  # the factors above 1 push some values past [0, 1]
+        assert ((expected == 0.0) | (expected == 1.0)).any()
+    np.testing.assert_allclose(out["image"].numpy(), expected, rtol=0, atol=2e-6)

@@ -231,3 +231,83 @@ def test_scale_ratio_stats() -> None:
     assert stats["std"] == pytest.approx(np.std([1.0, 2.0, 3.0]))
     assert stats["median"] == pytest.approx(2.0)
     assert stats["std_over_median"] == pytest.approx(np.std([0.5, 1.0, 1.5]))
+
+
+def half_pixel_resize(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize with pixel centres at i + 0.5 (``align_corners=False``), border replicated,
+    written out: output pixel j reads the source at (j + 0.5) * n_in / n_out - 0.5, clamped."""
+
+    def along(x: np.ndarray, n_out: int, axis: int) -> np.ndarray:
+        n_in = x.shape[axis]
+        src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0.0, n_in - 1)
+        lo = np.floor(src).astype(int)
+        hi = np.minimum(lo + 1, n_in - 1)
+        t = src - lo
+        shape = [1] * x.ndim
+        shape[axis] = n_out
+        return np.take(x, lo, axis) * (1 - t).reshape(shape) + np.take(x, hi, axis) * t.reshape(shape)
+
+    return along(along(values.astype(np.float64), size[0], 0), size[1], 1)
+
+
+def test_resized_predictions_use_half_pixel_centres() -> None:
+    """Catches the evaluation resize done with ``align_corners=True`` (or nearest): a constant map
+    survives every resize, a ramp does not. Prediction 3x4 -> ground truth 6x8, against the
+    half-pixel formula at every pixel, and the metrics of a ground truth equal to that formula."""
+    from slimdepth.evaluate.conventions import prepare_prediction
+
+    rows, cols = np.mgrid[0:3, 0:4]
+    pred = (1.0 + cols + 2.0 * rows).astype(np.float64)  # a plane: 1 + x + 2y
+    expected = half_pixel_resize(pred, (6, 8))
+    # by hand: x_src = clip(j / 2 - 0.25, 0, 3), y_src = clip(i / 2 - 0.25, 0, 2)
+    assert expected[0, :4].tolist() == [1.0, 1.25, 1.75, 2.25] and expected[0, 7] == 4.0
+    assert expected[5, 0] == 1.0 + 2.0 * 2.0 and expected[1, 1] == pytest.approx(1.25 + 2 * 0.25)
+    gt = torch.from_numpy(expected).float()
+    cfg = EvalConfig(min_depth=0.5, max_depth=20.0)
+    prepared, mask, _ = prepare_prediction(torch.from_numpy(pred), gt, cfg, resize=True)
+    np.testing.assert_allclose(prepared[0, 0].numpy(), expected, rtol=0, atol=1e-12)
+    res = evaluate_pair(torch.from_numpy(pred), gt, cfg, resize=True)
+    assert res.valid_pixels == 48
+    assert res.metrics["abs_rel"] == pytest.approx(0.0, abs=1e-7) and res.metrics["d1"] == 1.0
+
+
+def test_model_predictions_are_resized_with_half_pixel_centres_both_ways() -> None:
+    """Catches ``align_corners=True`` in the evaluation loop's resizes (image to the model size,
+    depth back to the image size): with a model that returns its first input channel, a ramp
+    image goes 4x8 -> 2x4 -> 4x8 and must come back as the half-pixel formula predicts."""
+    from slimdepth.evaluate.loop import predict_depth
+
+    class FirstChannel(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x[:, :1]
+
+    rows, cols = np.mgrid[0:4, 0:8]
+    ramp = (cols + 8.0 * rows) / 40.0  # in [0, 0.975]
+    image = torch.from_numpy(np.stack([ramp] * 3)).float()
+    small = half_pixel_resize(ramp, (2, 4))
+    assert small[0].tolist() == pytest.approx([(4.5 + 2 * j) / 40 for j in range(4)])  # each 2x2 block's mean
+    expected = half_pixel_resize(small, (4, 8))
+    (depth,) = predict_depth(FirstChannel(), [image], input_size=(2, 4))
+    assert depth.shape == (1, 4, 8)
+    np.testing.assert_allclose(depth[0].numpy(), expected, rtol=0, atol=1e-6)
+    # interior pixels of a plane survive down- and up-sampling exactly; the border is replicated
+    np.testing.assert_allclose(depth[0, 1:3, 1:7].numpy(), ramp[1:3, 1:7], rtol=0, atol=1e-6)
+
+
+def test_median_scaling_comes_before_clamping() -> None:
+    """Catches clamping before median scaling (or clamping only once, before): monodepth2/BTS,
+    and this module's docstring, scale by median(gt) / median(pred) over the valid pixels first,
+    then clamp to [min_depth, max_depth]. Here the raw predictions lie below min_depth and the
+    scaled ones above max_depth, so each order gives other numbers."""
+    cfg = EvalConfig(min_depth=1.0, max_depth=10.0, median_scaling=True)
+    gt = torch.tensor([[2.0, 4.0, 6.0, 8.0, 9.0, 0.0, 12.0]], dtype=torch.float64)  # the last two are invalid
+    pred = torch.tensor([[0.4, 0.5, 0.8, 1.2, 2.0, 0.1, 0.7]], dtype=torch.float64)
+    res = evaluate_pair(pred, gt, cfg)
+    # median(gt) = 6, median(pred) = 0.8 over the five valid pixels: ratio 7.5 (clamping first: 6)
+    assert res.scale_ratio == pytest.approx(7.5, rel=1e-12)
+    assert res.valid_pixels == 5
+    scaled = np.array([3.0, 3.75, 6.0, 9.0, 10.0])  # 7.5 * pred, then 15 clamped to 10
+    expected = reference_metrics(scaled, np.array([2.0, 4.0, 6.0, 8.0, 9.0]))
+    for key in METRIC_KEYS:
+        assert res.metrics[key] == pytest.approx(expected[key], rel=1e-12, abs=1e-15), key
+    assert res.metrics["d1"] == pytest.approx(0.8)  # ratios 1.5, 1.07, 1, 1.125, 1.11: one of five fails

@@ -310,3 +310,36 @@ def test_interleaved_latency_takes_the_models_in_turn(monkeypatch) -> None:
     for lat in (la, lb):
         assert lat.runs == 7 and len(lat.samples_ms) == 7 and lat.threads == 1
         assert lat.median_ms == pytest.approx(sorted(lat.samples_ms)[3])
+
+
+def test_latency_statistics_of_known_timings(monkeypatch) -> None:
+    """Catches a wrong statistic (the "median" computed as the mean, p90 as the max, min as the
+    first run, ...): the clock is replaced so that run i takes a known, skewed duration."""
+    import types
+
+    import numpy as np
+
+    import slimdepth.deploy.cost as cost
+
+    durations_ms = [4.0, 1.0, 3.0, 2.0, 50.0, 6.0, 5.0]  # skewed: one slow outlier
+    ticks: list[float] = []
+    now = 100.0
+    for d in durations_ms:  # perf_counter() is read once before and once after each timed pass
+        ticks += [now, now + d / 1000.0]
+        now += 1.0
+    clock = iter(ticks)
+    monkeypatch.setattr(cost, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    lat = measure_latency(SmallCNN(), (8, 8), runs=len(durations_ms), warmup=2, threads=1)
+    assert next(clock, None) is None  # exactly two readings per timed run, none for the warm-up
+    assert lat.samples_ms == pytest.approx(durations_ms, abs=1e-9)
+    assert lat.median_ms == pytest.approx(4.0, abs=1e-9)  # sorted: 1 2 3 [4] 5 6 50; the mean is 10.14
+    assert lat.mean_ms == pytest.approx(sum(durations_ms) / 7, abs=1e-9)
+    assert lat.p90_ms == pytest.approx(float(np.percentile(durations_ms, 90)), abs=1e-9)
+    assert lat.p90_ms == pytest.approx(6.0 + 0.4 * (50.0 - 6.0), abs=1e-9)  # linear interpolation: 23.6
+    assert lat.min_ms == pytest.approx(1.0, abs=1e-9)
+    # an even number of runs: the median is the mean of the two middle values (NumPy's)
+    even = [4.0, 1.0, 30.0, 2.0]
+    ticks = [t for i, d in enumerate(even) for t in (10.0 * i, 10.0 * i + d / 1000.0)]
+    clock = iter(ticks)
+    lat = measure_latency(SmallCNN(), (8, 8), runs=4, warmup=0, threads=1)
+    assert lat.median_ms == pytest.approx(3.0, abs=1e-9) and lat.mean_ms == pytest.approx(9.25, abs=1e-9)

@@ -283,3 +283,74 @@ def test_bts_split_files_are_read(tmp_path: Path) -> None:
         ("2011_09_26/2011_09_26_drive_0002_sync", 70, 3),
         ("2011_09_26/2011_09_26_drive_0009_sync", 473, 3),
     ]
+
+
+# --- a calibration whose rectifying rotation is not the identity ---------------------------
+def small_rotation(yaw: float = 2.0, pitch: float = -1.5, roll: float = 1.0) -> np.ndarray:
+    """R_y(yaw) @ R_x(pitch) @ R_z(roll), angles in degrees (KITTI's R_rect_00 is about 1 degree)."""
+    a, b, c = np.radians([yaw, pitch, roll])
+    ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+    return ry @ rx @ rz
+
+
+def devkit_depth(points: np.ndarray, P: np.ndarray, R_rect: np.ndarray, velo_to_cam: np.ndarray) -> dict[tuple[int, int], float]:
+    """The devkit's projection point by point: X_img = P_rect @ R_rect_00 @ [R|t]_velo_to_cam @ X
+    for velodyne x >= 0, pixel (round(v) - 1, round(u) - 1), the nearest point kept per pixel."""
+    rect = np.eye(4)
+    rect[:3, :3] = R_rect
+    out: dict[tuple[int, int], float] = {}
+    for x, y, z, _ in points.astype(np.float64):
+        if x < 0:
+            continue
+        hom = P @ (rect @ (velo_to_cam @ np.array([x, y, z, 1.0])))
+        if hom[2] <= 0:
+            continue
+        col, row = int(np.round(hom[0] / hom[2])) - 1, int(np.round(hom[1] / hom[2])) - 1
+        if 0 <= row < H and 0 <= col < W and ((row, col) not in out or hom[2] < out[(row, col)]):
+            out[(row, col)] = hom[2]
+    return out
+
+
+def test_projection_applies_the_rectifying_rotation(tmp_path: Path) -> None:
+    """Catches R_rect_00 left out of the Velodyne projection (or transposed, or applied after
+    P_rect): with the fixture's identity R_rect_00 every such version agrees, so here it is a
+    small rotation, and the depth maps of both cameras are checked pixel by pixel against
+    P_rect_0X @ R_rect_00 @ [R|t]_velo_to_cam @ X computed point by point."""
+    R_rect = small_rotation()
+    root = write_kitti_tree(tmp_path / "raw", frames=(0,), jpg_frames=())
+    (root / DATE / "calib_cam_to_cam.txt").write_text(
+        CAM_TO_CAM.replace("R_rect_00: 1 0 0 0 1 0 0 0 1", "R_rect_00: " + " ".join(repr(float(v)) for v in R_rect.ravel())))
+    rng = np.random.default_rng(7)
+    n = 400
+    cloud = np.stack([rng.uniform(-3.0, 40.0, n), rng.uniform(-8.0, 8.0, n), rng.uniform(-3.0, 2.0, n),
+                      np.full(n, 0.5)], axis=1).astype(np.float32)
+    cloud[0] = (9.0, 0.0, 0.0, 0.5)  # on the camera axis: camera (0, 0, 10)
+    cloud[1] = (19.0, 0.0, 0.0, 0.5)  # behind it on the same ray
+    velo = root / FOLDER / "velodyne_points" / "data" / "0000000000.bin"
+    cloud.tofile(velo)
+    rigid = np.eye(4)
+    rigid[:3, :3] = [[0, -1, 0], [0, 0, -1], [1, 0, 0]]
+    rigid[:3, 3] = [0, 0, 1]
+    P2 = np.array([[100, 0, 50, 0], [0, 100, 40, 0], [0, 0, 1, 0]], dtype=np.float64)
+    P3 = np.array([[100, 0, 50, -100], [0, 100, 40, 0], [0, 0, 1, 0]], dtype=np.float64)
+
+    # by hand: a point on the camera axis at 10 m is rectified to 10 * R_rect[:, 2]
+    ray = 10.0 * R_rect[:, 2]
+    u, v = 50 + 100 * ray[0] / ray[2], 40 + 100 * ray[1] / ray[2]
+    assert (round(u), round(v)) == (53, 43) and abs(u - 53.49) < 0.01 and abs(v - 42.62) < 0.01
+    left = project_velodyne(velo, root / DATE, cam=2)
+    assert left[42, 52] == pytest.approx(ray[2], rel=1e-6)  # 9.9905 m, the nearer of the two
+    assert left[39, 49] == 0.0  # where it would land without the rectification
+
+    for cam, P in ((2, P2), (3, P3)):
+        expected = devkit_depth(cloud, P, R_rect, rigid)
+        assert len(expected) > 150
+        unrectified = devkit_depth(cloud, P, np.eye(3), rigid)
+        assert len(set(expected) ^ set(unrectified)) > 100  # the rotation moves most points
+        got = as_dict(project_velodyne(velo, root / DATE, cam=cam))
+        assert got.keys() == expected.keys(), cam
+        assert [got[k] for k in expected] == pytest.approx([expected[k] for k in expected], rel=1e-6)
+    sample = KittiDataset(root, side="l")[0]  # the dataset reads the same calibration
+    assert as_dict(sample["depth"][0].numpy()) == as_dict(left)

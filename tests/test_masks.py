@@ -418,3 +418,85 @@ def test_init_from_importance_spreads_logits_by_global_l1_rank(tiny) -> None:
             masks.init_from_importance(scores, 0.0, 1.0)
     finally:
         masks.detach()
+
+
+def _small_masked_net() -> tuple[nn.Module, list[ChannelGroup]]:
+    """Conv-BN-act, depthwise conv-BN-act, 1x1 conv-act, conv: groups '0' (4 channels, masked
+    after both BNs) and '6' (5 channels, no BN: masked after the conv). Hardswish, whose slope at
+    0 is 1/2, so that switched-off channels pass a gradient too (ReLU's is 0); BN statistics and
+    affine parameters away from their defaults, so that a BN of a zero input is not zero."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.Hardswish(),
+        nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False), nn.BatchNorm2d(4), nn.Hardswish(),
+        nn.Conv2d(4, 5, 1), nn.Hardswish(),
+        nn.Conv2d(5, 1, 3, padding=1),
+    ).eval()
+    with torch.no_grad():
+        for bn in (net[1], net[4]):
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.5, 0.5)
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 2.0)
+    return net, channel_groups(net, (8, 8))
+
+
+def test_straight_through_gradient_is_the_sigmoid_derivative_exactly() -> None:
+    """Catches a straight-through estimator that loses its sigmoid(l) (1 - sigmoid(l)) factor
+    (identity backward), uses sigmoid(l) alone, or the derivative at another point: for known
+    logits and a known upstream gradient, d loss / d logit = upstream * s (1 - s), s = sigmoid(l)."""
+    net, groups = _small_masked_net()
+    masks = attach_masks(net, groups)
+    try:
+        logits = torch.tensor([2.0, -1.0, 0.5, -3.0])
+        with torch.no_grad():
+            masks.logits[0].copy_(logits)
+        m = masks.mask(0)
+        assert m.tolist() == [1.0, 0.0, 1.0, 0.0]
+        upstream = torch.tensor([1.0, 2.0, -3.0, 4.0])
+        (m * upstream).sum().backward()
+        s = 1.0 / (1.0 + torch.exp(-logits.double()))
+        expected = upstream.double() * s * (1.0 - s)
+        torch.testing.assert_close(masks.logits[0].grad.double(), expected, rtol=1e-6, atol=0)
+        assert masks.logits[0].grad[2].item() == pytest.approx(-3 * 0.6224593 * 0.3775407, abs=1e-6)  # logit 0.5
+    finally:
+        masks.detach()
+
+
+def test_straight_through_gradient_through_the_forward_hooks() -> None:
+    """The same exact gradient through a real forward pass: the masks' gradient equals
+    d loss / d m (the hard mask as a plain differentiable tensor, multiplied in by hand at the
+    same points, both BNs of group '0' sharing one mask) times sigmoid'(logit)."""
+    net, groups = _small_masked_net()
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    logits = [torch.tensor([1.5, -0.5, 0.25, -2.0]), torch.tensor([0.3, 2.0, -1.0, -0.2, 4.0])]
+    hard = [(lg > 0).float() for lg in logits]
+
+    # reference: no MaskSet, the hard masks as leaf tensors multiplied in by hooks of our own
+    leaves = [h.clone().requires_grad_(True) for h in hard]
+    points = {"1": 0, "4": 0, "6": 1}
+    handles = [net.get_submodule(name).register_forward_hook(
+        lambda mod, inp, out, gi=gi: out * leaves[gi].view(1, -1, 1, 1)) for name, gi in points.items()]
+    try:
+        net(x).sum().backward()
+    finally:
+        for h in handles:
+            h.remove()
+    expected = []
+    for lg, leaf in zip(logits, leaves):
+        s = torch.sigmoid(lg.double())
+        expected.append(leaf.grad.double() * s * (1.0 - s))
+    net.zero_grad(set_to_none=True)
+
+    masks = attach_masks(net, groups)
+    try:
+        assert [g.mask_points for g in groups] == [("1", "4"), ("6",)]
+        with torch.no_grad():
+            for p, lg in zip(masks.logits, logits):
+                p.copy_(lg)
+        net(x).sum().backward()
+        for p, exp in zip(masks.logits, expected):
+            assert bool((exp != 0).all())  # every channel, on or off, gets a gradient
+            torch.testing.assert_close(p.grad.double(), exp, rtol=1e-5, atol=0)
+    finally:
+        masks.detach()

@@ -239,3 +239,27 @@ def test_float32_inputs_are_accumulated_in_float64() -> None:
     pred, gt, mask = random_batch(rng, 2, 4, 4)
     per = batch_depth_metrics(torch.from_numpy(pred), torch.from_numpy(gt), torch.from_numpy(mask))
     assert all(v.dtype == torch.float64 and v.shape == (2,) for v in per.values())
+
+
+def test_an_image_with_one_nan_metric_is_skipped_whole() -> None:
+    """Catches skipping an image only when *all* its metrics are NaN: metrics added from
+    elsewhere (``add``) may be NaN in a single entry; the documented rule skips every image with
+    a NaN metric, so the means stay over one common set of images and none becomes NaN."""
+    good = {k: float(i + 1) for i, k in enumerate(METRIC_KEYS)}  # 1, 2, ..., 11
+    other = {k: 10.0 * (i + 1) for i, k in enumerate(METRIC_KEYS)}  # 10, 20, ..., 110
+    one_nan = {**{k: 100.0 for k in METRIC_KEYS}, "silog": math.nan}
+    acc = MetricAccumulator()
+    acc.add(good)
+    acc.add(one_nan)
+    acc.add(other)
+    assert (acc.num_images, acc.skipped) == (2, 1)
+    assert acc.compute() == {k: 5.5 * (i + 1) for i, k in enumerate(METRIC_KEYS)}  # (1 + 10) / 2 times i + 1
+    # the same rule inside a batch of tensors: the second image has a NaN d1 only
+    batch = {k: torch.tensor([1.0, 3.0, 5.0], dtype=torch.float64) for k in METRIC_KEYS}
+    batch["d1"] = torch.tensor([0.25, math.nan, 0.75], dtype=torch.float64)
+    acc = MetricAccumulator()
+    acc.add(batch)
+    assert (acc.num_images, acc.skipped) == (2, 1)
+    expected = {k: 3.0 for k in METRIC_KEYS}
+    expected["d1"] = 0.5
+    assert acc.compute() == expected

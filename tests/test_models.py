@@ -178,3 +178,32 @@ def test_encoder_weights_load_from_a_torchvision_style_file(tmp_path):
     torch.save(state, tmp_path / "broken.pth")
     with pytest.raises(ConfigError, match="layer2.0.bn1.running_mean"):
         build_model("resnet18-unet", encoder_weights=str(tmp_path / "broken.pth"))
+
+
+def test_a_save_that_dies_mid_write_leaves_the_previous_checkpoint_intact(models, tmp_path, monkeypatch):
+    """Catches the weights being written in place (not to a temporary file renamed on success):
+    a writer that has put some bytes down before it fails must not have touched the good file."""
+    import slimdepth.models.checkpoint as checkpoint_module
+
+    model = models["tiny-multires"]
+    save_model(model, tmp_path / "m.safetensors", metadata={"note": "good"})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    written: list[str] = []
+
+    def dying_writer(tensors, filename, metadata=None):
+        written.append(str(filename))
+        with open(filename, "wb") as fh:
+            fh.write(b"partial safetensors header")  # some bytes reach the path it was given
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint_module, "save_file", dying_writer)
+    with pytest.raises(OSError, match="disk full"):
+        save_model(models["litedepth"], tmp_path / "m.safetensors", metadata={"note": "bad"})
+    monkeypatch.undo()
+    assert len(written) == 1  # the writer did run and did write
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # byte for byte, no temporary file
+    loaded = load_model(tmp_path / "m.safetensors")
+    assert loaded.config == model.config and loaded.checkpoint_info["metadata"] == {"note": "good"}
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))

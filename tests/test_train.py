@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import socket
 import subprocess
 import sys
@@ -260,3 +261,39 @@ def test_resume_does_not_need_the_imagenet_weights_file(tmp_path):
     weights.unlink()
     Trainer(cfg, tmp_path / "run", resume=True).fit()  # the checkpoint holds the trained encoder
     assert len(losses(tmp_path / "run")) == 8
+
+
+def schedule_lr(base: float, step: int, total: int, name: str, warmup: int, start: float, power: float,
+                floor: float) -> float:
+    """The documented schedule, written out again: linear warm-up from ``start`` over ``warmup``
+    steps, then poly (1 - p)^power or half a cosine from 1 down to ``floor`` at step ``total``."""
+    if step < warmup:
+        return base * (start + (1.0 - start) * step / warmup)
+    p = min(1.0, (step - warmup) / (total - warmup))
+    shape = (1.0 - p) ** power if name == "poly" else (1.0 + math.cos(math.pi * p)) / 2.0
+    return base * (floor + (1.0 - floor) * shape)
+
+
+@pytest.mark.parametrize("name", ["poly", "cosine"])
+def test_every_step_uses_and_logs_the_scheduled_learning_rate(tmp_path, name):
+    """Catches the scheduler stepped before the optimizer (every step then uses the next step's
+    lr: the first one skips the warm-up start) and a schedule shifted or mis-scaled in the
+    trainer: the lr each optimizer step runs with, and the logged ``lr`` column, against the
+    schedule's formula. The logged value is read after the step, i.e. the lr of the next step."""
+    schedule = {"name": name, "warmup_steps": 3, "warmup_start": 0.1, "power": 0.7, "min_lr_ratio": 0.05}
+    cfg = resolve_config(write_recipe(tmp_path, optim__lr=2e-3, schedule=schedule, data__val=None,
+                                      train__steps=7, train__samples=0, data__augment=[]), [])
+    trainer = Trainer(cfg, tmp_path / "run")
+    used: list[list[float]] = []
+    trainer.optimizer.register_step_pre_hook(lambda opt, args, kwargs: used.append([g["lr"] for g in opt.param_groups]))
+    trainer.fit()
+    total = 7
+    expected = [schedule_lr(2e-3, k, total, name, 3, 0.1, 0.7, 0.05) for k in range(total + 1)]
+    assert expected[0] == pytest.approx(2e-4) and expected[total] == pytest.approx(1e-4)
+    assert len(used) == total
+    for k, lrs in enumerate(used):  # optimizer step k (0-based) runs with the schedule's lr of step k
+        assert lrs == pytest.approx([expected[k]] * len(lrs), rel=1e-12, abs=0), k
+    rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    assert [int(r["step"]) for r in rows] == list(range(1, total + 1))
+    for r in rows:  # logged after step s: the lr the scheduler has set for the next step
+        assert float(r["lr"]) == pytest.approx(expected[int(r["step"])], rel=1e-12, abs=0), r["step"]
