@@ -319,7 +319,7 @@ def test_latency_statistics_of_known_timings(monkeypatch) -> None:
 
     import numpy as np
 
-    import slimdepth.deploy.cost as cost
+    import slimdepth.deploy.latency as cost
 
     durations_ms = [4.0, 1.0, 3.0, 2.0, 50.0, 6.0, 5.0]  # skewed: one slow outlier
     ticks: list[float] = []
