@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from slimdepth.errors import ConfigError
+from slimdepth.errors import ConfigError, DataError
 from slimdepth.models.base import DepthModel
 from slimdepth.options import check_number
 from slimdepth.registry import Registry
@@ -45,6 +45,8 @@ def build_model(name: str, **options: Any) -> DepthModel:
     MODELS.check(name, options)
     try:
         return MODELS.get(name)(**options)
+    except DataError:  # a file the options name (ImageNet weights) is at fault: its message names it
+        raise
     except (TypeError, ValueError) as exc:  # the constructor's own checks (ConfigError) included
         given = ", ".join(f"{k}={v!r}" for k, v in options.items())
         raise ConfigError(f"model {name!r}: bad option value among {given} ({str(exc).splitlines()[0]})") from None
