@@ -27,11 +27,12 @@ def one_line(exc: BaseException) -> str:
     An error raised in a DataLoader worker process reaches the main process re-raised by
     PyTorch with the worker's whole traceback in its message ("Caught DataError in DataLoader
     worker process 0. Original Traceback ..."); its last line holds the original message.
+    Line breaks inside the message (from a file name, say) are escaped, never printed.
     """
     text = str(exc).strip()
     if text.startswith("Caught ") and "\nOriginal Traceback" in text:
         last = text.splitlines()[-1]
         kind, sep, message = last.partition(": ")
         text = message if sep and kind.rpartition(".")[2] == type(exc).__name__ else last
-    lines = text.splitlines()
-    return lines[0] if lines else type(exc).__name__
+    # a user's value (a file name, an option) may itself hold line breaks: show them escaped
+    return text.replace("\r", "\\r").replace("\n", "\\n") if text else type(exc).__name__

@@ -22,8 +22,10 @@ from slimdepth.options import check_number
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OUTPUT_KEYS = ("depth", "scales", "seg", "features")
+#: the largest max_depth a model accepts (metres): far beyond any camera's range
+MAX_DEPTH = 1e5
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "OUTPUT_KEYS", "Auxiliary", "DepthModel", "Normalize", "eval_mode",
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MAX_DEPTH", "OUTPUT_KEYS", "Auxiliary", "DepthModel", "Normalize", "eval_mode",
            "model_device", "run_outputs"]
 
 
@@ -55,6 +57,7 @@ class DepthModel(nn.Module):
         self.config = dict(config)
         self.max_depth = check_number(config.get("max_depth", 80.0), "max_depth", low=0, low_open=True,
                                       expected="positive")
+        check_number(self.max_depth, "max_depth (metres)", high=MAX_DEPTH)  # float32 heads overflow long before 1e38
 
     def predict(self, x: torch.Tensor) -> dict[str, Any]:  # pragma: no cover - abstract
         """All outputs: ``depth`` (B,1,H,W) metres, and ``scales``/``seg``/``features`` when the model has them."""
