@@ -237,13 +237,37 @@ def test_bad_sizes_are_refused_before_any_work(monkeypatch, capsys, checkpoint, 
     assert code == 1 and not out.exists()
 
 
+@settings(max_examples=25, deadline=None, suppress_health_check=FIXTURES)
+@given(option=st.sampled_from(["--runs", "--warmup", "--threads"]),
+       value=st.one_of(st.integers(-10**9, -1), st.integers(1025, 10**12), st.sampled_from(["0", "1.5", "x", ""])),
+       verb=st.sampled_from(["cost", "compare"]))
+def test_bad_timing_options_are_refused_before_any_work(monkeypatch, capsys, checkpoint, option, value, verb) -> None:
+    """Every value here is out of range for its option (runs >= 1, warmup >= 0, threads 1..1024;
+    torch.set_num_threads crashes the process on huge values): one line, before any model loads."""
+    if option != "--threads" and isinstance(value, int) and value > 0:
+        value = -value  # a large count of runs is merely slow, not wrong
+    if option == "--warmup" and value == "0":
+        value = "-1"
+    args = ["cost", "tiny-multires"] if verb == "cost" else ["compare", str(checkpoint), "--data", "synthetic,num=1"]
+    monkeypatch.setattr("slimdepth.loader.load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    code, _, err = run_cli(monkeypatch, capsys, *args, option, str(value))
+    assert code in (1, 2) and "a bug in slimdepth" not in err
+    assert_one_line_error(code, err, option)
+
+
+def test_a_recipe_asking_for_absurd_threads_is_refused(monkeypatch, capsys, tmp_path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"model": {"name": "tiny-multires"}, "train": {"threads": 100000},
+                                      "data": {"train": "synthetic,num=2,size=32x96", "val": None, "batch_size": 2}}))
+    code, _, err = run_cli(monkeypatch, capsys, "train", str(recipe), "--out", str(tmp_path / "run"))
+    assert_one_line_error(code, err, "'train.threads' must be <= 1024")
+
+
 # --------------------------------------------------------------------------------------------
 # prediction never lands on an input
 
 
-@pytest.fixture
-def labeled(tmp_path) -> Path:
-    root = tmp_path / "ds"
+def _labeled(root: Path) -> Path:
     for i in range(2):
         write_rgb(root / "rgb" / f"{i:06d}.png", np.full((24, 32, 3), 40 * i, np.uint8))
         write_depth(root / "depth" / f"{i:06d}.png", np.full((24, 32), 5.0, np.float32), "kitti")
@@ -252,19 +276,50 @@ def labeled(tmp_path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("sub", ["rgb", "depth", "seg", "."])
-@pytest.mark.parametrize("overwrite", [False, True])
-def test_predict_never_writes_over_a_file_of_the_dataset(monkeypatch, capsys, checkpoint, labeled, sub,
-                                                         overwrite) -> None:
-    before = _snapshot(labeled)
-    args = ["predict", str(checkpoint), "--data", str(labeled), "--out", str(labeled / sub)]
+@pytest.fixture
+def labeled(tmp_path) -> Path:
+    return _labeled(tmp_path / "ds")
+
+
+SCANNED = ("rgb", "depth", "seg")  # the folders the folder reader indexes
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=FIXTURES)
+@given(parts=st.lists(st.sampled_from(["rgb", "depth", "seg", "pred", "..", "."]), min_size=0, max_size=3),
+       overwrite=st.booleans())
+def test_predict_never_writes_where_the_dataset_reads(monkeypatch, capsys, checkpoint, tmp_path, parts,
+                                                      overwrite) -> None:
+    root = tmp_path / "a" / "b" / "c" / "ds"  # deep enough for three '..'
+    if not root.exists():
+        _labeled(root)
+    out = root.joinpath(*parts) if parts else root
+    where = out.resolve()
+    inside = where.relative_to(root.resolve()).parts if where.is_relative_to(root.resolve()) else ()
+    scanned = bool(inside) and inside[0] in SCANNED
+    before = _snapshot(root)
+    args = ["predict", str(checkpoint), "--data", str(root), "--out", str(out)]
     code, _, err = run_cli(monkeypatch, capsys, *args, *(["--overwrite"] if overwrite else []))
-    if sub == ".":  # predictions beside the folders collide with nothing the dataset reads
-        assert code == 0, err
-        assert {k: v for k, v in _snapshot(labeled).items() if k in before} == before
-        return
-    assert_one_line_error(code, err, "is a file of the dataset", "never replace an input")
+    if scanned:
+        assert_one_line_error(code, err, "a folder of the dataset")
+    else:
+        assert code == 0 or "already exists" in err, err
+    assert {k: v for k, v in _snapshot(root).items() if k in before} == before  # no input changed
+    assert all(not k.startswith(SCANNED) or k in before for k in _snapshot(root))  # nothing added where it reads
+
+
+def test_overwrite_replaces_predictions_never_a_folders_own_files(monkeypatch, capsys, checkpoint, labeled) -> None:
+    """Images as inputs, --out a dataset's depth folder: its NAME.png files are ground truth, not
+    earlier predictions (no NAME.npy and NAME_vis.png beside them), so --overwrite leaves them."""
+    before = _snapshot(labeled)
+    code, _, err = run_cli(monkeypatch, capsys, "predict", str(checkpoint), str(labeled / "rgb"), "--out",
+                           str(labeled / "depth"), "--overwrite")
+    assert_one_line_error(code, err, f"{labeled / 'depth' / '000000.png'}: already exists and is not an earlier prediction")
     assert _snapshot(labeled) == before
+    out = labeled.parent / "pred"
+    for _ in range(2):  # a second run replaces the first one's files
+        code, _, err = run_cli(monkeypatch, capsys, "predict", str(checkpoint), str(labeled / "rgb"), "--out", str(out),
+                               "--overwrite")
+        assert code == 0, err
 
 
 def test_a_line_break_in_a_value_stays_on_one_line(monkeypatch, capsys, tmp_path) -> None:

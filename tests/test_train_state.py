@@ -334,6 +334,33 @@ def test_interrupted_save_keeps_previous_state(saved: Path, monkeypatch: pytest.
     assert load_training_state(saved, *targets("adamw", 1))["step"] == 2
 
 
+def test_a_write_that_dies_half_way_leaves_the_previous_state_intact(saved: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each file is written to a temporary name and renamed: a writer that has put half its bytes
+    on the path it was given when it dies must leave the saved state byte for byte as it was
+    (the test above dies before writing any byte, so it could not tell an in-place write)."""
+    import slimdepth.train.state as state_module
+
+    before = {p.name: p.read_bytes() for p in saved.parent.iterdir()}
+    real_write = state_module._write_bytes
+    calls = []
+
+    def dying_write(path: Path, data: bytes) -> None:
+        calls.append(path)
+        if len(calls) == 2:  # the tensor file: half of it lands, then the disk fills up
+            real_write(path, data[: len(data) // 2])
+            raise OSError("disk full")
+        real_write(path, data)
+
+    monkeypatch.setattr(state_module, "_write_bytes", dying_write)
+    model, weights, opt, sched = make_run("adamw", 5)
+    with pytest.raises(OSError, match="disk full"):
+        save_training_state(saved, model, opt, sched, extra={"step": 99})
+    assert {p.name: p.read_bytes() for p in saved.parent.iterdir()} == before
+    monkeypatch.undo()
+    assert load_training_state(saved, *targets("adamw", 1))["step"] == 2
+
+
 def test_model_of_another_shape(saved: Path) -> None:
     model, _, opt, sched = make_run("adamw", 1, width=8)
     with pytest.raises(DataError, match=r"s\.safetensors: weights do not fit Tiny: shape mismatch conv\.weight"):

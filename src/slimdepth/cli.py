@@ -58,7 +58,7 @@ def _root(
 def _usage_errors() -> tuple[type[BaseException], ...]:
     """Typer's usage-error classes: Click's (older Typer) and Typer's own (newer Typer)."""
     kinds: list[type[BaseException]] = []
-    try:
+    try:  # click comes with typer, but newer typers may stop exposing its exceptions
         import click
 
         kinds.append(click.ClickException)

@@ -24,8 +24,11 @@ from slimdepth.errors import ConfigError
 if TYPE_CHECKING:  # torch is imported lazily: option parsing stays light
     import torch
 
-__all__ = ["MAX_SIDE", "check_number", "parse_size", "resolve_device", "suggest"]
+__all__ = ["MAX_SIDE", "MAX_THREADS", "check_number", "parse_size", "resolve_device", "suggest"]
 
+#: the most CPU threads a timing or training run may ask for (far more than any machine has;
+#: torch.set_num_threads crashes the process on absurd values)
+MAX_THREADS = 1024
 #: the largest image side (pixels) slimdepth accepts as a model input or frame size: 8K frames
 #: fit, a mistyped 99999 is refused before it reaches the allocator
 MAX_SIDE = 8192
@@ -57,11 +60,15 @@ def check_number(value: Any, what: str, *, low: float | None = None, high: float
     never numbers, and NaN never passes. ``finite=False`` admits infinities. A violation is a
     one-line :class:`ConfigError` naming ``what`` and the bound it broke (``lr must be > 0, got
     -1``), or, for a number out of bounds, ``expected`` (``"positive"``, ``"in [0, 1]"``) when the
-    caller words the domain itself.
+    caller words the domain itself. An integer bounded below by 0 or 1 only is "a non-negative" or
+    "a positive integer".
     """
     real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if integer and high is None and low in (0, 1) and expected is None:  # say it in words
+        expected = "a positive integer" if low == 1 or low_open else "a non-negative integer"
     if integer and not (isinstance(value, numbers.Integral) and not isinstance(value, bool)):
-        raise ConfigError(f"{what} must be an integer, got {value!r}")
+        raise ConfigError(f"{what} must be {expected if integer and expected and 'integer' in expected else 'an integer'}, "
+                          f"got {value!r}")
     if not real:
         kind = "a finite number" if finite else "a number"
         raise ConfigError(f"{what} must be {kind}, got {value!r}{_yaml_hint(value)}")

@@ -87,6 +87,10 @@ class Registry:
         return {k: p for k, p in params.items() if k not in self.reserved
                 and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)}
 
+    def required(self, name: str) -> list[str]:
+        """The options ``name`` cannot do without (no default)."""
+        return [k for k, p in self.parameters(name).items() if p.default is inspect.Parameter.empty]
+
     def check_unknown(self, name: str, options: Mapping[str, Any], where: str = "") -> None:
         """Refuse options ``name`` does not accept (``where`` as in :meth:`check`)."""
         params = self.parameters(name)
@@ -103,9 +107,8 @@ class Registry:
         ``where`` prefixes the message (e.g. the sidecar or the recipe entry the options came from).
         """
         self.check_unknown(name, options, where)
-        params = self.parameters(name)
         head = f"{where}: " if where else ""
-        required = [k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in options]
+        required = [k for k in self.required(name) if k not in options]
         if required:
             raise ConfigError(f"{head}{self.kind} {name!r} needs {', '.join(f'{k}=...' for k in required)}")
 

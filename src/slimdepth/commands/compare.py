@@ -28,12 +28,14 @@ def compare(
     # lazy: torch and the model machinery load only when a verb runs (`slimdepth --help` stays fast)
     from slimdepth.compress.compare import compare_models, format_table, plot, to_csv, to_json
     from slimdepth.data.registry import build_dataset
+    from slimdepth.deploy.latency import check_timing
 
     for path, suffix in ((json_out, ".json"), (csv_out, ".csv"), (plot_out, ".png")):
         if path is not None:
             check_output_file(path, overwrite, (suffix,))
-    if runs < 1 or warmup < 0 or (limit is not None and limit < 1):
-        raise ConfigError("--runs must be >= 1, --warmup >= 0 and --limit >= 1")
+    check_timing(runs, warmup, threads, "--")
+    if limit is not None and limit < 1:
+        raise ConfigError("--limit must be >= 1")
     dataset = build_dataset(data)
     rows, hw = compare_models(models, dataset, size or None, runs=runs, warmup=warmup, threads=threads, limit=limit,
                               progress=lambda name: progress_bar(name, "images"), log=console.print)

@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 
 from slimdepth.commands.common import check_output_file, console
-from slimdepth.errors import ConfigError
 from slimdepth.options import parse_size, resolve_device
 
 
@@ -40,13 +39,13 @@ def cost(
     # lazy: see models()
     from slimdepth.compress.compare import model_cost
     from slimdepth.deploy.cost import format_cost_table
+    from slimdepth.deploy.latency import check_timing
     from slimdepth.loader import resolve_model
     from slimdepth.models.checkpoint import model_input_size
 
     if json_out is not None:
         check_output_file(json_out, overwrite, (".json",))
-    if runs < 1 or warmup < 0 or (threads is not None and threads < 1):
-        raise ConfigError("--runs must be >= 1, --warmup >= 0 and --threads >= 1")
+    check_timing(runs, warmup, threads, "--")
     hw = parse_size(size, "--size") if size else None
     target = resolve_device(device)
     model, file = resolve_model(model_or_checkpoint, target)

@@ -28,29 +28,20 @@ def predict(
     """Predict depth for images: NAME.png (16-bit), NAME.npy (metres), NAME_vis.png (colour), NAME.ply."""
     # lazy: torch and the model machinery load only when a verb runs (`slimdepth --help` stays fast)
     from slimdepth.data.folder import parse_intrinsics
-    from slimdepth.data.io import PNG_DEPTH_SCALE
     from slimdepth.data.registry import build_dataset
-    from slimdepth.evaluate.predict import dataset_inputs, image_inputs, plan_outputs, predict_to_folder
+    from slimdepth.evaluate.predict import dataset_inputs, image_inputs, plan_prediction, predict_to_folder
     from slimdepth.loader import load_model
     from slimdepth.models.checkpoint import model_input_size
-    from slimdepth.visualize import check_colormap
 
-    check_colormap(cmap)
-    if png_encoding not in PNG_DEPTH_SCALE:
-        raise ConfigError(f"--png-encoding must be mm or kitti, got {png_encoding!r}")
     if bool(data) == bool(inputs):
         raise ConfigError("give either input images or --data DATASET")
     input_size = parse_size(size, "--size") if size else None
     K = parse_intrinsics(intrinsics) if intrinsics else None
     sources = dataset_inputs(build_dataset(data), data) if data else image_inputs(inputs)
-    if ply and K is None and not sources.own_intrinsics:
-        raise ConfigError("--ply needs --intrinsics fx,fy,cx,cy (or a K file) of the input images")
-    plan_outputs(sources, out, ply, overwrite)  # every output checked before the model loads
-    model = load_model(checkpoint, device)
+    plan = plan_prediction(sources, out, png_encoding=png_encoding, ply=ply, K=K, cmap=cmap, overwrite=overwrite)
+    model = load_model(checkpoint, device)  # only once every input and output has been checked
     with progress_bar("predicting", "images") as update:
-        summary = predict_to_folder(model, sources, out, input_size=input_size or model_input_size(model),
-                                    png_encoding=png_encoding, ply=ply, K=K, cmap=cmap, overwrite=overwrite,
-                                    progress=update, warn=warn)
+        summary = predict_to_folder(model, plan, input_size or model_input_size(model), progress=update, warn=warn)
     console.print(f"{out}: depth of {summary.images} images (NAME.png {png_encoding}, NAME.npy metres, NAME_vis.png)")
     if summary.beyond_png:
         warn(f"{summary.beyond_png} pixels beyond {summary.png_limit_m:.1f} m were written as 0 (invalid) in the "

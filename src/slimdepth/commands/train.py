@@ -18,7 +18,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
 ) -> None:
     """Train a depth network; checkpoints, metrics, logs and samples go to the run directory."""
-    from slimdepth.train.run import prepare_run, run_training
+    from slimdepth.train.run import prepare_run, run_training  # lazy: keeps `slimdepth --help` fast
 
     if config is None and not resume:
         raise ConfigError("give a recipe (e.g. configs/quickstart.yaml), or --resume --out RUN_DIR")

@@ -33,6 +33,7 @@ from slimdepth.compress.layers import DEFAULT_EXAMPLE_SIZE
 from slimdepth.compress.search import bisect
 from slimdepth.deploy.cost import count_macs, count_parameters
 from slimdepth.errors import ConfigError
+from slimdepth.options import check_number
 from slimdepth.models.widths import record_widths
 
 __all__ = ["PruneReport", "filter_importance", "magnitude_prune", "uniform_prune", "uniform_width"]
@@ -70,10 +71,8 @@ class PruneReport:
 
 
 def _check_target(target: float, tolerance: float) -> None:
-    if not 0 < float(target) <= 1:
-        raise ConfigError(f"target_macs_ratio must be in (0, 1], got {target}")
-    if not 0 < float(tolerance) < 1:
-        raise ConfigError(f"tolerance must be in (0, 1), got {tolerance}")
+    check_number(target, "target_macs_ratio", low=0, low_open=True, high=1, expected="in (0, 1]")
+    check_number(tolerance, "tolerance", low=0, low_open=True, high=1, high_open=True, expected="in (0, 1)")
 
 
 def filter_importance(model: nn.Module, example_size: int | Sequence[int] = DEFAULT_EXAMPLE_SIZE,

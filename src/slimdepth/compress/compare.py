@@ -22,7 +22,7 @@ from slimdepth.compress.gating import is_gated, latency_comparison
 from slimdepth.data.base import DepthDataset
 from slimdepth.data.io import atomic_path
 from slimdepth.deploy.cost import cost_report
-from slimdepth.deploy.latency import interleaved_latency
+from slimdepth.deploy.latency import check_timing, interleaved_latency
 from slimdepth.errors import ConfigError
 from slimdepth.evaluate.loop import evaluate_model
 from slimdepth.loader import load_model
@@ -86,8 +86,7 @@ def compare_models(paths: Sequence[str | Path], dataset: DepthDataset, size: str
     first model's training size. Every path is resolved before any work. ``progress(name)`` is a
     context manager giving each model's ``update(done, total)`` callback (a progress bar);
     ``log`` hears what is being timed. Returns the rows and the input size."""
-    check_number(runs, "--runs", integer=True, low=1)
-    check_number(warmup, "--warmup", integer=True, low=0)
+    check_timing(runs, warmup, threads, "--")
     if limit is not None:
         check_number(limit, "--limit", integer=True, low=1)
     checkpoints = [resolve_checkpoint(p) for p in paths]
@@ -113,10 +112,7 @@ def model_cost(model: torch.nn.Module, size: tuple[int, int], *, runs: int = 30,
                threads: int | None = None, file: Path | None = None, device: str = "cpu") -> dict[str, Any]:
     """The cost report of one model (:func:`~slimdepth.deploy.cost.cost_report`); a gated model
     also gets ``gating_latency``: gated against dense with the same weights, timed interleaved."""
-    check_number(runs, "--runs", integer=True, low=1)
-    check_number(warmup, "--warmup", integer=True, low=0)
-    if threads is not None:
-        check_number(threads, "--threads", integer=True, low=1)
+    check_timing(runs, warmup, threads, "--")
     report = cost_report(model.to(device).eval(), size, runs=runs, warmup=warmup, threads=threads, file=file,
                          device=device)
     if is_gated(model):

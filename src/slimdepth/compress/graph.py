@@ -111,13 +111,6 @@ def _reaches_output(graph: tp.DependencyGraph, group: Any) -> bool:
                or (item.dep.target.grad_fn in roots and item.dep.handler not in _CONV_IN) for item in group)
 
 
-def _reaches_output(graph: tp.DependencyGraph, group: Any) -> bool:
-    """Whether the channels of ``group`` reach a model output (not merely a layer reading them)."""
-    roots = getattr(graph, "output_grad_fns", set())
-    return any(item.dep.target.type == tp_ops.OPTYPE.OUTPUT
-               or (item.dep.target.grad_fn in roots and item.dep.handler not in _CONV_IN) for item in group)
-
-
 def _ignored_names(model: nn.Module, ignore: Iterable[str | nn.Module]) -> set[str]:
     """Names of every module covered by ``ignore`` (names are prefixes: a block covers its layers)."""
     names = {m: n for n, m in model.named_modules()}

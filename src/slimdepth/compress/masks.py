@@ -37,6 +37,7 @@ from slimdepth.compress.graph import prune_channels
 from slimdepth.compress.groups import ChannelGroup
 from slimdepth.compress.search import bisect
 from slimdepth.errors import ConfigError
+from slimdepth.options import check_number
 
 __all__ = ["DEFAULT_INIT_LOGIT", "MaskSet", "attach_masks"]
 
@@ -264,8 +265,7 @@ class MaskSet(nn.Module):
         between 0.5 and 0.7 counts as a fraction of a channel but keeps the whole one).
         A float32 scalar on the logits' device; weight it against the task loss.
         """
-        if not 0 < float(target_ratio) <= 1:
-            raise ConfigError(f"target_ratio must be in (0, 1], got {target_ratio}")
+        check_number(target_ratio, "target_ratio", low=0, low_open=True, high=1, expected="in (0, 1]")
         measure, original = self._measure(kind)
         if estimate not in ("binary", "expected"):
             raise ConfigError(f"compression loss estimate must be 'binary' or 'expected', got {estimate!r}")
@@ -302,8 +302,7 @@ class MaskSet(nn.Module):
         agree. Returns the shift (> 0 raised the threshold, < 0 lowered it, 0.0 when the
         masks fit and nothing was off or ``fill`` is False).
         """
-        if not 0 < float(target_ratio) <= 1:
-            raise ConfigError(f"target_ratio must be in (0, 1], got {target_ratio}")
+        check_number(target_ratio, "target_ratio", low=0, low_open=True, high=1, expected="in (0, 1]")
         measure, original = self._measure(kind)
         budget = float(target_ratio) * original
         logits = [lg.detach() for lg in self.logits]

@@ -54,7 +54,7 @@ from slimdepth.deploy.cost import count_macs
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.loader import load_model
 from slimdepth.models.checkpoint import model_input_size, read_sidecar, resolve_checkpoint, save_model
-from slimdepth.options import parse_size
+from slimdepth.options import check_number, parse_size
 from slimdepth.train.run import resolve_config
 from slimdepth.train.trainer import Trainer, TrainHooks
 
@@ -92,20 +92,20 @@ class PruneSettings:
         """Raise a one-line :class:`ConfigError` for an impossible setting."""
         if self.method not in METHODS:
             raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if not 0.0 < self.target_macs <= 1.0:
-            raise ConfigError(f"--target-macs is the fraction of MACs to keep, in (0, 1]; got {self.target_macs}")
-        if self.steps < 1:
-            raise ConfigError(f"--steps must be >= 1, got {self.steps}")
-        if not (0.0 <= self.warmup_frac < 1.0 and 0.0 <= self.joint_frac < 1.0 and self.warmup_frac + self.joint_frac < 1.0):
+        check_number(self.target_macs, "--target-macs (the fraction of MACs to keep)", low=0, low_open=True, high=1,
+                     expected="in (0, 1]")
+        check_number(self.steps, "--steps", integer=True, low=1)
+        for name in ("warmup_frac", "joint_frac", "ramp_frac"):
+            check_number(getattr(self, name), "--" + name.replace("_", "-"), low=0, high=1)
+        check_number(self.mask_lr, "--mask-lr", low=0, low_open=True)
+        check_number(self.compression_weight, "--compression-weight", low=0)
+        check_number(self.l1_weight, "--l1-weight", low=0)
+        if not (self.warmup_frac < 1.0 and self.joint_frac < 1.0 and self.warmup_frac + self.joint_frac < 1.0):
             raise ConfigError("--warmup-frac and --joint-frac must be >= 0 and leave steps for fine-tuning (sum < 1)")
         if self.method == "masks" and self.joint_steps < 1:
             raise ConfigError(f"--steps {self.steps} x --joint-frac {self.joint_frac} leaves no step to learn the masks")
         if self.mask_init not in ("magnitude", "constant"):
             raise ConfigError(f"--mask-init must be 'magnitude' or 'constant', got {self.mask_init!r}")
-        if not 0.0 <= self.ramp_frac <= 1.0:
-            raise ConfigError(f"--ramp-frac is a share of the joint steps, in [0, 1]; got {self.ramp_frac}")
-        if self.mask_lr <= 0 or self.compression_weight < 0 or self.l1_weight < 0:
-            raise ConfigError("--mask-lr must be > 0, --compression-weight and --l1-weight >= 0")
         if self.cost not in ("macs", "params"):
             raise ConfigError(f"--cost must be 'macs' or 'params', got {self.cost!r}")
         if self.estimate not in ("binary", "expected"):

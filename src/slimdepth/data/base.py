@@ -42,6 +42,11 @@ class DepthDataset(Dataset):
         on the fly."""
         return []
 
+    def source_folders(self) -> list[Path]:
+        """Folders the dataset scans for its files (recursively): anything written there would
+        change the dataset, so outputs are never put inside one. None for data made on the fly."""
+        return []
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         n = len(self)
         if index < 0:

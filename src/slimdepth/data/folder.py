@@ -30,6 +30,7 @@ from slimdepth.data.base import DepthDataset, Transform
 from slimdepth.data.io import (
     DEPTH_ENCODINGS,
     IMAGE_SUFFIXES,
+    check_same_size,
     intrinsics_from_values,
     list_files,
     list_images,
@@ -38,6 +39,7 @@ from slimdepth.data.io import (
     read_list_file,
     read_rgb,
     read_seg,
+    unique_names,
 )
 from slimdepth.data.registry import register_dataset
 from slimdepth.data.sample import make_sample
@@ -47,22 +49,6 @@ from slimdepth.geometry import kitti_like_intrinsics
 IMAGE_DIR_FALLBACKS = ("rgb", "image", "images")
 ROOT_INTRINSICS_FILES = ("K.txt", "intrinsics.txt", "K.json", "intrinsics.json")
 INTRINSICS_SUFFIXES = (".txt", ".json")
-
-
-def check_same_size(shape_a: Sequence[int], path_a: str | Path, shape_b: Sequence[int], path_b: str | Path) -> None:
-    """Raise :class:`DataError` naming both files when two HxW maps differ in size."""
-    (ha, wa), (hb, wb) = tuple(shape_a[:2]), tuple(shape_b[:2])
-    if (ha, wa) != (hb, wb):
-        raise DataError(f"{path_b}: size {wb}x{hb} does not match {path_a} ({wa}x{ha})")
-
-
-def unique_names(names: Sequence[str], paths: Sequence[str | Path]) -> None:
-    """Raise :class:`DataError` when two files would give samples the same name."""
-    seen: dict[str, str | Path] = {}
-    for name, path in zip(names, paths, strict=True):
-        if name in seen:
-            raise DataError(f"{path}: gives the same sample name {name!r} as {seen[name]}")
-        seen[name] = path
 
 
 def parse_intrinsics(value: str | Sequence[float] | np.ndarray) -> np.ndarray:
@@ -237,6 +223,7 @@ class FolderDataset(DepthDataset):
             "right": self._optional(right_dir, IMAGE_SUFFIXES),
             "K": self._optional("K", INTRINSICS_SUFFIXES),
         }
+        self.scanned = [self.image_root, depth_root] + [found[0] for found in optional.values() if found is not None]
         items = []
         for key, image in index_files(self.image_root, IMAGE_SUFFIXES).items():
             variant = _nyu_variant(key)
@@ -269,6 +256,9 @@ class FolderDataset(DepthDataset):
                  if p is not None]
         files += [p for p in (self.root / "meta.json", *(self.root / n for n in ROOT_INTRINSICS_FILES)) if p.is_file()]
         return files
+
+    def source_folders(self) -> list[Path]:
+        return list(self.scanned)
 
     def _intrinsics(self, item: FolderItem, height: int, width: int) -> tuple[np.ndarray, str]:
         if self.K_option is not None:
@@ -374,6 +364,9 @@ class UnlabeledDataset(DepthDataset):
 
     def source_files(self) -> list[Path]:
         return list(self.images) + ([self.root] if self.root.is_file() else [])
+
+    def source_folders(self) -> list[Path]:
+        return [self.root] if self.root.is_dir() else []
 
     def load(self, index: int) -> dict[str, Any]:
         path = self.images[index]

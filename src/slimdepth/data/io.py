@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union
@@ -62,6 +62,22 @@ def check_intrinsics(K: np.ndarray, where: str = "K") -> np.ndarray:
     if not np.isfinite(arr).all() or arr[0, 0] <= 0 or arr[1, 1] <= 0:
         raise DataError(f"{where}: intrinsics need finite values and positive focal lengths")
     return arr
+
+
+def check_same_size(shape_a: Sequence[int], path_a: str | Path, shape_b: Sequence[int], path_b: str | Path) -> None:
+    """Raise :class:`DataError` naming both files when two HxW maps differ in size."""
+    (ha, wa), (hb, wb) = tuple(shape_a[:2]), tuple(shape_b[:2])
+    if (ha, wa) != (hb, wb):
+        raise DataError(f"{path_b}: size {wb}x{hb} does not match {path_a} ({wa}x{ha})")
+
+
+def unique_names(names: Sequence[str], paths: Sequence[str | Path]) -> None:
+    """Raise :class:`DataError` when two files would give samples the same name."""
+    seen: dict[str, str | Path] = {}
+    for name, path in zip(names, paths, strict=True):
+        if name in seen:
+            raise DataError(f"{path}: gives the same sample name {name!r} as {seen[name]}")
+        seen[name] = path
 
 
 def list_files(folder: Path, suffixes: tuple[str, ...], recursive: bool = False) -> list[Path]:

@@ -303,6 +303,13 @@ class KittiDataset(DepthDataset):
                 files += self._annotated_candidates(frame)
         return [p for p in files if p.is_file()]
 
+    def source_folders(self) -> list[Path]:
+        folders = {self.root / f.folder / f"image_0{f.cam}" / "data" for f in self.frames}
+        folders |= {self.root / f.folder / "velodyne_points" / "data" for f in self.frames}
+        if self.gt == "annotated":
+            folders |= {p.parent for f in self.frames for p in self._annotated_candidates(f)}
+        return sorted(p for p in folders if p.is_dir())
+
     def calib(self, date: str) -> KittiCalib:
         """Calibration of a date folder, read once and cached."""
         if date not in self._calib:

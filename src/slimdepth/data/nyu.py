@@ -19,8 +19,16 @@ from typing import Any, Literal
 import numpy as np
 
 from slimdepth.data.base import DepthDataset, Transform
-from slimdepth.data.folder import check_same_size, unique_names
-from slimdepth.data.io import IMAGE_SUFFIXES, check_depth_array, list_files, read_depth, read_list_file, read_rgb
+from slimdepth.data.io import (
+    IMAGE_SUFFIXES,
+    check_depth_array,
+    check_same_size,
+    list_files,
+    read_depth,
+    read_list_file,
+    read_rgb,
+    unique_names,
+)
 from slimdepth.data.registry import register_dataset
 from slimdepth.data.sample import make_sample
 from slimdepth.errors import ConfigError, DataError
@@ -186,6 +194,9 @@ class NyuDataset(DepthDataset):
 
     def source_files(self) -> list[Path]:
         return [p for item in self.items for p in (item.image, item.depth) if p is not None]
+
+    def source_folders(self) -> list[Path]:
+        return [self.root] if self.root.is_dir() else []  # scanned recursively for pairs or .h5 files
 
     def load(self, index: int) -> dict[str, Any]:
         item = self.items[index]

@@ -13,7 +13,6 @@ every reader, so the registry is full whenever it is used.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,8 +91,7 @@ def build_dataset(spec: str | dict[str, Any], transform: Transform | None = None
         raise ConfigError(f"{name}: directory not found (a dataset is NAME[:PATH][,KEY=VALUE...] "
                           f"with NAME one of {', '.join(available_datasets())}, or an existing folder)")
     DATASETS.check_unknown(name, opts)
-    root = DATASETS.parameters(name).get("root")
-    if root is not None and root.default is inspect.Parameter.empty and "root" not in opts:
+    if "root" in DATASETS.required(name) and "root" not in opts:
         raise ConfigError(f"dataset {name!r} needs a path: write {name}:PATH")
     DATASETS.check(name, opts)
     try:

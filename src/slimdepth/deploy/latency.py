@@ -20,9 +20,9 @@ from torch import nn
 
 from slimdepth.errors import ConfigError
 from slimdepth.models.base import eval_mode, model_device
-from slimdepth.options import check_number, parse_size
+from slimdepth.options import MAX_THREADS, check_number, parse_size
 
-__all__ = ["Latency", "interleaved_latency", "measure_latency", "summarize_samples"]
+__all__ = ["Latency", "check_timing", "interleaved_latency", "measure_latency", "summarize_samples"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,15 @@ def summarize_samples(samples_ms: Sequence[float]) -> dict[str, float]:
     a = np.asarray(samples_ms, dtype=np.float64)
     return {"median_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)), "mean_ms": float(a.mean()),
             "min_ms": float(a.min())}
+
+
+def check_timing(runs: int, warmup: int, threads: int | None = None, prefix: str = "") -> None:
+    """Timed runs >= 1, warm-up runs >= 0, threads in 1..MAX_THREADS (``prefix``: ``"--"`` names
+    the CLI options). Every timing entry point checks them before any work."""
+    check_number(runs, f"{prefix}runs", integer=True, low=1)
+    check_number(warmup, f"{prefix}warmup", integer=True, low=0)
+    if threads is not None:
+        check_number(threads, f"{prefix}threads", integer=True, low=1, high=MAX_THREADS)
 
 
 def _synchroniser(device: torch.device) -> Callable[[], None]:
@@ -98,10 +107,7 @@ def measure_latency(
     """
     h, w = parse_size(size)
     check_number(batch, "batch", integer=True, low=1)
-    check_number(runs, "runs", integer=True, low=1)
-    check_number(warmup, "warmup", integer=True, low=0)
-    if threads is not None:
-        check_number(threads, "threads", integer=True, low=1)
+    check_timing(runs, warmup, threads)
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
@@ -157,7 +163,7 @@ def interleaved_latency(models: Sequence[nn.Module], size: int | Sequence[int], 
     drifting on a shared machine affects every model alike and their ratios stay meaningful.
     Each model gets ``warmup`` untimed passes before its first chunk and one before the others.
     Returns one :class:`Latency` per model (pooled samples), in order."""
-    check_number(runs, "runs", integer=True, low=1)
+    check_timing(runs, warmup, threads)
     check_number(rounds, "rounds", integer=True, low=1)
     rounds = min(rounds, runs)
     chunks = [runs // rounds + (1 if i < runs % rounds else 0) for i in range(rounds)]

@@ -8,9 +8,12 @@ named by file stem) or a dataset (:func:`dataset_inputs`, outputs named by sampl
 
 Safety: every output path is planned and checked before any work (:func:`plan_outputs`). No
 output may land on a file that an input reads -- an input image, or any file of the input
-dataset (its images, ground truth, labels, calibration) -- with or without ``overwrite``;
-``overwrite`` only replaces earlier predictions. The folder is created once the first image has
-been read, so a run that fails on its inputs leaves nothing behind.
+dataset (its images, ground truth, labels, calibration) -- nor inside a folder the dataset
+scans (``DATA/rgb/pred`` would become part of the dataset), with or without ``overwrite``.
+``overwrite`` only replaces earlier predictions -- a name whose ``NAME.npy`` and ``NAME_vis.png``
+are both there -- never a folder's own ``NAME.png`` (someone's ground truth, say). The
+folder is created once the first image has been read, so a run that fails on its inputs leaves
+nothing behind.
 """
 
 from __future__ import annotations
@@ -25,12 +28,21 @@ import numpy as np
 import torch
 
 from slimdepth.data.base import DepthDataset
-from slimdepth.data.io import IMAGE_SUFFIXES, PNG_DEPTH_SCALE, list_images, read_rgb, write_depth, write_ply, write_rgb
+from slimdepth.data.io import (
+    IMAGE_SUFFIXES,
+    PNG_DEPTH_SCALE,
+    list_images,
+    read_rgb,
+    write_depth,
+    write_ply,
+    write_rgb,
+)
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.evaluate.loop import aspect_warning, predict_depth
 from slimdepth.visualize import check_colormap, colorize_depth
 
-__all__ = ["PredictionInputs", "PredictionSummary", "dataset_inputs", "image_inputs", "plan_outputs", "predict_to_folder"]
+__all__ = ["PredictionInputs", "PredictionPlan", "PredictionSummary", "dataset_inputs", "image_inputs",
+           "plan_outputs", "plan_prediction", "predict_to_folder"]
 
 
 @dataclass
@@ -42,6 +54,7 @@ class PredictionInputs:
     names: list[str]
     load: Callable[[int], dict[str, Any]]
     sources: set[Path] = field(default_factory=set)
+    folders: set[Path] = field(default_factory=set)  # folders the inputs scan: no output inside one
     described_as: str = "the input images"
     own_intrinsics: bool = False
 
@@ -94,7 +107,7 @@ def image_inputs(patterns: Sequence[str]) -> PredictionInputs:
 def dataset_inputs(dataset: DepthDataset, spec: str = "") -> PredictionInputs:
     """Every sample of ``dataset``, named by sample; every file it reads is protected."""
     return PredictionInputs(dataset.names(), dataset.load, _resolved(dataset.source_files()),
-                            f"the dataset {spec}".rstrip(), own_intrinsics=True)
+                            _resolved(dataset.source_folders()), f"the dataset {spec}".rstrip(), own_intrinsics=True)
 
 
 def output_names(name: str, ply: bool) -> list[str]:
@@ -102,12 +115,24 @@ def output_names(name: str, ply: bool) -> list[str]:
     return [f"{name}.png", f"{name}.npy", f"{name}_vis.png"] + ([f"{name}.ply"] if ply else [])
 
 
+def _earlier_prediction(out: Path, name: str) -> bool:
+    """Whether ``out`` holds what ``predict`` writes for ``name``: its metres and its colour view
+    together (a dataset folder holding ``NAME.png`` or ``NAME.npy`` alone is not one)."""
+    return (out / f"{name}.npy").is_file() and (out / f"{name}_vis.png").is_file()
+
+
 def plan_outputs(inputs: PredictionInputs, out: Path, ply: bool = False, overwrite: bool = False) -> list[Path]:
-    """Every file the prediction will write, checked before any work: none is an input file (ever),
-    none exists unless ``overwrite``, and ``out`` is a folder (or does not exist yet)."""
+    """Every file the prediction will write, checked before any work: none is an input file and
+    none lies inside a folder the inputs scan (ever); an existing one is replaced only with
+    ``overwrite`` and only if an earlier ``predict`` wrote it; ``out`` is a folder (or is new)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a folder")
+    where = out.resolve()
+    scanned = [f for f in inputs.folders if where == f or f in where.parents]
+    if scanned:
+        raise ConfigError(f"{out}: lies in {scanned[0]}, a folder of {inputs.described_as}; choose another --out "
+                          "folder (predictions never go where the inputs are read from)")
     targets = [out / f for n in inputs.names for f in output_names(n, ply)]
     hit = [t for t in targets if t.resolve() in inputs.sources]
     if hit:
@@ -116,19 +141,33 @@ def plan_outputs(inputs: PredictionInputs, out: Path, ply: bool = False, overwri
     clash = [t for t in targets if t.exists()]
     if clash and not overwrite:
         raise ConfigError(f"{clash[0]}: already exists; pass --overwrite to replace predictions")
+    by_name = {t: n for n in inputs.names for t in (out / f for f in output_names(n, ply))}
+    foreign = [t for t in clash if not _earlier_prediction(out, by_name[t])]
+    if foreign:
+        raise ConfigError(f"{foreign[0]}: already exists and is not an earlier prediction (no {by_name[foreign[0]]}.npy "
+                          f"and {by_name[foreign[0]]}_vis.png beside it); --overwrite only replaces predictions")
     return targets
 
 
-def predict_to_folder(model: torch.nn.Module, inputs: PredictionInputs, out: Path, *,
-                      input_size: tuple[int, int] | None = None, png_encoding: str = "mm", ply: bool = False,
-                      K: np.ndarray | None = None, cmap: str = "magma", overwrite: bool = False,
-                      progress: Callable[[int, int], None] | None = None,
-                      warn: Callable[[str], None] | None = None) -> PredictionSummary:
-    """Predict every input and write its files into ``out`` (see the module docstring).
+@dataclass
+class PredictionPlan:
+    """A checked prediction job (:func:`plan_prediction`): what to read, where to write, how."""
 
-    ``K`` (3x3) is the intrinsics of the input images for the point clouds; a dataset's
-    samples bring their own. ``warn`` receives one-line warnings (a resize that changes the
-    aspect ratio); ``progress(done, total)`` is called after each image.
+    inputs: PredictionInputs
+    out: Path
+    targets: list[Path]
+    png_encoding: str = "mm"
+    ply: bool = False
+    K: np.ndarray | None = None
+    cmap: str = "magma"
+
+
+def plan_prediction(inputs: PredictionInputs, out: Path, *, png_encoding: str = "mm", ply: bool = False,
+                    K: np.ndarray | None = None, cmap: str = "magma", overwrite: bool = False) -> PredictionPlan:
+    """Check every option and every output path (:func:`plan_outputs`) before any work.
+
+    ``K`` (3x3) is the intrinsics of the input images for the point clouds; a dataset's samples
+    bring their own.
     """
     check_colormap(cmap)
     if png_encoding not in PNG_DEPTH_SCALE:
@@ -136,10 +175,21 @@ def predict_to_folder(model: torch.nn.Module, inputs: PredictionInputs, out: Pat
     if ply and K is None and not inputs.own_intrinsics:
         raise ConfigError("--ply needs --intrinsics fx,fy,cx,cy (or a K file) of the input images")
     out = Path(out)
-    plan_outputs(inputs, out, ply, overwrite)
+    return PredictionPlan(inputs, out, plan_outputs(inputs, out, ply, overwrite), png_encoding, ply, K, cmap)
+
+
+def predict_to_folder(model: torch.nn.Module, plan: PredictionPlan, input_size: tuple[int, int] | None = None,
+                      progress: Callable[[int, int], None] | None = None,
+                      warn: Callable[[str], None] | None = None) -> PredictionSummary:
+    """Predict every input of ``plan`` and write its files (see the module docstring).
+
+    ``warn`` receives one-line warnings (a resize that changes the aspect ratio);
+    ``progress(done, total)`` is called after each image.
+    """
+    inputs, out = plan.inputs, plan.out
     device = next(model.parameters()).device
-    limit = 65535 * PNG_DEPTH_SCALE[png_encoding]
-    summary = PredictionSummary(out, len(inputs.names), png_encoding, png_limit_m=limit)
+    limit = 65535 * PNG_DEPTH_SCALE[plan.png_encoding]
+    summary = PredictionSummary(out, len(inputs.names), plan.png_encoding, png_limit_m=limit)
     for i, name in enumerate(inputs.names):
         sample = inputs.load(i)
         image = sample["image"]
@@ -150,17 +200,17 @@ def predict_to_folder(model: torch.nn.Module, inputs: PredictionInputs, out: Pat
             out.mkdir(parents=True, exist_ok=True)
         depth = predict_depth(model, [image], input_size, device=device)[0][0].numpy()
         summary.beyond_png += int((depth > limit).sum())
-        write_depth(out / f"{name}.png", depth, png_encoding)  # type: ignore[arg-type]
+        write_depth(out / f"{name}.png", depth, plan.png_encoding)  # type: ignore[arg-type]
         write_depth(out / f"{name}.npy", depth.astype(np.float32), "npy")
-        write_rgb(out / f"{name}_vis.png", colorize_depth(depth, cmap))
-        if ply:
-            camera = K if K is not None else sample.get("K")
+        write_rgb(out / f"{name}_vis.png", colorize_depth(depth, plan.cmap))
+        if plan.ply:
+            camera = plan.K if plan.K is not None else sample.get("K")
             if camera is None:
                 raise DataError(f"sample {name!r} has no intrinsics for its point cloud; pass --intrinsics")
             camera = camera.numpy() if hasattr(camera, "numpy") else camera
             rgb = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
             write_ply(out / f"{name}.ply", depth, camera, image=rgb)
-        summary.files += [out / f for f in output_names(name, ply)]
+        summary.files += [out / f for f in output_names(name, plan.ply)]
         if progress is not None:
             progress(i + 1, len(inputs.names))
     return summary

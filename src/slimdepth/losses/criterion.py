@@ -22,7 +22,7 @@ from slimdepth.losses.depth import berhu, log_berhu, robust_loss, silog
 from slimdepth.losses.segmentation import segmentation_loss
 from slimdepth.losses.structure import gradient_loss, virtual_normal_loss
 from slimdepth.losses.weighting import LearnableLossWeights
-from slimdepth.options import check_number
+from slimdepth.options import check_number, suggest
 from slimdepth.registry import Registry
 
 __all__ = ["LOSS_FUNCTIONS", "LOSS_TERMS", "DepthCriterion", "TermSpec", "build_criterion"]
@@ -80,7 +80,8 @@ def _parse_term(i: int, spec: Any) -> TermSpec:
     if unknown:
         extra = ", seed" if kind == "virtual_normal" else ""
         raise ConfigError(
-            f"{where} ({kind}): unknown option(s) {', '.join(unknown)}; allowed: name, weight, {', '.join(allowed)}{extra}"
+            f"{where} ({kind}): unknown option(s) {', '.join(unknown)}{suggest(unknown[0], allowed) if len(unknown) == 1 else ''}; "
+            f"allowed: name, weight, {', '.join(allowed)}{extra}"
         )
     return TermSpec(name=name, type=kind, weight=weight, params=spec, seed=seed)
 

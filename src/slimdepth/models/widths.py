@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from slimdepth.errors import ConfigError
+from slimdepth.options import check_number
 from slimdepth.models.base import OUTPUT_KEYS, Auxiliary, eval_mode, run_outputs
 from slimdepth.models.normalize import FoldedConv2d
 from slimdepth.models.zoo import MODELS, build_model
@@ -108,9 +109,7 @@ def _resized(old: nn.Module, kind: str, spec: Mapping[str, Any]) -> nn.Module:
     """A new layer like ``old`` with the widths in ``spec`` (fresh parameters)."""
     ref = old.weight if getattr(old, "weight", None) is not None else next(iter(old.buffers()), None)
     factory = {"device": ref.device, "dtype": ref.dtype} if ref is not None else {}
-    values = {f: spec.get(f, getattr(old, f)) for f in _FIELDS[kind]}
-    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values.values()):
-        raise ConfigError(f"widths must be positive integers, got {values}")
+    values = {f: check_number(spec.get(f, getattr(old, f)), f, integer=True, low=1) for f in _FIELDS[kind]}
     grown = [f"{f} {values[f]} > {getattr(old, f)}" for f in values if values[f] > getattr(old, f)]
     if grown:  # pruning only removes channels: a wider layer is not a pruned one
         raise ConfigError(f"wider than the architecture ({', '.join(grown)})")

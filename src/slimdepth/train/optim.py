@@ -112,10 +112,7 @@ def _flag(cfg: Mapping[str, Any], key: str, what: str, default: bool) -> bool:
 
 
 def _int(cfg: Mapping[str, Any], key: str, what: str, default: int) -> int:
-    value = cfg.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{what}.{key} must be a non-negative integer, got {value!r}")
-    return value
+    return check_number(cfg.get(key, default), f"{what}.{key}", integer=True, low=0)
 
 
 # --------------------------------------------------------------------------- param groups

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from slimdepth.evaluate.metrics import METRIC_KEYS
+from slimdepth.options import MAX_THREADS
 from slimdepth.train.config import Field
 
 DEFAULTS: dict[str, Any] = {
@@ -65,7 +66,7 @@ SCHEMA: dict[str, Any] = {
               "device": str, "amp": (str, bool), "channels_last": (str, bool), "log_every": POSITIVE_INT,
               "checkpoint_every": POSITIVE_INT, "val_every": POSITIVE_INT, "samples": Field(int, min=0),
               "monitor": Field(str, choices=METRIC_KEYS),
-              "threads": Field(int, min=1, nullable=True)},
+              "threads": Field(int, min=1, max=MAX_THREADS, nullable=True)},
     "eval": {"preset": (str, type(None)), "min_depth": Field(float, min=0.0, nullable=True),
              "max_depth": Field(float, min=0.0, nullable=True), "crop": (str, type(None)), "median_scaling": bool,
              "flip": bool},
