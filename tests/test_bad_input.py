@@ -232,6 +232,8 @@ def test_bad_sizes_are_refused_before_any_work(monkeypatch, capsys, checkpoint, 
             "evaluate": ["evaluate", str(checkpoint), "--data", "synthetic,num=1,size=32x48"],
             "predict": ["predict", str(checkpoint), str(image_folder), "--out", str(out)],
             "compare": ["compare", str(checkpoint), "--data", "synthetic,num=1,size=32x48"]}[verb]
+    for where in ("slimdepth.loader.load_model", "slimdepth.compress.compare.load_model"):
+        monkeypatch.setattr(where, lambda *a, **k: pytest.fail("a model was loaded"))
     code, _, err = run_cli(monkeypatch, capsys, *args, "--size", size)
     assert_one_line_error(code, err, "--size")
     assert code == 1 and not out.exists()
@@ -249,7 +251,8 @@ def test_bad_timing_options_are_refused_before_any_work(monkeypatch, capsys, che
     if option == "--warmup" and value == "0":
         value = "-1"
     args = ["cost", "tiny-multires"] if verb == "cost" else ["compare", str(checkpoint), "--data", "synthetic,num=1"]
-    monkeypatch.setattr("slimdepth.loader.load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    for where in ("slimdepth.loader.load_model", "slimdepth.compress.compare.load_model"):
+        monkeypatch.setattr(where, lambda *a, **k: pytest.fail("a model was loaded"))
     code, _, err = run_cli(monkeypatch, capsys, *args, option, str(value))
     assert code in (1, 2) and "a bug in slimdepth" not in err
     assert_one_line_error(code, err, option)
@@ -350,7 +353,8 @@ def test_input_messages_name_the_folders_and_files(monkeypatch, capsys, checkpoi
 
 def test_an_unwritable_json_folder_is_refused_before_the_work(monkeypatch, capsys, checkpoint) -> None:
     calls = []
-    monkeypatch.setattr("slimdepth.loader.load_model", lambda *a, **k: calls.append(a))
+    for where in ("slimdepth.loader.load_model", "slimdepth.compress.compare.load_model"):
+        monkeypatch.setattr(where, lambda *a, **k: calls.append(a))
     for verb in (["evaluate", str(checkpoint), "--data", "synthetic,num=1"],
                  ["compare", str(checkpoint), "--data", "synthetic,num=1"], ["cost", "tiny-multires"]):
         code, _, err = run_cli(monkeypatch, capsys, *verb, "--json", "/proc/slimdepth-report.json")

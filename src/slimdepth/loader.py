@@ -71,13 +71,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> DepthMod
     info = read_sidecar(path)
     check_metadata(info, sidecar)
     target = resolve_device(device)
-    if not weights.is_file():
-        raise DataError(f"{weights}: checkpoint weights not found")
+    state = read_weights(weights)  # a missing or unreadable file fails before anything is built
     try:
         model = build_from_config(info["model"])
     except ConfigError as exc:
         raise DataError(f"{sidecar}: the model it describes cannot be built: {exc}") from None
-    load_state_strict(model, read_weights(weights), str(weights))
+    load_state_strict(model, state, str(weights))
     model.checkpoint_info = info
     return model.to(target).eval()
 

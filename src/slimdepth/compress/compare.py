@@ -27,7 +27,7 @@ from slimdepth.errors import ConfigError
 from slimdepth.evaluate.loop import evaluate_model
 from slimdepth.loader import load_model
 from slimdepth.models.checkpoint import checkpoint_paths, model_input_size, resolve_checkpoint
-from slimdepth.options import check_number
+from slimdepth.options import check_number, parse_size
 
 __all__ = ["COLUMNS", "add_latency", "compare_models", "compare_row", "format_table", "model_cost", "plot", "to_csv",
            "to_json"]
@@ -90,11 +90,11 @@ def compare_models(paths: Sequence[str | Path], dataset: DepthDataset, size: str
     if limit is not None:
         check_number(limit, "--limit", integer=True, low=1)
     checkpoints = [resolve_checkpoint(p) for p in paths]
+    hw = parse_size(size, "--size") if size else None  # checked before any model loads
     rows, loaded = [], []
-    hw: tuple[int, int] | None = None
     for given, ckpt in zip(paths, checkpoints):
         model = load_model(ckpt)
-        hw = hw or model_input_size(model, size)
+        hw = hw or model_input_size(model)
         if hw is None:
             raise ConfigError(f"{given}: the checkpoint records no input size; pass --size HxW")
         with progress(Path(given).name) if progress is not None else nullcontext() as update:
