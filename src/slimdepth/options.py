@@ -64,11 +64,11 @@ def check_number(value: Any, what: str, *, low: float | None = None, high: float
     "a positive integer".
     """
     real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    kind = "an integer"
     if integer and high is None and low in (0, 1) and expected is None:  # say it in words
-        expected = "a positive integer" if low == 1 or low_open else "a non-negative integer"
+        kind = expected = "a positive integer" if low == 1 or low_open else "a non-negative integer"
     if integer and not (isinstance(value, numbers.Integral) and not isinstance(value, bool)):
-        raise ConfigError(f"{what} must be {expected if integer and expected and 'integer' in expected else 'an integer'}, "
-                          f"got {value!r}")
+        raise ConfigError(f"{what} must be {kind}, got {value!r}")
     if not real:
         kind = "a finite number" if finite else "a number"
         raise ConfigError(f"{what} must be {kind}, got {value!r}{_yaml_hint(value)}")

@@ -17,7 +17,7 @@ everything the compression wing asks of its structure:
   depthwise convs and BatchNorms stay consistent; cached channel counts are refreshed and a zoo
   model's config records its new widths. Every method of the wing prunes through it.
 
-:func:`channel_groups`, :func:`groups_of` and :func:`prune_channels` are one-call shortcuts.
+:func:`channel_groups` and :func:`prune_channels` are one-call shortcuts.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from slimdepth.models.normalize import FoldedConv2d
 from slimdepth.models.widths import note_widths, refresh_channel_attributes
 from slimdepth.options import parse_size
 
-__all__ = ["ChannelGraph", "channel_groups", "groups_of", "prune_channels"]
+__all__ = ["ChannelGraph", "channel_groups", "prune_channels"]
 
 _CONV_OUT = (tp_fn.prune_conv_out_channels, tp_fn.prune_linear_out_channels)
 _CONV_IN = (tp_fn.prune_conv_in_channels, tp_fn.prune_linear_in_channels)
@@ -352,13 +352,6 @@ def channel_groups(model: nn.Module, example_size: int | Sequence[int] = DEFAULT
     reaching them are left out.
     """
     return ChannelGraph(model, example_size, ignore).groups
-
-
-def groups_of(model: nn.Module, roots: Sequence[str],
-              example_size: int | Sequence[int] = DEFAULT_EXAMPLE_SIZE) -> dict[str, ChannelGroup]:
-    """The group of each conv named in ``roots`` (:meth:`ChannelGraph.group_of`), from one trace."""
-    graph = ChannelGraph(model, example_size)
-    return {root: graph.group_of(root) for root in roots}
 
 
 def prune_channels(model: nn.Module, removal: Mapping[str, Sequence[int]],
