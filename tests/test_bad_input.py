@@ -21,8 +21,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from slimdepth.data.io import atomic_path, write_depth, write_rgb, write_seg
 from slimdepth.errors import ConfigError, DataError
+from slimdepth.fileio import atomic_path, write_depth, write_rgb, write_seg
 from slimdepth.models.backbones.weights import load_state_dict_file
 from slimdepth.models.checkpoint import save_model
 from slimdepth.models.zoo import MODELS, build_model, list_models

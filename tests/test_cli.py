@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from slimdepth.data.io import read_depth, write_depth
+from slimdepth.fileio import read_depth, write_depth
 from tests.helpers import assert_one_line_error, run_cli
 
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from slimdepth.data.base import DepthDataset
-from slimdepth.data.io import read_depth, read_rgb, write_depth, write_rgb
 from slimdepth.data.sample import make_sample
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.evaluate.conventions import PRESETS, EvalConfig, get_preset
 from slimdepth.evaluate.metrics import METRIC_KEYS
 from slimdepth.evaluate.preds import EvalReport, evaluate_predictions
+from slimdepth.fileio import read_depth, read_rgb, write_depth, write_rgb
 
 NAMES = ("seq_a/0001", "seq_a/0002", "seq_b/0003")
 SIZE = (12, 16)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from slimdepth.data.folder import FolderDataset, UnlabeledDataset, parse_intrinsics
-from slimdepth.data.io import write_depth, write_intrinsics, write_rgb, write_seg
 from slimdepth.data.registry import build_dataset
 from slimdepth.errors import ConfigError, DataError
+from slimdepth.fileio import write_depth, write_intrinsics, write_rgb, write_seg
 from slimdepth.geometry import kitti_like_intrinsics
 
 H, W = 24, 32

@@ -9,12 +9,17 @@ import pytest
 import torch
 from PIL import Image
 
-from slimdepth.data import io
+from slimdepth import fileio as io
 from slimdepth.data.registry import build_dataset, parse_dataset_spec
 from slimdepth.data.sample import check_sample, collate_samples, key_kind, make_sample
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.geometry import (
-    backproject, crop_intrinsics, flip_intrinsics, kitti_like_intrinsics, points_to_depth_map, project,
+    backproject,
+    crop_intrinsics,
+    flip_intrinsics,
+    kitti_like_intrinsics,
+    points_to_depth_map,
+    project,
     scale_intrinsics,
 )
 from slimdepth.options import parse_size

@@ -8,15 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slimdepth.data.io import write_depth, write_rgb
 from slimdepth.data.kitti import KittiDataset, load_velodyne, project_velodyne, read_kitti_calib
 from slimdepth.data.registry import build_dataset
 from slimdepth.errors import ConfigError, DataError
-
-
-
-
-
+from slimdepth.fileio import write_depth, write_rgb
 
 # --- a tiny fake KITTI tree ---------------------------------------------------------------
 # Camera: 100x80, f = 100, principal point (50, 40). Velodyne (x fwd, y left, z up) maps to the

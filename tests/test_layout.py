@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "slimdepth"
 #: modules every layer may use: they import nothing of slimdepth but each other
 FOUNDATION = {"slimdepth.errors", "slimdepth.options", "slimdepth.registry", "slimdepth.version",
-              "slimdepth.labels", "slimdepth.geometry"}
+              "slimdepth.labels", "slimdepth.geometry", "slimdepth.fileio", "slimdepth.colormap", "slimdepth.prediction"}
 #: the lowest floors and what each may import besides itself and the foundation
 FLOORS = {"slimdepth.data": set(), "slimdepth.models": {"slimdepth.data"}}
 MAX_LINES = 700

@@ -11,7 +11,7 @@ import torch
 import yaml
 from PIL import Image
 
-from slimdepth.data.io import read_depth, write_rgb
+from slimdepth.fileio import read_depth, write_rgb
 from tests.helpers import assert_one_line_error, run_cli
 
 
@@ -111,7 +111,7 @@ def test_predict_writes_depth_files_that_evaluate_preds_reads(monkeypatch, capsy
     code, _, err = run_cli(monkeypatch, capsys, "predict", str(trained), str(images), "--out", str(tmp_path / "y"), "--ply")
     assert_one_line_error(code, err, "--intrinsics")
     # the predictions score against the frames they came from
-    from slimdepth.data.io import write_depth
+    from slimdepth.fileio import write_depth
 
     gt_root = tmp_path / "gt"
     for i, f in enumerate(frames):

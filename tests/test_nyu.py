@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from slimdepth.data.io import write_rgb
 from slimdepth.data.nyu import NyuDataset, nyu_intrinsics, read_nyu_h5
 from slimdepth.data.registry import build_dataset
 from slimdepth.errors import ConfigError, DataError
+from slimdepth.fileio import write_rgb
 
 NYU_K = [[518.8579, 0, 325.5825], [0, 519.4696, 253.7362], [0, 0, 1]]
 

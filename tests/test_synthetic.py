@@ -261,7 +261,7 @@ def test_written_dataset_reads_back_through_the_folder_reader(tmp_path):
         np.testing.assert_allclose(s["K"].numpy(), f.K, rtol=1e-6)
         assert s["right_image"].shape == s["image"].shape
     # a label that is no class of meta.json (nor 255) is an error naming the file
-    from slimdepth.data.io import write_seg
+    from slimdepth.fileio import write_seg
 
     seg = gen.frame(1).seg.copy()
     seg[0, 0] = 77

@@ -227,8 +227,9 @@ def test_bad_values_are_refused_before_any_work(tmp_path):
     from slimdepth.errors import DataError
 
     images = tmp_path / "images"
-    from slimdepth.data.io import write_rgb
     import numpy as np
+
+    from slimdepth.fileio import write_rgb
 
     write_rgb(images / "a.png", np.zeros((48, 160, 3), np.uint8))
     with pytest.raises(DataError, match="no ground-truth depth"):

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from slimdepth.data.io import read_ply, write_ply
 from slimdepth.data.sample import make_sample
 from slimdepth.errors import ConfigError, DataError
+from slimdepth.fileio import read_ply, write_ply
 from slimdepth.visualize import (
     LABEL_NAMES,
     LABEL_PALETTE,

@@ -34,9 +34,10 @@ def evaluate(
     # lazy: torch and the model machinery load only when a verb runs (`slimdepth --help` stays fast)
     from slimdepth.data.registry import build_dataset
     from slimdepth.evaluate.conventions import CROPS, resolve_eval_config
-    from slimdepth.evaluate.loop import aspect_warning, evaluate_model
+    from slimdepth.evaluate.loop import evaluate_model
     from slimdepth.loader import load_model
     from slimdepth.models.checkpoint import model_input_size
+    from slimdepth.prediction import aspect_warning
 
     if json_out is not None:
         check_output_file(json_out, overwrite, (".json",))

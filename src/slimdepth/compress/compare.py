@@ -20,11 +20,11 @@ import torch
 
 from slimdepth.compress.gating import is_gated, latency_comparison
 from slimdepth.data.base import DepthDataset
-from slimdepth.data.io import atomic_path
 from slimdepth.deploy.cost import cost_report
 from slimdepth.deploy.latency import check_timing, interleaved_latency
 from slimdepth.errors import ConfigError
 from slimdepth.evaluate.loop import evaluate_model
+from slimdepth.fileio import atomic_path
 from slimdepth.loader import load_model
 from slimdepth.models.checkpoint import checkpoint_paths, model_input_size, resolve_checkpoint
 from slimdepth.options import check_number, parse_size

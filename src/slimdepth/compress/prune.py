@@ -48,10 +48,10 @@ from slimdepth.compress.gating import (
 )
 from slimdepth.compress.graph import channel_groups
 from slimdepth.compress.masks import MaskSet, attach_masks
-from slimdepth.data.io import atomic_path
 from slimdepth.data.registry import build_dataset
 from slimdepth.deploy.cost import count_macs
 from slimdepth.errors import ConfigError, DataError
+from slimdepth.fileio import atomic_path
 from slimdepth.loader import load_model
 from slimdepth.models.checkpoint import model_input_size, read_sidecar, resolve_checkpoint, save_model
 from slimdepth.options import check_number, parse_size

@@ -27,7 +27,10 @@ from typing import Any
 import numpy as np
 
 from slimdepth.data.base import DepthDataset, Transform
-from slimdepth.data.io import (
+from slimdepth.data.registry import register_dataset
+from slimdepth.data.sample import make_sample
+from slimdepth.errors import ConfigError, DataError
+from slimdepth.fileio import (
     DEPTH_ENCODINGS,
     IMAGE_SUFFIXES,
     check_same_size,
@@ -41,9 +44,6 @@ from slimdepth.data.io import (
     read_seg,
     unique_names,
 )
-from slimdepth.data.registry import register_dataset
-from slimdepth.data.sample import make_sample
-from slimdepth.errors import ConfigError, DataError
 from slimdepth.geometry import kitti_like_intrinsics
 
 IMAGE_DIR_FALLBACKS = ("rgb", "image", "images")

@@ -25,10 +25,10 @@ from typing import Any, Literal
 import numpy as np
 
 from slimdepth.data.base import DepthDataset, Transform
-from slimdepth.data.io import read_depth, read_list_file, read_rgb
 from slimdepth.data.registry import register_dataset
 from slimdepth.data.sample import make_sample
 from slimdepth.errors import ConfigError, DataError
+from slimdepth.fileio import read_depth, read_list_file, read_rgb
 from slimdepth.geometry import points_to_depth_map
 
 #: camera index of each side letter in KITTI split files

@@ -19,7 +19,10 @@ from typing import Any, Literal
 import numpy as np
 
 from slimdepth.data.base import DepthDataset, Transform
-from slimdepth.data.io import (
+from slimdepth.data.registry import register_dataset
+from slimdepth.data.sample import make_sample
+from slimdepth.errors import ConfigError, DataError
+from slimdepth.fileio import (
     IMAGE_SUFFIXES,
     check_depth_array,
     check_same_size,
@@ -29,9 +32,6 @@ from slimdepth.data.io import (
     read_rgb,
     unique_names,
 )
-from slimdepth.data.registry import register_dataset
-from slimdepth.data.sample import make_sample
-from slimdepth.errors import ConfigError, DataError
 from slimdepth.geometry import scale_intrinsics
 
 NYU_WIDTH, NYU_HEIGHT = 640, 480

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from slimdepth.data.io import check_depth_array, check_intrinsics
 from slimdepth.data.keys import KeyKind, is_sparse_map, key_kind, sparse_keys
 from slimdepth.errors import DataError
+from slimdepth.fileio import check_depth_array, check_intrinsics
 from slimdepth.labels import IGNORE_LABEL
 
 __all__ = [

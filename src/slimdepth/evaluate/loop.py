@@ -50,18 +50,6 @@ def predict_depth(
             for d, s in zip(depth, sizes)]
 
 
-def aspect_warning(image_size: tuple[int, int], input_size: tuple[int, int] | None) -> str | None:
-    """A warning when resizing images of ``image_size`` to the model input changes their aspect
-    ratio by more than 10% (depth then stretches with the image), else ``None``."""
-    if input_size is None:
-        return None
-    (h, w), (ih, iw) = image_size, input_size
-    if abs((w / h) / (iw / ih) - 1) > 0.1:
-        return (f"the images ({h}x{w}) are resized to the model input {ih}x{iw}, which changes their aspect ratio; "
-                "pass --size HxW to keep it")
-    return None
-
-
 def _list_collate(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return samples
 

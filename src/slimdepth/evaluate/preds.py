@@ -20,11 +20,11 @@ from typing import Any, Literal
 import torch
 
 from slimdepth.data.base import DepthDataset
-from slimdepth.data.io import IMAGE_SUFFIXES, list_files, read_depth
 from slimdepth.data.registry import build_dataset
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.evaluate.conventions import EvalConfig, evaluate_pair, preset_for, scale_ratio_stats, valid_mask
 from slimdepth.evaluate.metrics import METRIC_NAMES, MetricAccumulator
+from slimdepth.fileio import IMAGE_SUFFIXES, list_files, read_depth
 
 PredEncoding = Literal["mm", "kitti", "npy", "auto"]
 PRED_ENCODINGS: tuple[str, ...] = ("auto", "mm", "kitti", "npy")

@@ -17,8 +17,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from slimdepth.data.io import atomic_path
 from slimdepth.errors import ConfigError, DataError
+from slimdepth.fileio import atomic_path
 from slimdepth.models.base import DepthModel
 from slimdepth.models.widths import WIDTHS_KEY, record_widths
 from slimdepth.options import parse_size

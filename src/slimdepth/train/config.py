@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from slimdepth.data.io import atomic_path
 from slimdepth.errors import ConfigError
+from slimdepth.fileio import atomic_path
 from slimdepth.options import suggest
 
 __all__ = [

@@ -46,8 +46,8 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from slimdepth.data.io import atomic_path
 from slimdepth.errors import DataError
+from slimdepth.fileio import atomic_path
 
 __all__ = [
     "STATE_FORMAT",

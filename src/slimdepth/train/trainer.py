@@ -27,13 +27,13 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from slimdepth.data.io import atomic_path, write_rgb
 from slimdepth.data.registry import build_dataset
 from slimdepth.data.sample import collate_samples
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.evaluate.conventions import EvalConfig, resolve_eval_config
 from slimdepth.evaluate.loop import evaluate_model, predict_depth
 from slimdepth.evaluate.metrics import METRIC_NAMES
+from slimdepth.fileio import atomic_path, write_rgb
 from slimdepth.losses import build_criterion
 from slimdepth.models.checkpoint import FORMAT, save_model, write_sidecar
 from slimdepth.models.zoo import build_model

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from slimdepth.data.base import DepthDataset, Transform
-from slimdepth.data.io import write_depth, write_intrinsics, write_rgb, write_seg
 from slimdepth.data.registry import register_dataset
 from slimdepth.data.sample import make_sample
 from slimdepth.data.synthetic import lidar as lidar_sim
@@ -45,6 +44,7 @@ from slimdepth.data.synthetic.scene import (
 from slimdepth.data.synthetic.shading import shade
 from slimdepth.data.synthetic.textures import hash01
 from slimdepth.errors import ConfigError, DataError
+from slimdepth.fileio import write_depth, write_intrinsics, write_rgb, write_seg
 from slimdepth.options import MAX_SIDE, parse_size
 
 GENERATOR_VERSION = 1
