@@ -12,10 +12,12 @@ import sys
 
 import typer
 
+from slimdepth.commands import bench as _bench
 from slimdepth.commands import compare as _compare
 from slimdepth.commands import cost as _cost
 from slimdepth.commands import data as _data
 from slimdepth.commands import evaluate as _evaluate
+from slimdepth.commands import export as _export
 from slimdepth.commands import predict as _predict
 from slimdepth.commands import prune as _prune
 from slimdepth.commands import train as _train
@@ -40,6 +42,8 @@ app.command("models")(_cost.models)
 app.command("cost")(_cost.cost)
 app.command("prune")(_prune.prune)
 app.command("compare")(_compare.compare)
+app.command("export")(_export.export)
+app.command("bench")(_bench.bench)
 
 
 def _version(value: bool) -> None:

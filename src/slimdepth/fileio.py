@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -211,6 +212,31 @@ def intrinsics_from_values(values: np.ndarray | list[float], where: str = "intri
     else:
         raise DataError(f"{where}: expected 4 (fx fy cx cy), 9 (3x3) or 12 (3x4) numbers, got {v.size}")
     return check_intrinsics(K, where)
+
+
+def parse_intrinsics(value: str | Sequence[float] | np.ndarray) -> np.ndarray:
+    """Intrinsics from an option: ``"fx,fy,cx,cy"`` (or space/semicolon separated), 9 numbers,
+    a sequence of numbers or the path of an intrinsics file. Returns 3x3 float64.
+
+    In a dataset spec string commas separate options, so write ``intrinsics=500 500 320 240``
+    or ``intrinsics=500;500;320;240`` there.
+    """
+    if isinstance(value, str):
+        tokens = [t for t in re.split(r"[,;\s]+", value.strip()) if t]
+        try:
+            numbers = [float(t) for t in tokens]
+        except ValueError:
+            if Path(value).is_file():
+                return read_intrinsics(value)
+            raise ConfigError(f"intrinsics must be 'fx,fy,cx,cy', 9 numbers or a file, got {value!r}") from None
+    elif isinstance(value, (int, float)):
+        numbers = [float(value)]
+    else:
+        numbers = list(np.asarray(value, dtype=np.float64).ravel())
+    try:
+        return intrinsics_from_values(numbers, "intrinsics option")
+    except DataError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _current_umask() -> int:

@@ -15,7 +15,8 @@ from slimdepth.progress import progress_bar
 
 
 def evaluate(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint (.safetensors), or a run directory (uses its best)."),
+    checkpoint: Path = typer.Argument(..., help="Checkpoint (.safetensors), a run directory (uses its best), or an "
+                                      "exported .onnx/.tflite/.xml file (scored on its runtime)."),
     data: str = typer.Option(..., "--data", help="Dataset spec of the evaluation data."),
     preset: str = typer.Option("", "--preset", help="kitti, kitti-eigen, nyu or none; default: the dataset's."),
     crop: str = typer.Option("", "--crop", help="Override the crop: garg, eigen, nyu or none."),
@@ -35,8 +36,9 @@ def evaluate(
     from slimdepth.data.registry import build_dataset
     from slimdepth.evaluate.conventions import CROPS, resolve_eval_config
     from slimdepth.evaluate.loop import evaluate_model
-    from slimdepth.loader import load_model
-    from slimdepth.models.checkpoint import model_input_size
+    from slimdepth.commands.predict import _load
+    from slimdepth.deploy.formats import format_of
+    from slimdepth.models.base import model_device
     from slimdepth.prediction import aspect_warning
 
     if json_out is not None:
@@ -48,8 +50,11 @@ def evaluate(
     if limit is not None and limit < 1:
         raise ConfigError("--limit must be >= 1")
     input_size = parse_size(size, "--size") if size else None  # checked before the model loads
-    model = load_model(checkpoint, device)
-    input_size = input_size or model_input_size(model)
+    model, recorded = _load(checkpoint, format_of(checkpoint), device)  # an exported file runs on its runtime
+    fixed = getattr(model, "input_size", None)
+    if fixed is not None and input_size is not None and input_size != fixed:
+        raise ConfigError(f"{checkpoint} is a fixed-size export for {fixed[0]}x{fixed[1]} inputs; --size cannot change it")
+    input_size = input_size or recorded
     dataset = build_dataset(data)
     config = resolve_eval_config(dataset, preset, crop, min_depth, max_depth, median_scaling)
     if len(dataset):
@@ -58,7 +63,7 @@ def evaluate(
             warn(message)
     with progress_bar("evaluating", "images") as update:
         report = evaluate_model(model, dataset, config, input_size, batch_size, flip,
-                                next(model.parameters()).device, progress=update, limit=limit)
+                                model_device(model), progress=update, limit=limit)
     shown = f"{input_size[0]}x{input_size[1]}" if input_size else "each image's own"
     console.print(report.format_summary() + f", model input {shown}" + (", flip test-time augmentation" if flip else ""))
     console.print(report.format_table())

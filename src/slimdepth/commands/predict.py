@@ -13,7 +13,8 @@ from slimdepth.progress import progress_bar
 
 
 def predict(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint (.safetensors), or a run directory (uses its best)."),
+    checkpoint: Path = typer.Argument(..., help="Checkpoint (.safetensors), a run directory (uses its best), or an "
+                                      "exported .onnx (run by ONNX Runtime, no PyTorch needed), .tflite or .xml."),
     inputs: list[str] = typer.Argument(None, help="Image files, folders or globs (or use --data)."),
     out: Path = typer.Option(..., "--out", help="Output folder (created)."),
     data: str = typer.Option("", "--data", help="Predict a dataset instead; outputs are named by sample, as evaluate-preds expects."),
@@ -26,23 +27,54 @@ def predict(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files (never an input)."),
 ) -> None:
     """Predict depth for images: NAME.png (16-bit), NAME.npy (metres), NAME_vis.png (colour), NAME.ply."""
-    # lazy: torch and the model machinery load only when a verb runs (`slimdepth --help` stays fast)
-    from slimdepth.data.folder import parse_intrinsics
-    from slimdepth.data.registry import build_dataset
-    from slimdepth.evaluate.predict import dataset_inputs, image_inputs, plan_prediction, predict_to_folder
-    from slimdepth.loader import load_model
-    from slimdepth.models.checkpoint import model_input_size
+    # lazy: torch and the model machinery load only when a verb runs (`slimdepth --help` stays fast);
+    # an .onnx model on image files runs without torch (slimdepth.runtime)
+    from slimdepth.deploy.formats import format_of
+    from slimdepth.fileio import parse_intrinsics
+    from slimdepth.prediction import image_inputs, plan_prediction
 
     if bool(data) == bool(inputs):
         raise ConfigError("give either input images or --data DATASET")
     input_size = parse_size(size, "--size") if size else None
     K = parse_intrinsics(intrinsics) if intrinsics else None
-    sources = dataset_inputs(build_dataset(data), data) if data else image_inputs(inputs)
+    if data:
+        from slimdepth.data.registry import build_dataset
+        from slimdepth.evaluate.predict import dataset_inputs
+
+        sources = dataset_inputs(build_dataset(data), data)
+    else:
+        sources = image_inputs(inputs)
     plan = plan_prediction(sources, out, png_encoding=png_encoding, ply=ply, K=K, cmap=cmap, overwrite=overwrite)
-    model = load_model(checkpoint, device)  # only once every input and output has been checked
-    with progress_bar("predicting", "images") as update:
-        summary = predict_to_folder(model, plan, input_size or model_input_size(model), progress=update, warn=warn)
+    fmt = format_of(checkpoint)
+    if fmt == "onnx":
+        from slimdepth.runtime import DepthPredictor
+        from slimdepth.runtime import predict_to_folder as predict_onnx
+
+        predictor = DepthPredictor(checkpoint, size=input_size)
+        with progress_bar("predicting", "images") as update:
+            summary = predict_onnx(predictor, plan, progress=update, warn=warn)
+    else:
+        from slimdepth.evaluate.predict import predict_to_folder
+
+        model, recorded = _load(checkpoint, fmt, device)  # only once every input and output has been checked
+        with progress_bar("predicting", "images") as update:
+            summary = predict_to_folder(model, plan, input_size or recorded, progress=update, warn=warn)
     console.print(f"{out}: depth of {summary.images} images (NAME.png {png_encoding}, NAME.npy metres, NAME_vis.png)")
     if summary.beyond_png:
         warn(f"{summary.beyond_png} pixels beyond {summary.png_limit_m:.1f} m were written as 0 (invalid) in the "
              f"{png_encoding} PNGs; the .npy files hold them (or use --png-encoding kitti)")
+
+
+def _load(checkpoint: Path, fmt: str | None, device: str) -> tuple[object, tuple[int, int] | None]:
+    """A PyTorch checkpoint, or a LiteRT/OpenVINO export wrapped as a module, with its input size."""
+    if fmt is not None:
+        from slimdepth.deploy.exported import load_exported
+
+        model = load_exported(checkpoint)
+        recorded = model.metadata.get("input_size")  # a dynamic export: the size it was exported at
+        return model, model.input_size or (tuple(recorded) if recorded else None)
+    from slimdepth.loader import load_model
+    from slimdepth.models.checkpoint import model_input_size
+
+    model = load_model(checkpoint, device)
+    return model, model_input_size(model)

@@ -18,7 +18,6 @@ also use NYU's ``sync_depth_`` prefix for an ``rgb_`` image.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +33,9 @@ from slimdepth.fileio import (
     DEPTH_ENCODINGS,
     IMAGE_SUFFIXES,
     check_same_size,
-    intrinsics_from_values,
     list_files,
     list_images,
+    parse_intrinsics,
     read_depth,
     read_intrinsics,
     read_list_file,
@@ -49,31 +48,6 @@ from slimdepth.geometry import kitti_like_intrinsics
 IMAGE_DIR_FALLBACKS = ("rgb", "image", "images")
 ROOT_INTRINSICS_FILES = ("K.txt", "intrinsics.txt", "K.json", "intrinsics.json")
 INTRINSICS_SUFFIXES = (".txt", ".json")
-
-
-def parse_intrinsics(value: str | Sequence[float] | np.ndarray) -> np.ndarray:
-    """Intrinsics from an option: ``"fx,fy,cx,cy"`` (or space/semicolon separated), 9 numbers,
-    a sequence of numbers or the path of an intrinsics file. Returns 3x3 float64.
-
-    In a dataset spec string commas separate options, so write ``intrinsics=500 500 320 240``
-    or ``intrinsics=500;500;320;240`` there.
-    """
-    if isinstance(value, str):
-        tokens = [t for t in re.split(r"[,;\s]+", value.strip()) if t]
-        try:
-            numbers = [float(t) for t in tokens]
-        except ValueError:
-            if Path(value).is_file():
-                return read_intrinsics(value)
-            raise ConfigError(f"intrinsics must be 'fx,fy,cx,cy', 9 numbers or a file, got {value!r}") from None
-    elif isinstance(value, (int, float)):
-        numbers = [float(value)]
-    else:
-        numbers = list(np.asarray(value, dtype=np.float64).ravel())
-    try:
-        return intrinsics_from_values(numbers, "intrinsics option")
-    except DataError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def read_folder_meta(root: Path) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import torch
 
 from slimdepth.data.base import DepthDataset
 from slimdepth.evaluate.loop import predict_depth
+from slimdepth.models.base import model_device
 from slimdepth.prediction import (
     PredictionInputs,
     PredictionPlan,
@@ -44,7 +45,7 @@ def predict_to_folder(model: torch.nn.Module, plan: PredictionPlan, input_size: 
     ``progress(done, total)`` is called after each image.
     """
     inputs, out = plan.inputs, plan.out
-    device = next(model.parameters()).device
+    device = model_device(model)
     summary = start_prediction(plan)
     for i, name in enumerate(inputs.names):
         sample = inputs.load(i)

@@ -10,10 +10,13 @@ from slimdepth.errors import ConfigError
 from slimdepth.models.backbones import build_encoder, check_weights_path
 from slimdepth.models.base import DepthModel, Normalize
 from slimdepth.models.blocks import ConvBNReLU, DepthHead, upsample_to
-from slimdepth.models.zoo import MAX_WIDTH, register_model
+from slimdepth.models.zoo import MAX_WIDTH, check_widths, register_model
 from slimdepth.options import check_number, parse_size
 
-__all__ = ["LiteDepth"]
+__all__ = ["LiteDepth", "litedepth_released"]
+
+#: encoder variants: MobileNetV3 Large, Small, and timm's Small "minimal" (LiteDepth's release)
+VARIANTS = ("large", "small", "small_minimal")
 
 
 @register_model("litedepth", "method 4: MobileNetV3 without its head conv, in-network resize, light decoder, ReLU output at 1/4")
@@ -28,24 +31,33 @@ class LiteDepth(DepthModel):
     first_conv = "encoder.features.0.0"
 
     def __init__(self, max_depth: float = 80.0, internal_size: str | tuple[int, int] | None = "128x160",
-                 variant: str = "large", width: int = 64, encoder_weights: str | None = None) -> None:
+                 variant: str = "large", width: int = 64, encoder_weights: str | None = None,
+                 decoder_widths: list[int] | None = None, upsample: str = "bilinear") -> None:
         size = None if internal_size in (None, "none", "input") else parse_size(internal_size, "litedepth internal_size")
-        if variant not in ("large", "small"):
-            raise ConfigError(f"litedepth variant must be 'large' or 'small', got {variant!r}")
+        if variant not in VARIANTS:
+            raise ConfigError(f"litedepth variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+        if upsample not in ("bilinear", "nearest"):
+            raise ConfigError(f"litedepth upsample must be 'bilinear' or 'nearest', got {upsample!r}")
         width = check_number(width, "litedepth width", integer=True, low=2, high=MAX_WIDTH)  # the decoder halves it
+        # (1/4, 1/8, 1/16) decoder widths; the default derives them from ``width`` as the paper's decoder does
+        widths = check_widths(decoder_widths, "litedepth decoder_widths", 3) if decoder_widths is not None else \
+            (width // 2, width // 2, width)
         super().__init__({"name": "litedepth", "max_depth": max_depth,
                           "internal_size": f"{size[0]}x{size[1]}" if size else None, "variant": variant,
-                          "width": width, "encoder_weights": encoder_weights})
+                          "width": width, "encoder_weights": encoder_weights,
+                          **({"decoder_widths": list(widths)} if decoder_widths is not None else {}),
+                          **({"upsample": upsample} if upsample != "bilinear" else {})})
         self.internal_size = size
+        self.upsample = upsample
         self.normalize = Normalize()
         self.encoder = build_encoder(f"mobilenet_v3_{variant}", check_weights_path(encoder_weights), drop_head=True)
         c2, c4, c8, c16, c32 = self.encoder.channels
-        w = width
-        self.reduce32 = ConvBNReLU(c32, w, 1)
-        self.fuse16 = ConvBNReLU(w + c16, w, 1)
-        self.fuse8 = ConvBNReLU(w + c8, w // 2, 1)
-        self.fuse4 = ConvBNReLU(w // 2 + c4, w // 2, 3)
-        self.head = DepthHead(w // 2, max_depth, activation="relu", kernel=1)
+        w4, w8, w16 = widths
+        self.reduce32 = ConvBNReLU(c32, w16, 1)
+        self.fuse16 = ConvBNReLU(w16 + c16, w16, 1)
+        self.fuse8 = ConvBNReLU(w16 + c8, w8, 1)
+        self.fuse4 = ConvBNReLU(w8 + c4, w4, 3)
+        self.head = DepthHead(w4, max_depth, activation="relu", kernel=1)
 
     def predict(self, x: torch.Tensor) -> dict[str, Any]:
         size = tuple(x.shape[-2:])
@@ -56,4 +68,17 @@ class LiteDepth(DepthModel):
         d8 = self.fuse8(torch.cat([upsample_to(d16, f8), f8], 1))
         d4 = self.fuse4(torch.cat([upsample_to(d8, f4), f4], 1))
         low = self.head(d4)
-        return {"depth": upsample_to(low, size), "scales": [low], "features": {"dec16": d16, "dec8": d8, "dec4": d4}}
+        return {"depth": upsample_to(low, size, self.upsample), "scales": [low], "features": {"dec16": d16, "dec8": d8, "dec4": d4}}
+
+
+@register_model("litedepth-released", "LiteDepth as released for MAI2022: minimal MobileNetV3-Small, decoder 8/24/72, "
+                "nearest final upsample (~1.4 MB)")
+def litedepth_released(max_depth: float = 80.0, internal_size: str | tuple[int, int] | None = "128x160",
+                       encoder_weights: str | None = None, upsample: str = "nearest") -> LiteDepth:
+    """The network of LiteDepth's released configuration: timm's ``tf_mobilenetv3_small_minimal_100``
+    encoder (no squeeze-excitation, ReLU, 3x3 kernels; here with PyTorch's symmetric padding
+    where TF pads stride-2 convs asymmetrically -- the weights are the same), decoder widths
+    (8, 24, 72) at 1/4, 1/8 and 1/16 of the internal 128x160, and a nearest upsample of the
+    output to the input size (``upsample="bilinear"`` for the smooth one). It is a
+    :class:`LiteDepth` and saves as one (zoo name ``litedepth`` with these options)."""
+    return LiteDepth(max_depth, internal_size, "small_minimal", 144, encoder_weights, [8, 24, 72], upsample)

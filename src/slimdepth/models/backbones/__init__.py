@@ -50,6 +50,7 @@ for _name, _encoder, _classifier in (
         ("resnet50", partial(resnet_encoder, "resnet50"), resnet50),
         ("mobilenet_v3_large", partial(MobileNetV3Encoder, "large"), mobilenet_v3_large),
         ("mobilenet_v3_small", partial(MobileNetV3Encoder, "small"), mobilenet_v3_small),
+        ("mobilenet_v3_small_minimal", partial(MobileNetV3Encoder, "small_minimal"), partial(MobileNetV3, "small_minimal")),
         ("mobilenet_v1", MobileNetV1Encoder, mobilenet_v1)):
     ENCODERS.add(_name, _encoder)
     CLASSIFIERS.add(_name, _classifier)

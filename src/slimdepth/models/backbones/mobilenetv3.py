@@ -78,10 +78,15 @@ SMALL_BLOCKS = _rows(
     (96, 5, 576, 96, True, "HS", 1),
 )
 
+#: timm's ``mobilenetv3_small_minimal_100`` (the encoder of LiteDepth's released model): Small's
+#: widths with 3x3 kernels, no squeeze-excitation and ReLU everywhere, the stem included
+SMALL_MINIMAL_BLOCKS = tuple(BlockConfig(b.in_ch, 3, b.expanded, b.out_ch, False, "RE", b.stride) for b in SMALL_BLOCKS)
+
 #: blocks and classifier hidden width of each variant
 VARIANTS: dict[str, tuple[tuple[BlockConfig, ...], int]] = {
     "large": (LARGE_BLOCKS, 1280),
     "small": (SMALL_BLOCKS, 1024),
+    "small_minimal": (SMALL_MINIMAL_BLOCKS, 1024),
 }
 
 
@@ -166,14 +171,15 @@ def _blocks(variant: str) -> tuple[tuple[BlockConfig, ...], int]:
 
 def _features(blocks: tuple[BlockConfig, ...], head: bool) -> tuple[nn.Sequential, list[tuple[int, int]]]:
     """torchvision's ``features`` and, per entry, (output channels, cumulative stride)."""
-    layers: list[nn.Module] = [ConvNormActivation(3, blocks[0].in_ch, 3, 2, activation=nn.Hardswish)]
+    minimal = all(b.act == "RE" for b in blocks)  # the minimal variants keep ReLU in the stem too
+    layers: list[nn.Module] = [ConvNormActivation(3, blocks[0].in_ch, 3, 2, activation=nn.ReLU if minimal else nn.Hardswish)]
     info = [(blocks[0].in_ch, 2)]
     for cfg in blocks:
         layers.append(InvertedResidual(cfg))
         info.append((cfg.out_ch, info[-1][1] * cfg.stride))
     if head:
         last = blocks[-1].out_ch
-        layers.append(ConvNormActivation(last, 6 * last, 1, activation=nn.Hardswish))
+        layers.append(ConvNormActivation(last, 6 * last, 1, activation=nn.ReLU if minimal else nn.Hardswish))
         info.append((6 * last, info[-1][1]))
     return nn.Sequential(*layers), info
 

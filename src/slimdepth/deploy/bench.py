@@ -1,0 +1,283 @@
+"""``slimdepth bench``: every model on every runtime, side by side, each in its own process.
+
+Each (model, runtime) pair gets a worker process (:mod:`slimdepth.deploy.bench_worker`) that
+loads only that runtime and warms up first; then the timed batch-1 runs are taken in rounds,
+worker after worker (A, B, C, A, B, C, ...), so a machine whose speed drifts (this kind of VM
+drifts by 20% or more) slows every pair alike and the ratios hold. Separate processes because
+an ONNX Runtime session's spinning thread pool slows PyTorch in the same process by 10x or more
+(onnxruntime issue 13808). The median is the figure to quote, the 90th percentile says how
+steady it was; speed-ups are over PyTorch eager on the same model in the same run.
+
+A model given as a zoo name, checkpoint or run directory is exported for each runtime first
+(with :func:`slimdepth.deploy.export.export_model`, parity-checked): ONNX for ``ort`` and
+``openvino``, int8 QDQ for ``ort-int8`` (calibrated on synthetic frames unless ``calib`` names a
+dataset), LiteRT for ``litert``. An exported file runs on the runtimes that read its format.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from slimdepth.deploy.formats import format_of
+from slimdepth.deploy.latency import check_timing, summarize_samples
+from slimdepth.deploy.runners import FILE_RUNTIMES
+from slimdepth.errors import ConfigError, DataError
+from slimdepth.options import check_number, parse_size, suggest
+
+__all__ = ["RUNTIMES", "BenchRow", "bench", "parse_runtimes", "time_files", "write_csv", "write_plot"]
+
+#: every runtime ``bench`` times
+RUNTIMES = ("torch", "ort", "ort-int8", "litert", "openvino", "openvino-bf16")
+
+
+@dataclass
+class BenchRow:
+    """One model on one runtime: batch-1 latency in milliseconds, and the speed-up over torch."""
+
+    model: str
+    runtime: str
+    size: tuple[int, int]
+    threads: int
+    median_ms: float | None = None
+    p90_ms: float | None = None
+    mean_ms: float | None = None
+    min_ms: float | None = None
+    runs: int = 0
+    speedup_vs_torch: float | None = None
+    file: str | None = None
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["size"] = list(self.size)
+        return d
+
+
+def parse_runtimes(value: str | Sequence[str]) -> list[str]:
+    """A comma-separated list of :data:`RUNTIMES`, in order, without repeats."""
+    names = [v.strip() for v in (value.split(",") if isinstance(value, str) else value) if v.strip()]
+    if not names:
+        raise ConfigError(f"--runtime needs at least one of {', '.join(RUNTIMES)}")
+    for name in names:
+        if name not in RUNTIMES:
+            raise ConfigError(f"unknown runtime {name!r}{suggest(name, RUNTIMES)}; choose from {', '.join(RUNTIMES)}")
+    return list(dict.fromkeys(names))
+
+
+class Worker:
+    """A running bench_worker process."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "slimdepth.deploy.bench_worker"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.error: str | None = None
+        self._send(spec)
+        answer = self._receive()
+        if "error" in answer:
+            self.error = answer["error"]
+            self.close()
+
+    def _send(self, message: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(message) + "\n")
+        self.process.stdin.flush()
+
+    def _receive(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            stderr = self.process.stderr.read() if self.process.stderr else ""
+            tail = [s for s in stderr.strip().splitlines() if s.strip()]
+            return {"error": tail[-1] if tail else "the worker process died"}
+        return json.loads(line)
+
+    def time(self, runs: int, warmup: int = 0) -> list[float]:
+        self._send({"runs": runs, "warmup": warmup})
+        answer = self._receive()
+        if "error" in answer:
+            raise DataError(f"benchmark worker failed: {answer['error']}")
+        return [float(s) for s in answer["samples"]]
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self._send({"quit": True})
+                self.process.wait(timeout=10)
+            except (BrokenPipeError, subprocess.TimeoutExpired, OSError):
+                self.process.kill()
+
+
+def _interleave(specs: list[dict[str, Any]], runs: int, rounds: int) -> list[list[float] | str]:
+    """Start a worker per spec, then take ``runs`` timed runs of each in ``rounds`` turns.
+    Returns the samples of each spec, or the one-line error its worker reported."""
+    rounds = max(1, min(rounds, runs))
+    chunks = [runs // rounds + (1 if i < runs % rounds else 0) for i in range(rounds)]
+    workers = []
+    try:
+        for spec in specs:  # started one after another, so warm-ups do not overlap
+            workers.append(Worker(spec))
+        samples: list[list[float]] = [[] for _ in specs]
+        for chunk in chunks:
+            for i, worker in enumerate(workers):
+                if worker.error is None:
+                    samples[i] += worker.time(chunk, warmup=1)
+    finally:
+        for worker in workers:
+            worker.close()
+    return [w.error if w.error is not None else s for w, s in zip(workers, samples)]
+
+
+def time_files(paths: Sequence[Path], runtime: str, size: tuple[int, int], threads: int = 2, runs: int = 30,
+               warmup: int = 5, rounds: int = 5) -> list[dict[str, float]]:
+    """Latency summaries (:func:`summarize_samples`) of exported files on one runtime, interleaved."""
+    specs = [{"runtime": runtime, "path": str(p), "size": list(size), "threads": threads, "warmup": warmup} for p in paths]
+    results = _interleave(specs, runs, rounds)
+    failed = [r for r in results if isinstance(r, str)]
+    if failed:
+        raise DataError(f"timing failed: {failed[0]}")
+    return [summarize_samples(r) for r in results]  # type: ignore[arg-type]
+
+
+def _artefacts(spec: str, runtimes: list[str], size: tuple[int, int], work: Path, calib: str | None,
+               log: Callable[[str], None]) -> dict[str, dict[str, Any] | str]:
+    """What each runtime runs for ``spec``: a worker spec, or a note why it cannot run."""
+    from slimdepth.deploy.export import ExportSettings, export_model
+
+    fmt = format_of(spec)
+    base = {"size": list(size)}
+    if fmt is not None:  # an exported file: the runtimes that read its format
+        path = Path(spec)
+        if not path.is_file():
+            raise DataError(f"{path}: no such model file")
+        plan: dict[str, dict[str, Any] | str] = {}
+        for runtime in runtimes:
+            key = "ort" if runtime == "ort-int8" else runtime
+            if runtime == "torch":
+                plan[runtime] = "an exported file has no PyTorch model"
+            elif runtime == "ort-int8":
+                plan[runtime] = "give the int8 .onnx file itself (runtime ort)"
+            elif fmt in FILE_RUNTIMES[key]:
+                plan[runtime] = {**base, "runtime": runtime, "path": str(path)}
+            else:
+                plan[runtime] = f"a {fmt} file does not run on {runtime}"
+        return plan
+    stem = work / Path(str(spec)).name.replace(":", "_")
+    stem.mkdir(parents=True, exist_ok=True)
+    plan = {}
+    onnx_path: Path | None = None
+    for runtime in runtimes:
+        try:
+            if runtime == "torch":
+                plan[runtime] = {**base, "runtime": "torch", "model": str(spec)}
+            elif runtime in ("ort", "openvino", "openvino-bf16"):
+                if onnx_path is None:
+                    onnx_path = stem / "model.onnx"
+                    log(f"{spec}: exporting ONNX")
+                    export_model(spec, onnx_path, ExportSettings("onnx", size))
+                plan[runtime] = {**base, "runtime": runtime, "path": str(onnx_path)}
+            elif runtime == "ort-int8":
+                log(f"{spec}: quantizing to int8")
+                path = stem / "int8.onnx"
+                export_model(spec, path, ExportSettings("onnx", size, int8=True, calib=calib or "synthetic,num=16",
+                                                        calib_num=16, val=calib or "synthetic,num=16", val_num=4))
+                plan[runtime] = {**base, "runtime": "ort-int8", "path": str(path)}
+            elif runtime == "litert":
+                log(f"{spec}: converting to LiteRT")
+                path = stem / "model.tflite"
+                export_model(spec, path, ExportSettings("litert", size))
+                plan[runtime] = {**base, "runtime": "litert", "path": str(path)}
+        except (ConfigError, DataError) as exc:
+            plan[runtime] = f"not exported: {exc}"
+    return plan
+
+
+def bench(models: Sequence[str], runtimes: Sequence[str], size: str | tuple[int, int] = (480, 640), threads: int = 2,
+          runs: int = 50, warmup: int = 10, rounds: int = 5, calib: str | None = None, work: Path | None = None,
+          log: Callable[[str], None] | None = None) -> list[BenchRow]:
+    """Time every model on every runtime side by side (see the module docstring)."""
+    size = parse_size(size, "--size")
+    runtimes = parse_runtimes(runtimes)
+    check_timing(runs, warmup, threads, "--")
+    check_number(rounds, "--rounds", integer=True, low=1)
+    if not models:
+        raise ConfigError("bench needs at least one model (zoo name, checkpoint, run directory or exported file)")
+    say = log or (lambda message: None)
+    with tempfile.TemporaryDirectory(prefix="slimdepth-bench-", dir=work) as tmp:
+        rows: list[BenchRow] = []
+        specs: list[dict[str, Any]] = []
+        for model in models:
+            for runtime, what in _artefacts(str(model), runtimes, size, Path(tmp), calib, say).items():
+                row = BenchRow(str(model), runtime, size, threads)
+                if isinstance(what, str):
+                    row.note = what
+                else:
+                    row.file = what.get("path")
+                    specs.append({**what, "threads": threads, "warmup": warmup})
+                    row.note = f"#{len(specs) - 1}"
+                rows.append(row)
+        say(f"timing {len(specs)} model/runtime pairs, {runs} runs each in {rounds} interleaved rounds")
+        results = _interleave(specs, runs, rounds) if specs else []
+    for row in rows:
+        if row.note.startswith("#"):
+            result = results[int(row.note[1:])]
+            row.note = ""
+            if isinstance(result, str):
+                row.note = f"failed: {result}"
+            else:
+                summary = summarize_samples(result)
+                row.median_ms, row.p90_ms = summary["median_ms"], summary["p90_ms"]
+                row.mean_ms, row.min_ms, row.runs = summary["mean_ms"], summary["min_ms"], len(result)
+    torch_ms = {r.model: r.median_ms for r in rows if r.runtime == "torch" and r.median_ms}
+    for row in rows:
+        if row.median_ms and row.model in torch_ms:
+            row.speedup_vs_torch = torch_ms[row.model] / row.median_ms
+    return rows
+
+
+def write_csv(rows: Sequence[BenchRow], path: Path) -> None:
+    """The rows as CSV, one line per model and runtime."""
+    fields = list(rows[0].as_dict()) if rows else list(BenchRow("", "", (0, 0), 0).as_dict())
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            d = row.as_dict()
+            d["size"] = f"{row.size[0]}x{row.size[1]}"
+            writer.writerow(d)
+
+
+def write_plot(rows: Sequence[BenchRow], path: Path) -> None:
+    """A grouped bar chart of median latency: one group per model, one bar per runtime."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r.model for r in rows))
+    runtimes = list(dict.fromkeys(r.runtime for r in rows))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(models) * max(1, len(runtimes)) / 2), 4.0))
+    width = 0.8 / max(1, len(runtimes))
+    for j, runtime in enumerate(runtimes):
+        values = [next((r.median_ms or 0.0 for r in rows if r.model == m and r.runtime == runtime), 0.0) for m in models]
+        ax.bar([i + j * width for i in range(len(models))], values, width, label=runtime)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(models))], [Path(m).name for m in models], rotation=20)
+    h, w = rows[0].size if rows else (0, 0)
+    ax.set_ylabel("median latency (ms), batch 1")
+    ax.set_title(f"{h}x{w}, {rows[0].threads if rows else 0} threads")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_json(rows: Sequence[BenchRow], path: Path, extra: dict[str, Any] | None = None) -> None:
+    """The rows as JSON with the machine they were measured on."""
+    path.write_text(json.dumps({**(extra or {}), "rows": [r.as_dict() for r in rows]}, indent=2) + "\n")

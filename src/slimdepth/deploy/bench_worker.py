@@ -1,0 +1,82 @@
+"""One benchmark worker process: loads one model on one runtime and times it on request.
+
+Spoken to by :mod:`slimdepth.deploy.bench` over stdin/stdout, one JSON object per line. The first
+line says what to load (``runtime``, ``path`` or ``model``, ``size``, ``threads``, ``warmup``);
+the worker loads it, runs the warm-up and answers ``{"ready": true}``. Each ``{"runs": N}``
+is answered with N timed batch-1 passes in milliseconds; ``{"quit": true}`` ends it. Only the
+runtime being timed is imported: a worker timing ONNX Runtime never loads PyTorch, and a
+PyTorch worker never shares its process with ONNX Runtime's spinning thread pool.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+def _torch_runner(spec: dict[str, Any]) -> Callable[[], Any]:
+    import torch
+
+    from slimdepth.deploy.export import _exportable
+    from slimdepth.loader import resolve_model
+
+    torch.set_num_threads(int(spec["threads"]))
+    model = _exportable(resolve_model(spec["model"])[0])
+    x = torch.from_numpy(_input(spec))
+
+    def run() -> Any:
+        with torch.inference_mode():
+            return model(x)
+
+    return run
+
+
+def _input(spec: dict[str, Any]) -> np.ndarray:
+    h, w = spec["size"]
+    return np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
+
+
+def _file_runner(spec: dict[str, Any]) -> Callable[[], Any]:
+    from slimdepth.deploy.runners import load_runner
+
+    runner = load_runner(spec["path"], spec["runtime"].replace("ort-int8", "ort"), threads=int(spec["threads"]))
+    x = _input(spec)
+    return lambda: runner.run(x)
+
+
+def _send(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    spec = json.loads(sys.stdin.readline())
+    try:
+        run = _torch_runner(spec) if spec["runtime"] == "torch" else _file_runner(spec)
+        for _ in range(int(spec.get("warmup", 10))):
+            run()
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
+        _send({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
+        return
+    _send({"ready": True})
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request.get("quit"):
+            break
+        samples = []
+        for _ in range(int(request.get("warmup", 0))):
+            run()
+        for _ in range(int(request["runs"])):
+            start = time.perf_counter()
+            run()
+            samples.append((time.perf_counter() - start) * 1000.0)
+        _send({"samples": samples})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""An exported file as a PyTorch module, so ``evaluate`` and ``compare`` score the deployed artefact.
+
+``load_exported("model.onnx")`` wraps a :class:`~slimdepth.deploy.runners.Runner`: ``forward``
+sends each image of the batch through the runtime (exports take batch 1) and returns depth as
+a tensor, so every evaluation convention applies unchanged to the number a user ships.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimdepth.deploy.formats import format_of, report_path
+from slimdepth.deploy.runners import FILE_RUNTIMES, Runner, load_runner
+from slimdepth.errors import ConfigError, DataError
+
+__all__ = ["ExportedModel", "is_exported_file", "load_exported"]
+
+#: the runtime that runs each format by default
+DEFAULT_RUNTIME = {"onnx": "ort", "openvino": "openvino", "litert": "litert"}
+
+
+def is_exported_file(path: str | Path) -> bool:
+    """Whether ``path`` names an exported model file (by suffix: .onnx, .tflite, .xml)."""
+    return format_of(path) is not None
+
+
+class ExportedModel(nn.Module):
+    """A runtime-backed depth model: ``model(x)`` for a (B, 3, H, W) tensor in [0, 1] -> (B, 1, H, W) metres."""
+
+    def __init__(self, runner: Runner, metadata: dict[str, Any]) -> None:
+        super().__init__()
+        self.runner = runner
+        self.metadata = metadata
+        self.input_size = runner.input_size
+        self.max_depth = float(metadata.get("max_depth", 80.0))
+        self.config = {"name": f"{metadata.get('model', 'exported')} ({runner.runtime})"}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch = x.detach().cpu().float().numpy()
+        depth = np.concatenate([self.runner.run(batch[i:i + 1]) for i in range(batch.shape[0])])
+        return torch.from_numpy(depth)
+
+
+def _metadata(path: Path, fmt: str) -> dict[str, Any]:
+    """The export's metadata: from the ONNX file itself, else from its ``FILE.json`` report."""
+    if fmt == "onnx":
+        from slimdepth.runtime.session import METADATA_KEY, open_session
+
+        raw = open_session(path, threads=1).get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if raw:
+            return json.loads(raw)
+    report = report_path(path)
+    if report.is_file():
+        try:
+            return dict(json.loads(report.read_text()).get("metadata") or {})
+        except (json.JSONDecodeError, AttributeError):
+            raise DataError(f"{report}: not a valid export report (JSON)") from None
+    return {}
+
+
+def load_exported(path: str | Path, runtime: str | None = None, threads: int | None = None,
+                  spinning: bool = True) -> ExportedModel:
+    """``path`` (.onnx, .tflite, .xml) under ``runtime`` (default: the format's own) as a module."""
+    path = Path(path)
+    fmt = format_of(path)
+    if fmt is None:
+        raise ConfigError(f"{path}: not an exported model file (.onnx, .tflite or .xml)")
+    runtime = runtime or DEFAULT_RUNTIME[fmt]
+    if fmt not in FILE_RUNTIMES.get(runtime, ()):
+        raise ConfigError(f"{path}: a {fmt} file cannot run on the {runtime} runtime")
+    runner = load_runner(path, runtime, threads, spinning)
+    return ExportedModel(runner, _metadata(path, fmt))

@@ -1,0 +1,17 @@
+"""The torch-free predictor: exported ``.onnx`` depth models under ONNX Runtime.
+
+Imports only NumPy, Pillow and ONNX Runtime, so ``pip install slimdepth --no-deps numpy pillow
+onnxruntime`` is enough on a device (see the README)::
+
+    from slimdepth.runtime import DepthPredictor
+    depth = DepthPredictor("model.onnx").predict("frame.png")   # HxW metres
+"""
+
+from __future__ import annotations
+
+from slimdepth.runtime.predictor import DepthPredictor, as_image, predict_to_folder
+from slimdepth.runtime.resize import resize_bilinear
+from slimdepth.runtime.session import METADATA_KEY, OnnxDepthModel, open_session
+
+__all__ = ["METADATA_KEY", "DepthPredictor", "OnnxDepthModel", "as_image", "open_session", "predict_to_folder",
+           "resize_bilinear"]

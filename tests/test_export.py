@@ -1,0 +1,272 @@
+"""Export: every zoo model and pruned checkpoint to ONNX, matching PyTorch; metadata; dynamic
+sizes; OpenVINO and LiteRT; int8; the safety rules (no file left behind, nothing overwritten)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import slimdepth
+from slimdepth.deploy import export as export_module
+from slimdepth.deploy.export import ExportSettings, export_model, parity_inputs
+from slimdepth.deploy.exported import load_exported
+from slimdepth.deploy.formats import file_sha256, report_path
+from slimdepth.deploy.runners import load_runner
+from slimdepth.errors import ConfigError, DataError
+from slimdepth.models import build_model, fold_normalization, save_model
+from slimdepth.models.widths import WIDTHS_KEY
+from slimdepth.runtime import DepthPredictor, OnnxDepthModel
+from tests.helpers import assert_one_line_error, run_cli
+from tests.test_prune import make_source
+
+SIZE = (64, 128)
+
+ZOO_CASES = [
+    ("fastdepth", {}),
+    ("litedepth", {}),
+    ("litedepth", {"variant": "small"}),
+    ("litedepth-released", {}),
+    ("resnet18-unet", {}),
+    ("resnet50-unet", {}),
+    *[("tiny-multires", {"heads": h}) for h in (1, 2, 3, 4)],
+]
+
+
+def _torch_depth(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return model.eval()(torch.from_numpy(x)).numpy()
+
+
+@pytest.mark.parametrize(("name", "options"), ZOO_CASES, ids=lambda v: str(v) if isinstance(v, str) else
+                         ",".join(f"{k}={x}" for k, x in v.items()) or "default")
+def test_every_zoo_model_exports_to_onnx_and_matches_pytorch(tmp_path, name, options) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, **options)
+    out = tmp_path / "m.onnx"
+    report = export_model(model, out, ExportSettings("onnx", SIZE))
+    assert [r["input"] for r in report["parity"]] == ["random", "synthetic"]
+    assert all(r["passed"] and r["max_abs_diff_m"] <= 1e-4 for r in report["parity"])
+    assert json.loads(report_path(out).read_text()) == report
+    # an independent check: ONNX Runtime on a fresh input against the unfolded PyTorch model
+    x = np.random.default_rng(1).random((1, 3, *SIZE), dtype=np.float32)
+    got = OnnxDepthModel.load(out).run(x)
+    np.testing.assert_allclose(got, _torch_depth(model, x), atol=1e-4, rtol=0)
+    assert got.shape == (1, 1, *SIZE) and float(got.max()) <= model.max_depth + 1e-4
+
+
+@pytest.fixture(scope="module")
+def pruned_runs(tmp_path_factory) -> dict[str, Path]:
+    """Pruned checkpoints from each method, as `slimdepth prune` writes them."""
+    import sys
+
+    from slimdepth.cli import main
+
+    root = tmp_path_factory.mktemp("pruned")
+    source = make_source(root, "litedepth", internal_size=None)
+    runs = {}
+    for method in ("masks", "magnitude", "uniform"):
+        runs[method] = root / method
+        argv = sys.argv
+        sys.argv = ["slimdepth", "prune", str(source), "--method", method, "--target-macs", "0.5", "--steps", "3",
+                    "--out", str(runs[method])]
+        try:
+            main()
+        except SystemExit as exc:
+            assert exc.code in (0, None)
+        finally:
+            sys.argv = argv
+    return runs
+
+
+@pytest.mark.parametrize("method", ["masks", "magnitude", "uniform"])
+def test_pruned_checkpoints_export_from_their_sidecars(tmp_path, pruned_runs, method) -> None:
+    run = pruned_runs[method]
+    out = tmp_path / f"{method}.onnx"
+    report = export_model(run, out, ExportSettings("onnx", (32, 96)))
+    assert all(r["passed"] for r in report["parity"])
+    meta = OnnxDepthModel.load(out).metadata
+    assert meta["options"][WIDTHS_KEY]  # the pruned widths travel with the file
+    model = slimdepth.load(run)
+    x = parity_inputs((32, 96))["synthetic"]
+    np.testing.assert_allclose(OnnxDepthModel.load(out).run(x), _torch_depth(model, x), atol=1e-4, rtol=0)
+    weights = run / "checkpoints" / "best.safetensors"
+    assert meta["source_sha256"] == file_sha256(weights)
+
+
+def test_metadata_describes_the_export(tmp_path) -> None:
+    torch.manual_seed(0)
+    path = save_model(build_model("litedepth", max_depth=40.0), tmp_path / "ck", metadata={"input_size": [64, 128]})
+    out = tmp_path / "ld.onnx"
+    slimdepth_settings = ExportSettings("onnx", None)  # the size the checkpoint records
+    export_model(path, out, slimdepth_settings)
+    proto = onnx.load(str(out))
+    assert proto.opset_import[0].version >= 17
+    onnx.checker.check_model(proto, full_check=True)
+    meta = json.loads({p.key: p.value for p in proto.metadata_props}["slimdepth"])
+    assert meta["model"] == "litedepth" and meta["options"]["variant"] == "large"
+    assert meta["input_size"] == [64, 128] and meta["unit"] == "metres" and meta["max_depth"] == 40.0
+    assert meta["slimdepth_version"] == slimdepth.__version__ and meta["dynamic_size"] is False
+    assert meta["source_sha256"] == file_sha256(path)
+    assert [i.name for i in proto.graph.input] == ["image"] and [o.name for o in proto.graph.output] == ["depth"]
+    dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 64, 128]
+    # the normalisation is folded: the graph reads the raw image, the in-network resize is inside
+    assert {n.op_type for n in proto.graph.node} >= {"Conv", "Resize"}
+
+
+def test_dynamic_export_runs_at_other_sizes_including_litedepths_internal_resize(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = build_model("litedepth")  # resizes to 128x160 inside, whatever the input
+    out = tmp_path / "dyn.onnx"
+    report = export_model(model, out, ExportSettings("onnx", (96, 160), dynamic=True))
+    assert {tuple(r["size"]) for r in report["parity"]} == {(96, 160), (64, 128)}
+    onnx_model = OnnxDepthModel.load(out)
+    assert onnx_model.input_size is None and onnx_model.default_size == (96, 160)
+    for size in ((120, 200), (64, 96)):
+        x = np.random.default_rng(2).random((1, 3, *size), dtype=np.float32)
+        np.testing.assert_allclose(onnx_model.run(x), _torch_depth(model, x), atol=1e-4, rtol=0)
+
+
+def test_openvino_export_matches_in_f32_and_bf16_is_its_own_close_option(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = build_model("litedepth-released")
+    out = tmp_path / "ld.xml"
+    report = export_model(model, out, ExportSettings("openvino", SIZE))
+    assert out.is_file() and out.with_suffix(".bin").is_file() and report["checks"]["parity"] == "passed"
+    x = parity_inputs(SIZE)["synthetic"]
+    want = _torch_depth(model, x)
+    np.testing.assert_allclose(load_runner(out, "openvino").run(x), want, atol=1e-4, rtol=0)
+    bf16 = load_runner(out, "openvino-bf16").run(x)
+    assert np.median(np.abs(bf16 - want) / want) < 0.05  # bfloat16 keeps 8 bits of mantissa: close, not equal
+    assert load_exported(out).metadata["model"] == "litedepth"  # read from the report beside the IR
+
+
+def test_litert_export_matches_within_a_thousandth_of_the_depth_range(tmp_path) -> None:
+    pytest.importorskip("litert_torch")
+    torch.manual_seed(0)
+    model = build_model("litedepth-released")
+    out = tmp_path / "ld.tflite"
+    report = export_model(model, out, ExportSettings("litert", SIZE))
+    assert all(r["passed"] for r in report["parity"])
+    assert report["parity"][0]["tolerance_m"] == pytest.approx(1e-3 * model.max_depth)
+    x = np.random.default_rng(3).random((1, 3, *SIZE), dtype=np.float32)
+    got = load_runner(out, "litert").run(x)
+    assert np.abs(got - _torch_depth(model, x)).max() <= 1e-3 * model.max_depth
+    with pytest.raises(ConfigError, match="not offered for LiteRT"):
+        export_model(model, tmp_path / "d.tflite", ExportSettings("litert", SIZE, dynamic=True))
+
+
+def test_int8_export_is_static_qdq_with_a_float_head_and_reports_both_models(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = build_model("litedepth-released")
+    out = tmp_path / "q.onnx"
+    data = "synthetic,num=6,size=64x128"
+    report = export_model(model, out, ExportSettings("onnx", SIZE, int8=True, calib=data, calib_num=4, val_num=3))
+    proto = onnx.load(str(out))
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 10
+    # per-channel weights: the scales of a conv's weight are a vector
+    scales = {i.name: i for i in proto.graph.initializer}
+    assert any(len(t.dims) == 1 and t.dims[0] > 1 for n, t in scales.items() if n.endswith("_scale"))
+    # the depth head (last conv onwards) is float: the output is not a dequantized uint8 map
+    last = next(n for n in proto.graph.node if "depth" in n.output)
+    assert last.op_type != "DequantizeLinear"
+    q = report["int8"]
+    assert q["calibration"]["images"] == 4 and q["validation"]["images"] == 3
+    for key in ("d1", "abs_rel", "rmse", "median_ms"):
+        assert np.isfinite(q["fp32"][key]) and np.isfinite(q["int8"][key])
+    assert q["delta1_change_points"] == pytest.approx(100 * (q["int8"]["d1"] - q["fp32"]["d1"]))
+    x = parity_inputs(SIZE)["synthetic"]
+    fp32 = _torch_depth(model, x)
+    assert np.median(np.abs(OnnxDepthModel.load(out).run(x) - fp32) / fp32) < 0.1
+    assert OnnxDepthModel.load(out).metadata["model"] == "litedepth"
+
+
+def test_a_failed_parity_check_is_an_error_and_leaves_nothing(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(export_module, "FP32_TOLERANCE_M", 0.0)
+    out = tmp_path / "sub" / "m.onnx"
+    with pytest.raises(DataError, match="parity check failed"):
+        export_model(build_model("litedepth-released"), out, ExportSettings("onnx", SIZE))
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["sub"]  # no model, no report, no temporary folder
+
+
+def test_a_gated_checkpoint_is_refused_with_a_reason(tmp_path) -> None:
+    from slimdepth.compress.gating import add_gating
+
+    model = add_gating(build_model("resnet18-unet"), density=0.5)
+    with pytest.raises(ConfigError, match="dynamic channel gating"):
+        export_model(model, tmp_path / "g.onnx", ExportSettings("onnx", SIZE))
+    assert not any(tmp_path.iterdir())
+
+
+def test_folded_export_graph_equals_the_model_it_came_from() -> None:
+    """The graph exported is the folded model: its output equals the original's, borders included."""
+    torch.manual_seed(0)
+    model = build_model("fastdepth").eval()
+    x = parity_inputs(SIZE)["random"]
+    np.testing.assert_allclose(_torch_depth(fold_normalization(model), x), _torch_depth(model, x), atol=1e-4)
+
+
+# ------------------------------------------------------------------ the command line and bad input
+
+
+@pytest.fixture(scope="module")
+def small_onnx(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("onnx") / "small.onnx"
+    export_model(build_model("litedepth-released"), out, ExportSettings("onnx", SIZE))
+    return out
+
+
+def test_export_cli_writes_the_file_and_report(tmp_path, monkeypatch, capsys) -> None:
+    out = tmp_path / "m.onnx"
+    code, stdout, err = run_cli(monkeypatch, capsys, "export", "litedepth-released", "--size", "64x128", "--out", str(out))
+    assert code == 0, err
+    assert out.is_file() and report_path(out).is_file() and "parity with PyTorch" in stdout
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--format", "tf"], "unknown export format 'tf'"),
+    (["--int8"], "--int8 needs --calib"),
+    (["--calib", "synthetic"], "--calib is for --int8"),
+    (["--format", "litert", "--int8", "--calib", "synthetic"], "--int8 is offered for ONNX"),
+    (["--size", "0x128"], "--size"),
+    (["--opset", "9"], "--opset"),
+    (["--calib-num", "0", "--int8", "--calib", "synthetic"], "--calib-num"),
+])
+def test_export_cli_refuses_bad_options_in_one_line(tmp_path, monkeypatch, capsys, args, fragment) -> None:
+    out = tmp_path / "m.onnx"
+    code, _, err = run_cli(monkeypatch, capsys, "export", "litedepth", "--size", "64x128", "--out", str(out), *args)
+    assert_one_line_error(code, err, fragment)
+    assert not any(tmp_path.iterdir())
+
+
+def test_export_cli_never_replaces_a_file_without_overwrite(tmp_path, monkeypatch, capsys) -> None:
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"someone's file")
+    code, _, err = run_cli(monkeypatch, capsys, "export", "litedepth", "--size", "64x128", "--out", str(out))
+    assert_one_line_error(code, err, "already exists")
+    assert out.read_bytes() == b"someone's file"
+    report_path(tmp_path / "n.onnx").write_text("{}")  # the report's name is taken too
+    code, _, err = run_cli(monkeypatch, capsys, "export", "litedepth", "--size", "64x128", "--out", str(tmp_path / "n.onnx"))
+    assert_one_line_error(code, err, "n.onnx.json", "already exists")
+    (tmp_path / "d.onnx").mkdir()
+    code, _, err = run_cli(monkeypatch, capsys, "export", "litedepth", "--size", "64x128", "--out", str(tmp_path / "d.onnx"))
+    assert_one_line_error(code, err, "is a folder")
+    code, _, err = run_cli(monkeypatch, capsys, "export", "litedepth", "--size", "64x128", "--out", str(tmp_path / "m.tflite"))
+    assert_one_line_error(code, err, "onnx export is a .onnx file")
+
+
+def test_a_fixed_size_export_refuses_another_size(small_onnx, tmp_path, monkeypatch, capsys) -> None:
+    with pytest.raises(ConfigError, match="fixed-size export for 64x128"):
+        OnnxDepthModel.load(small_onnx).run(np.zeros((1, 3, 64, 96), np.float32))
+    with pytest.raises(ConfigError, match="fixed-size export"):
+        DepthPredictor(small_onnx, size=(64, 96))
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", str(small_onnx), "--data", "synthetic,num=2,size=64x96",
+                           "--size", "64x96")
+    assert_one_line_error(code, err, "fixed-size export for 64x128")
