@@ -115,15 +115,19 @@ class Worker:
                 self.process.kill()
 
 
-def _interleave(specs: list[dict[str, Any]], runs: int, rounds: int) -> list[list[float] | str]:
+def _interleave(specs: list[dict[str, Any]], runs: int, rounds: int) -> list[list[float]]:
     """Start a worker per spec, then take ``runs`` timed runs of each in ``rounds`` turns.
-    Returns the samples of each spec, or the one-line error its worker reported."""
+    A worker that cannot load its model is a DataError naming it (before any timing)."""
     rounds = max(1, min(rounds, runs))
     chunks = [runs // rounds + (1 if i < runs % rounds else 0) for i in range(rounds)]
     workers = []
     try:
         for spec in specs:  # started one after another, so warm-ups do not overlap
             workers.append(Worker(spec))
+            if workers[-1].error is not None:
+                what = spec.get("path") or spec.get("model")
+                error = workers[-1].error
+                raise DataError(error if str(Path(str(what)).name) in error else f"{what} on {spec['runtime']}: {error}")
         samples: list[list[float]] = [[] for _ in specs]
         for chunk in chunks:
             for i, worker in enumerate(workers):
@@ -132,18 +136,14 @@ def _interleave(specs: list[dict[str, Any]], runs: int, rounds: int) -> list[lis
     finally:
         for worker in workers:
             worker.close()
-    return [w.error if w.error is not None else s for w, s in zip(workers, samples)]
+    return samples
 
 
 def time_files(paths: Sequence[Path], runtime: str, size: tuple[int, int], threads: int = 2, runs: int = 30,
                warmup: int = 5, rounds: int = 5) -> list[dict[str, float]]:
     """Latency summaries (:func:`summarize_samples`) of exported files on one runtime, interleaved."""
     specs = [{"runtime": runtime, "path": str(p), "size": list(size), "threads": threads, "warmup": warmup} for p in paths]
-    results = _interleave(specs, runs, rounds)
-    failed = [r for r in results if isinstance(r, str)]
-    if failed:
-        raise DataError(f"timing failed: {failed[0]}")
-    return [summarize_samples(r) for r in results]  # type: ignore[arg-type]
+    return [summarize_samples(r) for r in _interleave(specs, runs, rounds)]
 
 
 def _artefacts(spec: str, runtimes: list[str], size: tuple[int, int], work: Path, calib: str | None,
@@ -229,12 +229,9 @@ def bench(models: Sequence[str], runtimes: Sequence[str], size: str | tuple[int,
         if row.note.startswith("#"):
             result = results[int(row.note[1:])]
             row.note = ""
-            if isinstance(result, str):
-                row.note = f"failed: {result}"
-            else:
-                summary = summarize_samples(result)
-                row.median_ms, row.p90_ms = summary["median_ms"], summary["p90_ms"]
-                row.mean_ms, row.min_ms, row.runs = summary["mean_ms"], summary["min_ms"], len(result)
+            summary = summarize_samples(result)
+            row.median_ms, row.p90_ms = summary["median_ms"], summary["p90_ms"]
+            row.mean_ms, row.min_ms, row.runs = summary["mean_ms"], summary["min_ms"], len(result)
     torch_ms = {r.model: r.median_ms for r in rows if r.runtime == "torch" and r.median_ms}
     for row in rows:
         if row.median_ms and row.model in torch_ms:

@@ -61,7 +61,10 @@ def main() -> None:
         for _ in range(int(spec.get("warmup", 10))):
             run()
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
-        _send({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
+        from slimdepth.errors import SlimdepthError, one_line
+
+        _send({"error": one_line(exc) if isinstance(exc, SlimdepthError) else
+               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
         return
     _send({"ready": True})
     for line in sys.stdin:

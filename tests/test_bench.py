@@ -1,0 +1,68 @@
+"""slimdepth bench: models on runtimes, each in its own process, interleaved, with speed-ups."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from slimdepth.deploy.bench import RUNTIMES, bench, parse_runtimes
+from slimdepth.errors import ConfigError
+from tests.helpers import assert_one_line_error, run_cli
+
+
+def test_bench_times_a_zoo_model_on_torch_and_ort_and_an_exported_file(tmp_path) -> None:
+    from slimdepth.deploy.export import ExportSettings, export_model
+
+    path = tmp_path / "m.onnx"
+    export_model("litedepth-released", path, ExportSettings("onnx", (32, 64)))
+    rows = bench(["litedepth-released", str(path)], ["torch", "ort", "openvino"], (32, 64), threads=1, runs=4,
+                 warmup=1, rounds=2)
+    table = {(r.model, r.runtime): r for r in rows}
+    assert len(rows) == 6
+    for runtime in ("torch", "ort", "openvino"):
+        row = table["litedepth-released", runtime]
+        assert row.runs == 4 and 0 < row.min_ms <= row.median_ms <= row.p90_ms
+    torch_ms = table["litedepth-released", "torch"].median_ms
+    assert table["litedepth-released", "ort"].speedup_vs_torch == pytest.approx(torch_ms / table["litedepth-released", "ort"].median_ms)
+    assert table[str(path), "torch"].median_ms is None and "no PyTorch model" in table[str(path), "torch"].note
+    assert table[str(path), "ort"].runs == 4 and table[str(path), "ort"].speedup_vs_torch is None
+
+
+def test_bench_cli_writes_json_csv_and_a_plot(tmp_path, monkeypatch, capsys) -> None:
+    out = {s: tmp_path / f"b.{s}" for s in ("json", "csv", "png")}
+    code, stdout, err = run_cli(monkeypatch, capsys, "bench", "tiny-multires", "--runtime", "torch,ort", "--size", "32x64",
+                                "--threads", "1", "--runs", "3", "--warmup", "1", "--rounds", "3", "--json",
+                                str(out["json"]), "--csv", str(out["csv"]), "--plot", str(out["png"]))
+    assert code == 0, err
+    rows = json.loads(out["json"].read_text())["rows"]
+    assert [r["runtime"] for r in rows] == ["torch", "ort"] and rows[0]["speedup_vs_torch"] == pytest.approx(1.0)
+    assert [r["runtime"] for r in csv.DictReader(out["csv"].open())] == ["torch", "ort"]
+    assert out["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "x torch" in stdout
+
+
+@given(st.text(min_size=1, max_size=12).filter(lambda s: all(p.strip() not in RUNTIMES for p in s.split(","))))
+def test_unknown_runtimes_are_refused(name) -> None:
+    with pytest.raises(ConfigError):
+        parse_runtimes(name)
+
+
+def test_runtime_lists_keep_order_without_repeats() -> None:
+    assert parse_runtimes("ort, torch,ort") == ["ort", "torch"]
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--runtime", "tensorrt"], "unknown runtime 'tensorrt'"),
+    (["--runs", "0"], "--runs"),
+    (["--threads", "0"], "--threads"),
+    (["--size", "12"], "--size"),
+    (["--json", "x.txt"], "must end with .json"),
+])
+def test_bench_cli_refuses_bad_options_in_one_line(tmp_path, monkeypatch, capsys, args, fragment) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(monkeypatch, capsys, "bench", "litedepth", *args)
+    assert_one_line_error(code, err, fragment)
