@@ -177,18 +177,19 @@ def _artefacts(spec: str, runtimes: list[str], size: tuple[int, int], work: Path
         try:
             if runtime == "torch":
                 plan[runtime] = {**base, "runtime": "torch", "model": str(spec)}
-            elif runtime in ("ort", "openvino", "openvino-bf16"):
+            elif runtime in ("ort", "openvino", "openvino-bf16", "ort-int8"):
                 if onnx_path is None:
                     onnx_path = stem / "model.onnx"
                     log(f"{spec}: exporting ONNX")
                     export_model(spec, onnx_path, ExportSettings("onnx", size))
-                plan[runtime] = {**base, "runtime": runtime, "path": str(onnx_path)}
-            elif runtime == "ort-int8":
-                log(f"{spec}: quantizing to int8")
-                path = stem / "int8.onnx"
-                export_model(spec, path, ExportSettings("onnx", size, int8=True, calib=calib or "synthetic,num=16",
-                                                        calib_num=16, val=calib or "synthetic,num=16", val_num=4))
-                plan[runtime] = {**base, "runtime": "ort-int8", "path": str(path)}
+                path = onnx_path
+                if runtime == "ort-int8":  # the parity-checked fp32 file, quantized (no accuracy report here)
+                    from slimdepth.deploy.quantize import calibration_batches, quantize_onnx
+
+                    log(f"{spec}: quantizing to int8")
+                    path = stem / "int8.onnx"
+                    quantize_onnx(onnx_path, path, calibration_batches(calib or "synthetic,num=16", size, 16))
+                plan[runtime] = {**base, "runtime": runtime, "path": str(path)}
             elif runtime == "litert":
                 log(f"{spec}: converting to LiteRT")
                 path = stem / "model.tflite"

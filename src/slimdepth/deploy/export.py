@@ -161,7 +161,7 @@ def _to_litert(model: DepthModel, path: Path, size: tuple[int, int]) -> None:
     try:
         import litert_torch
     except ImportError:
-        raise ConfigError("LiteRT export needs litert-torch and ai-edge-litert: pip install 'slimdepth[litert]'") from None
+        raise ConfigError("LiteRT export needs litert-torch and ai-edge-litert: pip install 'slimdepth[deploy]'") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         litert_torch.convert(model, (torch.rand(1, 3, *size),)).export(str(path))

@@ -76,7 +76,7 @@ def _litert(path: Path, threads: int | None) -> Runner:
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        raise ConfigError("the litert runtime needs ai-edge-litert: pip install 'slimdepth[litert]'") from None
+        raise ConfigError("the litert runtime needs ai-edge-litert: pip install 'slimdepth[deploy]'") from None
     try:
         interpreter = Interpreter(str(path), num_threads=threads or 1)
         interpreter.allocate_tensors()
