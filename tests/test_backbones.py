@@ -34,10 +34,11 @@ PARAMS = {
     "resnet50": 25_557_032,
     "mobilenet_v3_large": 5_483_032,
     "mobilenet_v3_small": 2_542_856,
+    "mobilenet_v3_small_minimal": 2_044_736,  # timm's mobilenetv3_small_minimal_100: 2.04 M
     "mobilenet_v1": 4_231_976,
 }
 KEYS = {"resnet18": 122, "resnet34": 218, "resnet50": 320, "mobilenet_v3_large": 312, "mobilenet_v3_small": 244,
-        "mobilenet_v1": 164}
+        "mobilenet_v3_small_minimal": 208, "mobilenet_v1": 164}
 
 #: torchvision key -> shape, for keys whose place in the structure is easy to get wrong
 KNOWN_KEYS = {
@@ -97,11 +98,14 @@ ENCODER_CHANNELS = {
     "resnet50": (64, 256, 512, 1024, 2048),
     "mobilenet_v3_large": (16, 24, 40, 112, 160),
     "mobilenet_v3_small": (16, 16, 24, 48, 96),
+    "mobilenet_v3_small_minimal": (16, 16, 24, 48, 96),
     "mobilenet_v1": (64, 128, 256, 512, 1024),
 }
 CLASSIFIER = {"resnet18": "fc.", "resnet34": "fc.", "resnet50": "fc.", "mobilenet_v1": "fc.",
-              "mobilenet_v3_large": "classifier.", "mobilenet_v3_small": "classifier."}
-HEAD = {"mobilenet_v3_large": "features.16.", "mobilenet_v3_small": "features.12."}
+              "mobilenet_v3_large": "classifier.", "mobilenet_v3_small": "classifier.",
+              "mobilenet_v3_small_minimal": "classifier."}
+HEAD = {"mobilenet_v3_large": "features.16.", "mobilenet_v3_small": "features.12.",
+        "mobilenet_v3_small_minimal": "features.12."}
 
 
 def meta_state(module_fn, *args, **kw) -> dict[str, torch.Tensor]:

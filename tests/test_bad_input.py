@@ -81,7 +81,7 @@ def test_any_model_option_value_builds_or_is_refused_in_one_line(data: st.DataOb
     ("internal_size", "99999x99999", "each side must be at most 8192"),
     ("max_depth", float("nan"), "max_depth must be a finite number"),
     ("max_depth", 2.7e39, r"max_depth \(metres\) must be <= 100000"),  # found by the test above: float32 overflow
-    ("variant", "huge", "variant must be 'large' or 'small'"),
+    ("variant", "huge", "variant must be one of large, small, small_minimal"),
 ])
 def test_the_reviewers_model_options_are_refused_up_front(option: str, value: Any, fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):

@@ -15,7 +15,7 @@ from slimdepth.models.checkpoint import save_model
 from slimdepth.models.normalize import FoldedConv2d, fold_normalization
 from slimdepth.models.zoo import build_model, list_models
 
-ZOO = ["resnet18-unet", "resnet50-unet", "litedepth", "tiny-multires", "fastdepth"]
+ZOO = ["resnet18-unet", "resnet50-unet", "litedepth", "litedepth-released", "tiny-multires", "fastdepth"]
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -29,6 +27,7 @@ from typing import Any
 from slimdepth.deploy.formats import format_of
 from slimdepth.deploy.latency import check_timing, summarize_samples
 from slimdepth.deploy.runners import FILE_RUNTIMES
+from slimdepth.deploy.workers import interleave_workers, time_files
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.options import check_number, parse_size, suggest
 
@@ -70,80 +69,6 @@ def parse_runtimes(value: str | Sequence[str]) -> list[str]:
         if name not in RUNTIMES:
             raise ConfigError(f"unknown runtime {name!r}{suggest(name, RUNTIMES)}; choose from {', '.join(RUNTIMES)}")
     return list(dict.fromkeys(names))
-
-
-class Worker:
-    """A running bench_worker process."""
-
-    def __init__(self, spec: dict[str, Any]) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "slimdepth.deploy.bench_worker"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
-        self.error: str | None = None
-        self._send(spec)
-        answer = self._receive()
-        if "error" in answer:
-            self.error = answer["error"]
-            self.close()
-
-    def _send(self, message: dict[str, Any]) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(message) + "\n")
-        self.process.stdin.flush()
-
-    def _receive(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line:
-            stderr = self.process.stderr.read() if self.process.stderr else ""
-            tail = [s for s in stderr.strip().splitlines() if s.strip()]
-            return {"error": tail[-1] if tail else "the worker process died"}
-        return json.loads(line)
-
-    def time(self, runs: int, warmup: int = 0) -> list[float]:
-        self._send({"runs": runs, "warmup": warmup})
-        answer = self._receive()
-        if "error" in answer:
-            raise DataError(f"benchmark worker failed: {answer['error']}")
-        return [float(s) for s in answer["samples"]]
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            try:
-                self._send({"quit": True})
-                self.process.wait(timeout=10)
-            except (BrokenPipeError, subprocess.TimeoutExpired, OSError):
-                self.process.kill()
-
-
-def _interleave(specs: list[dict[str, Any]], runs: int, rounds: int) -> list[list[float]]:
-    """Start a worker per spec, then take ``runs`` timed runs of each in ``rounds`` turns.
-    A worker that cannot load its model is a DataError naming it (before any timing)."""
-    rounds = max(1, min(rounds, runs))
-    chunks = [runs // rounds + (1 if i < runs % rounds else 0) for i in range(rounds)]
-    workers = []
-    try:
-        for spec in specs:  # started one after another, so warm-ups do not overlap
-            workers.append(Worker(spec))
-            if workers[-1].error is not None:
-                what = spec.get("path") or spec.get("model")
-                error = workers[-1].error
-                raise DataError(error if str(Path(str(what)).name) in error else f"{what} on {spec['runtime']}: {error}")
-        samples: list[list[float]] = [[] for _ in specs]
-        for chunk in chunks:
-            for i, worker in enumerate(workers):
-                if worker.error is None:
-                    samples[i] += worker.time(chunk, warmup=1)
-    finally:
-        for worker in workers:
-            worker.close()
-    return samples
-
-
-def time_files(paths: Sequence[Path], runtime: str, size: tuple[int, int], threads: int = 2, runs: int = 30,
-               warmup: int = 5, rounds: int = 5) -> list[dict[str, float]]:
-    """Latency summaries (:func:`summarize_samples`) of exported files on one runtime, interleaved."""
-    specs = [{"runtime": runtime, "path": str(p), "size": list(size), "threads": threads, "warmup": warmup} for p in paths]
-    return [summarize_samples(r) for r in _interleave(specs, runs, rounds)]
 
 
 def _artefacts(spec: str, runtimes: list[str], size: tuple[int, int], work: Path, calib: str | None,
@@ -225,7 +150,7 @@ def bench(models: Sequence[str], runtimes: Sequence[str], size: str | tuple[int,
                     row.note = f"#{len(specs) - 1}"
                 rows.append(row)
         say(f"timing {len(specs)} model/runtime pairs, {runs} runs each in {rounds} interleaved rounds")
-        results = _interleave(specs, runs, rounds) if specs else []
+        results = interleave_workers(specs, runs, rounds) if specs else []
     for row in rows:
         if row.note.startswith("#"):
             result = results[int(row.note[1:])]

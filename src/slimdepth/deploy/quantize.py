@@ -120,7 +120,7 @@ def _score(path: Path, spec: str, num: int) -> dict[str, float]:
 def quantize_export(fp32: Path, target: Path, settings: Any, metadata: dict[str, Any],
                     say: Callable[[str], None]) -> dict[str, Any]:
     """Quantize ``fp32`` to ``target``, then compare accuracy and latency of both (the report's ``int8``)."""
-    from slimdepth.deploy.bench import time_files
+    from slimdepth.deploy.workers import time_files
 
     say(f"calibrating int8 on {settings.calib_num} images of {settings.calib} ({settings.calib_method})")
     batches = calibration_batches(settings.calib, settings.size, settings.calib_num)
