@@ -34,10 +34,9 @@ def evaluate(
     """Run a model over a dataset with the community's conventions and print the metrics."""
     # lazy: torch and the model machinery load only when a verb runs (`slimdepth --help` stays fast)
     from slimdepth.data.registry import build_dataset
+    from slimdepth.deploy.exported import load_for_inference
     from slimdepth.evaluate.conventions import CROPS, resolve_eval_config
     from slimdepth.evaluate.loop import evaluate_model
-    from slimdepth.commands.predict import _load
-    from slimdepth.deploy.formats import format_of
     from slimdepth.models.base import model_device
     from slimdepth.prediction import aspect_warning
 
@@ -50,7 +49,7 @@ def evaluate(
     if limit is not None and limit < 1:
         raise ConfigError("--limit must be >= 1")
     input_size = parse_size(size, "--size") if size else None  # checked before the model loads
-    model, recorded = _load(checkpoint, format_of(checkpoint), device)  # an exported file runs on its runtime
+    model, recorded = load_for_inference(checkpoint, device)  # an exported file runs on its runtime
     fixed = getattr(model, "input_size", None)
     if fixed is not None and input_size is not None and input_size != fixed:
         raise ConfigError(f"{checkpoint} is a fixed-size export for {fixed[0]}x{fixed[1]} inputs; --size cannot change it")

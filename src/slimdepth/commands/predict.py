@@ -54,9 +54,10 @@ def predict(
         with progress_bar("predicting", "images") as update:
             summary = predict_onnx(predictor, plan, progress=update, warn=warn)
     else:
+        from slimdepth.deploy.exported import load_for_inference
         from slimdepth.evaluate.predict import predict_to_folder
 
-        model, recorded = _load(checkpoint, fmt, device)  # only once every input and output has been checked
+        model, recorded = load_for_inference(checkpoint, device)  # only once every input and output has been checked
         with progress_bar("predicting", "images") as update:
             summary = predict_to_folder(model, plan, input_size or recorded, progress=update, warn=warn)
     console.print(f"{out}: depth of {summary.images} images (NAME.png {png_encoding}, NAME.npy metres, NAME_vis.png)")
@@ -64,17 +65,3 @@ def predict(
         warn(f"{summary.beyond_png} pixels beyond {summary.png_limit_m:.1f} m were written as 0 (invalid) in the "
              f"{png_encoding} PNGs; the .npy files hold them (or use --png-encoding kitti)")
 
-
-def _load(checkpoint: Path, fmt: str | None, device: str) -> tuple[object, tuple[int, int] | None]:
-    """A PyTorch checkpoint, or a LiteRT/OpenVINO export wrapped as a module, with its input size."""
-    if fmt is not None:
-        from slimdepth.deploy.exported import load_exported
-
-        model = load_exported(checkpoint)
-        recorded = model.metadata.get("input_size")  # a dynamic export: the size it was exported at
-        return model, model.input_size or (tuple(recorded) if recorded else None)
-    from slimdepth.loader import load_model
-    from slimdepth.models.checkpoint import model_input_size
-
-    model = load_model(checkpoint, device)
-    return model, model_input_size(model)

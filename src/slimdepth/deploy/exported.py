@@ -19,7 +19,7 @@ from slimdepth.deploy.formats import format_of, report_path
 from slimdepth.deploy.runners import FILE_RUNTIMES, Runner, load_runner
 from slimdepth.errors import ConfigError, DataError
 
-__all__ = ["ExportedModel", "is_exported_file", "load_exported"]
+__all__ = ["ExportedModel", "is_exported_file", "load_exported", "load_for_inference"]
 
 #: the runtime that runs each format by default
 DEFAULT_RUNTIME = {"onnx": "ort", "openvino": "openvino", "litert": "litert"}
@@ -47,15 +47,12 @@ class ExportedModel(nn.Module):
         return torch.from_numpy(depth)
 
 
-def _metadata(path: Path, fmt: str) -> dict[str, Any]:
-    """The export's metadata: from the ONNX file itself, else from its ``FILE.json`` report."""
-    if fmt == "onnx":
-        from slimdepth.runtime.session import METADATA_KEY, open_session
-
-        raw = open_session(path, threads=1).get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-        if raw:
-            return json.loads(raw)
-    report = report_path(path)
+def _metadata(runner: Runner) -> dict[str, Any]:
+    """The export's metadata: from the file itself (ONNX, read with its session), else from its
+    ``FILE.json`` report."""
+    if runner.metadata:
+        return runner.metadata
+    report = report_path(runner.path)
     if report.is_file():
         try:
             return dict(json.loads(report.read_text()).get("metadata") or {})
@@ -75,4 +72,18 @@ def load_exported(path: str | Path, runtime: str | None = None, threads: int | N
     if fmt not in FILE_RUNTIMES.get(runtime, ()):
         raise ConfigError(f"{path}: a {fmt} file cannot run on the {runtime} runtime")
     runner = load_runner(path, runtime, threads, spinning)
-    return ExportedModel(runner, _metadata(path, fmt))
+    return ExportedModel(runner, _metadata(runner))
+
+
+def load_for_inference(path: str | Path, device: str = "cpu") -> tuple[nn.Module, tuple[int, int] | None]:
+    """A checkpoint or run directory (a PyTorch model), or an exported file (wrapped, on its own
+    runtime), with the input size it takes or records (``None``: each image at its own size)."""
+    if is_exported_file(path):
+        model = load_exported(path)
+        recorded = model.metadata.get("input_size")  # a dynamic export: the size it was exported at
+        return model, model.input_size or (tuple(recorded) if recorded else None)
+    from slimdepth.loader import load_model
+    from slimdepth.models.checkpoint import model_input_size
+
+    loaded = load_model(path, device)
+    return loaded, model_input_size(loaded)

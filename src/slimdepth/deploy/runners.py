@@ -39,11 +39,12 @@ class Runner:
     path: Path
     run: Callable[[np.ndarray], np.ndarray]
     input_size: tuple[int, int] | None
+    metadata: dict[str, Any] | None = None  # what the file says about itself, where the format carries it
 
 
 def _ort(path: Path, threads: int | None, spinning: bool) -> Runner:
     model = OnnxDepthModel.load(path, threads=threads, spinning=spinning)
-    return Runner("ort", path, model.run, model.input_size)
+    return Runner("ort", path, model.run, model.input_size, model.metadata)
 
 
 def _openvino(path: Path, threads: int | None, precision: str) -> Runner:
