@@ -16,23 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 from pathlib import Path
 
 from slimdepth.deploy.bench import bench
+from slimdepth.deploy.machine import cpu_model
 from slimdepth.models.zoo import list_models
-
-
-def cpu_model() -> str:
-    """The CPU's model name as lscpu prints it."""
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or platform.machine()
 
 
 def table(rows: list, runtimes: list[str]) -> str:

@@ -187,6 +187,37 @@ def test_int8_export_is_static_qdq_with_a_float_head_and_reports_both_models(tmp
     assert OnnxDepthModel.load(out).metadata["model"] == "litedepth"
 
 
+def test_litert_int8_is_a_full_integer_file_whose_runner_speaks_float(tmp_path) -> None:
+    """ai-edge-quantizer's static recipe: int8 weights, activations, input and output; the runner
+    quantizes the image and dequantizes the depth, and the depth stays close to fp32."""
+    pytest.importorskip("ai_edge_quantizer")
+    from ai_edge_litert.interpreter import Interpreter
+
+    torch.manual_seed(0)
+    model = build_model("litedepth-released")
+    out = tmp_path / "q.tflite"
+    data = "synthetic,num=6,size=64x128"
+    report = export_model(model, out, ExportSettings("litert", SIZE, int8=True, calib=data, calib_num=4, val_num=3))
+    assert all(r["passed"] for r in report["parity"])  # the fp32 conversion it was quantized from
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.tflite", "q.tflite.json"]
+    interpreter = Interpreter(str(out))
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    assert source["dtype"] == np.int8 and target["dtype"] == np.int8
+    scale, zero = target["quantization"]
+    assert scale > 0
+    x = parity_inputs(SIZE)["synthetic"]
+    got = load_runner(out, "litert").run(x)
+    assert got.dtype == np.float32 and got.shape == (1, 1, *SIZE)
+    levels = np.unique(np.round((got - (-zero * scale)) / scale, 3))
+    np.testing.assert_allclose(levels, np.round(levels), atol=1e-3)  # dequantized int8: multiples of the scale
+    fp32 = _torch_depth(model, x)
+    assert np.median(np.abs(got - fp32) / fp32) < 0.1
+    q = report["int8"]
+    assert q["runtime"] == "litert" and q["calibration"]["images"] == 4 and q["validation"]["images"] == 3
+    assert q["speedup"] == pytest.approx(q["fp32"]["median_ms"] / q["int8"]["median_ms"])
+    assert load_exported(out).metadata["model"] == "litedepth"
+
+
 def test_a_failed_parity_check_is_an_error_and_leaves_nothing(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(export_module, "FP32_TOLERANCE_M", 0.0)
     out = tmp_path / "sub" / "m.onnx"
@@ -234,7 +265,9 @@ def test_export_cli_writes_the_file_and_report(tmp_path, monkeypatch, capsys) ->
     (["--format", "tf"], "unknown export format 'tf'"),
     (["--int8"], "--int8 needs --calib"),
     (["--calib", "synthetic"], "--calib is for --int8"),
-    (["--format", "litert", "--int8", "--calib", "synthetic"], "--int8 is offered for ONNX"),
+    (["--format", "openvino", "--int8", "--calib", "synthetic"], "--int8 is offered for ONNX and LiteRT"),
+    (["--format", "litert", "--int8", "--calib", "synthetic", "--calib-method", "entropy"], "LiteRT int8 calibrates with minmax"),
+    (["--int8", "--calib", "synthetic", "--calib-method", "kl"], "unknown calibration method 'kl'"),
     (["--size", "0x128"], "--size"),
     (["--opset", "9"], "--opset"),
     (["--calib-num", "0", "--int8", "--calib", "synthetic"], "--calib-num"),
@@ -270,3 +303,57 @@ def test_a_fixed_size_export_refuses_another_size(small_onnx, tmp_path, monkeypa
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", str(small_onnx), "--data", "synthetic,num=2,size=64x96",
                            "--size", "64x96")
     assert_one_line_error(code, err, "fixed-size export for 64x128")
+
+
+# ------------------------------------------------------------------ graph layout passes
+
+
+def _optimized_graph(path: Path, tmp_path: Path) -> onnx.ModelProto:
+    """The graph ONNX Runtime actually runs on the CPU (all optimisations, NCHWc layout included)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return onnx.load(options.optimized_model_filepath)
+
+
+@pytest.mark.parametrize("upsample", ["nearest", "bilinear"])
+def test_the_final_resize_runs_on_the_one_depth_channel_and_changes_no_number(tmp_path, upsample) -> None:
+    """Without the barrier ORT resizes the depth map in its blocked layout (16 channels, 15 of them
+    padding); with it the final Resize reads a plain NCHW tensor. Nearest: bit-identical output;
+    bilinear: the two kernels round the interpolation differently (within a float32 ulp)."""
+    from slimdepth.deploy.onnx_layout import planar_output_resize, remove_planar_barriers
+
+    torch.manual_seed(0)
+    out = tmp_path / "m.onnx"
+    report = export_model(build_model("litedepth-released", upsample=upsample), out, ExportSettings("onnx", (256, 320)))
+    assert report["graph_passes"] == {"planar_output_resize": 1}
+    with_pass = onnx.load(str(out))
+    reshapes = [n for n in with_pass.graph.node if n.name.startswith("/slimdepth/planar_output")]
+    assert len(reshapes) == 1 and reshapes[0].op_type == "Reshape"
+    # the same graph without the barrier: take it out again
+    without = onnx.load(str(out))
+    assert remove_planar_barriers(without) == 1
+    assert [n.op_type for n in without.graph.node] == [n.op_type for n in with_pass.graph.node if n not in reshapes]
+    onnx.checker.check_model(without, full_check=True)
+    plain = tmp_path / "plain.onnx"
+    onnx.save(without, str(plain))
+    assert planar_output_resize(onnx.load(str(plain))) == 1  # the pass finds the output resize again
+
+    def final_resize_domain(path: Path) -> str:
+        graph = _optimized_graph(path, tmp_path).graph
+        producer = {o: n for n in graph.node for o in n.output}
+        node = producer["depth"]
+        while node.op_type not in ("Resize", "Upsample"):  # skip a trailing layout reorder
+            node = producer[node.input[0]]
+        return node.domain
+
+    assert final_resize_domain(plain) == "com.microsoft.nchwc"  # what the pass is for
+    assert final_resize_domain(out) in ("", "ai.onnx")
+    x = parity_inputs((256, 320))["synthetic"]
+    got, want = OnnxDepthModel.load(out).run(x), OnnxDepthModel.load(plain).run(x)
+    if upsample == "nearest":
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_allclose(got, want, rtol=3e-7, atol=0)

@@ -33,6 +33,7 @@ def bench(
     from slimdepth.deploy.bench import bench as run_bench
     from slimdepth.deploy.bench import parse_runtimes, write_csv, write_json, write_plot
     from slimdepth.deploy.latency import check_timing
+    from slimdepth.deploy.machine import cpu_model
     from slimdepth.options import check_number, parse_size
 
     chosen = parse_runtimes(runtime)
@@ -55,7 +56,7 @@ def bench(
                       f"{row.speedup_vs_torch:.2f}" if row.speedup_vs_torch else "-", row.note)
     console.print(table)
     if json_out is not None:
-        write_json(rows, json_out, {"machine": platform.processor() or platform.machine(), "python": platform.python_version()})
+        write_json(rows, json_out, {"machine": cpu_model(), "python": platform.python_version()})
     if csv_out is not None:
         write_csv(rows, csv_out)
     if plot is not None:

@@ -15,7 +15,7 @@ def export(
     fmt: str = typer.Option("onnx", "--format", help="onnx, litert or openvino."),
     size: str = typer.Option("", "--size", help="Input size HxW (default: the training size in the checkpoint)."),
     dynamic: bool = typer.Option(False, "--dynamic", help="ONNX/OpenVINO: dynamic height and width (checked at two sizes)."),
-    int8: bool = typer.Option(False, "--int8", help="ONNX: static int8 quantization (QDQ), calibrated on --calib."),
+    int8: bool = typer.Option(False, "--int8", help="ONNX or LiteRT: static int8 quantization, calibrated on --calib."),
     calib: str = typer.Option("", "--calib", help="Dataset spec of the calibration images for --int8."),
     calib_num: int = typer.Option(64, "--calib-num", help="Calibration images."),
     calib_method: str = typer.Option("minmax", "--calib-method", help="minmax, entropy or percentile."),

@@ -31,6 +31,7 @@ import torch
 
 from slimdepth.compress.gating.convert import gating_config
 from slimdepth.deploy.formats import SUFFIXES, check_format, export_metadata, report_path
+from slimdepth.deploy.onnx_layout import planar_output_resize
 from slimdepth.deploy.runners import Runner, load_runner
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.loader import resolve_model
@@ -77,13 +78,13 @@ def check_export_settings(settings: ExportSettings, out: Path) -> list[Path]:
     if settings.opset not in OPSETS:
         raise ConfigError(f"--opset must be one of {', '.join(map(str, OPSETS))}, got {settings.opset!r}")
     if settings.int8:
-        if settings.fmt != "onnx":
-            raise ConfigError(f"--int8 is offered for ONNX exports (ONNX Runtime static quantization), not {settings.fmt}")
+        if settings.fmt not in ("onnx", "litert"):
+            raise ConfigError(f"--int8 is offered for ONNX and LiteRT exports (static quantization), not {settings.fmt}")
         if not settings.calib:
             raise ConfigError("--int8 needs --calib DATASET: static quantization calibrates on real images")
         from slimdepth.deploy.quantize import check_calibration_method  # lazy: onnxruntime.quantization is heavy
 
-        check_calibration_method(settings.calib_method)
+        check_calibration_method(settings.calib_method, settings.fmt)
     elif settings.calib:
         raise ConfigError("--calib is for --int8 exports; add --int8 or drop --calib")
     if settings.dynamic and settings.fmt == "litert":
@@ -128,8 +129,11 @@ def _second_size(size: tuple[int, int]) -> tuple[int, int]:
 
 
 def to_onnx(model: DepthModel, path: Path, size: tuple[int, int], dynamic: bool = False, opset: int = 18,
-            metadata: dict[str, Any] | None = None) -> None:
-    """Write ``model`` (already folded, eval) as ONNX with ``metadata`` in ``metadata_props`` and check it."""
+            metadata: dict[str, Any] | None = None) -> dict[str, int]:
+    """Write ``model`` (already folded, eval) as ONNX with ``metadata`` in ``metadata_props`` and check it.
+
+    The graph gets the layout passes of :mod:`slimdepth.deploy.onnx_layout` (same numbers, faster
+    under ONNX Runtime); returns what each pass changed."""
     import onnx
 
     from slimdepth.runtime.session import METADATA_KEY
@@ -141,12 +145,14 @@ def to_onnx(model: DepthModel, path: Path, size: tuple[int, int], dynamic: bool 
         torch.onnx.export(model, (x,), str(path), opset_version=opset, dynamo=False, input_names=["image"],
                           output_names=["depth"], dynamic_axes=axes, do_constant_folding=True)
     proto = onnx.load(str(path))
+    passes = {"planar_output_resize": planar_output_resize(proto)}
     if metadata is not None:
         entry = proto.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, json.dumps(metadata, sort_keys=True)
     proto.producer_name = "slimdepth"
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
+    return passes
 
 
 def _to_openvino(onnx_path: Path, path: Path, metadata: dict[str, Any]) -> None:
@@ -231,7 +237,7 @@ def _export_into(graph: DepthModel, work: Path, out: Path, settings: ExportSetti
     if fmt in ("onnx", "openvino"):
         onnx_path = work / ("fp32.onnx" if settings.int8 or fmt != "onnx" else out.name)
         say(f"exporting ONNX (opset {settings.opset}) at {size[0]}x{size[1]}{' with dynamic height/width' if settings.dynamic else ''}")
-        to_onnx(graph, onnx_path, size, settings.dynamic, settings.opset, metadata)
+        report["graph_passes"] = to_onnx(graph, onnx_path, size, settings.dynamic, settings.opset, metadata)
         report["checks"]["onnx_checker"] = "passed"
         runtime, path = "ort", onnx_path
         if fmt == "openvino":
@@ -241,8 +247,9 @@ def _export_into(graph: DepthModel, work: Path, out: Path, settings: ExportSetti
         tolerance = FP32_TOLERANCE_M
     else:
         say(f"converting with litert-torch at {size[0]}x{size[1]} (about half a minute)")
-        _to_litert(graph, target, size)
-        runtime, path, tolerance = "litert", target, LITERT_TOLERANCE * graph.max_depth
+        path = work / ("fp32.tflite" if settings.int8 else out.name)
+        _to_litert(graph, path, size)
+        runtime, tolerance = "litert", LITERT_TOLERANCE * graph.max_depth
     rows = []
     for s in sizes:
         runner = load_runner(path, runtime, threads=settings.threads, spinning=False)
@@ -260,5 +267,5 @@ def _export_into(graph: DepthModel, work: Path, out: Path, settings: ExportSetti
     if settings.int8:
         from slimdepth.deploy.quantize import quantize_export  # lazy: onnxruntime.quantization is heavy
 
-        report["int8"] = quantize_export(onnx_path, target, settings, metadata, say)
+        report["int8"] = quantize_export(path, target, settings, metadata, say)  # the fp32 file, parity-checked
     return report

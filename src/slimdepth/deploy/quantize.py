@@ -1,4 +1,6 @@
-"""INT8 for ONNX: ONNX Runtime static quantization (QDQ), calibrated on real images.
+"""INT8 for ONNX and LiteRT: static quantization calibrated on real images.
+
+**ONNX** -- ONNX Runtime static quantization (QDQ).
 
 Static, not dynamic: dynamic quantization computes activation scales at run time and handles
 depthwise convolutions badly. Weights are int8, symmetric, per output channel; activations are
@@ -8,6 +10,14 @@ last convolution and everything after it (activation, the final resize) -- stays
 depth map would have only 256 levels (0.3 m steps over 80 m). The report compares the int8 file
 with the fp32 one: delta1, AbsRel and RMSE on ``--val`` (default: the calibration dataset), and
 the latency of both, each timed in its own process.
+
+**LiteRT** -- ``ai-edge-quantizer``'s static recipe (``static_wi8_ai8``: int8 weights per channel,
+int8 activations, MinMax ranges from the same calibration images) applied to the fp32 ``.tflite``
+that litert-torch converted. The result is a *full-integer* model, the kind phone NPUs and the
+Edge TPU run: its input and output tensors are int8 too (the quantizer offers no float input or
+output here), so the runner quantizes the image and dequantizes the depth, and the depth map
+has 256 levels over the calibrated output range (0.3 m steps at 80 m) -- the report measures
+what that costs. Only MinMax calibration is offered for LiteRT.
 """
 
 from __future__ import annotations
@@ -23,16 +33,18 @@ from slimdepth.errors import ConfigError
 from slimdepth.options import suggest
 
 __all__ = ["CALIBRATION_METHODS", "calibration_batches", "check_calibration_method", "head_nodes", "quantize_export",
-           "quantize_onnx"]
+           "quantize_litert", "quantize_onnx"]
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
-def check_calibration_method(method: str) -> str:
-    """``method`` if it is one of :data:`CALIBRATION_METHODS`, else a ConfigError."""
+def check_calibration_method(method: str, fmt: str = "onnx") -> str:
+    """``method`` if it is one of :data:`CALIBRATION_METHODS` (LiteRT: minmax only), else a ConfigError."""
     if method not in CALIBRATION_METHODS:
         raise ConfigError(f"unknown calibration method {method!r}{suggest(str(method), CALIBRATION_METHODS)}; "
                           f"choose from {', '.join(CALIBRATION_METHODS)}")
+    if fmt == "litert" and method != "minmax":
+        raise ConfigError(f"--calib-method {method} is offered for ONNX; LiteRT int8 calibrates with minmax")
     return method
 
 
@@ -106,6 +118,25 @@ def quantize_onnx(fp32: Path, out: Path, batches: list[np.ndarray], method: str 
     onnx.save(proto, str(out))
 
 
+def quantize_litert(fp32: Path, out: Path, batches: list[np.ndarray]) -> None:
+    """Write the full-integer int8 version of the LiteRT file ``fp32`` to ``out``, calibrated on ``batches``."""
+    import contextlib
+    import io
+
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_quantizer import quantizer, recipe
+    except ImportError:
+        raise ConfigError("LiteRT int8 needs ai-edge-quantizer and ai-edge-litert: pip install 'slimdepth[deploy]'") from None
+    signature, spec = next(iter(Interpreter(str(fp32)).get_signature_list().items()))
+    name = spec["inputs"][0]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # progress bars
+        job = quantizer.Quantizer(str(fp32))
+        job.load_quantization_recipe(recipe.static_wi8_ai8())
+        ranges = job.calibrate({signature: [{name: b} for b in batches]}, num_threads=1)
+        job.quantize(ranges, enable_progress_bar=False, enable_progress_report=False).export_model(str(out), overwrite=True)
+
+
 def _score(path: Path, spec: str, num: int) -> dict[str, float]:
     """delta1, AbsRel and RMSE of an exported file on the first ``num`` images of ``spec``."""
     from slimdepth.data.registry import build_dataset
@@ -119,21 +150,30 @@ def _score(path: Path, spec: str, num: int) -> dict[str, float]:
 
 def quantize_export(fp32: Path, target: Path, settings: Any, metadata: dict[str, Any],
                     say: Callable[[str], None]) -> dict[str, Any]:
-    """Quantize ``fp32`` to ``target``, then compare accuracy and latency of both (the report's ``int8``)."""
+    """Quantize ``fp32`` (an .onnx or .tflite file) to ``target``, then compare accuracy and latency of
+    both (the report's ``int8``)."""
     from slimdepth.deploy.workers import time_files
 
+    litert = settings.fmt == "litert"
     say(f"calibrating int8 on {settings.calib_num} images of {settings.calib} ({settings.calib_method})")
     batches = calibration_batches(settings.calib, settings.size, settings.calib_num)
-    quantize_onnx(fp32, target, batches, settings.calib_method)
+    if litert:
+        quantize_litert(fp32, target, batches)
+    else:
+        quantize_onnx(fp32, target, batches, settings.calib_method)
     val = settings.val or settings.calib
     say(f"scoring fp32 and int8 on {settings.val_num} images of {val}")
     fp32_scores, int8_scores = _score(fp32, val, settings.val_num), _score(target, val, settings.val_num)
-    say("timing fp32 and int8 under ONNX Runtime, each in its own process")
-    latency = time_files([fp32, target], "ort", settings.size, threads=settings.threads or 2, runs=30, warmup=5)
+    runtime = "litert" if litert else "ort"
+    say(f"timing fp32 and int8 under {'LiteRT' if litert else 'ONNX Runtime'}, each in its own process")
+    latency = time_files([fp32, target], runtime, settings.size, threads=settings.threads or 2, runs=30, warmup=5)
+    scheme = ({"weights": "int8 symmetric per channel", "activations": "int8 per tensor",
+               "float_nodes": "none (full integer: int8 input and output, converted by the runner)"} if litert else
+              {"weights": "int8 symmetric per channel", "activations": "uint8 asymmetric per tensor",
+               "float_nodes": "the depth head (last Conv to output)"})
     return {
-        "calibration": {"dataset": settings.calib, "images": len(batches), "method": settings.calib_method,
-                        "weights": "int8 symmetric per channel", "activations": "uint8 asymmetric per tensor",
-                        "float_nodes": "the depth head (last Conv to output)"},
+        "runtime": runtime,
+        "calibration": {"dataset": settings.calib, "images": len(batches), "method": settings.calib_method, **scheme},
         "validation": {"dataset": val, "images": settings.val_num},
         "fp32": {**fp32_scores, **latency[0]}, "int8": {**int8_scores, **latency[1]},
         "delta1_change_points": 100.0 * (int8_scores["d1"] - fp32_scores["d1"]),

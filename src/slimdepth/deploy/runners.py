@@ -8,7 +8,8 @@ float32 batch in [0, 1] to (1, 1, H, W) depth in metres. Runtimes:
 * ``openvino`` / ``openvino-bf16`` -- OpenVINO on the CPU, from the IR (``.xml``) or the ONNX
   file, with the inference precision pinned to f32, or bfloat16 (OpenVINO's default on CPUs with
   AVX-512 BF16 or AMX, offered as its own measured option: it changes the output);
-* ``litert`` -- the ai-edge-litert interpreter (``.tflite``, XNNPACK).
+* ``litert`` -- the ai-edge-litert interpreter (``.tflite``, XNNPACK); a full-integer file's int8
+  input and output are quantized and dequantized here, so it too maps float32 to metres.
 
 Nothing here imports torch, so a benchmark worker timing ONNX Runtime carries no PyTorch.
 """
@@ -84,11 +85,20 @@ def _litert(path: Path, threads: int | None) -> Runner:
     except (ValueError, RuntimeError) as exc:
         raise DataError(f"{path}: not a readable LiteRT model ({str(exc).splitlines()[0][:200]})") from None
     source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    # a full-integer (int8) model takes and returns int8 tensors: quantize the image with the
+    # input's scale and zero point, and dequantize the depth, so every caller sees float32
+    in_scale, in_zero = source["quantization"] if source["dtype"] != np.float32 else (0.0, 0)
+    out_scale, out_zero = target["quantization"] if target["dtype"] != np.float32 else (0.0, 0)
+    info = np.iinfo(source["dtype"]) if in_scale else None
 
     def run(batch: np.ndarray) -> np.ndarray:
-        interpreter.set_tensor(source["index"], np.ascontiguousarray(batch, dtype=np.float32))
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if info is not None:
+            x = np.clip(np.round(x / in_scale) + in_zero, info.min, info.max).astype(source["dtype"])
+        interpreter.set_tensor(source["index"], x)
         interpreter.invoke()
-        return interpreter.get_tensor(target["index"]).copy()
+        y = interpreter.get_tensor(target["index"])
+        return (y.astype(np.float32) - out_zero) * np.float32(out_scale) if out_scale else y.copy()
 
     shape = source["shape"]
     return Runner("litert", path, run, (int(shape[2]), int(shape[3])))
