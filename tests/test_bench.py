@@ -32,6 +32,17 @@ def test_bench_times_a_zoo_model_on_torch_and_ort_and_an_exported_file(tmp_path)
     assert table[str(path), "ort"].runs == 4 and table[str(path), "ort"].speedup_vs_torch is None
 
 
+def test_bench_quantizes_for_the_int8_runtimes_and_times_them_with_the_fp32_files(tmp_path) -> None:
+    pytest.importorskip("ai_edge_quantizer")
+    rows = bench(["litedepth-released"], ["ort", "ort-int8", "litert", "litert-int8"], (32, 64), threads=1, runs=3,
+                 warmup=1, rounds=1)
+    table = {r.runtime: r for r in rows}
+    assert [r.note for r in rows] == ["", "", "", ""]
+    assert {k: r.file.rsplit("/", 1)[-1] for k, r in table.items()} == {
+        "ort": "model.onnx", "ort-int8": "int8.onnx", "litert": "model.tflite", "litert-int8": "int8.tflite"}
+    assert all(r.runs == 3 and r.median_ms > 0 for r in rows)
+
+
 def test_bench_cli_writes_json_csv_and_a_plot(tmp_path, monkeypatch, capsys) -> None:
     out = {s: tmp_path / f"b.{s}" for s in ("json", "csv", "png")}
     code, stdout, err = run_cli(monkeypatch, capsys, "bench", "tiny-multires", "--runtime", "torch,ort", "--size", "32x64",

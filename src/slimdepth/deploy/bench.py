@@ -11,7 +11,8 @@ steady it was; speed-ups are over PyTorch eager on the same model in the same ru
 A model given as a zoo name, checkpoint or run directory is exported for each runtime first
 (with :func:`slimdepth.deploy.export.export_model`, parity-checked): ONNX for ``ort`` and
 ``openvino``, int8 QDQ for ``ort-int8`` (calibrated on synthetic frames unless ``calib`` names a
-dataset), LiteRT for ``litert``. An exported file runs on the runtimes that read its format.
+dataset), LiteRT for ``litert`` and full-integer LiteRT for ``litert-int8`` (calibrated likewise). An
+exported file runs on the runtimes that read its format.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from slimdepth.options import check_number, parse_size, suggest
 __all__ = ["RUNTIMES", "BenchRow", "bench", "parse_runtimes", "time_files", "write_csv", "write_plot"]
 
 #: every runtime ``bench`` times
-RUNTIMES = ("torch", "ort", "ort-int8", "litert", "openvino", "openvino-bf16")
+RUNTIMES = ("torch", "ort", "ort-int8", "litert", "litert-int8", "openvino", "openvino-bf16")
 
 
 @dataclass
@@ -71,6 +72,14 @@ def parse_runtimes(value: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _calibration(calib: str | None, size: tuple[int, int], into: list[Any]) -> list[Any]:
+    """16 calibration images for the int8 runtimes (``calib`` or synthetic frames), kept in ``into``."""
+    from slimdepth.deploy.quantize import calibration_batches
+
+    into += calibration_batches(calib or "synthetic,num=16", size, 16)
+    return into
+
+
 def _artefacts(spec: str, runtimes: list[str], size: tuple[int, int], work: Path, calib: str | None,
                log: Callable[[str], None]) -> dict[str, dict[str, Any] | str]:
     """What each runtime runs for ``spec``: a worker spec, or a note why it cannot run."""
@@ -84,11 +93,11 @@ def _artefacts(spec: str, runtimes: list[str], size: tuple[int, int], work: Path
             raise DataError(f"{path}: no such model file")
         plan: dict[str, dict[str, Any] | str] = {}
         for runtime in runtimes:
-            key = "ort" if runtime == "ort-int8" else runtime
+            key = runtime.removesuffix("-int8")
             if runtime == "torch":
                 plan[runtime] = "an exported file has no PyTorch model"
-            elif runtime == "ort-int8":
-                plan[runtime] = "give the int8 .onnx file itself (runtime ort)"
+            elif runtime.endswith("-int8"):
+                plan[runtime] = f"give the int8 file itself (runtime {key})"
             elif fmt in FILE_RUNTIMES[key]:
                 plan[runtime] = {**base, "runtime": runtime, "path": str(path)}
             else:
@@ -98,6 +107,8 @@ def _artefacts(spec: str, runtimes: list[str], size: tuple[int, int], work: Path
     stem.mkdir(parents=True, exist_ok=True)
     plan = {}
     onnx_path: Path | None = None
+    litert_path: Path | None = None
+    batches: list[Any] = []
     for runtime in runtimes:
         try:
             if runtime == "torch":
@@ -109,17 +120,25 @@ def _artefacts(spec: str, runtimes: list[str], size: tuple[int, int], work: Path
                     export_model(spec, onnx_path, ExportSettings("onnx", size))
                 path = onnx_path
                 if runtime == "ort-int8":  # the parity-checked fp32 file, quantized (no accuracy report here)
-                    from slimdepth.deploy.quantize import calibration_batches, quantize_onnx
+                    from slimdepth.deploy.quantize import quantize_onnx
 
                     log(f"{spec}: quantizing to int8")
                     path = stem / "int8.onnx"
-                    quantize_onnx(onnx_path, path, calibration_batches(calib or "synthetic,num=16", size, 16))
+                    quantize_onnx(onnx_path, path, batches or _calibration(calib, size, batches))
                 plan[runtime] = {**base, "runtime": runtime, "path": str(path)}
-            elif runtime == "litert":
-                log(f"{spec}: converting to LiteRT")
-                path = stem / "model.tflite"
-                export_model(spec, path, ExportSettings("litert", size))
-                plan[runtime] = {**base, "runtime": "litert", "path": str(path)}
+            elif runtime in ("litert", "litert-int8"):
+                if litert_path is None:
+                    log(f"{spec}: converting to LiteRT")
+                    litert_path = stem / "model.tflite"
+                    export_model(spec, litert_path, ExportSettings("litert", size))
+                path = litert_path
+                if runtime == "litert-int8":
+                    from slimdepth.deploy.quantize import quantize_litert
+
+                    log(f"{spec}: quantizing LiteRT to int8")
+                    path = stem / "int8.tflite"
+                    quantize_litert(litert_path, path, batches or _calibration(calib, size, batches))
+                plan[runtime] = {**base, "runtime": runtime, "path": str(path)}
         except (ConfigError, DataError) as exc:
             plan[runtime] = f"not exported: {exc}"
     return plan
