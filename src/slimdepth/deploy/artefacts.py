@@ -1,0 +1,98 @@
+"""What each runtime runs for one model: the PyTorch model itself, or a file exported for it.
+
+:func:`runtime_artefacts` is shared by ``bench``, ``compare --runtime`` and ``cost --runtime``, so
+every verb measures the same files. A zoo name, checkpoint or run directory is exported once per
+format at ``size`` into ``work`` with :func:`slimdepth.deploy.export.export_model` (parity-checked):
+ONNX for ``ort``, ``openvino`` and ``openvino-bf16`` (OpenVINO reads the ONNX graph), that ONNX
+file quantized to int8 QDQ for ``ort-int8`` (calibrated on ``calib``), LiteRT for ``litert``. An
+exported file given directly runs on the runtimes that read its format. Each runtime's entry is a
+worker spec (what :mod:`slimdepth.deploy.bench_worker` loads: ``runtime``, ``path`` or ``model``,
+``size``) or a one-line note saying why that runtime cannot run the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from slimdepth.deploy.formats import format_of
+from slimdepth.deploy.runners import FILE_RUNTIMES
+from slimdepth.errors import ConfigError, DataError
+
+__all__ = ["runtime_artefacts", "runtimes_reading"]
+
+
+def runtimes_reading(fmt: str) -> list[str]:
+    """The runtimes that run a file of export format ``fmt`` (an int8 ``.onnx`` file runs on ``ort``)."""
+    return [runtime for runtime, formats in FILE_RUNTIMES.items() if fmt in formats]
+
+
+def _exported_file_plan(path: Path, runtimes: Sequence[str], size: tuple[int, int]) -> dict[str, dict[str, Any] | str]:
+    """An exported file: a worker spec for each runtime that reads its format, a note for the rest."""
+    fmt = format_of(path)
+    assert fmt is not None
+    if not path.is_file():
+        raise DataError(f"{path}: no such model file")
+    plan: dict[str, dict[str, Any] | str] = {}
+    for runtime in runtimes:
+        if runtime == "torch":
+            plan[runtime] = "an exported file has no PyTorch model"
+        elif runtime == "ort-int8":
+            plan[runtime] = "give the int8 .onnx file itself (runtime ort)"
+        elif fmt in FILE_RUNTIMES[runtime]:
+            plan[runtime] = {"size": list(size), "runtime": runtime, "path": str(path)}
+        else:
+            plan[runtime] = f"a {fmt} file does not run on {runtime}"
+    return plan
+
+
+def runtime_artefacts(spec: str, runtimes: Sequence[str], size: tuple[int, int], work: Path,
+                      calib: str | None = None, calib_num: int = 16, log: Callable[[str], None] | None = None,
+                      strict: bool = False) -> dict[str, dict[str, Any] | str]:
+    """What each of ``runtimes`` runs for ``spec`` (see the module docstring), exporting into ``work``.
+
+    ``ort-int8`` calibrates on ``calib_num`` images of dataset ``calib`` (required for it). A
+    failed export is a note (``not exported: ...``) unless ``strict``, where it is raised, naming
+    the model and the runtime.
+    """
+    from slimdepth.deploy.export import ExportSettings, export_model  # lazy: export loads torch and the exporters
+
+    say = log or (lambda message: None)
+    if format_of(spec) is not None:
+        return _exported_file_plan(Path(spec), runtimes, size)
+    base = {"size": list(size)}
+    stem = work / Path(str(spec)).name.replace(":", "_")
+    stem.mkdir(parents=True, exist_ok=True)
+    plan: dict[str, dict[str, Any] | str] = {}
+    onnx_path: Path | None = None
+    for runtime in runtimes:
+        try:
+            if runtime == "torch":
+                plan[runtime] = {**base, "runtime": "torch", "model": str(spec)}
+            elif runtime in ("ort", "openvino", "openvino-bf16", "ort-int8"):
+                if onnx_path is None:
+                    say(f"{spec}: exporting ONNX")
+                    export_model(spec, stem / "model.onnx", ExportSettings("onnx", size))
+                    onnx_path = stem / "model.onnx"
+                path = onnx_path
+                if runtime == "ort-int8":  # the parity-checked fp32 file, quantized (no accuracy report here)
+                    # lazy: onnxruntime.quantization is heavy
+                    from slimdepth.deploy.quantize import calibration_batches, quantize_onnx
+
+                    if not calib:
+                        raise ConfigError("ort-int8 needs --calib DATASET: static quantization calibrates on real images")
+                    say(f"{spec}: quantizing to int8 (calibrated on {calib_num} images of {calib})")
+                    path = stem / "int8.onnx"
+                    quantize_onnx(onnx_path, path, calibration_batches(calib, size, calib_num))
+                plan[runtime] = {**base, "runtime": runtime, "path": str(path)}
+            elif runtime == "litert":
+                say(f"{spec}: converting to LiteRT")
+                path = stem / "model.tflite"
+                export_model(spec, path, ExportSettings("litert", size))
+                plan[runtime] = {**base, "runtime": "litert", "path": str(path)}
+        except (ConfigError, DataError) as exc:
+            if strict:
+                raise type(exc)(f"{spec} on {runtime}: {exc}") from None
+            plan[runtime] = f"not exported: {exc}"
+    return plan
