@@ -20,12 +20,24 @@ from slimdepth.deploy.formats import format_of
 from slimdepth.deploy.runners import FILE_RUNTIMES
 from slimdepth.errors import ConfigError, DataError
 
-__all__ = ["runtime_artefacts", "runtimes_reading"]
+__all__ = ["check_runs_on", "runtime_artefacts", "runtimes_reading"]
 
 
 def runtimes_reading(fmt: str) -> list[str]:
     """The runtimes that run a file of export format ``fmt`` (an int8 ``.onnx`` file runs on ``ort``)."""
     return [runtime for runtime, formats in FILE_RUNTIMES.items() if fmt in formats]
+
+
+def check_runs_on(path: str | Path, runtimes: Sequence[str]) -> None:
+    """An exported file must exist and be read by one of ``runtimes``: checked before any work, so
+    that ``compare`` and ``cost`` refuse it in one line naming the runtimes that would read it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such model file")
+    readers = runtimes_reading(format_of(path) or "")
+    if not set(readers) & set(runtimes):
+        raise ConfigError(f"{path}: a {path.suffix} file runs on {', '.join(readers)}, not on --runtime "
+                          f"{','.join(runtimes)}")
 
 
 def _exported_file_plan(path: Path, runtimes: Sequence[str], size: tuple[int, int]) -> dict[str, dict[str, Any] | str]:
