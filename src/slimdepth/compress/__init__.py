@@ -12,5 +12,6 @@ One idea a module, in the order a reader meets them:
 * :mod:`~slimdepth.compress.gating` -- method 2, dynamic channel gating (a package);
 * :mod:`~slimdepth.compress.baselines` -- magnitude (L1) and uniform-width pruning;
 * :mod:`~slimdepth.compress.prune` -- the ``slimdepth prune`` schedule over run directories;
-* :mod:`~slimdepth.compress.compare` -- one table of cost and accuracy, measured side by side.
+* :mod:`~slimdepth.compress.compare` -- one table of cost and accuracy, measured side by side (in
+  PyTorch, or on the deployment runtimes with the exported files themselves).
 """

@@ -9,10 +9,10 @@ an ONNX Runtime session's spinning thread pool slows PyTorch in the same process
 steady it was; speed-ups are over PyTorch eager on the same model in the same run.
 
 A model given as a zoo name, checkpoint or run directory is exported for each runtime first
-(with :func:`slimdepth.deploy.export.export_model`, parity-checked): ONNX for ``ort`` and
-``openvino``, int8 QDQ for ``ort-int8`` (calibrated on synthetic frames unless ``calib`` names a
-dataset), LiteRT for ``litert`` and full-integer LiteRT for ``litert-int8`` (calibrated likewise). An
-exported file runs on the runtimes that read its format.
+(:func:`slimdepth.deploy.artefacts.runtime_artefacts`, parity-checked): ONNX for ``ort`` and
+``openvino``, int8 QDQ for ``ort-int8`` (calibrated on 16 synthetic frames unless ``calib`` names
+a dataset), LiteRT for ``litert`` and full-integer LiteRT for ``litert-int8`` (calibrated
+likewise). An exported file runs on the runtimes that read its format.
 """
 
 from __future__ import annotations
@@ -25,17 +25,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from slimdepth.deploy.formats import format_of
+from slimdepth.deploy.artefacts import runtime_artefacts
 from slimdepth.deploy.latency import check_timing, summarize_samples
-from slimdepth.deploy.runners import FILE_RUNTIMES
 from slimdepth.deploy.workers import interleave_workers, time_files
-from slimdepth.errors import ConfigError, DataError
+from slimdepth.errors import ConfigError
 from slimdepth.options import check_number, parse_size, suggest
 
 __all__ = ["RUNTIMES", "BenchRow", "bench", "parse_runtimes", "time_files", "write_csv", "write_plot"]
 
 #: every runtime ``bench`` times
 RUNTIMES = ("torch", "ort", "ort-int8", "litert", "litert-int8", "openvino", "openvino-bf16")
+#: what ``ort-int8`` and ``litert-int8`` calibrate on when no ``calib`` dataset is given (16 images of it)
+DEFAULT_CALIB = "synthetic,num=16"
 
 
 @dataclass
@@ -72,78 +73,6 @@ def parse_runtimes(value: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _calibration(calib: str | None, size: tuple[int, int], into: list[Any]) -> list[Any]:
-    """16 calibration images for the int8 runtimes (``calib`` or synthetic frames), kept in ``into``."""
-    from slimdepth.deploy.quantize import calibration_batches
-
-    into += calibration_batches(calib or "synthetic,num=16", size, 16)
-    return into
-
-
-def _artefacts(spec: str, runtimes: list[str], size: tuple[int, int], work: Path, calib: str | None,
-               log: Callable[[str], None]) -> dict[str, dict[str, Any] | str]:
-    """What each runtime runs for ``spec``: a worker spec, or a note why it cannot run."""
-    from slimdepth.deploy.export import ExportSettings, export_model
-
-    fmt = format_of(spec)
-    base = {"size": list(size)}
-    if fmt is not None:  # an exported file: the runtimes that read its format
-        path = Path(spec)
-        if not path.is_file():
-            raise DataError(f"{path}: no such model file")
-        plan: dict[str, dict[str, Any] | str] = {}
-        for runtime in runtimes:
-            key = runtime.removesuffix("-int8")
-            if runtime == "torch":
-                plan[runtime] = "an exported file has no PyTorch model"
-            elif runtime.endswith("-int8"):
-                plan[runtime] = f"give the int8 file itself (runtime {key})"
-            elif fmt in FILE_RUNTIMES[key]:
-                plan[runtime] = {**base, "runtime": runtime, "path": str(path)}
-            else:
-                plan[runtime] = f"a {fmt} file does not run on {runtime}"
-        return plan
-    stem = work / Path(str(spec)).name.replace(":", "_")
-    stem.mkdir(parents=True, exist_ok=True)
-    plan = {}
-    onnx_path: Path | None = None
-    litert_path: Path | None = None
-    batches: list[Any] = []
-    for runtime in runtimes:
-        try:
-            if runtime == "torch":
-                plan[runtime] = {**base, "runtime": "torch", "model": str(spec)}
-            elif runtime in ("ort", "openvino", "openvino-bf16", "ort-int8"):
-                if onnx_path is None:
-                    onnx_path = stem / "model.onnx"
-                    log(f"{spec}: exporting ONNX")
-                    export_model(spec, onnx_path, ExportSettings("onnx", size))
-                path = onnx_path
-                if runtime == "ort-int8":  # the parity-checked fp32 file, quantized (no accuracy report here)
-                    from slimdepth.deploy.quantize import quantize_onnx
-
-                    log(f"{spec}: quantizing to int8")
-                    path = stem / "int8.onnx"
-                    quantize_onnx(onnx_path, path, batches or _calibration(calib, size, batches))
-                plan[runtime] = {**base, "runtime": runtime, "path": str(path)}
-            elif runtime in ("litert", "litert-int8"):
-                if litert_path is None:
-                    log(f"{spec}: converting to LiteRT")
-                    litert_path = stem / "model.tflite"
-                    export_model(spec, litert_path, ExportSettings("litert", size))
-                path = litert_path
-                if runtime == "litert-int8":
-                    from slimdepth.deploy.quantize import quantize_litert
-
-                    log(f"{spec}: quantizing LiteRT to int8")
-                    path = stem / "int8.tflite"
-                    quantize_litert(litert_path, path, batches or _calibration(calib, size, batches))
-                plan[runtime] = {**base, "runtime": runtime, "path": str(path)}
-        except (ConfigError, DataError) as exc:
-            plan[runtime] = f"not exported: {exc}"
-    return plan
-
-
 def bench(models: Sequence[str], runtimes: Sequence[str], size: str | tuple[int, int] = (480, 640), threads: int = 2,
           runs: int = 50, warmup: int = 10, rounds: int = 5, calib: str | None = None, work: Path | None = None,
           log: Callable[[str], None] | None = None) -> list[BenchRow]:
@@ -158,8 +87,9 @@ def bench(models: Sequence[str], runtimes: Sequence[str], size: str | tuple[int,
     with tempfile.TemporaryDirectory(prefix="slimdepth-bench-", dir=work) as tmp:
         rows: list[BenchRow] = []
         specs: list[dict[str, Any]] = []
-        for model in models:
-            for runtime, what in _artefacts(str(model), runtimes, size, Path(tmp), calib, say).items():
+        for i, model in enumerate(models):  # a folder each: two checkpoints may share a file name
+            plan = runtime_artefacts(str(model), runtimes, size, Path(tmp) / str(i), calib or DEFAULT_CALIB, 16, say)
+            for runtime, what in plan.items():
                 row = BenchRow(str(model), runtime, size, threads)
                 if isinstance(what, str):
                     row.note = what

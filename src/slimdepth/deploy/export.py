@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from slimdepth.compress.gating.convert import gating_config
-from slimdepth.deploy.formats import SUFFIXES, check_format, export_metadata, report_path
+from slimdepth.deploy.formats import SUFFIXES, check_format, export_metadata, model_bytes, report_path
 from slimdepth.deploy.onnx_layout import planar_output_resize
 from slimdepth.deploy.runners import Runner, load_runner
 from slimdepth.errors import ConfigError, DataError
@@ -216,9 +216,7 @@ def export_model(spec: str | Path | DepthModel, out: str | Path, settings: Expor
     try:
         report = _export_into(graph, work, out, settings, metadata, say)
         report["export_seconds"] = round(time.perf_counter() - start, 2)
-        produced = work / out.name
-        report["file_bytes"] = produced.stat().st_size + (
-            (work / out.with_suffix(".bin").name).stat().st_size if settings.fmt == "openvino" else 0)
+        report["file_bytes"] = model_bytes(work / out.name)
         (work / report_path(out).name).write_text(json.dumps(report, indent=2) + "\n")
         for name in [out.name, report_path(out).name] + ([out.with_suffix(".bin").name] if settings.fmt == "openvino" else []):
             (work / name).replace(out.parent / name)

@@ -18,7 +18,7 @@ from slimdepth.errors import ConfigError
 from slimdepth.options import suggest
 from slimdepth.version import __version__
 
-__all__ = ["FORMATS", "SUFFIXES", "export_metadata", "file_sha256", "format_of", "report_path"]
+__all__ = ["FORMATS", "SUFFIXES", "export_metadata", "file_sha256", "format_of", "model_bytes", "report_path"]
 
 #: export format -> the model file's suffix
 SUFFIXES = {"onnx": ".onnx", "litert": ".tflite", "openvino": ".xml"}
@@ -42,6 +42,14 @@ def report_path(path: str | Path) -> Path:
     """The JSON report written beside an exported file: ``FILE.json`` (``model.onnx.json``)."""
     path = Path(path)
     return path.with_name(path.name + ".json")
+
+
+def model_bytes(path: str | Path) -> int:
+    """What an exported model takes on disk, in bytes: the file, plus the ``.bin`` weights beside
+    an OpenVINO ``.xml``."""
+    path = Path(path)
+    weights = path.with_suffix(".bin") if format_of(path) == "openvino" else None
+    return path.stat().st_size + (weights.stat().st_size if weights is not None and weights.is_file() else 0)
 
 
 def file_sha256(path: str | Path) -> str:
