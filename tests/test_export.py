@@ -187,6 +187,33 @@ def test_int8_export_is_static_qdq_with_a_float_head_and_reports_both_models(tmp
     assert OnnxDepthModel.load(out).metadata["model"] == "litedepth"
 
 
+def test_int8_ops_conv_quantizes_the_convolutions_and_leaves_every_other_op_float(tmp_path) -> None:
+    """--int8-ops conv: ONNX Runtime runs the convolutions as QLinearConv while the hard-swish and
+    squeeze-excitation multiplies and the concatenations stay float (a residual Add between two
+    int8 tensors is still fused by ORT); with 'all' they are int8 kernels too."""
+    from slimdepth.deploy.quantize import calibration_batches, quantize_onnx
+
+    torch.manual_seed(0)
+    fp32 = tmp_path / "m.onnx"
+    export_model(build_model("litedepth", variant="small"), fp32, ExportSettings("onnx", SIZE))
+    batches = calibration_batches("synthetic,num=4,size=64x128", SIZE, 4)
+    graphs, kernels = {}, {}
+    for ops in ("all", "conv"):
+        quantize_onnx(fp32, tmp_path / f"{ops}.onnx", batches, ops=ops)
+        graphs[ops] = onnx.load(str(tmp_path / f"{ops}.onnx")).graph
+        run_graph = _optimized_graph(tmp_path / f"{ops}.onnx", tmp_path).graph
+        kernels[ops] = {n.op_type for n in run_graph.node if n.op_type.startswith("QLinear")}
+    assert "QLinearConv" in kernels["conv"] and not kernels["conv"] & {"QLinearMul", "QLinearConcat"}
+    assert {"QLinearConv", "QLinearAdd", "QLinearMul", "QLinearConcat"} <= kernels["all"]
+    convs = [n for n in graphs["conv"].node if n.op_type == "Conv"]
+    quantized = [n for n in convs if n.input[1].endswith("_DequantizeLinear_Output")]
+    assert len(quantized) == len(convs) - 1  # every conv but the depth head's
+    x = parity_inputs(SIZE)["synthetic"]
+    want = OnnxDepthModel.load(fp32).run(x)
+    got = OnnxDepthModel.load(tmp_path / "conv.onnx").run(x)
+    assert np.median(np.abs(got - want) / want) < 0.1
+
+
 def test_litert_int8_is_a_full_integer_file_whose_runner_speaks_float(tmp_path) -> None:
     """ai-edge-quantizer's static recipe: int8 weights, activations, input and output; the runner
     quantizes the image and dequantizes the depth, and the depth stays close to fp32."""
@@ -268,6 +295,8 @@ def test_export_cli_writes_the_file_and_report(tmp_path, monkeypatch, capsys) ->
     (["--format", "openvino", "--int8", "--calib", "synthetic"], "--int8 is offered for ONNX and LiteRT"),
     (["--format", "litert", "--int8", "--calib", "synthetic", "--calib-method", "entropy"], "LiteRT int8 calibrates with minmax"),
     (["--int8", "--calib", "synthetic", "--calib-method", "kl"], "unknown calibration method 'kl'"),
+    (["--int8", "--calib", "synthetic", "--int8-ops", "matmul"], "unknown --int8-ops 'matmul'"),
+    (["--format", "litert", "--int8", "--calib", "synthetic", "--int8-ops", "conv"], "--int8-ops conv is offered for ONNX"),
     (["--size", "0x128"], "--size"),
     (["--opset", "9"], "--opset"),
     (["--calib-num", "0", "--int8", "--calib", "synthetic"], "--calib-num"),

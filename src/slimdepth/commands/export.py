@@ -19,6 +19,7 @@ def export(
     calib: str = typer.Option("", "--calib", help="Dataset spec of the calibration images for --int8."),
     calib_num: int = typer.Option(64, "--calib-num", help="Calibration images."),
     calib_method: str = typer.Option("minmax", "--calib-method", help="minmax, entropy or percentile."),
+    int8_ops: str = typer.Option("all", "--int8-ops", help="ONNX int8: quantize every op ORT can ('all') or the convolutions alone ('conv')."),
     val: str = typer.Option("", "--val", help="Dataset spec scoring fp32 against int8 (default: --calib)."),
     val_num: int = typer.Option(64, "--val-num", help="Images of --val scored."),
     opset: int = typer.Option(18, "--opset", help="ONNX opset (17-20)."),
@@ -34,7 +35,8 @@ def export(
     if threads is not None:
         check_number(threads, "--threads", integer=True, low=1, high=1024)
     settings = ExportSettings(fmt, parse_size(size, "--size") if size else None, dynamic, int8, calib or None,
-                              calib_num, calib_method, val or None, val_num, opset, overwrite, threads)
+                              calib_num=calib_num, calib_method=calib_method, int8_ops=int8_ops, val=val or None,
+                              val_num=val_num, opset=opset, overwrite=overwrite, threads=threads)
     check_export_settings(settings, out)  # every option and path before the model loads
     report = export_model(model, out, settings, log=lambda message: console.print(message, markup=False))
     size_mb = report["file_bytes"] / 1e6

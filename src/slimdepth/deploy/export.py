@@ -60,6 +60,7 @@ class ExportSettings:
     calib: str | None = None
     calib_num: int = 64
     calib_method: str = "minmax"
+    int8_ops: str = "all"
     val: str | None = None
     val_num: int = 64
     opset: int = 18
@@ -84,7 +85,7 @@ def check_export_settings(settings: ExportSettings, out: Path) -> list[Path]:
             raise ConfigError("--int8 needs --calib DATASET: static quantization calibrates on real images")
         from slimdepth.deploy.quantize import check_calibration_method  # lazy: onnxruntime.quantization is heavy
 
-        check_calibration_method(settings.calib_method, settings.fmt)
+        check_calibration_method(settings.calib_method, settings.fmt, settings.int8_ops)
     elif settings.calib:
         raise ConfigError("--calib is for --int8 exports; add --int8 or drop --calib")
     if settings.dynamic and settings.fmt == "litert":

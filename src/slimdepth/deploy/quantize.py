@@ -32,14 +32,22 @@ import numpy as np
 from slimdepth.errors import ConfigError
 from slimdepth.options import suggest
 
-__all__ = ["CALIBRATION_METHODS", "calibration_batches", "check_calibration_method", "head_nodes", "quantize_export",
+__all__ = ["CALIBRATION_METHODS", "INT8_OPS", "calibration_batches", "check_calibration_method", "head_nodes", "quantize_export",
            "quantize_litert", "quantize_onnx"]
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+#: which ONNX ops get int8 kernels: every op ONNX Runtime quantizes, or the convolutions alone
+#: (activations, SE gates and element-wise ops stay float; see the module docstring)
+INT8_OPS = ("all", "conv")
 
 
-def check_calibration_method(method: str, fmt: str = "onnx") -> str:
-    """``method`` if it is one of :data:`CALIBRATION_METHODS` (LiteRT: minmax only), else a ConfigError."""
+def check_calibration_method(method: str, fmt: str = "onnx", ops: str = "all") -> str:
+    """``method`` if it is one of :data:`CALIBRATION_METHODS` (LiteRT: minmax only) and ``ops`` one
+    of :data:`INT8_OPS` (ONNX only), else a ConfigError."""
+    if ops not in INT8_OPS:
+        raise ConfigError(f"unknown --int8-ops {ops!r}{suggest(str(ops), INT8_OPS)}; choose from {', '.join(INT8_OPS)}")
+    if fmt == "litert" and ops != "all":
+        raise ConfigError(f"--int8-ops {ops} is offered for ONNX; LiteRT int8 quantizes every op it can")
     if method not in CALIBRATION_METHODS:
         raise ConfigError(f"unknown calibration method {method!r}{suggest(str(method), CALIBRATION_METHODS)}; "
                           f"choose from {', '.join(CALIBRATION_METHODS)}")
@@ -79,8 +87,9 @@ def head_nodes(model: Any) -> list[str]:
     return keep
 
 
-def quantize_onnx(fp32: Path, out: Path, batches: list[np.ndarray], method: str = "minmax") -> None:
-    """Write the static-QDQ int8 version of ``fp32`` to ``out``, calibrated on ``batches``."""
+def quantize_onnx(fp32: Path, out: Path, batches: list[np.ndarray], method: str = "minmax", ops: str = "all") -> None:
+    """Write the static-QDQ int8 version of ``fp32`` to ``out``, calibrated on ``batches``; ``ops``
+    (:data:`INT8_OPS`) says which ops are quantized."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -110,7 +119,8 @@ def quantize_onnx(fp32: Path, out: Path, batches: list[np.ndarray], method: str 
             extra["CalibPercentile"] = 99.99
         quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_exclude=head_nodes(model), calibrate_method=methods[method], extra_options=extra)
+                        nodes_to_exclude=head_nodes(model), calibrate_method=methods[method], extra_options=extra,
+                        op_types_to_quantize=["Conv"] if ops == "conv" else None)
     proto = onnx.load(str(out))
     source = onnx.load(str(fp32))
     del proto.metadata_props[:]
@@ -160,7 +170,7 @@ def quantize_export(fp32: Path, target: Path, settings: Any, metadata: dict[str,
     if litert:
         quantize_litert(fp32, target, batches)
     else:
-        quantize_onnx(fp32, target, batches, settings.calib_method)
+        quantize_onnx(fp32, target, batches, settings.calib_method, settings.int8_ops)
     val = settings.val or settings.calib
     say(f"scoring fp32 and int8 on {settings.val_num} images of {val}")
     fp32_scores, int8_scores = _score(fp32, val, settings.val_num), _score(target, val, settings.val_num)
@@ -170,7 +180,8 @@ def quantize_export(fp32: Path, target: Path, settings: Any, metadata: dict[str,
     scheme = ({"weights": "int8 symmetric per channel", "activations": "int8 per tensor",
                "float_nodes": "none (full integer: int8 input and output, converted by the runner)"} if litert else
               {"weights": "int8 symmetric per channel", "activations": "uint8 asymmetric per tensor",
-               "float_nodes": "the depth head (last Conv to output)"})
+               "float_nodes": "the depth head (last Conv to output)" + (
+                   "; every op but Conv" if settings.int8_ops == "conv" else ""), "ops": settings.int8_ops})
     return {
         "runtime": runtime,
         "calibration": {"dataset": settings.calib, "images": len(batches), "method": settings.calib_method, **scheme},
