@@ -5,7 +5,9 @@ batch 1) for the whole zoo at each size and prints one Markdown table per size: 
 milliseconds per runtime and each runtime's speed-up over PyTorch eager measured in the same
 run. The ratios are the point: this kind of VM drifts by 20% or more between runs. LiteRT
 conversion takes about half a minute per model and size, so by default only the LiteDepth
-models get a LiteRT column (``--litert all`` for every model).
+models get the LiteRT columns, fp32 and full-integer int8 (``--litert all`` for every model).
+The int8 columns calibrate on 16 synthetic frames: latency does not depend on the weights' values,
+and these are untrained zoo models; ``benchmarks/int8_study.py`` measures int8 accuracy.
 
     python benchmarks/deploy_latency.py [--sizes 480x640 192x640] [--threads 2] [--runs 30]
         [--runtimes torch,ort,ort-int8,openvino,openvino-bf16] [--litert litedepth,litedepth-released]
@@ -54,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     runtimes = args.runtimes.split(",")
     litert = set(args.models) if args.litert == "all" else set(filter(None, args.litert.split(",")))
-    columns = runtimes + (["litert"] if litert else [])
+    columns = runtimes + (["litert", "litert-int8"] if litert else [])
     print(f"CPU: {cpu_model()}; {args.threads} threads, batch 1, median of {args.runs} runs in {args.rounds} rounds")
     results = {}
     for size in args.sizes:
