@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
 import slimdepth
@@ -207,3 +209,15 @@ def test_a_save_that_dies_mid_write_leaves_the_previous_checkpoint_intact(models
     x = torch.rand(1, 3, 64, 96)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(1, 130), st.integers(1, 130))
+def test_nearest_upsample_is_pytorchs_nearest_at_every_size(h, w, out_h, out_w):
+    """upsample_to's nearest gathers rows and columns at fractional factors (so that litert-torch,
+    which lowers F.interpolate's nearest as nearest-exact, converts it right): same numbers."""
+    from slimdepth.models.blocks import upsample_to
+
+    x = torch.randn(1, 2, h, w, generator=torch.Generator().manual_seed(h * 1000 + w))
+    got = upsample_to(x, (out_h, out_w), "nearest")
+    assert torch.equal(got, torch.nn.functional.interpolate(x, size=(out_h, out_w), mode="nearest"))

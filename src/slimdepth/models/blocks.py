@@ -45,13 +45,31 @@ class InvertedResidual(nn.Module):
         return x + out if self.residual else out
 
 
+def nearest_indices(source: int, target: int, device: torch.device | None = None) -> torch.Tensor:
+    """The source row (or column) each of ``target`` output rows reads in PyTorch's ``nearest``
+    resize: ``floor(i * source / target)``, in float32 as PyTorch computes it, capped at the last."""
+    scale = torch.tensor(source / target, dtype=torch.float32)
+    index = torch.floor(torch.arange(target, dtype=torch.float32, device=device) * scale.to(device)).long()
+    return index.clamp(max=source - 1)
+
+
 def upsample_to(x: torch.Tensor, ref: torch.Tensor | tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
-    """Resize ``x`` to the spatial size of ``ref`` (a tensor or (H, W))."""
+    """Resize ``x`` to the spatial size of ``ref`` (a tensor or (H, W)).
+
+    ``nearest`` is PyTorch's (``floor(i * in / out)``). At a whole-number factor it is
+    ``F.interpolate``; otherwise the same rows and columns are gathered by index, because
+    litert-torch lowers ``nearest`` to the half-pixel variant (``nearest-exact``), which picks
+    other pixels whenever the factor is fractional. Both give the same numbers in PyTorch.
+    """
     size = tuple(ref.shape[-2:]) if isinstance(ref, torch.Tensor) else tuple(ref)
     if tuple(x.shape[-2:]) == size:
         return x
     if mode == "nearest":
-        return F.interpolate(x, size=size, mode="nearest")
+        (h, w), (out_h, out_w) = x.shape[-2:], size
+        if out_h % h == 0 and out_w % w == 0:
+            return F.interpolate(x, size=size, mode="nearest")
+        rows, cols = nearest_indices(int(h), int(out_h), x.device), nearest_indices(int(w), int(out_w), x.device)
+        return x.index_select(-2, rows).index_select(-1, cols)
     return F.interpolate(x, size=size, mode=mode, align_corners=False)
 
 

@@ -1,10 +1,18 @@
 """Folding the input normalisation into the first convolution, exactly, borders included.
 
-conv((x - m) / s) with zero padding equals conv'(x) + b' in the interior, where conv' has the
-weights W / s and b' = b - sum(W m / s). At the borders the zero padding of the *normalised*
-image is a padding of the raw image with m, so the folded convolution differs there by
-sum over the padded taps of W m / s: a constant map for a given input size, zero inside. The
-folded layer adds that map (computed once per size), so the outputs match everywhere.
+conv((x - m) / s) with weights W and bias b equals conv'(x - m) + b, where conv' has the
+weights W / s: the division by the standard deviation moves into the weights, and what is left
+of the normalisation is the subtraction of the per-channel mean from the 3-channel image. That
+subtraction stays in front of the convolution on purpose: zero padding of ``x - m`` *is* zero
+padding of the normalised image, so the borders are exact. (Folding the mean into the bias as
+well, b - sum(W m / s), is exact only in the interior: at the borders the padded taps would see
+-m / s instead of 0, and correcting that takes a full-resolution map of every output channel --
+what an earlier version added, at a run-time cost larger than the subtraction's, and a graph
+that litert-torch converted wrongly because the map reused the convolution's weights.)
+
+The stored parameters keep that earlier layout, so folded checkpoints saved before load
+unchanged: ``conv.weight`` is W / s, ``conv.bias`` the interior bias b - sum(W m / s), ``shift``
+the sum(W m / s) that the forward pass adds back, ``mean`` the per-channel mean.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ class FoldedConv2d(nn.Module):
         super().__init__()
         if conv.groups != 1 or conv.in_channels != mean.numel():
             raise ConfigError("the first convolution must be a dense conv over the image channels to fold the normalisation")
+        if conv.padding_mode != "zeros":
+            raise ConfigError("folding the normalisation needs a zero-padded first convolution")
         scale = (1.0 / std).view(1, -1, 1, 1)
         weight = conv.weight.detach() * scale
         shift = (weight * mean.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
@@ -37,17 +47,10 @@ class FoldedConv2d(nn.Module):
         self.register_buffer("mean", mean.detach().view(1, -1, 1, 1).clone())
         self.register_buffer("shift", shift.view(1, -1, 1, 1).clone())
 
-    def border_correction(self, height: int, width: int) -> torch.Tensor:
-        """sum over padded taps of W' m: shift - conv_{W'}(m everywhere) without the bias."""
-        const = self.mean.expand(1, -1, height, width).to(self.conv.weight.dtype)
-        inside = F.conv2d(const, self.conv.weight, None, self.conv.stride, self.conv.padding, self.conv.dilation)
-        return self.shift - inside
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv(x)
-        if any(p > 0 for p in self.conv.padding):
-            out = out + self.border_correction(x.shape[-2], x.shape[-1])
-        return out
+        conv = self.conv
+        bias = conv.bias + self.shift.flatten()  # b: the stored bias is the interior one (see above)
+        return F.conv2d(x - self.mean, conv.weight, bias, conv.stride, conv.padding, conv.dilation)
 
 
 def _get(module: nn.Module, path: str) -> nn.Module:
