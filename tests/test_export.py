@@ -3,6 +3,7 @@ sizes; OpenVINO and LiteRT; int8; the safety rules (no file left behind, nothing
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -329,9 +330,33 @@ def test_a_fixed_size_export_refuses_another_size(small_onnx, tmp_path, monkeypa
         OnnxDepthModel.load(small_onnx).run(np.zeros((1, 3, 64, 96), np.float32))
     with pytest.raises(ConfigError, match="fixed-size export"):
         DepthPredictor(small_onnx, size=(64, 96))
-    code, _, err = run_cli(monkeypatch, capsys, "evaluate", str(small_onnx), "--data", "synthetic,num=2,size=64x96",
-                           "--size", "64x96")
-    assert_one_line_error(code, err, "fixed-size export for 64x128")
+
+
+@pytest.fixture(scope="module")
+def fixed_exports(tmp_path_factory, small_onnx) -> dict[str, Path]:
+    """The fixed-size 64x128 export in each format (LiteRT when litert-torch is installed)."""
+    folder = tmp_path_factory.mktemp("fixed")
+    files = {"onnx": small_onnx}
+    for fmt, suffix in (("openvino", ".xml"), ("litert", ".tflite")):
+        if fmt == "litert" and importlib.util.find_spec("litert_torch") is None:
+            continue
+        torch.manual_seed(0)
+        files[fmt] = folder / f"small{suffix}"
+        export_model(build_model("litedepth-released"), files[fmt], ExportSettings(fmt, SIZE))
+    return files
+
+
+@pytest.mark.parametrize("verb", ["predict", "evaluate"])
+@pytest.mark.parametrize("fmt", ["onnx", "openvino", "litert"])
+def test_a_fixed_size_export_refuses_another_size_in_one_line(fixed_exports, tmp_path, monkeypatch, capsys, fmt,
+                                                              verb) -> None:
+    if fmt not in fixed_exports:
+        pytest.skip("litert-torch is not installed")
+    path, data = fixed_exports[fmt], "synthetic,num=2,size=64x96"
+    args = ["--out", str(tmp_path / "out")] if verb == "predict" else []
+    code, _, err = run_cli(monkeypatch, capsys, verb, str(path), "--data", data, "--size", "64x96", *args)
+    assert_one_line_error(code, err, f"{path.name} is a fixed-size export for 64x128 inputs")
+    assert not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------ graph layout passes
