@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -301,12 +302,64 @@ def test_export_cli_writes_the_file_and_report(tmp_path, monkeypatch, capsys) ->
     (["--size", "0x128"], "--size"),
     (["--opset", "9"], "--opset"),
     (["--calib-num", "0", "--int8", "--calib", "synthetic"], "--calib-num"),
+    (["--threads", "0"], "--threads must be >= 1"),
+    (["--threads", "2000"], "--threads must be <= 1024"),
+    (["--calib-num", "8"], "--calib-num is for --int8 exports"),
+    (["--calib-method", "entropy"], "--calib-method is for --int8 exports"),
+    (["--int8-ops", "conv"], "--int8-ops is for --int8 exports"),
+    (["--val", "synthetic"], "--val is for --int8 exports"),
+    (["--val-num", "8"], "--val-num is for --int8 exports"),
+    (["--int8", "--calib", "folder:/nonexistent/calib"], "--calib: /nonexistent/calib: dataset folder not found"),
+    (["--int8", "--calib", "/nonexistent/calib"], "--calib: /nonexistent/calib: directory not found"),
+    (["--int8", "--calib", "synthetic,colour=red"], "--calib: dataset 'synthetic' has no option 'colour'"),
+    (["--int8", "--calib", "synthetic", "--val", "folder:/nonexistent/val"], "--val: /nonexistent/val: dataset folder"),
+    (["--int8", "--calib", "synthetic", "--val", "synthetic,num=0"], "--val: synthetic: num must be a positive"),
 ])
 def test_export_cli_refuses_bad_options_in_one_line(tmp_path, monkeypatch, capsys, args, fragment) -> None:
+    monkeypatch.setattr("slimdepth.loader.resolve_model", lambda *a, **k: pytest.fail("the model was loaded"))
     out = tmp_path / "m.onnx"
     code, _, err = run_cli(monkeypatch, capsys, "export", "litedepth", "--size", "64x128", "--out", str(out), *args)
     assert_one_line_error(code, err, fragment)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_missing_calibration_folder_is_a_data_error_before_any_work(tmp_path) -> None:
+    settings = ExportSettings("onnx", SIZE, int8=True, calib=f"folder:{tmp_path / 'none'}")
+    with pytest.raises(DataError, match="--calib: .*none: dataset folder not found"):
+        export_model("litedepth", tmp_path / "m.onnx", settings)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("args", "module", "fragment"), [
+    (["--format", "openvino", "--out", "m.xml"], "openvino", "--format openvino needs openvino"),
+    (["--format", "litert", "--out", "m.tflite"], "litert_torch", "--format litert needs litert-torch"),
+    (["--format", "litert", "--out", "m.tflite"], "ai_edge_litert", "--format litert needs ai-edge-litert"),
+    (["--format", "litert", "--out", "m.tflite", "--int8", "--calib", "synthetic"], "ai_edge_quantizer",
+     "--format litert --int8 needs ai-edge-quantizer"),
+])
+def test_export_cli_names_a_missing_runtime_package_before_any_work(tmp_path, monkeypatch, capsys, args, module,
+                                                                    fragment) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed: find_spec gives None, import fails
+    monkeypatch.setattr("slimdepth.loader.resolve_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    code, _, err = run_cli(monkeypatch, capsys, "export", "litedepth", "--size", "64x128", *args)
+    assert_one_line_error(code, err, fragment, "pip install 'slimdepth[deploy]'")
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("val", "warned"), [([], True), (["--val", "synthetic,split=val"], False)])
+def test_int8_without_val_warns_that_accuracy_is_scored_on_the_calibration_images(tmp_path, monkeypatch, capsys,
+                                                                                  val, warned) -> None:
+    def stop(*args, **kwargs):
+        raise ConfigError("stopped before the export")
+
+    monkeypatch.setattr(export_module, "export_model", stop)
+    code, _, err = run_cli(monkeypatch, capsys, "export", "litedepth", "--size", "64x128", "--out",
+                           str(tmp_path / "m.onnx"), "--int8", "--calib", "synthetic", *val)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and lines[-1] == "error: stopped before the export"
+    assert lines[:-1] == (["warning: no --val: int8 accuracy is scored on the calibration images (synthetic); give a "
+                           "held-out split"] if warned else [])
 
 
 def test_export_cli_never_replaces_a_file_without_overwrite(tmp_path, monkeypatch, capsys) -> None:

@@ -16,6 +16,7 @@ the range) -- a thousandth of the range is far below any metric's threshold (del
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import tempfile
@@ -30,15 +31,16 @@ import numpy as np
 import torch
 
 from slimdepth.compress.gating.convert import gating_config
+from slimdepth.data.registry import build_dataset
 from slimdepth.deploy.formats import SUFFIXES, check_format, export_metadata, model_bytes, report_path
 from slimdepth.deploy.onnx_layout import planar_output_resize
 from slimdepth.deploy.runners import Runner, load_runner
-from slimdepth.errors import ConfigError, DataError
+from slimdepth.errors import ConfigError, DataError, one_line
 from slimdepth.loader import resolve_model
 from slimdepth.models.base import DepthModel
 from slimdepth.models.checkpoint import model_input_size
 from slimdepth.models.normalize import fold_normalization
-from slimdepth.options import check_number, parse_size
+from slimdepth.options import MAX_THREADS, check_number, parse_size
 
 __all__ = ["ExportSettings", "check_export_settings", "export_model", "parity_inputs", "to_onnx"]
 
@@ -69,13 +71,25 @@ class ExportSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+#: the packages each export needs beyond the base install (pip names; the import name swaps - for _)
+EXPORT_PACKAGES = {"onnx": (), "openvino": ("openvino",), "litert": ("litert-torch", "ai-edge-litert")}
+#: what --int8 needs on top (ONNX Runtime's quantization comes with onnxruntime)
+INT8_PACKAGES = {"onnx": (), "litert": ("ai-edge-quantizer",)}
+#: the int8 options, refused without --int8 unless left at their defaults
+INT8_OPTIONS = {"calib": "--calib", "calib_num": "--calib-num", "calib_method": "--calib-method",
+                "int8_ops": "--int8-ops", "val": "--val", "val_num": "--val-num"}
+
+
 def check_export_settings(settings: ExportSettings, out: Path) -> list[Path]:
-    """Check every option and the output paths before any work; return the files it will write."""
+    """Check every option, the packages the export needs, the datasets --calib and --val name and
+    the output paths before any work; return the files it will write."""
     check_format(settings.fmt)
     if settings.size is not None:
         settings.size = parse_size(settings.size, "--size")
     check_number(settings.calib_num, "--calib-num", integer=True, low=1, high=100_000)
     check_number(settings.val_num, "--val-num", integer=True, low=1, high=100_000)
+    if settings.threads is not None:
+        check_number(settings.threads, "--threads", integer=True, low=1, high=MAX_THREADS)
     if settings.opset not in OPSETS:
         raise ConfigError(f"--opset must be one of {', '.join(map(str, OPSETS))}, got {settings.opset!r}")
     if settings.int8:
@@ -86,10 +100,18 @@ def check_export_settings(settings: ExportSettings, out: Path) -> list[Path]:
         from slimdepth.deploy.quantize import check_calibration_method  # lazy: onnxruntime.quantization is heavy
 
         check_calibration_method(settings.calib_method, settings.fmt, settings.int8_ops)
-    elif settings.calib:
-        raise ConfigError("--calib is for --int8 exports; add --int8 or drop --calib")
+    else:
+        defaults = ExportSettings()
+        for name, option in INT8_OPTIONS.items():
+            if getattr(settings, name) != getattr(defaults, name):
+                raise ConfigError(f"{option} is for --int8 exports; add --int8 or drop {option}")
     if settings.dynamic and settings.fmt == "litert":
         raise ConfigError("--dynamic is not offered for LiteRT: its interpreter takes the shape the model was converted at")
+    packages = EXPORT_PACKAGES[settings.fmt] + (INT8_PACKAGES[settings.fmt] if settings.int8 else ())
+    missing = [name for name in packages if importlib.util.find_spec(name.replace("-", "_")) is None]
+    if missing:
+        raise ConfigError(f"--format {settings.fmt}{' --int8' if settings.int8 else ''} needs {', '.join(missing)}, "
+                          "not installed: pip install 'slimdepth[deploy]'")
     suffix = SUFFIXES[settings.fmt]
     if out.suffix.lower() != suffix:
         raise ConfigError(f"--out {out}: a {settings.fmt} export is a {suffix} file (e.g. {out.with_suffix(suffix).name})")
@@ -101,7 +123,21 @@ def check_export_settings(settings: ExportSettings, out: Path) -> list[Path]:
             raise ConfigError(f"{target}: already exists; pass --overwrite to replace it")
     if out.parent.exists() and not out.parent.is_dir():
         raise ConfigError(f"{out.parent}: is not a folder")
+    if settings.int8:  # building a dataset lists its folder (or sets up a generator): no image is read
+        _check_dataset(settings.calib, "--calib")
+        if settings.val and settings.val != settings.calib:
+            _check_dataset(settings.val, "--val")
     return targets
+
+
+def _check_dataset(spec: str, option: str) -> None:
+    """The dataset ``spec`` can be built and has images; otherwise a one-line error naming ``option``."""
+    try:
+        dataset = build_dataset(spec)
+    except (ConfigError, DataError) as exc:
+        raise type(exc)(f"{option}: {one_line(exc)}") from None
+    if len(dataset) == 0:
+        raise DataError(f"{option} {spec}: the dataset has no images")
 
 
 def _exportable(model: DepthModel) -> DepthModel:
@@ -116,8 +152,6 @@ def _exportable(model: DepthModel) -> DepthModel:
 
 def parity_inputs(size: tuple[int, int]) -> dict[str, np.ndarray]:
     """The two images every export is checked on: seeded uniform noise, and a synthetic street frame."""
-    from slimdepth.data.registry import build_dataset
-
     h, w = size
     noise = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)).numpy()
     frame = build_dataset(f"synthetic,num=1,size={h}x{w},seed=11")[0]["image"][None].numpy()
