@@ -72,8 +72,11 @@ def test_runtime_lists_keep_order_without_repeats() -> None:
     (["--threads", "0"], "--threads"),
     (["--size", "12"], "--size"),
     (["--json", "x.txt"], "must end with .json"),
+    (["--calib", "synthetic"], "--calib is for --runtime ort-int8 or litert-int8"),
+    (["--runtime", "ort,litert", "--calib", "synthetic"], "--calib is for --runtime ort-int8 or litert-int8"),
 ])
 def test_bench_cli_refuses_bad_options_in_one_line(tmp_path, monkeypatch, capsys, args, fragment) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("slimdepth.deploy.bench.runtime_artefacts", lambda *a, **k: pytest.fail("the work started"))
     code, _, err = run_cli(monkeypatch, capsys, "bench", "litedepth", *args)
     assert_one_line_error(code, err, fragment)
