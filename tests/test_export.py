@@ -167,8 +167,9 @@ def test_int8_export_is_static_qdq_with_a_float_head_and_reports_both_models(tmp
     torch.manual_seed(0)
     model = build_model("litedepth-released")
     out = tmp_path / "q.onnx"
-    data = "synthetic,num=6,size=64x128"
-    report = export_model(model, out, ExportSettings("onnx", SIZE, int8=True, calib=data, calib_num=4, val_num=3))
+    data, val = "synthetic,num=6,size=64x128", "synthetic,num=2,size=64x128,split=val"
+    report = export_model(model, out, ExportSettings("onnx", SIZE, int8=True, calib=data, calib_num=4, val=val,
+                                                     val_num=3))
     proto = onnx.load(str(out))
     ops = [n.op_type for n in proto.graph.node]
     assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 10
@@ -179,7 +180,8 @@ def test_int8_export_is_static_qdq_with_a_float_head_and_reports_both_models(tmp
     last = next(n for n in proto.graph.node if "depth" in n.output)
     assert last.op_type != "DequantizeLinear"
     q = report["int8"]
-    assert q["calibration"]["images"] == 4 and q["validation"]["images"] == 3
+    # the images scored, not --val-num echoed: the validation set holds only 2
+    assert q["calibration"]["images"] == 4 and q["validation"] == {"dataset": val, "images": 2}
     for key in ("d1", "abs_rel", "rmse", "median_ms"):
         assert np.isfinite(q["fp32"][key]) and np.isfinite(q["int8"][key])
     assert q["delta1_change_points"] == pytest.approx(100 * (q["int8"]["d1"] - q["fp32"]["d1"]))
@@ -226,7 +228,7 @@ def test_litert_int8_is_a_full_integer_file_whose_runner_speaks_float(tmp_path) 
     model = build_model("litedepth-released")
     out = tmp_path / "q.tflite"
     data = "synthetic,num=6,size=64x128"
-    report = export_model(model, out, ExportSettings("litert", SIZE, int8=True, calib=data, calib_num=4, val_num=3))
+    report = export_model(model, out, ExportSettings("litert", SIZE, int8=True, calib=data, calib_num=4, val_num=8))
     assert all(r["passed"] for r in report["parity"])  # the fp32 conversion it was quantized from
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q.tflite", "q.tflite.json"]
     interpreter = Interpreter(str(out))
@@ -242,7 +244,8 @@ def test_litert_int8_is_a_full_integer_file_whose_runner_speaks_float(tmp_path) 
     fp32 = _torch_depth(model, x)
     assert np.median(np.abs(got - fp32) / fp32) < 0.1
     q = report["int8"]
-    assert q["runtime"] == "litert" and q["calibration"]["images"] == 4 and q["validation"]["images"] == 3
+    assert q["runtime"] == "litert" and q["calibration"]["images"] == 4
+    assert q["validation"] == {"dataset": data, "images": 6}  # the whole calibration set: fewer than --val-num
     assert q["speedup"] == pytest.approx(q["fp32"]["median_ms"] / q["int8"]["median_ms"])
     assert load_exported(out).metadata["model"] == "litedepth"
 

@@ -147,15 +147,16 @@ def quantize_litert(fp32: Path, out: Path, batches: list[np.ndarray]) -> None:
         job.quantize(ranges, enable_progress_bar=False, enable_progress_report=False).export_model(str(out), overwrite=True)
 
 
-def _score(path: Path, spec: str, num: int) -> dict[str, float]:
-    """delta1, AbsRel and RMSE of an exported file on the first ``num`` images of ``spec``."""
+def _score(path: Path, spec: str, num: int) -> tuple[dict[str, float], int]:
+    """delta1, AbsRel and RMSE of an exported file on the first ``num`` images of ``spec``, and the
+    number of images scored (fewer than ``num`` when the dataset is smaller)."""
     from slimdepth.data.registry import build_dataset
     from slimdepth.deploy.exported import load_exported
     from slimdepth.evaluate.loop import evaluate_model
 
     model = load_exported(path, spinning=False)
     report = evaluate_model(model, build_dataset(spec), input_size=model.input_size, batch_size=1, limit=num)
-    return {k: float(report.metrics[k]) for k in ("d1", "abs_rel", "rmse")}
+    return {k: float(report.metrics[k]) for k in ("d1", "abs_rel", "rmse")}, report.num_images
 
 
 def quantize_export(fp32: Path, target: Path, settings: Any, metadata: dict[str, Any],
@@ -172,8 +173,8 @@ def quantize_export(fp32: Path, target: Path, settings: Any, metadata: dict[str,
     else:
         quantize_onnx(fp32, target, batches, settings.calib_method, settings.int8_ops)
     val = settings.val or settings.calib
-    say(f"scoring fp32 and int8 on {settings.val_num} images of {val}")
-    fp32_scores, int8_scores = _score(fp32, val, settings.val_num), _score(target, val, settings.val_num)
+    say(f"scoring fp32 and int8 on up to {settings.val_num} images of {val}")
+    (fp32_scores, scored), (int8_scores, _) = _score(fp32, val, settings.val_num), _score(target, val, settings.val_num)
     runtime = "litert" if litert else "ort"
     say(f"timing fp32 and int8 under {'LiteRT' if litert else 'ONNX Runtime'}, each in its own process")
     latency = time_files([fp32, target], runtime, settings.size, threads=settings.threads or 2, runs=30, warmup=5)
@@ -185,7 +186,7 @@ def quantize_export(fp32: Path, target: Path, settings: Any, metadata: dict[str,
     return {
         "runtime": runtime,
         "calibration": {"dataset": settings.calib, "images": len(batches), "method": settings.calib_method, **scheme},
-        "validation": {"dataset": val, "images": settings.val_num},
+        "validation": {"dataset": val, "images": scored},
         "fp32": {**fp32_scores, **latency[0]}, "int8": {**int8_scores, **latency[1]},
         "delta1_change_points": 100.0 * (int8_scores["d1"] - fp32_scores["d1"]),
         "speedup": latency[0]["median_ms"] / latency[1]["median_ms"],
