@@ -415,6 +415,58 @@ def test_a_fixed_size_export_refuses_another_size_in_one_line(fixed_exports, tmp
     assert not (tmp_path / "out").exists()
 
 
+def _fails(*args, **kwargs):
+    raise RuntimeError("boom\n  a second line of the converter's dump")
+
+
+#: (the third-party call made to fail, what runs it, the file named, what the one line says failed)
+THIRD_PARTY_FAILURES = [
+    ("onnxruntime.quantization.shape_inference.quant_pre_process", "quantize_onnx", "q.onnx",
+     "int8 preparation (onnxruntime quant_pre_process) failed"),
+    ("onnxruntime.quantization.quantize_static", "quantize_onnx", "q.onnx",
+     "int8 quantization (onnxruntime quantize_static) failed"),
+    ("ai_edge_quantizer.quantizer.Quantizer", "quantize_litert", "q.tflite",
+     "int8 quantization (ai-edge-quantizer) failed"),
+    ("openvino.convert_model", "export openvino", "m.xml", "OpenVINO conversion failed"),
+    ("litert_torch.convert", "export litert", "m.tflite", "LiteRT conversion (litert-torch) failed"),
+]
+
+
+@pytest.mark.parametrize(("call", "run", "name", "what"), THIRD_PARTY_FAILURES, ids=[c[0] for c in THIRD_PARTY_FAILURES])
+def test_a_third_party_failure_is_a_one_line_data_error_naming_the_file(fixed_exports, tmp_path, monkeypatch, call, run,
+                                                                        name, what) -> None:
+    from slimdepth.deploy.quantize import quantize_litert, quantize_onnx
+
+    pytest.importorskip(call.split(".")[0])
+    monkeypatch.setattr(call, _fails)
+    batches = [np.random.default_rng(0).random((1, 3, *SIZE), dtype=np.float32)]
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(DataError) as caught:
+        if run == "quantize_onnx":
+            quantize_onnx(fixed_exports["onnx"], work / name, batches)
+        elif run == "quantize_litert":
+            if "litert" not in fixed_exports:
+                pytest.skip("litert-torch is not installed")
+            quantize_litert(fixed_exports["litert"], work / name, batches)
+        else:
+            export_model(build_model("litedepth-released"), work / name, ExportSettings(run.split()[1], SIZE))
+    assert str(caught.value) == f"{name}: {what}: boom"
+    assert not any(work.iterdir())  # nothing left behind
+
+
+def test_a_failed_quantization_is_a_note_in_runtime_artefacts_unless_strict(tmp_path, monkeypatch) -> None:
+    from slimdepth.deploy.artefacts import runtime_artefacts
+
+    monkeypatch.setattr("onnxruntime.quantization.quantize_static", _fails)
+    calib = "synthetic,num=1,size=32x64"
+    plan = runtime_artefacts("tiny-multires", ["ort", "ort-int8"], (32, 64), tmp_path / "a", calib, 1)
+    assert plan["ort"]["path"].endswith("model.onnx")
+    assert plan["ort-int8"] == "not exported: int8.onnx: int8 quantization (onnxruntime quantize_static) failed: boom"
+    with pytest.raises(DataError, match="^tiny-multires on ort-int8: int8.onnx: int8 quantization"):
+        runtime_artefacts("tiny-multires", ["ort-int8"], (32, 64), tmp_path / "b", calib, 1, strict=True)
+
+
 # ------------------------------------------------------------------ graph layout passes
 
 

@@ -35,7 +35,7 @@ from slimdepth.data.registry import build_dataset
 from slimdepth.deploy.formats import SUFFIXES, check_format, export_metadata, model_bytes, report_path
 from slimdepth.deploy.onnx_layout import planar_output_resize
 from slimdepth.deploy.runners import Runner, load_runner
-from slimdepth.errors import ConfigError, DataError, one_line
+from slimdepth.errors import ConfigError, DataError, first_line, one_line
 from slimdepth.loader import resolve_model
 from slimdepth.models.base import DepthModel
 from slimdepth.models.checkpoint import model_input_size
@@ -193,9 +193,12 @@ def to_onnx(model: DepthModel, path: Path, size: tuple[int, int], dynamic: bool 
 def _to_openvino(onnx_path: Path, path: Path, metadata: dict[str, Any]) -> None:
     import openvino as ov
 
-    model = ov.convert_model(str(onnx_path))
-    model.set_rt_info(json.dumps(metadata, sort_keys=True), ["slimdepth"])
-    ov.save_model(model, str(path), compress_to_fp16=False)
+    try:
+        model = ov.convert_model(str(onnx_path))
+        model.set_rt_info(json.dumps(metadata, sort_keys=True), ["slimdepth"])
+        ov.save_model(model, str(path), compress_to_fp16=False)
+    except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own classes: one line naming the file
+        raise DataError(f"{path.name}: OpenVINO conversion failed: {first_line(exc)}") from None
 
 
 def _to_litert(model: DepthModel, path: Path, size: tuple[int, int]) -> None:
@@ -205,7 +208,10 @@ def _to_litert(model: DepthModel, path: Path, size: tuple[int, int]) -> None:
         raise ConfigError("LiteRT export needs litert-torch and ai-edge-litert: pip install 'slimdepth[deploy]'") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        litert_torch.convert(model, (torch.rand(1, 3, *size),)).export(str(path))
+        try:
+            litert_torch.convert(model, (torch.rand(1, 3, *size),)).export(str(path))
+        except Exception as exc:  # noqa: BLE001 - torch.export, MLIR and TF errors alike: one line naming the file
+            raise DataError(f"{path.name}: LiteRT conversion (litert-torch) failed: {first_line(exc)}") from None
 
 
 def parity(model: DepthModel, runner: Runner, size: tuple[int, int], tolerance: float) -> list[dict[str, Any]]:
