@@ -12,6 +12,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 import slimdepth
 from slimdepth.deploy import export as export_module
@@ -132,6 +134,15 @@ def test_dynamic_export_runs_at_other_sizes_including_litedepths_internal_resize
     for size in ((120, 200), (64, 96)):
         x = np.random.default_rng(2).random((1, 3, *size), dtype=np.float32)
         np.testing.assert_allclose(onnx_model.run(x), _torch_depth(model, x), atol=1e-4, rtol=0)
+
+
+@given(st.integers(1, 8192), st.integers(1, 8192))
+@example(32, 64)  # 3/4 of either side, rounded to 32, is the side itself
+def test_the_second_size_of_a_dynamic_check_differs_on_every_side(h, w) -> None:
+    second = export_module._second_size((h, w))
+    for side, other in zip((h, w), second):
+        assert other != side and other >= 32 and other % 32 == 0
+        assert other <= max(round(side * 0.75) + 16, side + 32)  # about 3/4, or one step of 32 up
 
 
 def test_openvino_export_matches_in_f32_and_bf16_is_its_own_close_option(tmp_path) -> None:

@@ -159,8 +159,14 @@ def parity_inputs(size: tuple[int, int]) -> dict[str, np.ndarray]:
 
 
 def _second_size(size: tuple[int, int]) -> tuple[int, int]:
-    """Another size for checking a dynamic export: about 3/4 of each side, a multiple of 32."""
-    return tuple(max(32, int(round(s * 0.75 / 32)) * 32) for s in size)  # type: ignore[return-value]
+    """Another size for checking a dynamic export: about 3/4 of each side, a multiple of 32 -- or,
+    where that is the side itself (32, 64), the side + 32: every side differs from the first size's,
+    so a graph that kept either one fixed fails the check."""
+    def other(side: int) -> int:
+        smaller = max(32, int(round(side * 0.75 / 32)) * 32)
+        return smaller if smaller != side else side + 32
+
+    return other(size[0]), other(size[1])
 
 
 def to_onnx(model: DepthModel, path: Path, size: tuple[int, int], dynamic: bool = False, opset: int = 18,
