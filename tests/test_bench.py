@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
+import textwrap
+import threading
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from slimdepth.deploy import workers
 from slimdepth.deploy.bench import RUNTIMES, bench, parse_runtimes
 from slimdepth.errors import ConfigError
 from tests.helpers import assert_one_line_error, run_cli
@@ -72,8 +76,44 @@ def test_runtime_lists_keep_order_without_repeats() -> None:
     (["--threads", "0"], "--threads"),
     (["--size", "12"], "--size"),
     (["--json", "x.txt"], "must end with .json"),
+    (["--calib", "synthetic"], "--calib is for --runtime ort-int8 or litert-int8"),
+    (["--runtime", "ort,litert", "--calib", "synthetic"], "--calib is for --runtime ort-int8 or litert-int8"),
 ])
 def test_bench_cli_refuses_bad_options_in_one_line(tmp_path, monkeypatch, capsys, args, fragment) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("slimdepth.deploy.bench.runtime_artefacts", lambda *a, **k: pytest.fail("the work started"))
     code, _, err = run_cli(monkeypatch, capsys, "bench", "litedepth", *args)
     assert_one_line_error(code, err, fragment)
+
+
+#: a stand-in worker that logs 1 MB on stderr (16 times what a pipe holds) before each answer, as a
+#: chatty runtime does; with "fail" in its spec it dies after logging, its last line the reason
+CHATTY_WORKER = textwrap.dedent("""
+    import json, sys
+    spec = json.loads(sys.stdin.readline())
+    sys.stderr.write(("runtime chatter " * 64 + "\\n") * 1024)
+    if spec.get("fail"):
+        sys.stderr.write("RuntimeError: could not load the model\\n")
+        sys.exit(1)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request.get("quit"):
+            break
+        sys.stderr.write(("runtime chatter " * 64 + "\\n") * 1024)
+        print(json.dumps({"samples": [1.0] * request["runs"]}), flush=True)
+""")
+
+
+def test_a_worker_that_logs_more_than_a_pipe_holds_neither_hangs_nor_hides_its_error(monkeypatch) -> None:
+    monkeypatch.setattr(workers, "WORKER", [sys.executable, "-c", CHATTY_WORKER])
+    spec = {"runtime": "ort", "path": "m.onnx", "size": [32, 64]}
+    results: list = []
+    thread = threading.Thread(target=lambda: results.append(workers.interleave_workers([spec, spec], 4, 2)), daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "bench hung on a worker blocked writing to a full stderr pipe"
+    assert results == [[[1.0] * 4, [1.0] * 4]]
+    worker = workers.Worker({**spec, "fail": True})
+    assert worker.error == "RuntimeError: could not load the model"
+    assert worker.process.poll() is not None and worker.stderr.closed  # ended, and its stderr file gone

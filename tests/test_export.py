@@ -3,13 +3,17 @@ sizes; OpenVINO and LiteRT; int8; the safety rules (no file left behind, nothing
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 import slimdepth
 from slimdepth.deploy import export as export_module
@@ -155,6 +159,15 @@ def test_dynamic_export_runs_at_other_sizes_including_litedepths_internal_resize
         np.testing.assert_allclose(onnx_model.run(x), _torch_depth(model, x), atol=1e-4, rtol=0)
 
 
+@given(st.integers(1, 8192), st.integers(1, 8192))
+@example(32, 64)  # 3/4 of either side, rounded to 32, is the side itself
+def test_the_second_size_of_a_dynamic_check_differs_on_every_side(h, w) -> None:
+    second = export_module._second_size((h, w))
+    for side, other in zip((h, w), second):
+        assert other != side and other >= 32 and other % 32 == 0
+        assert other <= max(round(side * 0.75) + 16, side + 32)  # about 3/4, or one step of 32 up
+
+
 def test_openvino_export_matches_in_f32_and_bf16_is_its_own_close_option(tmp_path) -> None:
     torch.manual_seed(0)
     model = _vivid(build_model("litedepth-released"))
@@ -190,8 +203,9 @@ def test_int8_export_is_static_qdq_with_a_float_head_and_reports_both_models(tmp
     torch.manual_seed(0)
     model = build_model("litedepth-released")
     out = tmp_path / "q.onnx"
-    data = "synthetic,num=6,size=64x128"
-    report = export_model(model, out, ExportSettings("onnx", SIZE, int8=True, calib=data, calib_num=4, val_num=3))
+    data, val = "synthetic,num=6,size=64x128", "synthetic,num=2,size=64x128,split=val"
+    report = export_model(model, out, ExportSettings("onnx", SIZE, int8=True, calib=data, calib_num=4, val=val,
+                                                     val_num=3))
     proto = onnx.load(str(out))
     ops = [n.op_type for n in proto.graph.node]
     assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 10
@@ -202,7 +216,8 @@ def test_int8_export_is_static_qdq_with_a_float_head_and_reports_both_models(tmp
     last = next(n for n in proto.graph.node if "depth" in n.output)
     assert last.op_type != "DequantizeLinear"
     q = report["int8"]
-    assert q["calibration"]["images"] == 4 and q["validation"]["images"] == 3
+    # the images scored, not --val-num echoed: the validation set holds only 2
+    assert q["calibration"]["images"] == 4 and q["validation"] == {"dataset": val, "images": 2}
     for key in ("d1", "abs_rel", "rmse", "median_ms"):
         assert np.isfinite(q["fp32"][key]) and np.isfinite(q["int8"][key])
     assert q["delta1_change_points"] == pytest.approx(100 * (q["int8"]["d1"] - q["fp32"]["d1"]))
@@ -249,7 +264,7 @@ def test_litert_int8_is_a_full_integer_file_whose_runner_speaks_float(tmp_path) 
     model = build_model("litedepth-released")
     out = tmp_path / "q.tflite"
     data = "synthetic,num=6,size=64x128"
-    report = export_model(model, out, ExportSettings("litert", SIZE, int8=True, calib=data, calib_num=4, val_num=3))
+    report = export_model(model, out, ExportSettings("litert", SIZE, int8=True, calib=data, calib_num=4, val_num=8))
     assert all(r["passed"] for r in report["parity"])  # the fp32 conversion it was quantized from
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q.tflite", "q.tflite.json"]
     interpreter = Interpreter(str(out))
@@ -265,7 +280,8 @@ def test_litert_int8_is_a_full_integer_file_whose_runner_speaks_float(tmp_path) 
     fp32 = _torch_depth(model, x)
     assert np.median(np.abs(got - fp32) / fp32) < 0.1
     q = report["int8"]
-    assert q["runtime"] == "litert" and q["calibration"]["images"] == 4 and q["validation"]["images"] == 3
+    assert q["runtime"] == "litert" and q["calibration"]["images"] == 4
+    assert q["validation"] == {"dataset": data, "images": 6}  # the whole calibration set: fewer than --val-num
     assert q["speedup"] == pytest.approx(q["fp32"]["median_ms"] / q["int8"]["median_ms"])
     assert load_exported(out).metadata["model"] == "litedepth"
 
@@ -325,12 +341,64 @@ def test_export_cli_writes_the_file_and_report(tmp_path, monkeypatch, capsys) ->
     (["--size", "0x128"], "--size"),
     (["--opset", "9"], "--opset"),
     (["--calib-num", "0", "--int8", "--calib", "synthetic"], "--calib-num"),
+    (["--threads", "0"], "--threads must be >= 1"),
+    (["--threads", "2000"], "--threads must be <= 1024"),
+    (["--calib-num", "8"], "--calib-num is for --int8 exports"),
+    (["--calib-method", "entropy"], "--calib-method is for --int8 exports"),
+    (["--int8-ops", "conv"], "--int8-ops is for --int8 exports"),
+    (["--val", "synthetic"], "--val is for --int8 exports"),
+    (["--val-num", "8"], "--val-num is for --int8 exports"),
+    (["--int8", "--calib", "folder:/nonexistent/calib"], "--calib: /nonexistent/calib: dataset folder not found"),
+    (["--int8", "--calib", "/nonexistent/calib"], "--calib: /nonexistent/calib: directory not found"),
+    (["--int8", "--calib", "synthetic,colour=red"], "--calib: dataset 'synthetic' has no option 'colour'"),
+    (["--int8", "--calib", "synthetic", "--val", "folder:/nonexistent/val"], "--val: /nonexistent/val: dataset folder"),
+    (["--int8", "--calib", "synthetic", "--val", "synthetic,num=0"], "--val: synthetic: num must be a positive"),
 ])
 def test_export_cli_refuses_bad_options_in_one_line(tmp_path, monkeypatch, capsys, args, fragment) -> None:
+    monkeypatch.setattr("slimdepth.loader.resolve_model", lambda *a, **k: pytest.fail("the model was loaded"))
     out = tmp_path / "m.onnx"
     code, _, err = run_cli(monkeypatch, capsys, "export", "litedepth", "--size", "64x128", "--out", str(out), *args)
     assert_one_line_error(code, err, fragment)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_missing_calibration_folder_is_a_data_error_before_any_work(tmp_path) -> None:
+    settings = ExportSettings("onnx", SIZE, int8=True, calib=f"folder:{tmp_path / 'none'}")
+    with pytest.raises(DataError, match="--calib: .*none: dataset folder not found"):
+        export_model("litedepth", tmp_path / "m.onnx", settings)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("args", "module", "fragment"), [
+    (["--format", "openvino", "--out", "m.xml"], "openvino", "--format openvino needs openvino"),
+    (["--format", "litert", "--out", "m.tflite"], "litert_torch", "--format litert needs litert-torch"),
+    (["--format", "litert", "--out", "m.tflite"], "ai_edge_litert", "--format litert needs ai-edge-litert"),
+    (["--format", "litert", "--out", "m.tflite", "--int8", "--calib", "synthetic"], "ai_edge_quantizer",
+     "--format litert --int8 needs ai-edge-quantizer"),
+])
+def test_export_cli_names_a_missing_runtime_package_before_any_work(tmp_path, monkeypatch, capsys, args, module,
+                                                                    fragment) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed: find_spec gives None, import fails
+    monkeypatch.setattr("slimdepth.loader.resolve_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    code, _, err = run_cli(monkeypatch, capsys, "export", "litedepth", "--size", "64x128", *args)
+    assert_one_line_error(code, err, fragment, "pip install 'slimdepth[deploy]'")
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("val", "warned"), [([], True), (["--val", "synthetic,split=val"], False)])
+def test_int8_without_val_warns_that_accuracy_is_scored_on_the_calibration_images(tmp_path, monkeypatch, capsys,
+                                                                                  val, warned) -> None:
+    def stop(*args, **kwargs):
+        raise ConfigError("stopped before the export")
+
+    monkeypatch.setattr(export_module, "export_model", stop)
+    code, _, err = run_cli(monkeypatch, capsys, "export", "litedepth", "--size", "64x128", "--out",
+                           str(tmp_path / "m.onnx"), "--int8", "--calib", "synthetic", *val)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and lines[-1] == "error: stopped before the export"
+    assert lines[:-1] == (["warning: no --val: int8 accuracy is scored on the calibration images (synthetic); give a "
+                           "held-out split"] if warned else [])
 
 
 def test_export_cli_never_replaces_a_file_without_overwrite(tmp_path, monkeypatch, capsys) -> None:
@@ -354,9 +422,85 @@ def test_a_fixed_size_export_refuses_another_size(small_onnx, tmp_path, monkeypa
         OnnxDepthModel.load(small_onnx).run(np.zeros((1, 3, 64, 96), np.float32))
     with pytest.raises(ConfigError, match="fixed-size export"):
         DepthPredictor(small_onnx, size=(64, 96))
-    code, _, err = run_cli(monkeypatch, capsys, "evaluate", str(small_onnx), "--data", "synthetic,num=2,size=64x96",
-                           "--size", "64x96")
-    assert_one_line_error(code, err, "fixed-size export for 64x128")
+
+
+@pytest.fixture(scope="module")
+def fixed_exports(tmp_path_factory, small_onnx) -> dict[str, Path]:
+    """The fixed-size 64x128 export in each format (LiteRT when litert-torch is installed)."""
+    folder = tmp_path_factory.mktemp("fixed")
+    files = {"onnx": small_onnx}
+    for fmt, suffix in (("openvino", ".xml"), ("litert", ".tflite")):
+        if fmt == "litert" and importlib.util.find_spec("litert_torch") is None:
+            continue
+        torch.manual_seed(0)
+        files[fmt] = folder / f"small{suffix}"
+        export_model(build_model("litedepth-released"), files[fmt], ExportSettings(fmt, SIZE))
+    return files
+
+
+@pytest.mark.parametrize("verb", ["predict", "evaluate"])
+@pytest.mark.parametrize("fmt", ["onnx", "openvino", "litert"])
+def test_a_fixed_size_export_refuses_another_size_in_one_line(fixed_exports, tmp_path, monkeypatch, capsys, fmt,
+                                                              verb) -> None:
+    if fmt not in fixed_exports:
+        pytest.skip("litert-torch is not installed")
+    path, data = fixed_exports[fmt], "synthetic,num=2,size=64x96"
+    args = ["--out", str(tmp_path / "out")] if verb == "predict" else []
+    code, _, err = run_cli(monkeypatch, capsys, verb, str(path), "--data", data, "--size", "64x96", *args)
+    assert_one_line_error(code, err, f"{path.name} is a fixed-size export for 64x128 inputs")
+    assert not (tmp_path / "out").exists()
+
+
+def _fails(*args, **kwargs):
+    raise RuntimeError("boom\n  a second line of the converter's dump")
+
+
+#: (the third-party call made to fail, what runs it, the file named, what the one line says failed)
+THIRD_PARTY_FAILURES = [
+    ("onnxruntime.quantization.shape_inference.quant_pre_process", "quantize_onnx", "q.onnx",
+     "int8 preparation (onnxruntime quant_pre_process) failed"),
+    ("onnxruntime.quantization.quantize_static", "quantize_onnx", "q.onnx",
+     "int8 quantization (onnxruntime quantize_static) failed"),
+    ("ai_edge_quantizer.quantizer.Quantizer", "quantize_litert", "q.tflite",
+     "int8 quantization (ai-edge-quantizer) failed"),
+    ("openvino.convert_model", "export openvino", "m.xml", "OpenVINO conversion failed"),
+    ("litert_torch.convert", "export litert", "m.tflite", "LiteRT conversion (litert-torch) failed"),
+]
+
+
+@pytest.mark.parametrize(("call", "run", "name", "what"), THIRD_PARTY_FAILURES, ids=[c[0] for c in THIRD_PARTY_FAILURES])
+def test_a_third_party_failure_is_a_one_line_data_error_naming_the_file(fixed_exports, tmp_path, monkeypatch, call, run,
+                                                                        name, what) -> None:
+    from slimdepth.deploy.quantize import quantize_litert, quantize_onnx
+
+    pytest.importorskip(call.split(".")[0])
+    monkeypatch.setattr(call, _fails)
+    batches = [np.random.default_rng(0).random((1, 3, *SIZE), dtype=np.float32)]
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(DataError) as caught:
+        if run == "quantize_onnx":
+            quantize_onnx(fixed_exports["onnx"], work / name, batches)
+        elif run == "quantize_litert":
+            if "litert" not in fixed_exports:
+                pytest.skip("litert-torch is not installed")
+            quantize_litert(fixed_exports["litert"], work / name, batches)
+        else:
+            export_model(build_model("litedepth-released"), work / name, ExportSettings(run.split()[1], SIZE))
+    assert str(caught.value) == f"{name}: {what}: boom"
+    assert not any(work.iterdir())  # nothing left behind
+
+
+def test_a_failed_quantization_is_a_note_in_runtime_artefacts_unless_strict(tmp_path, monkeypatch) -> None:
+    from slimdepth.deploy.artefacts import runtime_artefacts
+
+    monkeypatch.setattr("onnxruntime.quantization.quantize_static", _fails)
+    calib = "synthetic,num=1,size=32x64"
+    plan = runtime_artefacts("tiny-multires", ["ort", "ort-int8"], (32, 64), tmp_path / "a", calib, 1)
+    assert plan["ort"]["path"].endswith("model.onnx")
+    assert plan["ort-int8"] == "not exported: int8.onnx: int8 quantization (onnxruntime quantize_static) failed: boom"
+    with pytest.raises(DataError, match="^tiny-multires on ort-int8: int8.onnx: int8 quantization"):
+        runtime_artefacts("tiny-multires", ["ort-int8"], (32, 64), tmp_path / "b", calib, 1, strict=True)
 
 
 # ------------------------------------------------------------------ graph layout passes

@@ -3,6 +3,7 @@ numpy resizing equal to torch's, shipped colour tables equal to matplotlib's, ba
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -35,6 +36,24 @@ BLOCK_TORCH = textwrap.dedent("""
             if name.split(".")[0] in ("torch", "matplotlib"):
                 raise ImportError("blocked for this test: " + name)
     sys.meta_path.insert(0, _Block())
+""")
+#: what the documented device install adds to ``pip install --no-deps .``: import name -> pip name
+DEVICE_PACKAGES = {"numpy": "numpy", "PIL": "pillow", "onnxruntime": "onnxruntime", "typer": "typer", "rich": "rich"}
+#: what slimdepth's own modules may import on a device: those, the standard library, and click (which
+#: the CLI tries for older typers' usage errors)
+DEVICE_IMPORTS = {*DEVICE_PACKAGES, "click", "slimdepth"}
+#: run first too: record the top-level name of every import made by a slimdepth module (whoever
+#: made it first: `builtins.__import__` sees an import even when the module is already loaded)
+RECORD_IMPORTS = textwrap.dedent("""
+    import builtins
+    _imported_by_slimdepth = {}
+    _real_import = builtins.__import__
+    def _recording_import(name, globals=None, locals=None, fromlist=(), level=0):
+        importer = (globals or {}).get("__name__", "")
+        if level == 0 and importer.split(".")[0] == "slimdepth":
+            _imported_by_slimdepth.setdefault(name.split(".")[0], importer)
+        return _real_import(name, globals, locals, fromlist, level)
+    builtins.__import__ = _recording_import
 """)
 
 
@@ -85,14 +104,26 @@ def test_predict_cli_on_an_onnx_file_needs_no_torch_and_writes_the_pytorch_paths
                                                                                         monkeypatch, capsys) -> None:
     path, model, images = exported
     onnx_out, torch_out = tmp_path / "onnx", tmp_path / "torch"
-    script = BLOCK_TORCH + textwrap.dedent(f"""
+    imports = tmp_path / "imports.json"
+    script = BLOCK_TORCH + RECORD_IMPORTS + textwrap.dedent(f"""
+        import json
         from slimdepth.cli import main
         sys.argv = ["slimdepth", "predict", {str(path)!r}, {str(images[0].parent)!r}, "--out", {str(onnx_out)!r},
                     "--ply", "--intrinsics", "100,100,75,37.5"]
-        main()
+        try:
+            main()
+        finally:
+            with open({str(imports)!r}, "w") as handle:
+                json.dump(_imported_by_slimdepth, handle)
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stderr
+    # the documented device install is enough: slimdepth itself imports nothing else
+    found = json.loads(imports.read_text())
+    assert {"numpy", "PIL", "onnxruntime", "typer", "rich"} <= set(found)  # the recorder sees them
+    extra = {name: importer for name, importer in found.items()
+             if name not in DEVICE_IMPORTS and name not in sys.stdlib_module_names}
+    assert extra == {}, f"imported on the torch-free predict path, not in the device install: {extra}"
     ckpt = tmp_path / "ck"
     from slimdepth.models import save_model
 
@@ -111,6 +142,13 @@ def test_predict_cli_on_an_onnx_file_needs_no_torch_and_writes_the_pytorch_paths
         # the same picture: pixels whose depth sits on a colour-bin edge may take the neighbouring entry
         assert (vis_a == vis_b).all(axis=-1).mean() > 0.95
         assert np.abs(vis_a.astype(int) - vis_b).max() <= 8
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/deployment.md", "src/slimdepth/runtime/__init__.py"])
+def test_the_documented_device_install_names_every_package_the_predict_path_imports(doc) -> None:
+    text = (ROOT / doc).read_text()
+    assert "python -m pip install --no-deps ." in text
+    assert f"python -m pip install {' '.join(DEVICE_PACKAGES.values())}" in text
 
 
 @settings(max_examples=40, deadline=None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "SlimdepthError", "one_line"]
+__all__ = ["ConfigError", "DataError", "SlimdepthError", "first_line", "one_line"]
 
 
 class SlimdepthError(Exception):
@@ -36,3 +36,11 @@ def one_line(exc: BaseException) -> str:
         text = message if sep and kind.rpartition(".")[2] == type(exc).__name__ else last
     # a user's value (a file name, an option) may itself hold line breaks: show them escaped
     return text.replace("\r", "\\r").replace("\n", "\\n") if text else type(exc).__name__
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-blank line of a third-party exception's message (at most ``limit`` characters),
+    or its type name when it has none: what a one-line error quotes of a converter's or runtime's
+    failure, whose message may run to a dump of the graph."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:limit] if lines else type(exc).__name__

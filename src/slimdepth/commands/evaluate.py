@@ -49,11 +49,8 @@ def evaluate(
     if limit is not None and limit < 1:
         raise ConfigError("--limit must be >= 1")
     input_size = parse_size(size, "--size") if size else None  # checked before the model loads
-    model, recorded = load_for_inference(checkpoint, device)  # an exported file runs on its runtime
-    fixed = getattr(model, "input_size", None)
-    if fixed is not None and input_size is not None and input_size != fixed:
-        raise ConfigError(f"{checkpoint} is a fixed-size export for {fixed[0]}x{fixed[1]} inputs; --size cannot change it")
-    input_size = input_size or recorded
+    # an exported file runs on its runtime; a fixed-size one refuses another --size here
+    model, input_size = load_for_inference(checkpoint, device, input_size)
     dataset = build_dataset(data)
     config = resolve_eval_config(dataset, preset, crop, min_depth, max_depth, median_scaling)
     if len(dataset):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from slimdepth.commands.common import console
+from slimdepth.commands.common import console, warn
 
 
 def export(
@@ -30,14 +30,14 @@ def export(
     # lazy: torch and the exporters load only when the verb runs (`slimdepth --help` stays fast)
     from slimdepth.deploy.export import ExportSettings, check_export_settings, export_model
     from slimdepth.deploy.formats import report_path
-    from slimdepth.options import check_number, parse_size
+    from slimdepth.options import parse_size
 
-    if threads is not None:
-        check_number(threads, "--threads", integer=True, low=1, high=1024)
     settings = ExportSettings(fmt, parse_size(size, "--size") if size else None, dynamic, int8, calib or None,
                               calib_num=calib_num, calib_method=calib_method, int8_ops=int8_ops, val=val or None,
                               val_num=val_num, opset=opset, overwrite=overwrite, threads=threads)
-    check_export_settings(settings, out)  # every option and path before the model loads
+    check_export_settings(settings, out)  # every option, package, dataset and path before the model loads
+    if int8 and not val:
+        warn(f"no --val: int8 accuracy is scored on the calibration images ({calib}); give a held-out split")
     report = export_model(model, out, settings, log=lambda message: console.print(message, markup=False))
     size_mb = report["file_bytes"] / 1e6
     console.print(f"wrote {out} ({size_mb:.2f} MB) and {report_path(out)} in {report['export_seconds']:.1f} s")

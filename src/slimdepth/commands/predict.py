@@ -57,9 +57,10 @@ def predict(
         from slimdepth.deploy.exported import load_for_inference
         from slimdepth.evaluate.predict import predict_to_folder
 
-        model, recorded = load_for_inference(checkpoint, device)  # only once every input and output has been checked
+        # only once every input and output has been checked; a fixed-size export refuses another --size
+        model, model_size = load_for_inference(checkpoint, device, input_size)
         with progress_bar("predicting", "images") as update:
-            summary = predict_to_folder(model, plan, input_size or recorded, progress=update, warn=warn)
+            summary = predict_to_folder(model, plan, model_size, progress=update, warn=warn)
     console.print(f"{out}: depth of {summary.images} images (NAME.png {png_encoding}, NAME.npy metres, NAME_vis.png)")
     if summary.beyond_png:
         warn(f"{summary.beyond_png} pixels beyond {summary.png_limit_m:.1f} m were written as 0 (invalid) in the "

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from slimdepth.deploy.artefacts import runtime_artefacts
+from slimdepth.deploy.artefacts import check_calibration, runtime_artefacts
 from slimdepth.deploy.latency import check_timing, summarize_samples
 from slimdepth.deploy.workers import interleave_workers, time_files
 from slimdepth.errors import ConfigError
@@ -81,6 +81,7 @@ def bench(models: Sequence[str], runtimes: Sequence[str], size: str | tuple[int,
     runtimes = parse_runtimes(runtimes)
     check_timing(runs, warmup, threads, "--")
     check_number(rounds, "--rounds", integer=True, low=1)
+    check_calibration(runtimes, calib, required=False)  # the int8 runtimes have a synthetic default
     if not models:
         raise ConfigError("bench needs at least one model (zoo name, checkpoint, run directory or exported file)")
     say = log or (lambda message: None)

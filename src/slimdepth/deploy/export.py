@@ -16,6 +16,7 @@ the range) -- a thousandth of the range is far below any metric's threshold (del
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import tempfile
@@ -30,15 +31,16 @@ import numpy as np
 import torch
 
 from slimdepth.compress.gating.convert import gating_config
+from slimdepth.data.registry import build_dataset
 from slimdepth.deploy.formats import SUFFIXES, check_format, export_metadata, model_bytes, report_path
 from slimdepth.deploy.onnx_layout import planar_output_resize
 from slimdepth.deploy.runners import Runner, load_runner
-from slimdepth.errors import ConfigError, DataError
+from slimdepth.errors import ConfigError, DataError, first_line, one_line
 from slimdepth.loader import resolve_model
 from slimdepth.models.base import DepthModel
 from slimdepth.models.checkpoint import model_input_size
 from slimdepth.models.normalize import fold_normalization
-from slimdepth.options import check_number, parse_size
+from slimdepth.options import MAX_THREADS, check_number, parse_size
 
 __all__ = ["ExportSettings", "check_export_settings", "export_model", "parity_inputs", "to_onnx"]
 
@@ -69,13 +71,25 @@ class ExportSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+#: the packages each export needs beyond the base install (pip names; the import name swaps - for _)
+EXPORT_PACKAGES = {"onnx": (), "openvino": ("openvino",), "litert": ("litert-torch", "ai-edge-litert")}
+#: what --int8 needs on top (ONNX Runtime's quantization comes with onnxruntime)
+INT8_PACKAGES = {"onnx": (), "litert": ("ai-edge-quantizer",)}
+#: the int8 options, refused without --int8 unless left at their defaults
+INT8_OPTIONS = {"calib": "--calib", "calib_num": "--calib-num", "calib_method": "--calib-method",
+                "int8_ops": "--int8-ops", "val": "--val", "val_num": "--val-num"}
+
+
 def check_export_settings(settings: ExportSettings, out: Path) -> list[Path]:
-    """Check every option and the output paths before any work; return the files it will write."""
+    """Check every option, the packages the export needs, the datasets --calib and --val name and
+    the output paths before any work; return the files it will write."""
     check_format(settings.fmt)
     if settings.size is not None:
         settings.size = parse_size(settings.size, "--size")
     check_number(settings.calib_num, "--calib-num", integer=True, low=1, high=100_000)
     check_number(settings.val_num, "--val-num", integer=True, low=1, high=100_000)
+    if settings.threads is not None:
+        check_number(settings.threads, "--threads", integer=True, low=1, high=MAX_THREADS)
     if settings.opset not in OPSETS:
         raise ConfigError(f"--opset must be one of {', '.join(map(str, OPSETS))}, got {settings.opset!r}")
     if settings.int8:
@@ -86,10 +100,18 @@ def check_export_settings(settings: ExportSettings, out: Path) -> list[Path]:
         from slimdepth.deploy.quantize import check_calibration_method  # lazy: onnxruntime.quantization is heavy
 
         check_calibration_method(settings.calib_method, settings.fmt, settings.int8_ops)
-    elif settings.calib:
-        raise ConfigError("--calib is for --int8 exports; add --int8 or drop --calib")
+    else:
+        defaults = ExportSettings()
+        for name, option in INT8_OPTIONS.items():
+            if getattr(settings, name) != getattr(defaults, name):
+                raise ConfigError(f"{option} is for --int8 exports; add --int8 or drop {option}")
     if settings.dynamic and settings.fmt == "litert":
         raise ConfigError("--dynamic is not offered for LiteRT: its interpreter takes the shape the model was converted at")
+    packages = EXPORT_PACKAGES[settings.fmt] + (INT8_PACKAGES[settings.fmt] if settings.int8 else ())
+    missing = [name for name in packages if importlib.util.find_spec(name.replace("-", "_")) is None]
+    if missing:
+        raise ConfigError(f"--format {settings.fmt}{' --int8' if settings.int8 else ''} needs {', '.join(missing)}, "
+                          "not installed: pip install 'slimdepth[deploy]'")
     suffix = SUFFIXES[settings.fmt]
     if out.suffix.lower() != suffix:
         raise ConfigError(f"--out {out}: a {settings.fmt} export is a {suffix} file (e.g. {out.with_suffix(suffix).name})")
@@ -101,7 +123,21 @@ def check_export_settings(settings: ExportSettings, out: Path) -> list[Path]:
             raise ConfigError(f"{target}: already exists; pass --overwrite to replace it")
     if out.parent.exists() and not out.parent.is_dir():
         raise ConfigError(f"{out.parent}: is not a folder")
+    if settings.int8:  # building a dataset lists its folder (or sets up a generator): no image is read
+        _check_dataset(settings.calib, "--calib")
+        if settings.val and settings.val != settings.calib:
+            _check_dataset(settings.val, "--val")
     return targets
+
+
+def _check_dataset(spec: str, option: str) -> None:
+    """The dataset ``spec`` can be built and has images; otherwise a one-line error naming ``option``."""
+    try:
+        dataset = build_dataset(spec)
+    except (ConfigError, DataError) as exc:
+        raise type(exc)(f"{option}: {one_line(exc)}") from None
+    if len(dataset) == 0:
+        raise DataError(f"{option} {spec}: the dataset has no images")
 
 
 def _exportable(model: DepthModel) -> DepthModel:
@@ -116,8 +152,6 @@ def _exportable(model: DepthModel) -> DepthModel:
 
 def parity_inputs(size: tuple[int, int]) -> dict[str, np.ndarray]:
     """The two images every export is checked on: seeded uniform noise, and a synthetic street frame."""
-    from slimdepth.data.registry import build_dataset
-
     h, w = size
     noise = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)).numpy()
     frame = build_dataset(f"synthetic,num=1,size={h}x{w},seed=11")[0]["image"][None].numpy()
@@ -125,8 +159,14 @@ def parity_inputs(size: tuple[int, int]) -> dict[str, np.ndarray]:
 
 
 def _second_size(size: tuple[int, int]) -> tuple[int, int]:
-    """Another size for checking a dynamic export: about 3/4 of each side, a multiple of 32."""
-    return tuple(max(32, int(round(s * 0.75 / 32)) * 32) for s in size)  # type: ignore[return-value]
+    """Another size for checking a dynamic export: about 3/4 of each side, a multiple of 32 -- or,
+    where that is the side itself (32, 64), the side + 32: every side differs from the first size's,
+    so a graph that kept either one fixed fails the check."""
+    def other(side: int) -> int:
+        smaller = max(32, int(round(side * 0.75 / 32)) * 32)
+        return smaller if smaller != side else side + 32
+
+    return other(size[0]), other(size[1])
 
 
 def to_onnx(model: DepthModel, path: Path, size: tuple[int, int], dynamic: bool = False, opset: int = 18,
@@ -159,9 +199,12 @@ def to_onnx(model: DepthModel, path: Path, size: tuple[int, int], dynamic: bool 
 def _to_openvino(onnx_path: Path, path: Path, metadata: dict[str, Any]) -> None:
     import openvino as ov
 
-    model = ov.convert_model(str(onnx_path))
-    model.set_rt_info(json.dumps(metadata, sort_keys=True), ["slimdepth"])
-    ov.save_model(model, str(path), compress_to_fp16=False)
+    try:
+        model = ov.convert_model(str(onnx_path))
+        model.set_rt_info(json.dumps(metadata, sort_keys=True), ["slimdepth"])
+        ov.save_model(model, str(path), compress_to_fp16=False)
+    except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own classes: one line naming the file
+        raise DataError(f"{path.name}: OpenVINO conversion failed: {first_line(exc)}") from None
 
 
 def _to_litert(model: DepthModel, path: Path, size: tuple[int, int]) -> None:
@@ -171,7 +214,10 @@ def _to_litert(model: DepthModel, path: Path, size: tuple[int, int]) -> None:
         raise ConfigError("LiteRT export needs litert-torch and ai-edge-litert: pip install 'slimdepth[deploy]'") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        litert_torch.convert(model, (torch.rand(1, 3, *size),)).export(str(path))
+        try:
+            litert_torch.convert(model, (torch.rand(1, 3, *size),)).export(str(path))
+        except Exception as exc:  # noqa: BLE001 - torch.export, MLIR and TF errors alike: one line naming the file
+            raise DataError(f"{path.name}: LiteRT conversion (litert-torch) failed: {first_line(exc)}") from None
 
 
 def parity(model: DepthModel, runner: Runner, size: tuple[int, int], tolerance: float) -> list[dict[str, Any]]:

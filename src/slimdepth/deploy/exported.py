@@ -75,15 +75,21 @@ def load_exported(path: str | Path, runtime: str | None = None, threads: int | N
     return ExportedModel(runner, _metadata(runner))
 
 
-def load_for_inference(path: str | Path, device: str = "cpu") -> tuple[nn.Module, tuple[int, int] | None]:
+def load_for_inference(path: str | Path, device: str = "cpu",
+                       size: tuple[int, int] | None = None) -> tuple[nn.Module, tuple[int, int] | None]:
     """A checkpoint or run directory (a PyTorch model), or an exported file (wrapped, on its own
-    runtime), with the input size it takes or records (``None``: each image at its own size)."""
+    runtime), with the input size to run it at: ``size`` if given, else the one it takes or
+    records (``None``: each image at its own size). A fixed-size export asked for another ``size``
+    is a ConfigError naming the file, before any image is read."""
     if is_exported_file(path):
         model = load_exported(path)
+        fixed = model.input_size
+        if fixed is not None and size is not None and tuple(size) != tuple(fixed):
+            raise ConfigError(f"{path} is a fixed-size export for {fixed[0]}x{fixed[1]} inputs; --size cannot change it")
         recorded = model.metadata.get("input_size")  # a dynamic export: the size it was exported at
-        return model, model.input_size or (tuple(recorded) if recorded else None)
+        return model, size or fixed or (tuple(recorded) if recorded else None)
     from slimdepth.loader import load_model
     from slimdepth.models.checkpoint import model_input_size
 
     loaded = load_model(path, device)
-    return loaded, model_input_size(loaded)
+    return loaded, size or model_input_size(loaded)

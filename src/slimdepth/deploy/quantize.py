@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from slimdepth.errors import ConfigError
+from slimdepth.errors import ConfigError, DataError, first_line
 from slimdepth.options import suggest
 
 __all__ = ["CALIBRATION_METHODS", "INT8_OPS", "calibration_batches", "check_calibration_method", "head_nodes", "quantize_export",
@@ -60,7 +60,6 @@ def calibration_batches(spec: str, size: tuple[int, int], count: int) -> list[np
     """``count`` images of dataset ``spec`` (every k-th, spread over it), each resized to ``size``
     as (1, 3, H, W) float32 in [0, 1]: what the exported model sees at run time."""
     from slimdepth.data.registry import build_dataset
-    from slimdepth.errors import DataError
     from slimdepth.runtime.resize import resize_bilinear
 
     dataset = build_dataset(spec)
@@ -112,15 +111,23 @@ def quantize_onnx(fp32: Path, out: Path, batches: list[np.ndarray], method: str 
                "percentile": CalibrationMethod.Percentile}
     with tempfile.TemporaryDirectory(prefix="slimdepth-int8-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        try:
+            quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime's and onnx's own classes: one line naming the file
+            raise DataError(f"{out.name}: int8 preparation (onnxruntime quant_pre_process) failed: "
+                            f"{first_line(exc)}") from None
         model = onnx.load(str(prepared))
         extra = {"CalibTensorRangeSymmetric": False, "WeightSymmetric": True, "CalibMovingAverage": False}
         if method == "percentile":
             extra["CalibPercentile"] = 99.99
-        quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_exclude=head_nodes(model), calibrate_method=methods[method], extra_options=extra,
-                        op_types_to_quantize=["Conv"] if ops == "conv" else None)
+        try:
+            quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=head_nodes(model), calibrate_method=methods[method], extra_options=extra,
+                            op_types_to_quantize=["Conv"] if ops == "conv" else None)
+        except Exception as exc:  # noqa: BLE001 - as above
+            raise DataError(f"{out.name}: int8 quantization (onnxruntime quantize_static) failed: "
+                            f"{first_line(exc)}") from None
     proto = onnx.load(str(out))
     source = onnx.load(str(fp32))
     del proto.metadata_props[:]
@@ -138,24 +145,29 @@ def quantize_litert(fp32: Path, out: Path, batches: list[np.ndarray]) -> None:
         from ai_edge_quantizer import quantizer, recipe
     except ImportError:
         raise ConfigError("LiteRT int8 needs ai-edge-quantizer and ai-edge-litert: pip install 'slimdepth[deploy]'") from None
-    signature, spec = next(iter(Interpreter(str(fp32)).get_signature_list().items()))
-    name = spec["inputs"][0]
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # progress bars
-        job = quantizer.Quantizer(str(fp32))
-        job.load_quantization_recipe(recipe.static_wi8_ai8())
-        ranges = job.calibrate({signature: [{name: b} for b in batches]}, num_threads=1)
-        job.quantize(ranges, enable_progress_bar=False, enable_progress_report=False).export_model(str(out), overwrite=True)
+    try:
+        signature, spec = next(iter(Interpreter(str(fp32)).get_signature_list().items()))
+        name = spec["inputs"][0]
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # progress bars
+            job = quantizer.Quantizer(str(fp32))
+            job.load_quantization_recipe(recipe.static_wi8_ai8())
+            ranges = job.calibrate({signature: [{name: b} for b in batches]}, num_threads=1)
+            job.quantize(ranges, enable_progress_bar=False, enable_progress_report=False).export_model(str(out),
+                                                                                                       overwrite=True)
+    except Exception as exc:  # noqa: BLE001 - the quantizer's, jax's and the interpreter's classes: one line
+        raise DataError(f"{out.name}: int8 quantization (ai-edge-quantizer) failed: {first_line(exc)}") from None
 
 
-def _score(path: Path, spec: str, num: int) -> dict[str, float]:
-    """delta1, AbsRel and RMSE of an exported file on the first ``num`` images of ``spec``."""
+def _score(path: Path, spec: str, num: int) -> tuple[dict[str, float], int]:
+    """delta1, AbsRel and RMSE of an exported file on the first ``num`` images of ``spec``, and the
+    number of images scored (fewer than ``num`` when the dataset is smaller)."""
     from slimdepth.data.registry import build_dataset
     from slimdepth.deploy.exported import load_exported
     from slimdepth.evaluate.loop import evaluate_model
 
     model = load_exported(path, spinning=False)
     report = evaluate_model(model, build_dataset(spec), input_size=model.input_size, batch_size=1, limit=num)
-    return {k: float(report.metrics[k]) for k in ("d1", "abs_rel", "rmse")}
+    return {k: float(report.metrics[k]) for k in ("d1", "abs_rel", "rmse")}, report.num_images
 
 
 def quantize_export(fp32: Path, target: Path, settings: Any, metadata: dict[str, Any],
@@ -172,8 +184,8 @@ def quantize_export(fp32: Path, target: Path, settings: Any, metadata: dict[str,
     else:
         quantize_onnx(fp32, target, batches, settings.calib_method, settings.int8_ops)
     val = settings.val or settings.calib
-    say(f"scoring fp32 and int8 on {settings.val_num} images of {val}")
-    fp32_scores, int8_scores = _score(fp32, val, settings.val_num), _score(target, val, settings.val_num)
+    say(f"scoring fp32 and int8 on up to {settings.val_num} images of {val}")
+    (fp32_scores, scored), (int8_scores, _) = _score(fp32, val, settings.val_num), _score(target, val, settings.val_num)
     runtime = "litert" if litert else "ort"
     say(f"timing fp32 and int8 under {'LiteRT' if litert else 'ONNX Runtime'}, each in its own process")
     latency = time_files([fp32, target], runtime, settings.size, threads=settings.threads or 2, runs=30, warmup=5)
@@ -185,7 +197,7 @@ def quantize_export(fp32: Path, target: Path, settings: Any, metadata: dict[str,
     return {
         "runtime": runtime,
         "calibration": {"dataset": settings.calib, "images": len(batches), "method": settings.calib_method, **scheme},
-        "validation": {"dataset": val, "images": settings.val_num},
+        "validation": {"dataset": val, "images": scored},
         "fp32": {**fp32_scores, **latency[0]}, "int8": {**int8_scores, **latency[1]},
         "delta1_change_points": 100.0 * (int8_scores["d1"] - fp32_scores["d1"]),
         "speedup": latency[0]["median_ms"] / latency[1]["median_ms"],

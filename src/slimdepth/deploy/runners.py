@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from slimdepth.errors import ConfigError, DataError
+from slimdepth.errors import ConfigError, DataError, first_line
 from slimdepth.runtime.session import OnnxDepthModel
 
 __all__ = ["FILE_RUNTIMES", "Runner", "load_runner"]
@@ -57,7 +57,7 @@ def _openvino(path: Path, threads: int | None, precision: str) -> Runner:
     try:
         model = core.read_model(str(path))
     except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
-        raise DataError(f"{path}: not a readable OpenVINO or ONNX model ({str(exc).splitlines()[0][:200]})") from None
+        raise DataError(f"{path}: not a readable OpenVINO or ONNX model ({first_line(exc)})") from None
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
     if threads is not None:
         config["INFERENCE_NUM_THREADS"] = int(threads)
@@ -83,7 +83,7 @@ def _litert(path: Path, threads: int | None) -> Runner:
         interpreter = Interpreter(str(path), num_threads=threads or 1)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
-        raise DataError(f"{path}: not a readable LiteRT model ({str(exc).splitlines()[0][:200]})") from None
+        raise DataError(f"{path}: not a readable LiteRT model ({first_line(exc)})") from None
     source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     # a full-integer (int8) model takes and returns int8 tensors: quantize the image with the
     # input's scale and zero point, and dequantize the depth, so every caller sees float32

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,15 +18,27 @@ from typing import Any
 from slimdepth.deploy.latency import summarize_samples
 from slimdepth.errors import DataError
 
-__all__ = ["Worker", "interleave_workers", "time_files"]
+__all__ = ["WORKER", "Worker", "interleave_workers", "time_files"]
+
+#: the command that starts a worker
+WORKER = [sys.executable, "-m", "slimdepth.deploy.bench_worker"]
+#: how much of the end of a failed worker's stderr is read for its last line
+STDERR_TAIL_BYTES = 64 * 1024
 
 
 class Worker:
-    """A running bench_worker process."""
+    """A running bench_worker process.
+
+    Its stderr goes to an anonymous temporary file, not a pipe: nobody reads a pipe until the
+    worker fails, and a runtime that logs more than the pipe holds (64 KiB) would block on it
+    mid-run, and bench with it. The file's last line is the error shown when the worker dies;
+    it is deleted when the worker is closed.
+    """
 
     def __init__(self, spec: dict[str, Any]) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "slimdepth.deploy.bench_worker"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.stderr = tempfile.TemporaryFile(prefix="slimdepth-worker-")
+        self.process = subprocess.Popen(WORKER, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+                                        text=True, bufsize=1)
         self.error: str | None = None
         self._send(spec)
         answer = self._receive()
@@ -42,10 +55,19 @@ class Worker:
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         if not line:
-            stderr = self.process.stderr.read() if self.process.stderr else ""
-            tail = [s for s in stderr.strip().splitlines() if s.strip()]
-            return {"error": tail[-1] if tail else "the worker process died"}
+            tail = [s for s in self._stderr_tail().splitlines() if s.strip()]
+            return {"error": tail[-1].strip() if tail else "the worker process died"}
         return json.loads(line)
+
+    def _stderr_tail(self) -> str:
+        """The end of what the worker wrote on stderr, once it has exited (its stdout is closed)."""
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        size = self.stderr.seek(0, 2)
+        self.stderr.seek(max(0, size - STDERR_TAIL_BYTES))
+        return self.stderr.read().decode("utf-8", errors="replace")
 
     def time(self, runs: int, warmup: int = 0) -> list[float]:
         self._send({"runs": runs, "warmup": warmup})
@@ -55,12 +77,15 @@ class Worker:
         return [float(s) for s in answer["samples"]]
 
     def close(self) -> None:
+        """End the worker (asked to quit, killed if it does not) and delete its stderr file."""
         if self.process.poll() is None:
             try:
                 self._send({"quit": True})
                 self.process.wait(timeout=10)
             except (BrokenPipeError, subprocess.TimeoutExpired, OSError):
                 self.process.kill()
+                self.process.wait()
+        self.stderr.close()
 
 
 def interleave_workers(specs: list[dict[str, Any]], runs: int, rounds: int) -> list[list[float]]:

@@ -1,7 +1,11 @@
 """The torch-free predictor: exported ``.onnx`` depth models under ONNX Runtime.
 
-Imports only NumPy, Pillow and ONNX Runtime, so ``pip install slimdepth --no-deps numpy pillow
-onnxruntime`` is enough on a device (see the README)::
+Imports only NumPy, Pillow and ONNX Runtime; ``slimdepth predict`` adds typer and rich. On a
+device without PyTorch that is the whole install (see the README)::
+
+    python -m pip install --no-deps . && python -m pip install numpy pillow onnxruntime typer rich
+
+and then::
 
     from slimdepth.runtime import DepthPredictor
     depth = DepthPredictor("model.onnx").predict("frame.png")   # HxW metres

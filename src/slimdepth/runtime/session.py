@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from slimdepth.errors import ConfigError, DataError
+from slimdepth.errors import ConfigError, DataError, first_line
 
 __all__ = ["METADATA_KEY", "OnnxDepthModel", "open_session", "session_options"]
 
@@ -54,8 +54,7 @@ def open_session(path: str | Path, threads: int | None = None, spinning: bool = 
         return ort.InferenceSession(str(path), session_options(threads, spinning),
                                     providers=providers or ["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception classes for bad files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: not a readable ONNX model ({first[:200]})") from None
+        raise DataError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
 
 
 @dataclass
