@@ -6,6 +6,13 @@ the worker loads it, runs the warm-up and answers ``{"ready": true}``. Each ``{"
 is answered with N timed batch-1 passes in milliseconds; ``{"quit": true}`` ends it. Only the
 runtime being timed is imported: a worker timing ONNX Runtime never loads PyTorch, and a
 PyTorch worker never shares its process with ONNX Runtime's spinning thread pool.
+
+After each batch of timed runs the worker sleeps ``settle_s`` (default :data:`SETTLE_S`) before
+answering, so that its own spinning threads -- ONNX Runtime's intra-op pool, OpenMP's (whose
+default block time is 200 ms) -- have gone idle before the next worker is timed. Without it, on
+this 2-core VM, the quickstart LiteDepth's ONNX file (96x320, 2 threads) timed 6.5-7.5 ms in
+interleaved workers against 2.8-3.3 ms alone, and its int8 file swung between 2.9 and 7.5 ms
+from one worker to the next; with it both match the figures taken alone.
 """
 
 from __future__ import annotations
@@ -17,6 +24,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+#: seconds a worker waits after its timed runs, for its spinning threads to go idle (see above)
+SETTLE_S = 0.25
 
 
 def _torch_runner(spec: dict[str, Any]) -> Callable[[], Any]:
@@ -78,6 +88,7 @@ def main() -> None:
             start = time.perf_counter()
             run()
             samples.append((time.perf_counter() - start) * 1000.0)
+        time.sleep(float(spec.get("settle_s", SETTLE_S)))  # before the next worker runs: see the module docstring
         _send({"samples": samples})
 
 
