@@ -31,9 +31,9 @@ import torch
 
 from slimdepth.compress.gating import is_gated, latency_comparison
 from slimdepth.data.base import DepthDataset
-from slimdepth.deploy.artefacts import check_calibration, check_runs_on, runtime_artefacts, runtimes_reading
+from slimdepth.deploy.artefacts import check_calibration, check_runs_on, file_runtime, runtime_artefacts, runtimes_reading
 from slimdepth.deploy.bench import parse_runtimes
-from slimdepth.deploy.cost import cost_report, count_macs, count_parameters
+from slimdepth.deploy.cost import cost_report, count_macs, count_parameters, file_size_mb
 from slimdepth.deploy.exported import ExportedModel, is_exported_file, load_exported
 from slimdepth.deploy.formats import format_of, model_bytes
 from slimdepth.deploy.latency import check_timing, interleaved_latency, summarize_samples
@@ -48,8 +48,6 @@ from slimdepth.options import check_number, parse_size
 
 __all__ = ["COLUMNS", "add_latency", "compare_models", "compare_row", "format_table", "model_cost", "plot",
            "rebuilt_counts", "runtime_cost", "to_csv", "to_json"]
-
-_MIB = 2**20  # sizes in MiB, as deploy.cost.file_size_mb
 
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     # (header, key, format)
@@ -150,11 +148,6 @@ def compare_models(paths: Sequence[str | Path], dataset: DepthDataset, size: str
     return rows, hw
 
 
-def _file_runtime(runtime: str) -> str:
-    """The runtime that reads a file made for ``runtime`` (an int8 file is an ONNX file for ONNX Runtime)."""
-    return runtime.removesuffix("-int8")
-
-
 def rebuilt_counts(metadata: dict[str, Any], size: tuple[int, int]) -> dict[str, int | None]:
     """Parameters and MACs of an exported file's network at ``size``, counted on the PyTorch network
     rebuilt (random weights) from the description the file carries (``metadata["model"]`` and
@@ -173,14 +166,11 @@ def rebuilt_counts(metadata: dict[str, Any], size: tuple[int, int]) -> dict[str,
 
 def _exported_size(model: ExportedModel, given: str | Path, hw: tuple[int, int] | None) -> tuple[int, int]:
     """The size an exported file runs at: ``hw`` (a fixed-size export must match it), else its own."""
-    own = model.input_size or (tuple(model.metadata["input_size"]) if model.metadata.get("input_size") else None)
-    if hw is not None and model.input_size is not None and tuple(model.input_size) != tuple(hw):
-        fixed = model.input_size
-        raise ConfigError(f"{given} is a fixed-size export for {fixed[0]}x{fixed[1]} inputs; this run measures "
-                          f"{hw[0]}x{hw[1]} (--size or the first model's size)")
-    if hw is None and own is None:
+    why = f"this run measures {hw[0]}x{hw[1]} (--size or the first model's size)" if hw else ""
+    size = model.run_size(hw, why)
+    if size is None:
         raise ConfigError(f"{given}: the export records no input size; pass --size HxW")
-    return hw or own  # type: ignore[return-value]
+    return size
 
 
 def _compare_deployed(paths: Sequence[str | Path], dataset: DepthDataset, hw: tuple[int, int] | None,
@@ -221,10 +211,9 @@ def _compare_deployed(paths: Sequence[str | Path], dataset: DepthDataset, hw: tu
                     assert model is not None
                     scored, size_mb, nbytes = model, torch_mb, target.stat().st_size
                 else:
-                    scored = load_exported(what["path"], _file_runtime(runtime), threads=workers, spinning=False)
+                    scored = load_exported(what["path"], file_runtime(runtime), threads=workers, spinning=False)
                     hw = _exported_size(scored, given, hw)
-                    nbytes = model_bytes(what["path"])
-                    size_mb = nbytes / _MIB
+                    nbytes, size_mb = model_bytes(what["path"]), file_size_mb(what["path"])
                 with progress(f"{Path(given).name} ({runtime})") if progress is not None else nullcontext() as update:
                     result = evaluate_model(scored, dataset, input_size=hw, batch_size=4, limit=limit, progress=update)
                 row = _row(str(given), hw, counts, size_mb, result)
@@ -289,14 +278,14 @@ def runtime_cost(spec: str | Path, runtime: str, size: str | tuple[int, int] | N
         what = runtime_artefacts(str(spec), [runtime], hw, Path(tmp), calib, calib_num, log, strict=True)[runtime]
         if isinstance(what, str):  # refused above for an exported file; an export failure raised
             raise ConfigError(f"{spec}: not on {runtime} ({what})")
-        nbytes = model_bytes(what["path"])
-        latency = time_files([Path(what["path"])], _file_runtime(runtime), hw, threads=workers, runs=runs,
+        nbytes, size_mb = model_bytes(what["path"]), file_size_mb(what["path"])
+        latency = time_files([Path(what["path"])], file_runtime(runtime), hw, threads=workers, runs=runs,
                              warmup=warmup)[0]
     params, macs = counts["params"], counts["macs"]
     return {
         "name": str(spec), "runtime": runtime, "input_size": list(hw), "batch": 1, "params": params,
         "params_m": None if params is None else params / 1e6, "macs": macs, "gmacs": None if macs is None else macs / 1e9,
-        "file_bytes": nbytes, "size_mb": nbytes / _MIB,
+        "file_bytes": nbytes, "size_mb": size_mb,
         "latency": {**latency, "runs": runs, "warmup": warmup, "threads": workers, "batch": 1, "size": list(hw),
                     "process": f"a {runtime} worker process"},
         "latency_median_ms": latency["median_ms"], "latency_p90_ms": latency["p90_ms"],

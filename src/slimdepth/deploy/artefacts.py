@@ -21,10 +21,17 @@ from slimdepth.deploy.formats import format_of
 from slimdepth.deploy.runners import FILE_RUNTIMES
 from slimdepth.errors import ConfigError, DataError
 
-__all__ = ["INT8_RUNTIMES", "check_calibration", "check_runs_on", "runtime_artefacts", "runtimes_reading"]
+__all__ = ["INT8_RUNTIMES", "check_calibration", "check_runs_on", "file_runtime", "runtime_artefacts",
+           "runtimes_reading"]
 
 #: the runtimes that run a model quantized here, and so need calibration images
 INT8_RUNTIMES = ("ort-int8", "litert-int8")
+
+
+def file_runtime(runtime: str) -> str:
+    """The runtime that runs the file made for ``runtime``: an int8 file is an ONNX or LiteRT file
+    like any other (``ort-int8`` -> ``ort``, ``litert-int8`` -> ``litert``)."""
+    return runtime.removesuffix("-int8")
 
 
 def runtimes_reading(fmt: str) -> list[str]:
@@ -64,7 +71,7 @@ def _exported_file_plan(path: Path, runtimes: Sequence[str], size: tuple[int, in
         if runtime == "torch":
             plan[runtime] = "an exported file has no PyTorch model"
         elif runtime.endswith("-int8"):
-            plan[runtime] = f"give the int8 file itself (runtime {runtime.removesuffix('-int8')})"
+            plan[runtime] = f"give the int8 file itself (runtime {file_runtime(runtime)})"
         elif fmt in FILE_RUNTIMES[runtime]:
             plan[runtime] = {"size": list(size), "runtime": runtime, "path": str(path)}
         else:

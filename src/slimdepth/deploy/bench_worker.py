@@ -52,9 +52,10 @@ def _input(spec: dict[str, Any]) -> np.ndarray:
 
 
 def _file_runner(spec: dict[str, Any]) -> Callable[[], Any]:
+    from slimdepth.deploy.artefacts import file_runtime
     from slimdepth.deploy.runners import load_runner
 
-    runner = load_runner(spec["path"], spec["runtime"].removesuffix("-int8"), threads=int(spec["threads"]))
+    runner = load_runner(spec["path"], file_runtime(spec["runtime"]), threads=int(spec["threads"]))
     x = _input(spec)
     return lambda: runner.run(x)
 

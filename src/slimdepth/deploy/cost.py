@@ -46,6 +46,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torch_pruning.utils import count_ops_and_params
 
+from slimdepth.deploy.formats import model_bytes
 from slimdepth.deploy.latency import measure_latency
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.models.base import eval_mode, model_device
@@ -145,10 +146,11 @@ def state_dict_size_mb(model: nn.Module) -> float:
 
 
 def file_size_mb(path: str | os.PathLike[str]) -> float:
-    """Size of a file on disk in MiB (bytes / 2**20), e.g. an exported ONNX or checkpoint file."""
+    """Size of a file on disk in MiB (bytes / 2**20), e.g. a checkpoint or an exported model
+    (:func:`~slimdepth.deploy.formats.model_bytes`: an OpenVINO ``.xml`` counts its ``.bin``)."""
     if not os.path.isfile(path):
         raise DataError(f"cannot measure the size of {os.fspath(path)}: not a file")
-    return os.path.getsize(path) / _MIB
+    return model_bytes(path) / _MIB
 
 
 # --------------------------------------------------------------------------------------------

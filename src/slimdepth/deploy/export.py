@@ -208,10 +208,8 @@ def _to_openvino(onnx_path: Path, path: Path, metadata: dict[str, Any]) -> None:
 
 
 def _to_litert(model: DepthModel, path: Path, size: tuple[int, int]) -> None:
-    try:
-        import litert_torch
-    except ImportError:
-        raise ConfigError("LiteRT export needs litert-torch and ai-edge-litert: pip install 'slimdepth[deploy]'") from None
+    import litert_torch  # lazy: it loads JAX; check_export_settings has checked it is installed
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

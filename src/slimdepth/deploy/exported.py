@@ -41,6 +41,17 @@ class ExportedModel(nn.Module):
         self.max_depth = float(metadata.get("max_depth", 80.0))
         self.config = {"name": f"{metadata.get('model', 'exported')} ({runner.runtime})"}
 
+    def run_size(self, size: tuple[int, int] | None = None,
+                 why: str = "--size cannot change it") -> tuple[int, int] | None:
+        """The input size to run this file at: ``size`` if given, else its fixed size, else the size a
+        dynamic export was made at (``None``: each image at its own size). A fixed-size export asked
+        for another ``size`` is a ConfigError naming the file, ending in ``why``."""
+        fixed = self.input_size
+        if fixed is not None and size is not None and tuple(size) != tuple(fixed):
+            raise ConfigError(f"{self.runner.path} is a fixed-size export for {fixed[0]}x{fixed[1]} inputs; {why}")
+        recorded = self.metadata.get("input_size")
+        return size or fixed or (tuple(recorded) if recorded else None)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.detach().cpu().float().numpy()
         depth = np.concatenate([self.runner.run(batch[i:i + 1]) for i in range(batch.shape[0])])
@@ -83,11 +94,7 @@ def load_for_inference(path: str | Path, device: str = "cpu",
     is a ConfigError naming the file, before any image is read."""
     if is_exported_file(path):
         model = load_exported(path)
-        fixed = model.input_size
-        if fixed is not None and size is not None and tuple(size) != tuple(fixed):
-            raise ConfigError(f"{path} is a fixed-size export for {fixed[0]}x{fixed[1]} inputs; --size cannot change it")
-        recorded = model.metadata.get("input_size")  # a dynamic export: the size it was exported at
-        return model, size or fixed or (tuple(recorded) if recorded else None)
+        return model, model.run_size(size)
     from slimdepth.loader import load_model
     from slimdepth.models.checkpoint import model_input_size
 
