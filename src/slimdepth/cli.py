@@ -16,6 +16,7 @@ from slimdepth.commands import bench as _bench
 from slimdepth.commands import compare as _compare
 from slimdepth.commands import cost as _cost
 from slimdepth.commands import data as _data
+from slimdepth.commands import distill as _distill
 from slimdepth.commands import evaluate as _evaluate
 from slimdepth.commands import export as _export
 from slimdepth.commands import predict as _predict
@@ -41,6 +42,7 @@ app.command("predict")(_predict.predict)
 app.command("models")(_cost.models)
 app.command("cost")(_cost.cost)
 app.command("prune")(_prune.prune)
+app.command("distill")(_distill.distill)
 app.command("compare")(_compare.compare)
 app.command("export")(_export.export)
 app.command("bench")(_bench.bench)

@@ -23,6 +23,8 @@ def train(
     if config is None and not resume:
         raise ConfigError("give a recipe (e.g. configs/quickstart.yaml), or --resume --out RUN_DIR")
     run, cfg = prepare_run(config, out, set_, resume)
+    if cfg.get("distill"):
+        raise ConfigError("this recipe has a distill: section; run it with `slimdepth distill RECIPE --teacher CKPT`")
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 reports
     if main_process:
         console.print(f"run directory: {run}")

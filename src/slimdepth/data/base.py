@@ -55,3 +55,33 @@ class DepthDataset(Dataset):
             raise IndexError(f"index {index} out of range for a dataset of {n} samples")
         sample = self.load(index)
         return self.transform(sample) if self.transform is not None else sample
+
+
+#: the sample keys an unlabeled view keeps
+UNLABELED_KEYS = ("image", "K", "meta")
+
+
+class WithoutLabels(DepthDataset):
+    """Any dataset with its labels dropped (``labels=false`` in a dataset spec): samples keep
+    ``image``, ``K`` and ``meta`` only, as auxiliary unlabeled images for distillation."""
+
+    def __init__(self, base: DepthDataset, transform: Transform | None = None) -> None:
+        super().__init__(transform)
+        self.base = base
+        self.dataset_name = base.dataset_name
+        self.eval_preset = base.eval_preset
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def names(self) -> list[str]:
+        return self.base.names()
+
+    def source_files(self) -> list[Path]:
+        return self.base.source_files()
+
+    def source_folders(self) -> list[Path]:
+        return self.base.source_folders()
+
+    def load(self, index: int) -> dict[str, Any]:
+        return {k: v for k, v in self.base.load(index).items() if k in UNLABELED_KEYS}

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from slimdepth.data.base import DepthDataset, Transform
+from slimdepth.data.base import DepthDataset, Transform, WithoutLabels
 from slimdepth.errors import ConfigError
 from slimdepth.registry import Registry
 
@@ -82,10 +82,21 @@ def parse_dataset_spec(spec: str | dict[str, Any]) -> tuple[str, dict[str, Any]]
 def build_dataset(spec: str | dict[str, Any], transform: Transform | None = None) -> DepthDataset:
     """Build the dataset a spec names, with ``transform`` applied to each sample.
 
+    Every dataset also takes ``labels`` (default true): ``labels=false`` drops its depth,
+    segmentation and LiDAR, leaving images (and K) for distillation with unlabeled data.
     Raises :class:`ConfigError` for an unknown name or option (listing what is accepted).
     """
     name, opts = parse_dataset_spec(spec)
-    if name not in DATASETS and isinstance(spec, str) and Path(name).is_dir():
+    labels = opts.pop("labels", True)
+    if not isinstance(labels, bool):
+        raise ConfigError(f"dataset option labels must be true or false, got {labels!r}")
+    if not labels:
+        return WithoutLabels(_build(name, opts, isinstance(spec, str), None), transform)
+    return _build(name, opts, isinstance(spec, str), transform)
+
+
+def _build(name: str, opts: dict[str, Any], from_string: bool, transform: Transform | None) -> DepthDataset:
+    if name not in DATASETS and from_string and Path(name).is_dir():
         name, opts = "folder", {"root": name, **opts}
     if name not in DATASETS and ("/" in name or "\\" in name or name.startswith(".")):
         raise ConfigError(f"{name}: directory not found (a dataset is NAME[:PATH][,KEY=VALUE...] "

@@ -43,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "eval": {"preset": None, "min_depth": None, "max_depth": None, "crop": None, "median_scaling": False,
              "flip": False},
+    "distill": None,  # a student recipe's distillation settings (`slimdepth distill`; see slimdepth.distill.recipe)
 }
 
 _ANY = object
@@ -70,4 +71,5 @@ SCHEMA: dict[str, Any] = {
     "eval": {"preset": (str, type(None)), "min_depth": Field(float, min=0.0, nullable=True),
              "max_depth": Field(float, min=0.0, nullable=True), "crop": (str, type(None)), "median_scaling": bool,
              "flip": bool},
+    "distill": (dict, type(None)),
 }

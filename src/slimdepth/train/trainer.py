@@ -221,11 +221,11 @@ class Trainer:
         self.channels_last = _flag(tcfg["channels_last"], self.device)
         self.seed = int(tcfg["seed"])
         self._seed_everything(self.seed)
-        self._build_data()
-        self._build_model()
         self.step = 0
         self.epoch = 0
         self.position = 0  # samples of this rank's epoch already consumed
+        self._build_data()
+        self._build_model()
         self.best: float | None = None
         self.checkpoints = self.run / "checkpoints"
         self.log: RunLog | None = None
@@ -260,6 +260,7 @@ class Trainer:
         self.sampler = ResumableSampler(len(self.train_set), shuffle=True, seed=self.seed, rank=self.dist.rank,
                                         world_size=self.dist.world, drop_last=True)
         self.batch_size = int(dcfg["batch_size"])
+        self.labeled_per_batch = self.batch_size  # training samples a batch takes from the sampler
         per_epoch = len(self.sampler) // self.batch_size
         if per_epoch < 1:
             raise ConfigError(f"data.batch_size {self.batch_size} is larger than the {len(self.sampler)} training "
@@ -280,10 +281,10 @@ class Trainer:
             self.model = build_model(name, **mcfg).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.criterion = build_criterion(self.cfg["loss"]).to(self.device)
         # ask the model only for what the loss reads, so that DDP sees unsupervised heads as unused
         self.outputs = ("depth",) + (("scales",) if self.cfg["loss"].get("scale_weights") else ()) + (
             ("seg",) if self.data_has_seg else ())
+        self.criterion = self._make_criterion().to(self.device)
         extra = [p for p in self.criterion.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.model, self.cfg["optim"], extra_groups=self.hooks.param_groups() or None,
                                          extra_params=extra or None)
@@ -295,12 +296,18 @@ class Trainer:
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=ids, find_unused_parameters=self._has_unused_parameters())
 
+    def _make_criterion(self) -> torch.nn.Module:
+        """The training objective (a variant's trainer may add terms); its parameters are optimised."""
+        return build_criterion(self.cfg["loss"])
+
+    def _probe_batch(self) -> dict[str, Any]:
+        """A one-sample batch in the form :meth:`_forward_loss` takes."""
+        return collate_samples([self.train_set[0]])
+
     def _has_unused_parameters(self) -> bool:
         """Whether the loss leaves some parameters without gradient (heads a recipe does not
         supervise): one probe step on a training sample, before DDP needs to know."""
-        batch = _to_device(collate_samples([self.train_set[0]]), self.device, self.channels_last)
-        outputs = self.model(batch["image"], outputs=self.outputs)
-        loss, _ = self.criterion(outputs, batch, generator=torch.Generator().manual_seed(0))
+        loss, _ = self._forward_loss(self._probe_batch(), self.model)
         loss.backward()
         unused = any(p.requires_grad and p.grad is None for p in self.model.parameters())
         self.model.zero_grad(set_to_none=True)
@@ -390,7 +397,7 @@ class Trainer:
                     self.hooks.before_step(self)
                     loss, parts = self._train_step(batch)
                     self.step += 1
-                    self.position += self.batch_size
+                    self.position += self.labeled_per_batch
                     seen += self.batch_size * self.dist.world
                     self.hooks.after_step(self)
                     if self.step % tcfg["log_every"] == 0 or self.step == self.total_steps:
@@ -420,16 +427,30 @@ class Trainer:
                 self.log.close()
         return last_val
 
-    def _train_step(self, batch: dict[str, Any]) -> tuple[float, dict[str, float]]:
-        batch = _to_device(batch, self.device, self.channels_last)
+    def _autocast(self) -> torch.autocast:
         dtype = torch.bfloat16 if self.device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
-        with torch.autocast(self.device.type, dtype=dtype, enabled=self.amp):
-            outputs = self.net(batch["image"], outputs=self.outputs)
-        outputs = {k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in outputs.items()}
-        if "scales" in outputs:
-            outputs["scales"] = [s.float() for s in outputs["scales"]]
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.amp)
+
+    def _run_net(self, net: torch.nn.Module, images: torch.Tensor, outputs: tuple[str, ...]) -> dict[str, Any]:
+        """The network's outputs under autocast, lifted back to float32 for the loss."""
+        with self._autocast():
+            out = net(images, outputs=outputs)
+        out = {k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
+        if "scales" in out:
+            out["scales"] = [s.float() for s in out["scales"]]
+        if "features" in out:
+            out["features"] = {k: v.float() for k, v in out["features"].items()}
+        return out
+
+    def _forward_loss(self, batch: dict[str, Any], net: torch.nn.Module) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of one batch (on the device) and its named parts for the log."""
+        batch = _to_device(batch, self.device, self.channels_last)
+        outputs = self._run_net(net, batch["image"], self.outputs)
         generator = torch.Generator().manual_seed(sample_seed(self.seed, self.step, self.dist.rank))
-        loss, parts = self.criterion(outputs, batch, generator=generator)
+        return self.criterion(outputs, batch, generator=generator)
+
+    def _train_step(self, batch: dict[str, Any]) -> tuple[float, dict[str, float]]:
+        loss, parts = self._forward_loss(batch, self.net)
         extra = self.hooks.extra_loss(self)
         if extra is not None:
             term, logged = extra
