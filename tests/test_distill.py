@@ -220,6 +220,10 @@ def test_the_run_directory_is_a_training_run_for_the_other_verbs(tmp_path, teach
     code, out, err = run_cli(monkeypatch, capsys, "export", str(tmp_path / "run"), "--out", str(tmp_path / "s.onnx"),
                              "--size", "48x160")
     assert code == 0, err
+    code, out, err = run_cli(monkeypatch, capsys, "prune", str(tmp_path / "run"), "--method", "uniform", "--target-macs",
+                             "0.5", "--steps", "1", "--out", str(tmp_path / "pruned"), "--set", "schedule.warmup_steps=0")
+    assert code == 0, err
+    assert "uniform: " in out and (tmp_path / "pruned" / "checkpoints" / "best.safetensors").is_file()
     # train refuses a recipe with a distill section instead of silently ignoring it
     code, _, err = run_cli(monkeypatch, capsys, "train", str(path), "--out", str(tmp_path / "t"))
     assert_one_line_error(code, err, "slimdepth distill")

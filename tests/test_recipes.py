@@ -19,9 +19,23 @@ def test_there_is_a_recipe_per_method():
     assert {"quickstart", "resnet50_unet_kitti", "litedepth_mai", "tiny_multires_synthetic", "tiny_multires_kitti"} <= names
 
 
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory) -> Path:
+    """An untrained ResNet-18 U-Net checkpoint standing in for the teacher a distillation recipe names."""
+    from slimdepth.models.checkpoint import save_model
+
+    path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
+    save_model(build_model("resnet18-unet", max_depth=80.0), path)
+    return path
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_recipe_resolves_and_builds(path):
+def test_recipe_resolves_and_builds(path, tiny_teacher):
     cfg = resolve_config(path, [])
+    if cfg.get("distill"):
+        from slimdepth.distill.run import resolve_distill_config
+
+        cfg = resolve_distill_config(path, [], teacher=tiny_teacher)
     model_cfg = dict(cfg["model"])
     build_model(model_cfg.pop("name"), **model_cfg)
     build_criterion(cfg["loss"])
@@ -53,6 +67,17 @@ def test_recipe_trains_one_step(path, tmp_path, request):
         pytest.skip("needs the real sample data in ../shared/data")
     small = data + ["data.batch_size=2", "data.val_batch_size=2", "data.workers=0", "data.val_limit=2",
                     "train.steps=1", "train.samples=0", "train.log_every=1", "schedule.warmup_steps=0"]
+    if cfg.get("distill"):  # a distillation recipe: one step of each stage, with a stand-in teacher
+        from slimdepth.distill.run import resolve_distill_config, run_distillation
+
+        train_spec = data[0].partition("=")[2].split(",split=")[0]
+        unlabeled = f"{train_spec},labels=false" if train_spec.startswith("kitti") else "synthetic,num=4,size=48x160,labels=false"
+        cfg = resolve_distill_config(path, small + ["distill.stage2.steps=1", "distill.stage2.warmup_steps=0"],
+                                     teacher=request.getfixturevalue("tiny_teacher"), unlabeled=unlabeled)
+        summary = run_distillation(cfg, tmp_path / "run")
+        assert summary["distill"]["step"] == 1 and (tmp_path / "run" / "checkpoints" / "last.safetensors").is_file()
+        assert ("stage1" in summary) == (cfg["distill"]["schedule"] == "two_stage")
+        return
     cfg = resolve_config(path, small)
     trainer = Trainer(cfg, tmp_path / "run")
     result = trainer.fit()

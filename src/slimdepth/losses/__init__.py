@@ -17,11 +17,14 @@ Conventions shared by every depth loss here:
 
 :class:`DepthCriterion` (built by :func:`build_criterion` from a plain dict, as read from YAML)
 combines the terms over the output scales and an optional segmentation loss; see its docstring.
+The distillation losses (student against a frozen teacher: response, feature, affinity) are in
+:mod:`~slimdepth.losses.distill`; their recipe terms in :mod:`slimdepth.distill.terms`.
 """
 
 from slimdepth.losses.common import DEPTH_FLOOR, valid_mask
 from slimdepth.losses.criterion import LOSS_FUNCTIONS, LOSS_TERMS, DepthCriterion, TermSpec, build_criterion
 from slimdepth.losses.depth import barron_rho, berhu, log_berhu, robust_loss, silog
+from slimdepth.losses.distill import affinity_loss, affinity_matrix, feature_loss, log_l1, response_loss
 from slimdepth.losses.segmentation import segmentation_loss
 from slimdepth.losses.structure import gradient_loss, virtual_normal_loss
 from slimdepth.losses.weighting import LearnableLossWeights
@@ -33,11 +36,16 @@ __all__ = [
     "DepthCriterion",
     "LearnableLossWeights",
     "TermSpec",
+    "affinity_loss",
+    "affinity_matrix",
     "barron_rho",
     "berhu",
     "build_criterion",
+    "feature_loss",
     "gradient_loss",
     "log_berhu",
+    "log_l1",
+    "response_loss",
     "robust_loss",
     "segmentation_loss",
     "silog",
