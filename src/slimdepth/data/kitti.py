@@ -18,7 +18,7 @@ in BTS's (image path, ground-truth path, focal length)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -207,6 +207,16 @@ def _bts_frame(token: str) -> KittiFrame | None:
     return None
 
 
+def stereo_baseline(calib: KittiCalib) -> float:
+    """The distance (m) between the rectified left and right colour cameras:
+    P_rect_02[0, 3] / P_rect_02[0, 0] - P_rect_03[0, 3] / P_rect_03[0, 0] (about 0.54 m)."""
+    p2, p3 = calib.projection(2), calib.projection(3)
+    baseline = float(p2[0, 3] / p2[0, 0] - p3[0, 3] / p3[0, 0])
+    if not baseline > 0:
+        raise DataError(f"{calib.source}: P_rect_02 and P_rect_03 give a stereo baseline of {baseline:.4f} m")
+    return baseline
+
+
 def read_kitti_split(path: str | Path, side: str = "l") -> list[KittiFrame]:
     """Parse a split file: monodepth2's ``FOLDER FRAME [l|r]`` lines (``side`` when the letter
     is absent) or BTS's ``DATE/DRIVE/image_0X/data/FRAME.png GT_PATH FOCAL`` lines."""
@@ -236,7 +246,9 @@ class KittiDataset(DepthDataset):
     every frame of every drive under root for ``side``), ``gt`` (``"velodyne"`` projected
     sweeps or ``"annotated"`` maps from ``annotated_root``, searched in ``train`` and ``val``),
     ``side`` (``"l"``/``"r"``, used when the split omits it), ``lidar`` (with annotated gt,
-    also return the projected sweep as ``lidar_depth``). ``K`` is ``P_rect_0X[:3, :3]``.
+    also return the projected sweep as ``lidar_depth``), ``right`` (also return ``image_03`` of
+    the same frame as ``right_image``, with the stereo baseline from ``P_rect_02`` and
+    ``P_rect_03`` in ``meta['baseline']``; left frames only). ``K`` is ``P_rect_0X[:3, :3]``.
     Without a split and with annotated gt, only frames that have an annotated map are listed
     (the first and last frames of each drive have none).
     """
@@ -252,9 +264,12 @@ class KittiDataset(DepthDataset):
         annotated_root: str | Path | None = None,
         side: Literal["l", "r"] = "l",
         lidar: bool = False,
+        right: bool = False,
         transform: Transform | None = None,
     ) -> None:
         super().__init__(transform)
+        if not isinstance(right, bool):
+            raise ConfigError(f"kitti: right must be true or false, got {right!r}")
         if gt not in ("velodyne", "annotated"):
             raise ConfigError(f"kitti: gt must be 'velodyne' or 'annotated', got {gt!r}")
         if side not in SIDE_TO_CAM:
@@ -270,6 +285,10 @@ class KittiDataset(DepthDataset):
         if self.annotated_root is not None and not self.annotated_root.is_dir():
             raise DataError(f"{self.annotated_root}: annotated depth root not found")
         self.frames = read_kitti_split(split, side) if split is not None else self._scan(SIDE_TO_CAM[side])
+        self.right = right
+        if right and any(f.cam != 2 for f in self.frames):
+            raise ConfigError("kitti: right=true pairs each left image (image_02) with image_03; use side=l and a "
+                              "split of left frames")
         self._calib: dict[str, KittiCalib] = {}
 
     def _scan(self, cam: int) -> list[KittiFrame]:
@@ -374,4 +393,10 @@ class KittiDataset(DepthDataset):
             "frame": frame.frame,
             "side": "l" if frame.cam == 2 else "r",
         }
+        if self.right:
+            right_path = self.image_path(replace(frame, cam=3))
+            extras["right_image"] = read_rgb(right_path)
+            if extras["right_image"].shape[:2] != shape:
+                raise DataError(f"{right_path}: the right image's size differs from {image_path}'s")
+            meta["baseline"] = stereo_baseline(calib)
         return make_sample(image, depth=depth, K=calib.K(frame.cam), meta=meta, **extras)

@@ -18,6 +18,8 @@ _EXPORTS = {
     "trainer": ("DistillTrainer",),
     "run": ("prepare_distill_run", "resolve_distill_config", "run_distillation"),
     "recipe": ("DISTILL_DEFAULTS",),
+    "stereo": ("compensate", "disparity_to_depth", "label_quality", "sgm_disparity"),
+    "pseudo_label": ("pseudo_label", "stereo_depth_label"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)
