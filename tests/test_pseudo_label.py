@@ -230,3 +230,17 @@ def test_real_kitti_frames_keep_their_velodyne_points(shared_data, tmp_path):
     s, w = source.load(0), written.load(0)
     assert torch.allclose(w["lidar_depth"], s["depth"], atol=1 / 256)
     assert (w["depth"] > 0).float().mean() > 0.99  # a teacher labels every pixel
+
+
+def test_a_written_synthetic_folder_keeps_its_stereo_baseline(tmp_path):
+    from slimdepth.data.synthetic import write_synthetic
+
+    write_synthetic(tmp_path / "syn", 2, "96x320", components=["depth", "lidar", "right"])
+    sample = build_dataset(f"folder:{tmp_path / 'syn'}").load(0)
+    assert sample["meta"]["baseline"] == pytest.approx(0.54)
+    summary = pseudo_label(f"folder:{tmp_path / 'syn'}", tmp_path / "pl", stereo=True, report=True)
+    assert summary["report"]["compensated"]["coverage"] > 0.8  # the dense depth/ scores it, lidar/ compensates
+    meta = json.loads((tmp_path / "syn" / "meta.json").read_text())
+    (tmp_path / "syn" / "meta.json").write_text(json.dumps({**meta, "baseline": -1}))
+    with pytest.raises(DataError, match="baseline must be a positive"):
+        build_dataset(f"folder:{tmp_path / 'syn'}")

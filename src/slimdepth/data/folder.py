@@ -9,7 +9,7 @@ hand-made datasets::
     root/lidar/000000.png    optional sparse depth, same encoding -> ``lidar_depth``
     root/right/000000.png    optional right stereo view -> ``right_image``
     root/K/000000.txt        optional per-frame intrinsics (or one root/K.txt)
-    root/meta.json           optional {"depth_encoding": ..., "eval_preset": ...}
+    root/meta.json           optional {"depth_encoding": ..., "eval_preset": ..., "baseline": metres}
 
 Files are matched by their path relative to each folder, without suffix; a depth stem may
 also use NYU's ``sync_depth_`` prefix for an ``rgb_`` image.
@@ -144,6 +144,10 @@ class FolderDataset(DepthDataset):
         if classes is not None and not isinstance(classes, list):
             raise DataError(f"{self.root / 'meta.json'}: classes must be a list of class names")
         self.num_classes = len(classes) if classes is not None else None
+        baseline = meta.get("baseline")
+        if baseline is not None and (isinstance(baseline, bool) or not isinstance(baseline, (int, float)) or not baseline > 0):
+            raise DataError(f"{self.root / 'meta.json'}: baseline must be a positive number of metres, got {baseline!r}")
+        self.baseline = float(baseline) if baseline is not None else None
         self.K_option = parse_intrinsics(intrinsics) if intrinsics is not None else None
         root_K = next((self.root / n for n in ROOT_INTRINSICS_FILES if (self.root / n).is_file()), None)
         self.root_K = (read_intrinsics(root_K), str(root_K)) if root_K is not None else None
@@ -274,6 +278,8 @@ class FolderDataset(DepthDataset):
             "depth_path": str(item.depth),
             "intrinsics": source,
         }
+        if self.baseline is not None and item.right is not None:
+            meta["baseline"] = self.baseline  # the stereo baseline meta.json records (m)
         return make_sample(image, depth=depth, K=K, seg=seg, meta=meta, **extras)
 
 
