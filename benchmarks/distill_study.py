@@ -15,7 +15,10 @@ stages of the two-stage row add up to it):
 6. student trained on stereo-compensated pseudo-labels (``slimdepth pseudo-label --stereo``:
    semi-global matching on the right view, fitted to and merged with the LiDAR) instead of
    the sparse LiDAR;
-7. the teacher itself.
+7. the teacher itself;
+8. a teacher trained on the stereo pseudo-labels instead (dense where the LiDAR is not), and
+9. the student distilled from that teacher as in 4. (LiDAR ground truth, unlabeled frames,
+   response + affinity).
 
 Prints one table (parameters, δ1, AbsRel, RMSE on the test frames) and each row's AbsRel
 change relative to the student alone. Everything is resumable: datasets, pseudo-labels and
@@ -36,7 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROWS = ("student", "response", "unlabeled", "affinity", "two_stage", "stereo_labels", "teacher")
+ROWS = ("student", "response", "unlabeled", "affinity", "two_stage", "stereo_labels", "teacher", "stereo_teacher",
+        "stereo_teacher_kd")
 LABELS = {
     "student": "student alone (sparse LiDAR)",
     "response": "+ response KD (labeled)",
@@ -44,7 +48,9 @@ LABELS = {
     "affinity": "+ affinity KD",
     "two_stage": "two-stage (LiDAR, then + KD)",
     "stereo_labels": "student on stereo pseudo-labels",
-    "teacher": "teacher (ResNet-18 U-Net)",
+    "teacher": "teacher (ResNet-18 U-Net, LiDAR)",
+    "stereo_teacher": "teacher on stereo pseudo-labels",
+    "stereo_teacher_kd": "student + unlabeled + affinity KD from it",
 }
 
 
@@ -176,6 +182,7 @@ def main() -> None:
     teacher = runs / "teacher"
     train(teacher_cfg, teacher)
     teacher_ckpt = teacher / "checkpoints" / "last.safetensors"
+    stereo_teacher = runs / "stereo_teacher"
 
     unlabeled = f"unlabeled:{args.out / 'data' / 'unlabeled' / 'rgb'}"
     response = [{"type": "response", "weight": 1.0}]
@@ -194,6 +201,17 @@ def main() -> None:
         run = runs / row
         if row == "teacher":
             run = teacher
+        elif row == "stereo_teacher":
+            labels = make_pseudo_labels(args)
+            cfg = copy.deepcopy(teacher_cfg)
+            cfg["data"]["train"] = f"folder:{labels},lidar_dir=none,right_dir=none,seg_dir=none"
+            train(cfg, run)
+        elif row == "stereo_teacher_kd":
+            if not (stereo_teacher / "checkpoints" / "last.safetensors").is_file():
+                raise SystemExit("the stereo_teacher row must run before stereo_teacher_kd")
+            cfg = copy.deepcopy(base)
+            cfg["distill"] = variants["affinity"]
+            distill(cfg, run, stereo_teacher / "checkpoints" / "last.safetensors")
         elif row == "student":
             train(base, run)
         elif row == "stereo_labels":

@@ -174,3 +174,11 @@ def test_any_weight_is_accepted_or_refused_cleanly(weight):
         assert "\n" not in str(exc)
         return
     assert specs[0].weight >= 0 and math.isfinite(specs[0].weight)
+
+
+def test_package_exports_resolve():
+    import slimdepth.distill as distill
+
+    assert all(getattr(distill, name) is not None for name in distill.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        distill.nope  # noqa: B018

@@ -345,5 +345,6 @@ def test_save_load_round_trip_property(tmp_path_factory: pytest.TempPathFactory,
 def test_package_exports_resolve() -> None:
     import slimdepth.train as train
 
-    assert sorted(train.__all__) == sorted(train._WHERE)
+    assert sorted(train.__all__) == sorted(name for names in train._EXPORTS.values() for name in names)
     assert all(getattr(train, name) is not None for name in train.__all__)
+    assert set(train.__all__) <= set(dir(train))

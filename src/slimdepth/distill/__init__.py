@@ -8,8 +8,7 @@ package stays light.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from slimdepth.lazy import lazy_exports
 
 _EXPORTS = {
     "teacher": ("Teacher",),
@@ -21,18 +20,7 @@ _EXPORTS = {
     "stereo": ("compensate", "disparity_to_depth", "label_quality", "sgm_disparity"),
     "pseudo_label": ("pseudo_label", "stereo_depth_label"),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -19,7 +19,7 @@ from slimdepth.distill.recipe import check_distill_section, stage_configs
 from slimdepth.errors import ConfigError
 from slimdepth.models.checkpoint import checkpoint_paths, resolve_checkpoint
 from slimdepth.train.config import load_config, save_config
-from slimdepth.train.run import resolve_config
+from slimdepth.train.run import check_new_run, resolve_config, run_directory
 
 __all__ = ["prepare_distill_run", "resolve_distill_config", "run_distillation"]
 
@@ -62,12 +62,7 @@ def resolve_distill_config(recipe: Path | None, overrides: list[str], base: dict
 def prepare_distill_run(recipe: Path | None, out: Path | None, overrides: list[str], resume: bool,
                         teacher: str | Path | None = None, unlabeled: str | None = None) -> tuple[Path, dict[str, Any]]:
     """The run directory and resolved recipe; never reuses a run without ``resume``."""
-    if out is None:
-        if recipe is None:
-            raise ConfigError("--resume needs --out RUN_DIR")
-        out = Path("runs") / recipe.stem
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: exists and is not a directory; choose another --out")
+    out = run_directory(recipe, out)
     if resume:
         extra = [n for n, v in (("--set", overrides or None), ("--teacher", teacher), ("--unlabeled", unlabeled))
                  if v is not None]
@@ -84,8 +79,7 @@ def prepare_distill_run(recipe: Path | None, out: Path | None, overrides: list[s
                 raise ConfigError(f"{out}: the recipe differs from the one the run started with; resume without a "
                                   "recipe to use the saved one, or start a new run with another --out")
         return out, cfg
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"{out}: run directory exists and is not empty; pass --resume to continue it or choose another --out")
+    check_new_run(out)
     return out, resolve_distill_config(recipe, overrides, teacher=teacher, unlabeled=unlabeled)
 
 

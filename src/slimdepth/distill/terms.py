@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.losses.common import zero_loss
+from slimdepth.losses.criterion import split_term
 from slimdepth.losses.distill import RESPONSE_KINDS, affinity_loss, feature_loss, response_loss
 from slimdepth.options import check_number, suggest
 from slimdepth.registry import Registry
@@ -196,18 +197,7 @@ def parse_kd_terms(raw: Any) -> list[KDSpec]:
     specs, seen = [], set()
     for i, entry in enumerate(raw):
         where = f"distill.terms[{i}]"
-        if not isinstance(entry, Mapping):
-            raise ConfigError(f"{where} must be a mapping with a 'type', got {entry!r}")
-        entry = dict(entry)
-        kind = entry.pop("type", None)
-        try:
-            KD_TERMS.get(kind if isinstance(kind, str) else repr(kind))
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-        weight = check_number(entry.pop("weight", 1.0), f"{where} ({kind}) weight", low=0.0)
-        name = entry.pop("name", f"kd_{kind}")
-        if not isinstance(name, str) or not name:
-            raise ConfigError(f"{where} ({kind}): name must be a non-empty string, got {name!r}")
+        kind, weight, name, entry = split_term(KD_TERMS, entry, where, prefix="kd_")
         if name in seen:
             raise ConfigError(f"two distillation terms are named {name!r}; give one of them a distinct 'name'")
         seen.add(name)

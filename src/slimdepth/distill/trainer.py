@@ -52,15 +52,9 @@ class DistillTrainer(Trainer):
         self.unlabeled_set = build_dataset(spec) if spec else None
         if self.unlabeled_set is not None and len(self.unlabeled_set) == 0:
             raise DataError(f"distill.unlabeled: {spec} has no images")
-        n_l, n_u = split_batch(self.batch_size, float(self.dcfg["unlabeled_ratio"]), self.unlabeled_set is not None)
-        self.labeled_per_batch, self.unlabeled_per_batch = n_l, n_u
-        per_epoch = len(self.sampler) // n_l
-        if per_epoch < 1:
-            raise ConfigError(f"{n_l} labeled samples per batch is more than the {len(self.sampler)} labeled samples "
-                              "per process")
-        self.steps_per_epoch = per_epoch
-        tcfg = self.cfg["train"]
-        self.total_steps = int(tcfg["steps"]) if tcfg.get("steps") else int(tcfg["epochs"]) * per_epoch
+        n_l, self.unlabeled_per_batch = split_batch(self.batch_size, float(self.dcfg["unlabeled_ratio"]),
+                                                    self.unlabeled_set is not None)
+        self._count_steps(n_l)  # the labeled images define the epoch
         self.mixed = MixedView(self.train_set, self.unlabeled_set, self.seed)
         self.cache: TeacherCache | None = None
 

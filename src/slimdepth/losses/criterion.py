@@ -25,7 +25,7 @@ from slimdepth.losses.weighting import LearnableLossWeights
 from slimdepth.options import check_number, suggest
 from slimdepth.registry import Registry
 
-__all__ = ["LOSS_FUNCTIONS", "LOSS_TERMS", "DepthCriterion", "TermSpec", "build_criterion"]
+__all__ = ["LOSS_FUNCTIONS", "LOSS_TERMS", "DepthCriterion", "TermSpec", "build_criterion", "split_term"]
 
 #: depth loss functions by config ``type`` (the caller supplies the maps, mask, K and generator)
 LOSS_TERMS = Registry("loss type", reserved=("pred", "gt", "mask", "K", "generator"))
@@ -58,20 +58,27 @@ def _weights_list(value: Any, where: str) -> list[float] | None:
     return [check_number(v, f"{where}[{i}]", low=0.0) for i, v in enumerate(value)]
 
 
-def _parse_term(i: int, spec: Any) -> TermSpec:
-    where = f"loss terms[{i}]"
-    if not isinstance(spec, Mapping):
-        raise ConfigError(f"{where} must be a mapping with a 'type', got {spec!r}")
-    spec = dict(spec)
+def split_term(registry: Registry, entry: Any, where: str, prefix: str = "") -> tuple[str, float, str, dict[str, Any]]:
+    """(type, weight, name, remaining options) of one ``{type, weight, name, **options}`` entry
+    of a term list, the type checked against ``registry``; the name defaults to ``prefix + type``."""
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where} must be a mapping with a 'type', got {entry!r}")
+    spec = dict(entry)
     kind = spec.pop("type", None)
     try:
-        LOSS_TERMS.get(kind if isinstance(kind, str) else repr(kind))
+        registry.get(kind if isinstance(kind, str) else repr(kind))
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     weight = check_number(spec.pop("weight", 1.0), f"{where} ({kind}) weight", low=0.0)
-    name = spec.pop("name", kind)
+    name = spec.pop("name", prefix + kind)
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{where} ({kind}): name must be a non-empty string, got {name!r}")
+    return kind, weight, name, spec
+
+
+def _parse_term(i: int, spec: Any) -> TermSpec:
+    where = f"loss terms[{i}]"
+    kind, weight, name, spec = split_term(LOSS_TERMS, spec, where)
     seed = spec.pop("seed", None) if kind == "virtual_normal" else None
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ConfigError(f"{where} ({kind}): seed must be an integer, got {seed!r}")

@@ -5,8 +5,9 @@ Names are imported lazily, so ``slimdepth.train.config`` (which needs no torch) 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from slimdepth.lazy import lazy_exports
 
 _EXPORTS = {
     "config": ("Field", "apply_overrides", "load_config", "merge_defaults", "parse_value", "save_config",
@@ -16,7 +17,6 @@ _EXPORTS = {
               "training_state_paths"),
     "sampler": ("ResumableSampler", "sample_seed"),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = [
     "Field", "ResumableSampler", "apply_overrides", "build_optimizer", "build_scheduler", "capture_rng_state",
     "clip_gradients", "decay_param_groups", "load_config", "load_training_state", "lr_factor", "merge_defaults",
@@ -33,14 +33,4 @@ if TYPE_CHECKING:
                                        save_training_state, training_state_paths)
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -23,14 +23,26 @@ def resolve_config(path: Path | None, overrides: list[str], base: dict[str, Any]
     return cfg
 
 
-def prepare_run(config: Path | None, out: Path | None, overrides: list[str], resume: bool) -> tuple[Path, dict[str, Any]]:
-    """Decide the run directory and the resolved config; never reuse a run without --resume."""
+def run_directory(config: Path | None, out: Path | None) -> Path:
+    """``--out``, or ``runs/<recipe name>``; a path that is a file is refused."""
     if out is None:
         if config is None:
             raise ConfigError("--resume needs --out RUN_DIR")
         out = Path("runs") / config.stem
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a directory; choose another --out")
+    return out
+
+
+def check_new_run(out: Path) -> None:
+    """A new run never reuses a directory that holds anything."""
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out}: run directory exists and is not empty; pass --resume to continue it or choose another --out")
+
+
+def prepare_run(config: Path | None, out: Path | None, overrides: list[str], resume: bool) -> tuple[Path, dict[str, Any]]:
+    """Decide the run directory and the resolved config; never reuse a run without --resume."""
+    out = run_directory(config, out)
     if resume:
         if overrides:
             raise ConfigError("--resume continues the run with its saved recipe; --set would change it mid-way "
@@ -46,8 +58,7 @@ def prepare_run(config: Path | None, out: Path | None, overrides: list[str], res
                 raise ConfigError(f"{out}: the recipe differs from the one the run started with; resume without a "
                                   "recipe to use the saved one, or start a new run with another --out")
         return out, cfg
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"{out}: run directory exists and is not empty; pass --resume to continue it or choose another --out")
+    check_new_run(out)
     return out, resolve_config(config, overrides)
 
 

@@ -260,15 +260,19 @@ class Trainer:
         self.sampler = ResumableSampler(len(self.train_set), shuffle=True, seed=self.seed, rank=self.dist.rank,
                                         world_size=self.dist.world, drop_last=True)
         self.batch_size = int(dcfg["batch_size"])
-        self.labeled_per_batch = self.batch_size  # training samples a batch takes from the sampler
-        per_epoch = len(self.sampler) // self.batch_size
+        self._count_steps(self.batch_size)
+        self.eval_config = eval_config_for(self.val_set if self.val_set is not None else base, self.cfg["eval"])
+
+    def _count_steps(self, per_batch: int) -> None:
+        """Steps per epoch and in total when every batch takes ``per_batch`` training samples."""
+        self.labeled_per_batch = per_batch  # training samples a batch takes from the sampler
+        per_epoch = len(self.sampler) // per_batch
         if per_epoch < 1:
-            raise ConfigError(f"data.batch_size {self.batch_size} is larger than the {len(self.sampler)} training "
-                              "samples per process")
+            raise ConfigError(f"{per_batch} training samples per batch is more than the {len(self.sampler)} training "
+                              "samples per process (lower data.batch_size)")
         self.steps_per_epoch = per_epoch
         tcfg = self.cfg["train"]
         self.total_steps = int(tcfg["steps"]) if tcfg.get("steps") else int(tcfg["epochs"]) * per_epoch
-        self.eval_config = eval_config_for(self.val_set if self.val_set is not None else base, self.cfg["eval"])
 
     def _build_model(self) -> None:
         if self._given_model is not None:
