@@ -113,6 +113,26 @@ def test_batches_mix_labeled_and_unlabeled_samples_at_the_ratio(tmp_path, teache
     assert [m["mix"][0] for m in batch["unlabeled"]["meta"]] == ["u", "u"]
 
 
+def test_one_epoch_takes_every_labeled_image_once(tmp_path, teacher_ckpt):
+    cfg = resolve_distill_config(recipe(tmp_path), [], teacher=teacher_ckpt)
+    trainer = DistillTrainer(cfg, tmp_path / "run")
+    batches = list(trainer._loader())
+    assert len(batches) == trainer.steps_per_epoch == 6
+    labeled = sorted(m["mix"][1] for b in batches for m in b["labeled"]["meta"])
+    assert labeled == list(range(12))
+    unlabeled = [m["mix"][1] for b in batches for m in b["unlabeled"]["meta"]]
+    assert len(unlabeled) == 12 and sorted(unlabeled[:10]) == list(range(10))  # a full pass, then the next
+
+
+def test_fewer_labeled_images_than_a_batch_still_train(tmp_path, teacher_ckpt):
+    cfg = resolve_distill_config(recipe(tmp_path, data__train="synthetic,num=6,size=48x160,depth=lidar",
+                                        data__batch_size=8, train__steps=2), [], teacher=teacher_ckpt)
+    trainer = DistillTrainer(cfg, tmp_path / "run")
+    assert (trainer.labeled_per_batch, trainer.unlabeled_per_batch, trainer.steps_per_epoch) == (4, 4, 1)
+    trainer.fit()
+    assert trainer.step == 2
+
+
 @pytest.mark.parametrize("size,ratio,expected", [(8, 0.5, (4, 4)), (8, 0.25, (6, 2)), (8, 0.0, (8, 0)), (2, 0.1, (1, 1)),
                                                  (8, 0.95, (1, 7)), (5, 0.5, (3, 2))])
 def test_split_batch(size, ratio, expected):
@@ -189,7 +209,7 @@ def test_cached_teacher_outputs_run_the_teacher_once_per_image_and_resume_exactl
 
     monkeypatch.setattr(Teacher, "__call__", counting)
     run_distillation(cfg, tmp_path / "full")
-    # 12 labeled images (3 epochs of 3 steps) and 10 unlabeled (18 draws): each computed once
+    # 12 labeled images (9 steps of 2: 1.5 epochs) and 10 unlabeled (18 draws): each computed once
     assert sum(calls) == 12 + 10
     assert (tmp_path / "full" / "teacher_cache" / "l_depth.npy").is_file()
     run_distillation(cfg, tmp_path / "killed", stop_after=4)
@@ -258,6 +278,7 @@ def _corrupt(path: Path, tmp_path: Path) -> Path:
     return bad / "t.safetensors"
 
 
+TWO_STAGE = {"distill__schedule": "two_stage", "distill__stage2": {"steps": 2}}
 BAD_CASES = {
     "missing teacher": (lambda t, tmp: ["--teacher", str(tmp / "nope.safetensors")], {}, "no such checkpoint"),
     "corrupt teacher": (lambda t, tmp: ["--teacher", str(_corrupt(t, tmp))], {}, "t.safetensors"),
@@ -275,6 +296,15 @@ BAD_CASES = {
     "unknown distill key": (lambda t, tmp: ["--teacher", str(t)], {"distill__ratio": 0.5}, "distill.ratio"),
     "student level the model lacks": (lambda t, tmp: ["--teacher", str(t)],
                                       {"distill__terms": [{"type": "feature", "levels": ["dec2"]}]}, "no feature 'dec2'"),
+    "no terms": (lambda t, tmp: ["--teacher", str(t)], {"distill__terms": []}, "nothing to distil"),
+    "unlabeled at ratio zero": (lambda t, tmp: ["--teacher", str(t)], {"distill__unlabeled_ratio": 0.0}, "ratio is 0"),
+    # a two-stage run checks its teacher before stage 1, not after it
+    "two stages, corrupt teacher": (lambda t, tmp: ["--teacher", str(_corrupt(t, tmp))], TWO_STAGE, "t.safetensors"),
+    "two stages, level the teacher lacks": (
+        lambda t, tmp: ["--teacher", str(t)],
+        {**TWO_STAGE, "distill__terms": [{"type": "feature", "levels": ["dec8:dec9"]}]}, "teacher has no feature 'dec9'"),
+    "two stages, bad teacher size": (lambda t, tmp: ["--teacher", str(t)], {**TWO_STAGE, "distill__teacher_size": [64]},
+                                     "teacher_size must be HxW"),
 }
 
 
@@ -304,6 +334,9 @@ def test_runs_are_never_overwritten_and_resume_refuses_changes(tmp_path, teacher
     assert_one_line_error(code, err, "no distillation run to resume")
     code, _, err = run_cli(monkeypatch, capsys, "distill", "--resume", "--out", str(run), "--teacher", str(teacher_ckpt))
     assert_one_line_error(code, err, "leave out --teacher")
+    with pytest.raises(ConfigError, match="not empty"):  # the Python API never runs over an existing run either
+        run_distillation(resolve_distill_config(path, [], teacher=teacher_ckpt), run)
+    assert (run / "mine.txt").read_text() == "keep me" and len(list(run.iterdir())) == 1
     with pytest.raises(ConfigError, match="recipe differs"):
         cfg = resolve_distill_config(path, [], teacher=teacher_ckpt)
         run_distillation(cfg, tmp_path / "r2", stop_after=1)

@@ -59,6 +59,17 @@ def test_pooled_affinity_is_the_affinity_of_max_pooled_features():
     assert affinity_loss(s, t, pool=(2, 3)).item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_masked_and_pooled_affinity_together():
+    g = torch.Generator().manual_seed(4)
+    s, t = torch.randn(1, 3, 8, 12, generator=g), torch.randn(1, 5, 8, 12, generator=g)
+    mask = torch.zeros(1, 1, 8, 12, dtype=torch.bool)
+    mask[0, 0, 1, 1] = mask[0, 0, 6, 10] = True  # cells (0, 0) and (1, 2) of the 2x3 grid
+    keep = torch.zeros(1, 6, dtype=torch.bool)
+    keep[0, [0, 5]] = True
+    expected = direct_affinity_loss(torch.nn.functional.max_pool2d(s, 4), torch.nn.functional.max_pool2d(t, 4), keep)
+    assert affinity_loss(s, t, mask, pool=(2, 3)).item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_affinity_ignores_width_and_scale_of_the_features():
     g = torch.Generator().manual_seed(3)
     f = torch.randn(2, 4, 5, 6, generator=g)

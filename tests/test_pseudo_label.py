@@ -70,6 +70,21 @@ def test_compensation_fits_rejects_and_writes_the_lidar_in():
     assert info.coverage > 0.95
 
 
+def test_stray_matches_between_a_near_and_a_far_surface_are_rejected():
+    truth = np.full((60, 80), 50.0, np.float32)
+    truth[:, 40:] = 5.0  # a near object in front of a far wall: a depth edge at column 40
+    lidar = np.zeros_like(truth)
+    lidar[::3, ::3] = truth[::3, ::3]
+    stereo = truth.copy()
+    stereo[20:40, 36:44] = 20.0  # SGM's typical failure: a smear halfway between the two surfaces
+    label, _ = compensate(stereo, lidar, tolerance=0.1, window=9)
+    smear = np.zeros_like(truth, dtype=bool)
+    smear[20:40, 36:44] = True
+    assert (label[smear & (lidar == 0)] == 0).all()
+    good = ~smear & (lidar == 0)
+    assert np.allclose(label[good], truth[good], rtol=1e-2)  # both sides of the edge survive
+
+
 def test_label_quality_known_answer():
     gt = np.array([[10.0, 20.0, 0.0, 100.0]])
     label = np.array([[11.0, 20.0, 5.0, 100.0]])  # 100 m lies beyond the 80 m cap
@@ -121,10 +136,22 @@ def test_rerunning_continues_and_other_settings_are_refused(tmp_path):
     assert first["written"] == 2
     again = pseudo_label("synthetic,num=2,size=96x320,right=true", tmp_path / "pl", stereo=True)
     assert (again["written"], again["kept"]) == (0, 2)
-    (tmp_path / "pl" / "depth" / "000001.png").unlink()  # an interrupted run: one frame missing
+    (tmp_path / "pl" / "rgb" / "000001.png").unlink()  # interrupted before the image, written last
     assert pseudo_label("synthetic,num=2,size=96x320,right=true", tmp_path / "pl", stereo=True)["written"] == 1
     with pytest.raises(ConfigError, match="other settings"):
         pseudo_label("synthetic,num=2,size=96x320,right=true", tmp_path / "pl", stereo=True, tolerance=0.2)
+
+
+def test_a_segmentation_teacher_alone_keeps_the_inputs_depth(tmp_path):
+    model = build_model("tiny-multires", max_depth=80.0, num_classes=4)
+    save_model(model, tmp_path / "seg.safetensors")
+    pseudo_label("synthetic,num=2,size=48x160", tmp_path / "pl", seg_teacher=tmp_path / "seg.safetensors")
+    got = build_dataset(f"folder:{tmp_path / 'pl'}").load(0)
+    source = build_dataset("synthetic,num=2,size=48x160").load(0)
+    assert torch.allclose(got["depth"], source["depth"], atol=1 / 256)
+    assert got["seg"].shape == (48, 160) and int(got["seg"].max()) < 4
+    with pytest.raises(ConfigError, match="no depth to keep"):
+        pseudo_label("synthetic,num=2,size=48x160,labels=false", tmp_path / "pl2", seg_teacher=tmp_path / "seg.safetensors")
 
 
 def test_kitti_right_images_and_the_baseline_from_the_calibration(tmp_path):

@@ -3,7 +3,8 @@
 A long distillation over a fixed dataset would run the teacher on every image every epoch;
 the cache runs it once per image and keeps its depth and the named features the terms read as
 float16 arrays (memory-mapped ``.npy`` files in ``RUN/teacher_cache``), filled lazily as
-images are first seen. Values are always the float16-rounded ones, whether just computed or
+images are first seen. ``cache.json`` describes what was cached (the teacher file, its size and
+time stamp, the sizes, the dataset specs); any difference rebuilds the cache. Values are always the float16-rounded ones, whether just computed or
 read back, so a resumed run sees exactly what the uninterrupted run saw.
 """
 
@@ -32,18 +33,24 @@ class TeacherCache:
     """
 
     def __init__(self, root: Path, teacher: Teacher, size: Sequence[int], levels: Sequence[str],
-                 sizes: dict[str, int]) -> None:
+                 sizes: dict[str, int], sources: dict[str, Any] | None = None) -> None:
         self.root, self.teacher, self.levels = Path(root), teacher, list(levels)
         h, w = int(size[0]), int(size[1])
         shapes = feature_shapes(teacher.model, teacher.size_for((h, w)), teacher.device).shapes if self.levels else {}
         missing = [lvl for lvl in self.levels if lvl not in shapes]
         if missing:
             raise DataError(f"the teacher has no feature {missing[0]!r} to cache")
-        description = {"teacher": str(teacher.path), "size": [h, w], "levels": self.levels, "samples": sizes,
+        stat = Path(teacher.path).stat()
+        description = {"teacher": str(teacher.path), "teacher_bytes": stat.st_size, "teacher_mtime_ns": stat.st_mtime_ns,
+                       "teacher_size": list(teacher.size_for((h, w))), "amp": teacher.amp, "size": [h, w],
+                       "levels": self.levels, "samples": sizes, "sources": sources or {},
                        "shapes": {lvl: list(shapes[lvl]) for lvl in self.levels}}
         self.root.mkdir(parents=True, exist_ok=True)
         meta = self.root / "cache.json"
-        reuse = meta.is_file() and json.loads(meta.read_text()) == description
+        try:
+            reuse = meta.is_file() and json.loads(meta.read_text()) == json.loads(json.dumps(description))
+        except (OSError, json.JSONDecodeError):
+            reuse = False  # an unreadable description: the cache is rebuilt
         if not reuse:  # another teacher, size or dataset: start the cache afresh
             for f in self.root.glob("*.npy"):
                 f.unlink()
@@ -61,8 +68,11 @@ class TeacherCache:
     def _array(self, name: str, shape: tuple[int, ...], dtype: Any, reuse: bool) -> np.memmap:
         path = self.root / f"{name}.npy"
         if reuse and path.is_file():
-            arr = np.load(path, mmap_mode="r+")
-            if arr.shape == shape and arr.dtype == dtype:
+            try:
+                arr = np.load(path, mmap_mode="r+")
+            except (OSError, ValueError):
+                arr = None  # a damaged file is rebuilt
+            if arr is not None and arr.shape == shape and arr.dtype == dtype:
                 return arr
         return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
 

@@ -63,7 +63,7 @@ def stereo_depth_label(sample: dict[str, Any], **options: Any) -> dict[str, Any]
         raise DataError(f"{where}: the stereo baseline is unknown (meta['baseline'])")
     if "K" not in sample:
         raise DataError(f"{where}: --stereo needs the camera intrinsics K")
-    comp_keys = {"tolerance", "window", "max_depth", "min_points"}
+    comp_keys = {"tolerance", "window", "max_depth", "min_points", "edge_ratio"}
     sgm = {k: v for k, v in options.items() if k not in comp_keys}
     comp = {k: v for k, v in options.items() if k in comp_keys}
     disp = sgm_disparity(_rgb_uint8(sample["image"]), _rgb_uint8(sample["right_image"]), **sgm)
@@ -156,13 +156,15 @@ def pseudo_label(data: str, out: str | Path, depth_teacher: str | Path | None = 
     out.mkdir(parents=True, exist_ok=True)
     (out / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
     names = dataset.names()
-    folders = ["rgb", "K"] + (["depth"] if stereo or depth_model else []) + (["seg"] if seg_model else [])
+    keep_depth = not stereo and depth_model is None  # --seg-teacher alone: the input's depth stays the label
+    if keep_depth and "depth" not in dataset.load(0):
+        raise ConfigError(f"{data} has no depth to keep beside the teacher's segmentation: add --depth-teacher or --stereo")
     rows: list[dict[str, Any]] = []
     written = kept = 0
     lidar_written = False
     for i, name in enumerate(names):
-        paths = {f: out / f / (f"{name}.txt" if f == "K" else f"{name}.png") for f in folders}
-        done = all(p.is_file() for p in paths.values())
+        paths = {f: out / f / (f"{name}.txt" if f == "K" else f"{name}.png") for f in ("rgb", "K", "depth", "seg")}
+        done = paths["rgb"].is_file()  # the image is written last: it marks a complete frame
         if done and not report:
             kept += 1
             if progress:
@@ -176,6 +178,8 @@ def pseudo_label(data: str, out: str | Path, depth_teacher: str | Path | None = 
             depth = result["label"]
         elif depth_model is not None:
             depth = depth_model.depth(image)
+        else:
+            depth = sample["depth"][0].numpy()
         if report and result is not None and "depth" in sample and "depth" not in sparse_keys(sample):
             gt = sample["depth"][0].numpy()
             row = {"name": name, "raw": label_quality(result["raw"], gt), "compensated": label_quality(result["label"], gt)}
@@ -184,24 +188,23 @@ def pseudo_label(data: str, out: str | Path, depth_teacher: str | Path | None = 
                 row["fit"] = result["info"]
             rows.append(row)
         if not done:
-            write_rgb(paths["rgb"], _rgb_uint8(image))
             if "K" in sample:
                 write_intrinsics(paths["K"], sample["K"].numpy())
-            if "depth" in paths:
-                write_depth(paths["depth"], np.asarray(depth, np.float32), "kitti")
-            if "seg" in paths:
-                write_seg(paths["seg"], seg_model.seg(image))  # type: ignore[union-attr]
+            write_depth(paths["depth"], np.asarray(depth, np.float32), "kitti")
+            if seg_model is not None:
+                write_seg(paths["seg"], seg_model.seg(image))
             lidar = _lidar_of(sample)
             if lidar is not None:
                 write_depth(out / "lidar" / f"{name}.png", lidar, "kitti")
                 lidar_written = True
+            write_rgb(paths["rgb"], _rgb_uint8(image))  # last: the frame is complete
             written += 1
         else:
             kept += 1
         if progress:
             progress(i + 1, len(names))
     meta = {"depth_encoding": "kitti", "eval_preset": dataset.eval_preset, "source": data,
-            "labels": "stereo compensated with LiDAR" if stereo else ("depth teacher" if depth_model else None)}
+            "labels": "stereo compensated with LiDAR" if stereo else ("depth teacher" if depth_model else "the input's")}
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     summary: dict[str, Any] = {"out": str(out), "frames": len(names), "written": written, "kept": kept,
                                "lidar": lidar_written or (out / "lidar").is_dir()}

@@ -74,8 +74,10 @@ def check_distill_section(cfg: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError("distill.schedule two_stage needs distill.stage2.steps (the length of the distillation stage)")
         if d["init"]:
             raise ConfigError("distill.init starts from a trained student, which replaces stage 1: use schedule one_stage")
-    if not d["terms"] and not d["unlabeled"]:
+    if not d["terms"]:
         raise ConfigError("distill.terms is empty: nothing to distil (add a response, feature or affinity term)")
+    if d["unlabeled"] and not d["unlabeled_ratio"] > 0:
+        raise ConfigError("distill.unlabeled is given but distill.unlabeled_ratio is 0: no batch would take its images")
     return out
 
 

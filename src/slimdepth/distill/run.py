@@ -11,9 +11,13 @@ teacher outputs when ``distill.cache_teacher`` is on.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from slimdepth.distill.recipe import check_distill_section, stage_configs
 from slimdepth.errors import ConfigError
@@ -99,10 +103,14 @@ def run_distillation(cfg: dict[str, Any], run: Path, resume: bool = False, fit: 
 
     fit = fit or _plain_fit
     run = Path(run)
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 owns the directory
+    if not resume and main:
+        check_new_run(run)
     created = not run.exists()
-    run.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        save_config(cfg, run / RECIPE)
+    if main:
+        run.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            save_config(cfg, run / RECIPE)
     summary: dict[str, Any] = {}
     stage1, stage2 = stage_configs(cfg)
     init = cfg["distill"]["init"]
@@ -111,8 +119,11 @@ def run_distillation(cfg: dict[str, Any], run: Path, resume: bool = False, fit: 
             s1 = run / "stage1"
             done = s1 / "finished.json"
             if not done.is_file():
-                trainer = Trainer(stage1, s1, resume=(s1 / "checkpoints" / "last.state.json").is_file(),
-                                  stop_after=stop_after)
+                check_teacher(cfg)  # a teacher that cannot serve fails now, not after stage 1
+                s1_resume = (s1 / "checkpoints" / "last.state.json").is_file()
+                if not s1_resume and main:
+                    _clear_stale(s1)
+                trainer = Trainer(stage1, s1, resume=s1_resume, stop_after=stop_after)
                 summary["stage1"] = fit(trainer, "stage 1 (ground truth)")
                 if trainer.step < trainer.total_steps:
                     return summary  # stopped: --resume continues stage 1
@@ -121,6 +132,8 @@ def run_distillation(cfg: dict[str, Any], run: Path, resume: bool = False, fit: 
                 trainer._barrier()
             init = str(_best_or_last(s1))
         resuming = (run / "checkpoints" / "last.state.json").is_file()
+        if not resuming and main:
+            _clear_stale(run)  # a stage killed before its first checkpoint starts afresh
         # the initial student (its architecture too: a resumed run then restores its own weights)
         model = load_model(init).train() if init else None
         trainer = DistillTrainer(stage2, run, resume=resuming, stop_after=stop_after, model=model)
@@ -128,9 +141,38 @@ def run_distillation(cfg: dict[str, Any], run: Path, resume: bool = False, fit: 
         return summary
     except BaseException:
         # a run that dies before anything worth keeping leaves no directory behind
-        if created and not any((run / p).exists() for p in ("stage1", "checkpoints")):
-            for f in run.iterdir() if run.exists() else []:
-                f.unlink() if f.is_file() else None
-            if run.exists() and not any(run.iterdir()):
-                run.rmdir()
+        if created and main and not any((run / p).exists() for p in ("stage1", "checkpoints")):
+            shutil.rmtree(run, ignore_errors=True)
         raise
+
+
+def _clear_stale(run: Path) -> None:
+    """Remove the logs a stage killed before its first checkpoint left (they would be appended to)."""
+    for name in ("log.csv", "metrics.json"):
+        (run / name).unlink(missing_ok=True)
+    for name in ("tb", "samples"):
+        shutil.rmtree(run / name, ignore_errors=True)
+
+
+def check_teacher(cfg: dict[str, Any]) -> None:
+    """Load the teacher and pair the terms' levels with the student's, on the CPU: a corrupt
+    teacher, a bad ``teacher_size`` or a level either network lacks is a one-line error."""
+    from slimdepth.distill.teacher import Teacher
+    from slimdepth.distill.terms import build_kd_terms, feature_shapes, parse_kd_terms
+    from slimdepth.loader import load_model
+    from slimdepth.models.zoo import build_model
+    from slimdepth.options import parse_size
+
+    d = cfg["distill"]
+    teacher = Teacher(d["teacher"], "cpu", d.get("teacher_size"))
+    terms = build_kd_terms(parse_kd_terms(d["terms"]))
+    if not any(t.needs_features for t in terms):
+        return
+    options = dict(cfg["model"])
+    options.pop("encoder_weights", None)  # shapes only: no ImageNet weights needed
+    student = load_model(d["init"]) if d.get("init") else build_model(options.pop("name"), **options)
+    size = parse_size(cfg["data"]["size"], "data.size") if cfg["data"].get("size") else teacher.size_for((192, 640))
+    s_shapes = feature_shapes(student, size, torch.device("cpu"))
+    t_shapes = feature_shapes(teacher.model, teacher.size_for(size), teacher.device)
+    for term in terms:
+        term.setup(s_shapes, t_shapes)

@@ -115,32 +115,54 @@ def _huber_fit(x: np.ndarray, y: np.ndarray, delta: float, iterations: int = 10)
     """y ≈ a x + b by IRLS with Huber weights on residuals relative to y."""
     w = np.ones_like(x)
     a, b = 1.0, 0.0
+    scale = 1.0 / np.maximum(np.abs(y), 1e-6)  # residuals relative to y: near points do not dominate
     for _ in range(iterations):
-        A = np.stack([x * np.sqrt(w), np.sqrt(w)], axis=1)
-        sol, *_ = np.linalg.lstsq(A, y * np.sqrt(w), rcond=None)
+        rw = np.sqrt(w) * scale
+        sol, *_ = np.linalg.lstsq(np.stack([x * rw, rw], axis=1), y * rw, rcond=None)
         a, b = float(sol[0]), float(sol[1])
-        r = np.abs(a * x + b - y) / np.maximum(np.abs(y), 1e-6)
+        r = np.abs(a * x + b - y) * scale
         w = np.where(r <= delta, 1.0, delta / np.maximum(r, 1e-12))
     return a, b
 
 
+def _nearby_lidar(depth: np.ndarray, lidar: np.ndarray, window: int,
+                  tolerance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per pixel, over the LiDAR points in its ``window`` x ``window`` neighbourhood: whether
+    one agrees with ``depth`` within ``tolerance``, whether there is any, and their min and max."""
+    r = window // 2
+    h, w = depth.shape
+    padded = np.pad(lidar, r)
+    agrees = np.zeros(depth.shape, dtype=bool)
+    lo = np.full(depth.shape, np.inf, dtype=np.float32)
+    hi = np.zeros(depth.shape, dtype=np.float32)
+    for dy in range(window):
+        for dx in range(window):
+            shifted = padded[dy:dy + h, dx:dx + w]
+            has = shifted > 0
+            agrees |= has & (np.abs(depth - shifted) <= tolerance * shifted)
+            lo = np.where(has, np.minimum(lo, shifted), lo)
+            hi = np.maximum(hi, shifted)
+    return agrees, hi > 0, lo, hi
+
+
 def compensate(stereo: np.ndarray, lidar: np.ndarray, tolerance: float = 0.1, window: int = 9,
-               max_depth: float = 120.0, min_points: int = 20) -> tuple[np.ndarray, Compensation]:
+               max_depth: float = 120.0, min_points: int = 20, edge_ratio: float = 2.0) -> tuple[np.ndarray, Compensation]:
     """Stereo depth fitted to the LiDAR, cleaned, with the LiDAR points written in.
 
     * The fit: 1/z_lidar = a / z_stereo + b over the pixels with both, by Huber IRLS (residual
       relative to the LiDAR, threshold ``tolerance``); with fewer than ``min_points`` such
       pixels the stereo is kept as it is (a = 1, b = 0).
-    * The rejection: a fitted stereo pixel is dropped where the LiDAR points within a
-      ``window`` x ``window`` neighbourhood disagree with it: when none of them is within
-      ``tolerance`` (relative) of it. Pixels with no LiDAR nearby are kept; so are depths up
-      to ``max_depth``.
+    * The rejection: where LiDAR points lie within a fitted stereo pixel's ``window`` x
+      ``window`` neighbourhood, the pixel is kept when one of them is within ``tolerance``
+      (relative) of it, or when it lies within their range (widened by ``tolerance``) and that
+      range is narrow, max/min <= ``edge_ratio`` (a smooth surface such as a slanted road,
+      whose depth changes between beams). Across a depth edge only agreement keeps a pixel, so
+      the smear SGM leaves between a near and a far surface is dropped. Pixels with no LiDAR
+      nearby are kept, up to ``max_depth``.
     * The LiDAR points replace the stereo wherever they are.
 
     Returns the label (H, W) float32, 0 = no label, and a :class:`Compensation` summary.
     """
-    import cv2
-
     stereo = np.asarray(stereo, dtype=np.float32)
     lidar = np.asarray(lidar, dtype=np.float32)
     if stereo.shape != lidar.shape:
@@ -161,17 +183,14 @@ def compensate(stereo: np.ndarray, lidar: np.ndarray, tolerance: float = 0.1, wi
     good = has_s & (inv > 1.0 / max_depth)
     fitted[good] = 1.0 / inv[good]
     inlier = float((np.abs(fitted[both] - lidar[both]) <= tolerance * lidar[both]).mean()) if both.any() else 0.0
-    # a stereo pixel is consistent when some LiDAR point nearby (in depth as well as in the
-    # image) agrees with it: the min and max LiDAR depth around it bracket it within tolerance
-    kernel = np.ones((window, window), np.uint8)
-    big = np.float32(1e9)
-    near_min = cv2.erode(np.where(has_l, lidar, big), kernel)
-    near_max = cv2.dilate(np.where(has_l, lidar, 0).astype(np.float32), kernel)
-    has_near = near_max > 0
-    # pixels whose neighbourhood holds LiDAR: keep when the fitted depth lies within the range
-    # of the nearby points, widened by the tolerance
-    lo, hi = near_min * (1 - tolerance), near_max * (1 + tolerance)
-    consistent = ~has_near | ((fitted >= lo) & (fitted <= hi))
+    # a stereo pixel is consistent when no LiDAR point is near it, or one nearby point agrees
+    # with it (at a depth edge the near and the far surface each have theirs), or it lies within
+    # the nearby points' range on a smooth surface (a slanted road changes depth between beams;
+    # across an edge, where the range spans more than ``edge_ratio``, only agreement counts)
+    agrees, has_near, lo, hi = _nearby_lidar(fitted, np.where(has_l, lidar, 0).astype(np.float32), window, tolerance)
+    smooth = has_near & (hi <= edge_ratio * lo)
+    within = smooth & (fitted >= lo * (1 - tolerance)) & (fitted <= hi * (1 + tolerance))
+    consistent = ~has_near | agrees | within
     keep = good & consistent
     rejected = float((good & ~consistent).sum()) / max(int(good.sum()), 1)
     label = np.where(keep, fitted, 0.0).astype(np.float32)

@@ -38,8 +38,9 @@ class Teacher:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.device = next(self.model.parameters()).device
-        self.input_size = (parse_size(size, "distill.teacher_size") if isinstance(size, str) else
-                           tuple(int(v) for v in size) if size is not None else model_input_size(self.model))
+        if size is not None and not isinstance(size, str):
+            size = "x".join(str(v) for v in size) if isinstance(size, (list, tuple)) else repr(size)
+        self.input_size = parse_size(size, "distill.teacher_size") if size is not None else model_input_size(self.model)
         self.amp = amp
 
     @property

@@ -52,11 +52,13 @@ class DistillTrainer(Trainer):
         self.unlabeled_set = build_dataset(spec) if spec else None
         if self.unlabeled_set is not None and len(self.unlabeled_set) == 0:
             raise DataError(f"distill.unlabeled: {spec} has no images")
-        n_l, self.unlabeled_per_batch = split_batch(self.batch_size, float(self.dcfg["unlabeled_ratio"]),
-                                                    self.unlabeled_set is not None)
-        self._count_steps(n_l)  # the labeled images define the epoch
+        self.unlabeled_per_batch = self.batch_size - self.labeled_per_batch
         self.mixed = MixedView(self.train_set, self.unlabeled_set, self.seed)
         self.cache: TeacherCache | None = None
+
+    def _training_samples_per_batch(self) -> int:
+        """The labeled share of every batch: the labeled images define the epoch."""
+        return split_batch(self.batch_size, float(self.dcfg["unlabeled_ratio"]), bool(self.dcfg.get("unlabeled")))[0]
 
     def _make_criterion(self) -> torch.nn.Module:
         gt = build_criterion(self.cfg["loss"])
@@ -80,7 +82,8 @@ class DistillTrainer(Trainer):
         sizes = {"l": len(self.train_set), "u": len(self.unlabeled_set) if self.unlabeled_set is not None else 0}
         if not self.dist.main:  # rank 0 lays the files out; the others open them
             self._barrier()
-        cache = TeacherCache(self.run / "teacher_cache", self.teacher, self.input_size, levels, sizes)
+        sources = {"train": self.cfg["data"]["train"], "unlabeled": self.dcfg.get("unlabeled")}
+        cache = TeacherCache(self.run / "teacher_cache", self.teacher, self.input_size, levels, sizes, sources)
         if self.dist.main:
             self._barrier()
         return cache

@@ -260,8 +260,12 @@ class Trainer:
         self.sampler = ResumableSampler(len(self.train_set), shuffle=True, seed=self.seed, rank=self.dist.rank,
                                         world_size=self.dist.world, drop_last=True)
         self.batch_size = int(dcfg["batch_size"])
-        self._count_steps(self.batch_size)
+        self._count_steps(self._training_samples_per_batch())
         self.eval_config = eval_config_for(self.val_set if self.val_set is not None else base, self.cfg["eval"])
+
+    def _training_samples_per_batch(self) -> int:
+        """How many samples of the training set every batch takes (the rest may come from elsewhere)."""
+        return self.batch_size
 
     def _count_steps(self, per_batch: int) -> None:
         """Steps per epoch and in total when every batch takes ``per_batch`` training samples."""
