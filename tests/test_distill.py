@@ -25,7 +25,7 @@ from slimdepth.distill.trainer import DistillTrainer
 from slimdepth.errors import ConfigError
 from slimdepth.models.checkpoint import save_model
 from slimdepth.models.zoo import build_model
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, run_cli, write_recipe_file
 
 STUDENT = {
     "model": {"name": "litedepth", "internal_size": "none", "max_depth": 80.0},
@@ -57,16 +57,7 @@ def teacher_ckpt(tmp_path_factory) -> Path:
 
 
 def recipe(tmp_path: Path, **changes) -> Path:
-    cfg = json.loads(json.dumps(STUDENT))
-    for dotted, value in changes.items():
-        node = cfg
-        *parents, last = dotted.split("__")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    path = tmp_path / "student.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return write_recipe_file(tmp_path / "student.yaml", STUDENT, **changes)
 
 
 def log_rows(run: Path) -> list[dict[str, str]]:

@@ -19,6 +19,7 @@ import slimdepth
 from slimdepth.errors import ConfigError
 from slimdepth.train.run import prepare_run, resolve_config
 from slimdepth.train.trainer import Trainer
+from tests.helpers import write_recipe_file
 
 TINY = {
     "model": {"name": "tiny-multires", "max_depth": 80.0},
@@ -32,16 +33,7 @@ TINY = {
 
 
 def write_recipe(tmp_path: Path, **changes) -> Path:
-    cfg = json.loads(json.dumps(TINY))
-    for dotted, value in changes.items():
-        node = cfg
-        *parents, last = dotted.split("__")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return write_recipe_file(tmp_path / "recipe.yaml", TINY, **changes)
 
 
 def losses(run: Path) -> list[str]:

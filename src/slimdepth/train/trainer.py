@@ -272,8 +272,9 @@ class Trainer:
         self.labeled_per_batch = per_batch  # training samples a batch takes from the sampler
         per_epoch = len(self.sampler) // per_batch
         if per_epoch < 1:
-            raise ConfigError(f"{per_batch} training samples per batch is more than the {len(self.sampler)} training "
-                              "samples per process (lower data.batch_size)")
+            share = "" if per_batch == self.batch_size else f" ({per_batch} of them from the training set)"
+            raise ConfigError(f"data.batch_size {self.batch_size}{share} is larger than the {len(self.sampler)} training "
+                              "samples per process")
         self.steps_per_epoch = per_epoch
         tcfg = self.cfg["train"]
         self.total_steps = int(tcfg["steps"]) if tcfg.get("steps") else int(tcfg["epochs"]) * per_epoch
