@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -39,3 +40,17 @@ def check_output_file(path: Path, overwrite: bool, suffixes: tuple[str, ...] = (
 def warn(message: str) -> None:
     """Print a one-line warning on stderr."""
     err_console.print(f"warning: {message}", markup=False)
+
+
+def print_run_result(label: str, summary: dict[str, Any] | None) -> None:
+    """One line with a training stage's last validation (nothing when it validated none)."""
+    if summary:
+        m = summary["metrics"]
+        console.print(f"{label}validation after {summary['step']} steps: d1 {m['d1']:.3f}  AbsRel {m['abs_rel']:.3f}  "
+                      f"RMSE {m['rmse']:.3f}")
+
+
+def print_final_checkpoint(run: Path) -> None:
+    """Where a run's model is: its best checkpoint, else its last."""
+    best = run / "checkpoints" / "best.safetensors"
+    console.print(f"best checkpoint: {best}" if best.is_file() else f"last checkpoint: {run / 'checkpoints' / 'last.safetensors'}")

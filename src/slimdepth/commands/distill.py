@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from slimdepth.commands.common import console
+from slimdepth.commands.common import console, print_final_checkpoint, print_run_result
 from slimdepth.errors import ConfigError
 
 _STAGE_NAMES = {"stage1": "stage 1 (ground truth)", "distill": "distillation"}
@@ -38,9 +38,5 @@ def distill(
     if not main_process:
         return
     for stage, result in summary.items():
-        if result:
-            m = result["metrics"]
-            console.print(f"{_STAGE_NAMES.get(stage, stage)}: validation after {result['step']} steps: d1 {m['d1']:.3f}  AbsRel {m['abs_rel']:.3f}  "
-                          f"RMSE {m['rmse']:.3f}")
-    best = run / "checkpoints" / "best.safetensors"
-    console.print(f"best checkpoint: {best}" if best.is_file() else f"last checkpoint: {run / 'checkpoints' / 'last.safetensors'}")
+        print_run_result(f"{_STAGE_NAMES.get(stage, stage)}: ", result)
+    print_final_checkpoint(run)

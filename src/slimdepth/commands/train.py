@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from slimdepth.commands.common import console
+from slimdepth.commands.common import console, print_final_checkpoint, print_run_result
 from slimdepth.errors import ConfigError
 
 
@@ -31,9 +31,5 @@ def train(
     summary = run_training(cfg, run, resume)
     if not main_process:
         return
-    if summary:
-        m = summary["metrics"]
-        console.print(f"validation after {summary['step']} steps: d1 {m['d1']:.3f}  AbsRel {m['abs_rel']:.3f}  "
-                      f"RMSE {m['rmse']:.3f}")
-    best = run / "checkpoints" / "best.safetensors"
-    console.print(f"best checkpoint: {best}" if best.is_file() else f"last checkpoint: {run / 'checkpoints' / 'last.safetensors'}")
+    print_run_result("", summary)
+    print_final_checkpoint(run)

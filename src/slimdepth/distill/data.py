@@ -72,9 +72,7 @@ class MixedView(Dataset):
 
     def __init__(self, labeled: TrainView, unlabeled: DepthDataset | None, seed: int) -> None:
         self.labeled = labeled
-        self.unlabeled = (TrainView(unlabeled, None, labeled.size, seed) if unlabeled is not None else None)
-        if self.unlabeled is not None:
-            self.unlabeled.transform = labeled.transform  # the same augmentation and resize
+        self.unlabeled = unlabeled  # augmented and resized by the labeled view's transform
         self.seed = seed
 
     def __len__(self) -> int:
@@ -87,10 +85,9 @@ class MixedView(Dataset):
             return sample
         assert self.unlabeled is not None
         _, index, cycle = key
-        view = self.unlabeled
-        sample = view.dataset.load(index)
-        if view.transform is not None:
-            sample = view.transform(sample, generator=sample_seed(mix_seed(self.seed, _STREAM), cycle, index))
+        sample = self.unlabeled.load(index)
+        if self.labeled.transform is not None:
+            sample = self.labeled.transform(sample, generator=sample_seed(mix_seed(self.seed, _STREAM), cycle, index))
         sample = {k: v for k, v in sample.items() if k in ("image", "K", "meta")}  # labels of a labeled set are dropped
         sample["meta"] = {**sample.get("meta", {}), "mix": ("u", index)}
         return sample

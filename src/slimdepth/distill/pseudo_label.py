@@ -26,17 +26,13 @@ from slimdepth.data.keys import sparse_keys
 from slimdepth.data.registry import build_dataset
 from slimdepth.distill.stereo import compensate, disparity_to_depth, label_quality, sgm_disparity
 from slimdepth.errors import ConfigError, DataError
-from slimdepth.fileio import write_depth, write_intrinsics, write_rgb, write_seg
-from slimdepth.models.checkpoint import model_input_size
+from slimdepth.fileio import as_rgb_uint8, write_depth, write_intrinsics, write_rgb, write_seg
+from slimdepth.distill.teacher import Teacher
 
 __all__ = ["pseudo_label", "stereo_depth_label"]
 
 SETTINGS = "pseudo_label.json"
 Progress = Callable[[int, int], None]
-
-
-def _rgb_uint8(image: torch.Tensor) -> np.ndarray:
-    return (image.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
 
 
 def _lidar_of(sample: dict[str, Any]) -> np.ndarray | None:
@@ -66,7 +62,7 @@ def stereo_depth_label(sample: dict[str, Any], **options: Any) -> dict[str, Any]
     comp_keys = {"tolerance", "window", "max_depth", "min_points", "edge_ratio"}
     sgm = {k: v for k, v in options.items() if k not in comp_keys}
     comp = {k: v for k, v in options.items() if k in comp_keys}
-    disp = sgm_disparity(_rgb_uint8(sample["image"]), _rgb_uint8(sample["right_image"]), **sgm)
+    disp = sgm_disparity(as_rgb_uint8(sample["image"]), as_rgb_uint8(sample["right_image"]), **sgm)
     raw = disparity_to_depth(disp, float(sample["K"][0, 0]), float(baseline))
     lidar = _lidar_of(sample)
     if lidar is None:
@@ -75,37 +71,15 @@ def stereo_depth_label(sample: dict[str, Any], **options: Any) -> dict[str, Any]
     return {"raw": raw, "label": label, "lidar": lidar, "info": info.as_dict()}
 
 
-class _Teacher:
-    """A frozen model predicting at its recorded input size, resized back to each frame."""
-
-    def __init__(self, spec: str | Path, device: str) -> None:
-        from slimdepth.loader import load_model
-
-        self.model = load_model(spec, device)
-        self.size = model_input_size(self.model)
-        self.device = next(self.model.parameters()).device
-
-    @torch.no_grad()
-    def run(self, image: torch.Tensor, outputs: tuple[str, ...]) -> dict[str, Any]:
-        x = image[None].float().to(self.device)
-        size = tuple(image.shape[-2:])
-        if self.size is not None and tuple(self.size) != size:
-            x = F.interpolate(x, size=tuple(self.size), mode="bilinear", align_corners=False)
-        return self.model(x, outputs=outputs)
-
-    def depth(self, image: torch.Tensor) -> np.ndarray:
-        d = self.run(image, ("depth",))["depth"].float()
-        return F.interpolate(d, size=tuple(image.shape[-2:]), mode="bilinear", align_corners=False)[0, 0].cpu().numpy()
-
-    def seg(self, image: torch.Tensor) -> np.ndarray:
-        out = self.run(image, ("seg",))
-        logits = out.get("seg")
-        if logits is None:
-            raise DataError("the segmentation teacher has no segmentation head")
-        if isinstance(logits, (list, tuple)):
-            logits = logits[-1]  # the finest
-        logits = F.interpolate(logits.float(), size=tuple(image.shape[-2:]), mode="bilinear", align_corners=False)
-        return logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
+def _segment(teacher: Teacher, image: torch.Tensor) -> np.ndarray:
+    """The teacher's labels (argmax of its finest logits, upsampled to the image) for one image."""
+    logits = teacher.run(image[None], ("seg",)).get("seg")
+    if logits is None:
+        raise DataError(f"{teacher.path}: the segmentation teacher has no segmentation head")
+    if isinstance(logits, (list, tuple)):
+        logits = logits[-1]  # the finest
+    logits = F.interpolate(logits.float(), size=tuple(image.shape[-2:]), mode="bilinear", align_corners=False)
+    return logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
 
 
 def _check_out(out: Path, settings: dict[str, Any], dataset: DepthDataset) -> None:
@@ -147,8 +121,8 @@ def pseudo_label(data: str, out: str | Path, depth_teacher: str | Path | None = 
                 "stereo": bool(stereo), "seg_teacher": str(Path(seg_teacher).resolve()) if seg_teacher else None,
                 "stereo_options": stereo_options}
     _check_out(out, settings, dataset)
-    depth_model = _Teacher(depth_teacher, device) if depth_teacher is not None else None
-    seg_model = _Teacher(seg_teacher, device) if seg_teacher is not None else None
+    depth_model = Teacher(depth_teacher, device) if depth_teacher is not None else None
+    seg_model = Teacher(seg_teacher, device) if seg_teacher is not None else None
     if stereo:  # a dataset without right images fails now, not after writing anything
         first = dataset.load(0)
         if "right_image" not in first:
@@ -177,7 +151,7 @@ def pseudo_label(data: str, out: str | Path, depth_teacher: str | Path | None = 
             result = stereo_depth_label(sample, **stereo_options)
             depth = result["label"]
         elif depth_model is not None:
-            depth = depth_model.depth(image)
+            depth = depth_model(image[None])["depth"][0, 0].cpu().numpy()
         else:
             depth = sample["depth"][0].numpy()
         if report and result is not None and "depth" in sample and "depth" not in sparse_keys(sample):
@@ -192,12 +166,12 @@ def pseudo_label(data: str, out: str | Path, depth_teacher: str | Path | None = 
                 write_intrinsics(paths["K"], sample["K"].numpy())
             write_depth(paths["depth"], np.asarray(depth, np.float32), "kitti")
             if seg_model is not None:
-                write_seg(paths["seg"], seg_model.seg(image))
+                write_seg(paths["seg"], _segment(seg_model, image))
             lidar = _lidar_of(sample)
             if lidar is not None:
                 write_depth(out / "lidar" / f"{name}.png", lidar, "kitti")
                 lidar_written = True
-            write_rgb(paths["rgb"], _rgb_uint8(image))  # last: the frame is complete
+            write_rgb(paths["rgb"], as_rgb_uint8(image))  # last: the frame is complete
             written += 1
         else:
             kept += 1

@@ -202,13 +202,16 @@ def compensate(stereo: np.ndarray, lidar: np.ndarray, tolerance: float = 0.1, wi
 def label_quality(label: np.ndarray, gt: np.ndarray, max_depth: float = 80.0) -> dict[str, float]:
     """AbsRel, RMSE and δ1 of ``label`` against the exact ``gt`` on the pixels both have (gt up
     to ``max_depth``), and the label's coverage of the pixels with ground truth."""
+    import torch
+
+    from slimdepth.evaluate.metrics import compute_depth_metrics  # lazy: the rest of this module needs no torch
+
     label, gt = np.asarray(label, np.float64), np.asarray(gt, np.float64)
     valid = np.isfinite(gt) & (gt > 0) & (gt <= max_depth)
     covered = valid & np.isfinite(label) & (label > 0)
     n = int(covered.sum())
     if n == 0:
         return {"abs_rel": float("nan"), "rmse": float("nan"), "d1": float("nan"), "coverage": 0.0, "pixels": 0}
-    p, g = label[covered], gt[covered]
-    ratio = np.maximum(p / g, g / p)
-    return {"abs_rel": float(np.mean(np.abs(p - g) / g)), "rmse": float(np.sqrt(np.mean((p - g) ** 2))),
-            "d1": float(np.mean(ratio < 1.25)), "coverage": n / max(int(valid.sum()), 1), "pixels": n}
+    m = compute_depth_metrics(torch.from_numpy(np.where(covered, label, 1.0)), torch.from_numpy(np.where(covered, gt, 1.0)),
+                              torch.from_numpy(covered))
+    return {"abs_rel": m["abs_rel"], "rmse": m["rmse"], "d1": m["d1"], "coverage": n / max(int(valid.sum()), 1), "pixels": n}

@@ -52,8 +52,8 @@ class Teacher:
         return tuple(self.input_size) if self.input_size is not None else (int(student_size[0]), int(student_size[1]))
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, features: bool = False) -> dict[str, Any]:
-        """``depth`` (B, 1, H, W) at the images' size and, with ``features``, the named features."""
+    def run(self, images: torch.Tensor, outputs: tuple[str, ...]) -> dict[str, Any]:
+        """The model's raw ``outputs`` for ``images`` resized to the teacher's input size."""
         self.model.eval()  # nothing may switch it to training (BatchNorm statistics stay frozen)
         size = tuple(images.shape[-2:])
         run_size = self.size_for(size)
@@ -62,7 +62,12 @@ class Teacher:
             x = F.interpolate(x, size=run_size, mode="bilinear", align_corners=False)
         with torch.autocast(self.device.type, dtype=torch.bfloat16 if self.device.type == "cpu" else torch.float16,
                             enabled=self.amp):
-            out = self.model(x.to(self.device), outputs=("depth", "features") if features else ("depth",))
+            return self.model(x.to(self.device), outputs=outputs)
+
+    def __call__(self, images: torch.Tensor, features: bool = False) -> dict[str, Any]:
+        """``depth`` (B, 1, H, W) at the images' size and, with ``features``, the named features."""
+        size = tuple(images.shape[-2:])
+        out = self.run(images, ("depth", "features") if features else ("depth",))
         depth = out["depth"].float()
         if tuple(depth.shape[-2:]) != size:
             depth = F.interpolate(depth, size=size, mode="bilinear", align_corners=False)
