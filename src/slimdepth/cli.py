@@ -19,6 +19,7 @@ from slimdepth.commands import data as _data
 from slimdepth.commands import distill as _distill
 from slimdepth.commands import evaluate as _evaluate
 from slimdepth.commands import export as _export
+from slimdepth.commands import latency_table as _latency_table
 from slimdepth.commands import predict as _predict
 from slimdepth.commands import prune as _prune
 from slimdepth.commands import pseudo_label as _pseudo_label
@@ -48,6 +49,7 @@ app.command("pseudo-label")(_pseudo_label.pseudo_label)
 app.command("compare")(_compare.compare)
 app.command("export")(_export.export)
 app.command("bench")(_bench.bench)
+app.command("latency-table")(_latency_table.latency_table)
 
 
 def _version(value: bool) -> None:

@@ -14,6 +14,12 @@ def prune(
     checkpoint: Path = typer.Argument(None, help="Trained checkpoint or run directory to compress (not with --resume)."),
     method: str = typer.Option(None, "--method", help="masks (method 1), gating (method 2), magnitude or uniform."),
     target_macs: float = typer.Option(None, "--target-macs", help="Fraction of the MACs to keep, e.g. 0.5."),
+    target_latency: float = typer.Option(None, "--target-latency", help="Latency budget in ms (batch 1) on --runtime at --size, instead of --target-macs."),
+    runtime: str = typer.Option(None, "--runtime", help="Latency budget: the runtime it is measured on, ort (default), torch, openvino or litert."),
+    size: str = typer.Option(None, "--size", help="Latency budget: the deployed input size HxW (default: the training size)."),
+    latency_table: Path = typer.Option(None, "--latency-table", help="Latency budget: a table from `slimdepth latency-table` (default: measured at the start)."),
+    threads: int = typer.Option(None, "--threads", help="Latency budget: runtime threads (default 2)."),
+    max_tries: int = typer.Option(None, "--max-tries", help="Latency budget: measure-and-tighten rounds at most (default 4)."),
     out: Path = typer.Option(..., "--out", help="Run directory of the compressed model."),
     data: str = typer.Option(None, "--data", help="Training data spec (default: the recipe the checkpoint was trained with)."),
     val: str = typer.Option(None, "--val", help="Validation data spec (default: the recipe's)."),
@@ -34,7 +40,7 @@ def prune(
     densities: str = typer.Option(None, "--densities", help="gating: per-layer densities overriding --density, e.g. encoder.layer4=0.3,decoder=0.6 (a conv name or a dotted prefix)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the prune run in --out where it stopped."),
 ) -> None:
-    """Compress a trained model to a MACs budget: learn or choose what to remove, remove it, fine-tune."""
+    """Compress a trained model to a MACs or latency budget: learn or choose what to remove, remove it, fine-tune."""
     # lazy: torch and the training machinery load only when a verb runs (`slimdepth --help` stays fast)
     from slimdepth.compress.prune import PruneSettings, prune_checkpoint, read_prune_state, run_prune
     from slimdepth.train.run import fit_with_progress
@@ -44,7 +50,15 @@ def prune(
              "compression_weight": compression_weight, "cost": cost, "estimate": estimate,
              "gate_layers": [s.strip() for s in gate_layers.split(",") if s.strip()] if gate_layers is not None else None,
              "l1_weight": l1_weight, "density": density,
-             "densities": _parse_densities(densities) if densities is not None else None}
+             "densities": _parse_densities(densities) if densities is not None else None,
+             "target_latency": target_latency, "runtime": runtime, "latency_size": size,
+             "latency_table": str(latency_table) if latency_table is not None else None, "threads": threads,
+             "max_tries": max_tries}
+    latency_only = [k for k in ("runtime", "latency_size", "latency_table", "threads", "max_tries") if given[k] is not None]
+    if latency_only and target_latency is None and not resume:
+        names = {"latency_size": "--size"}
+        raise ConfigError(f"{names.get(latency_only[0], '--' + latency_only[0].replace('_', '-'))} is for a latency "
+                          "budget: add --target-latency MS")
     given = {k: v for k, v in given.items() if v is not None}
     if resume:
         extra = [name for name, value in (("CHECKPOINT", checkpoint), ("--data", data), ("--val", val),
@@ -58,14 +72,20 @@ def prune(
     else:
         if checkpoint is None:
             raise ConfigError("give the checkpoint to compress, or --resume --out RUN_DIR")
-        if "method" not in given or "target_macs" not in given:
-            raise ConfigError("--method and --target-macs are required")
+        if "method" not in given or ("target_macs" not in given and "target_latency" not in given):
+            raise ConfigError("--method and a budget (--target-macs or --target-latency) are required")
         state = prune_checkpoint(checkpoint, PruneSettings(**given), out, data=data, val=val, config=config,
                                  overrides=set_, fit=fit_with_progress, log=console.print)
     r = state["result"]
     console.print(f"{state['settings']['method']}: {r['macs'] / 1e9:.3f} GMACs = {r['ratio']:.3f} of "
                   f"{state['original_macs'] / 1e9:.3f} at {state['input_size'][0]}x{state['input_size'][1]}, "
                   f"{r['params'] / 1e6:.3f} M parameters")
+    lat = r.get("latency")
+    if lat:
+        h, w = lat["size"]
+        console.print(f"latency on {lat['runtime']} at {h}x{w}: predicted {lat['predicted_ms']:.3f} ms, measured "
+                      f"{lat['measured_ms']:.3f} ms, budget {lat['budget_ms']:g} ms "
+                      f"({'met' if lat['met'] else 'MISSED'})")
     v = r.get("validation")
     if v:
         m = v["metrics"]

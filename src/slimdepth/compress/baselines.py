@@ -36,7 +36,8 @@ from slimdepth.errors import ConfigError
 from slimdepth.options import check_number
 from slimdepth.models.widths import record_widths
 
-__all__ = ["PruneReport", "filter_importance", "magnitude_prune", "uniform_prune", "uniform_width"]
+__all__ = ["PruneReport", "filter_importance", "magnitude_prune", "magnitude_rule", "uniform_prune", "uniform_rule",
+           "uniform_width"]
 
 
 @dataclass
@@ -83,8 +84,8 @@ def filter_importance(model: nn.Module, example_size: int | Sequence[int] = DEFA
     return ChannelGraph(copy.deepcopy(model), example_size, ignore).importance(importance)
 
 
-def _prepare(model: nn.Module, target: float, example_size: int | Sequence[int], ignore: Iterable[str | nn.Module],
-             tolerance: float, importance: Any) -> tuple[ChannelGraph, CostModel, list[torch.Tensor]]:
+def prepare_prune(model: nn.Module, target: float, example_size: int | Sequence[int], ignore: Iterable[str | nn.Module],
+                  tolerance: float, importance: Any) -> tuple[ChannelGraph, CostModel, list[torch.Tensor]]:
     """The channel graph of a copy of ``model``, its cost model and L1 (or ``importance``) scores."""
     _check_target(target, tolerance)
     graph = ChannelGraph(copy.deepcopy(model), example_size, ignore)
@@ -95,15 +96,17 @@ def _prepare(model: nn.Module, target: float, example_size: int | Sequence[int],
     return graph, cost, [scores[g.root] for g in graph.groups]
 
 
-def _finish(method: str, graph: ChannelGraph, cost: CostModel, keep: dict[str, list[int]], setting: float,
-            target: float, tolerance: float) -> tuple[nn.Module, PruneReport]:
-    """Prune ``graph.model`` (a copy) to ``keep``, measure it, and write the report."""
+def finish_prune(method: str, graph: ChannelGraph, cost: CostModel, keep: dict[str, list[int]], setting: float,
+                 target: float, tolerance: float | None) -> tuple[nn.Module, PruneReport]:
+    """Prune ``graph.model`` (a copy) to ``keep``, measure it, and write the report. With a
+    ``tolerance`` the MACs reached must be within it of ``target`` (a MACs ratio); ``None``
+    skips the check (a latency budget is checked by measuring)."""
     groups = graph.groups
     removal = {g.root: sorted(set(range(g.channels)) - set(keep[g.root])) for g in groups}
     model = graph.prune(removal)
     pruned_macs = int(count_macs(model, graph.input_size).total)
     achieved = pruned_macs / cost.total_macs
-    if abs(achieved - target) > tolerance * target:
+    if tolerance is not None and abs(achieved - target) > tolerance * target:
         raise ConfigError(f"{method} pruning reached {achieved:.4f} of the original MACs, not {target} "
                           f"(within {tolerance:.0%}); the target may be below what the prunable groups allow")
     try:
@@ -129,11 +132,17 @@ def magnitude_prune(model: nn.Module, target_macs_ratio: float,
     replaces torch-pruning's ``MagnitudeImportance(p=1)`` (any torch-pruning group importance).
     Raises :class:`ConfigError` when the target cannot be reached within ``tolerance``.
     """
-    graph, cost, scores = _prepare(model, target_macs_ratio, example_size, ignore, tolerance, importance)
-    groups = graph.groups
+    graph, cost, scores = prepare_prune(model, target_macs_ratio, example_size, ignore, tolerance, importance)
+    ratio, keep = _fit(magnitude_rule(graph.groups, scores), cost, target_macs_ratio, increasing=False)
+    return finish_prune("magnitude", graph, cost, keep, ratio, float(target_macs_ratio), tolerance)
+
+
+def magnitude_rule(groups: Sequence[Any], scores: Sequence[torch.Tensor]) -> Callable[[float], dict[str, list[int]]]:
+    """The channels magnitude pruning keeps at each global pruning ratio (the least important
+    ``ratio`` of all group channels go; every group keeps at least its best channel)."""
     owner = torch.cat([torch.full((g.channels,), i, dtype=torch.long) for i, g in enumerate(groups)])
     local = torch.cat([torch.arange(g.channels) for g in groups])
-    order = torch.argsort(torch.cat(scores), stable=True)  # least important first
+    order = torch.argsort(torch.cat(list(scores)), stable=True)  # least important first
     total = len(order)
 
     def keep_for(ratio: float) -> dict[str, list[int]]:
@@ -149,8 +158,7 @@ def magnitude_prune(model: nn.Module, target_macs_ratio: float,
             keep[g.root] = sorted(kept)
         return keep
 
-    ratio, keep = _fit(keep_for, cost, target_macs_ratio, increasing=False)
-    return _finish("magnitude", graph, cost, keep, ratio, float(target_macs_ratio), tolerance)
+    return keep_for
 
 
 def uniform_prune(model: nn.Module, target_macs_ratio: float,
@@ -163,15 +171,19 @@ def uniform_prune(model: nn.Module, target_macs_ratio: float,
     importance, with one fraction ``f`` for all groups found by bisection. Returns a pruned copy
     and a :class:`PruneReport` (``setting`` = ``f``).
     """
-    graph, cost, scores = _prepare(model, target_macs_ratio, example_size, ignore, tolerance, importance)
-    groups = graph.groups
+    graph, cost, scores = prepare_prune(model, target_macs_ratio, example_size, ignore, tolerance, importance)
+    fraction, keep = _fit(uniform_rule(graph.groups, scores), cost, target_macs_ratio, increasing=True)
+    return finish_prune("uniform", graph, cost, keep, fraction, float(target_macs_ratio), tolerance)
+
+
+def uniform_rule(groups: Sequence[Any], scores: Sequence[torch.Tensor]) -> Callable[[float], dict[str, list[int]]]:
+    """The channels uniform pruning keeps at each kept fraction (the most important of each group)."""
     ranked = [torch.argsort(s, descending=True, stable=True) for s in scores]  # most important first
 
     def keep_for(fraction: float) -> dict[str, list[int]]:
         return {g.root: sorted(ranked[i][:uniform_width(g.channels, fraction)].tolist()) for i, g in enumerate(groups)}
 
-    fraction, keep = _fit(keep_for, cost, target_macs_ratio, increasing=True)
-    return _finish("uniform", graph, cost, keep, fraction, float(target_macs_ratio), tolerance)
+    return keep_for
 
 
 def _fit(keep_for: Callable[[float], dict[str, list[int]]], cost: CostModel, target_macs_ratio: float,

@@ -42,10 +42,15 @@ class _Terms:
     out_chan: Tensor
     out_term: Tensor
 
-    def evaluate(self, p: Tensor) -> Tensor:
-        """The total for keep values ``p`` (all groups' channels, concatenated; float64)."""
+    def sides(self, p: Tensor) -> tuple[Tensor, Tensor]:
+        """Per term, ``in_const + sum p[in]`` and ``out_const + sum p[out]`` for keep values ``p``."""
         s_in = self.in_const.index_add(0, self.in_term, p.index_select(0, self.in_chan))
         s_out = self.out_const.index_add(0, self.out_term, p.index_select(0, self.out_chan))
+        return s_in, s_out
+
+    def evaluate(self, p: Tensor) -> Tensor:
+        """The total for keep values ``p`` (all groups' channels, concatenated; float64)."""
+        s_in, s_out = self.sides(p)
         return (self.coeff * s_in * s_out).sum()
 
     def to(self, device: torch.device) -> _Terms:
@@ -128,10 +133,14 @@ class CostModel:
                 in_covered[s.layer] = in_covered.get(s.layer, 0) + len(s.indices)
 
         macs, conv_params, interp = _TermBuilder(), _TermBuilder(), _TermBuilder()
+        #: the layers in the order of their MACs terms (one each), and which are depthwise
+        self.layer_names: list[str] = list(layers)
+        self.layer_depthwise: list[bool] = []
         for name, info in layers.items():
             outs = out_side.get(name, [])
             out_const = 0 if outs else info.out_channels
-            if name in depthwise or (info.depthwise and name not in in_side):
+            self.layer_depthwise.append(name in depthwise or (info.depthwise and name not in in_side))
+            if self.layer_depthwise[-1]:
                 per_group = info.in_channels // info.groups  # depthwise: 1 input per output channel
                 macs.add(info.positions * info.kernel * per_group, 1, out_const, (), outs)
                 conv_params.add(info.kernel * per_group, 1, out_const, (), outs)
@@ -194,6 +203,15 @@ class CostModel:
         if include_other:
             total = total + self._on("_interp", keep.device).evaluate(keep) + self.other_macs
         return total
+
+    def layer_channels(self, keep: Tensor) -> tuple[Tensor, Tensor]:
+        """Input and output channels of every layer (:attr:`layer_names` order) for keep values
+        ``keep``: exact counts for 0/1 keep values, expected ones for probabilities (float64,
+        differentiable). A depthwise conv reads as many channels as it writes."""
+        keep = keep.to(torch.float64)
+        c_in, c_out = self._on("_macs", keep.device).sides(keep)
+        dw = torch.tensor(self.layer_depthwise, dtype=torch.bool, device=keep.device)
+        return torch.where(dw, c_out, c_in), c_out
 
     def params(self, keep: Tensor) -> Tensor:
         """Parameters for keep values ``keep`` (BatchNorm affine parameters included)."""

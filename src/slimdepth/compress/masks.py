@@ -91,6 +91,8 @@ class MaskSet(nn.Module):
         self.logits = nn.ParameterList(
             nn.Parameter(torch.full((g.channels,), float(init_logit), device=device)) for g in self.groups)
         self.frozen = False
+        #: prices the masks in milliseconds (cost kind "latency"); set by latency-budget pruning
+        self.latency: Any = None
         #: False during a warm-up: the masks act (all on at first) but receive no gradient
         self.learning = True
         self._handles: list[Any] = []
@@ -241,7 +243,11 @@ class MaskSet(nn.Module):
             return self.cost.macs, self.original_macs
         if kind == "params":
             return self.cost.params, self.original_params
-        raise ConfigError(f"cost kind must be 'macs' or 'params', got {kind!r}")
+        if kind == "latency":
+            if self.latency is None:
+                raise ConfigError("the masks have no latency table to price them in milliseconds")
+            return self.latency.ms, self.latency.full_ms
+        raise ConfigError(f"cost kind must be 'macs', 'params' or 'latency', got {kind!r}")
 
     def cost_ratio(self, kind: str = "macs", hard: bool = False) -> float:
         """The cost of the current masks as a fraction of the original: expected under the keep

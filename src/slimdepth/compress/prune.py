@@ -46,7 +46,11 @@ from slimdepth.compress.gating import (
     gating_l1,
     is_gated,
 )
-from slimdepth.compress.graph import channel_groups
+from slimdepth.compress.channel_cost import CostModel
+from slimdepth.compress.graph import ChannelGraph, channel_groups
+from slimdepth.compress.latency_cost import LatencyCost
+from slimdepth.compress.latency_prune import check_budget, choose_baseline, choose_masks, meet_budget
+from slimdepth.compress.latency_table import LatencyTable, build_latency_table
 from slimdepth.compress.masks import MaskSet, attach_masks
 from slimdepth.data.registry import build_dataset
 from slimdepth.deploy.cost import count_macs
@@ -54,7 +58,9 @@ from slimdepth.errors import ConfigError, DataError
 from slimdepth.fileio import atomic_path
 from slimdepth.loader import load_model
 from slimdepth.models.checkpoint import model_input_size, read_sidecar, resolve_checkpoint, save_model
-from slimdepth.options import check_number, parse_size
+from slimdepth.deploy.layer_timing import check_latency_runtime
+from slimdepth.options import MAX_THREADS, check_number, parse_size
+from slimdepth.progress import progress_bar
 from slimdepth.train.run import resolve_config
 from slimdepth.train.trainer import Trainer, TrainHooks
 
@@ -71,8 +77,16 @@ class PruneSettings:
     """What to do. ``target_macs`` is the fraction of the source's MACs to keep (0.4 = 40%)."""
 
     method: str
-    target_macs: float
+    target_macs: float | None = None
     steps: int = 500
+    # a latency budget instead of a MACs one (masks, magnitude, uniform)
+    target_latency: float | None = None  # milliseconds, batch 1, on `runtime` at `latency_size`
+    runtime: str = "ort"
+    latency_size: list[int] | None = None  # None: the training size
+    latency_table: str | None = None  # a table measured before (else measured into RUN/latency_table.json)
+    threads: int = 2
+    max_tries: int = 4
+    align: int = 8  # channel counts kept in multiples of this (the runtime's fast widths)
     # method 1
     warmup_frac: float = 0.1
     joint_frac: float = 0.4
@@ -92,8 +106,22 @@ class PruneSettings:
         """Raise a one-line :class:`ConfigError` for an impossible setting."""
         if self.method not in METHODS:
             raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        check_number(self.target_macs, "--target-macs (the fraction of MACs to keep)", low=0, low_open=True, high=1,
-                     expected="in (0, 1]")
+        if (self.target_macs is None) == (self.target_latency is None):
+            raise ConfigError("give one budget: --target-macs (a fraction of the MACs) or --target-latency (milliseconds)")
+        if self.target_macs is not None:
+            check_number(self.target_macs, "--target-macs (the fraction of MACs to keep)", low=0, low_open=True, high=1,
+                         expected="in (0, 1]")
+        else:
+            check_number(self.target_latency, "--target-latency (milliseconds)", low=0, low_open=True)
+            if self.method == "gating":
+                raise ConfigError("--target-latency is for masks, magnitude and uniform: a gated network is not "
+                                  "exported, so no runtime can time it; use --target-macs with gating")
+            check_latency_runtime(self.runtime)
+            if self.latency_size is not None:
+                self.latency_size = list(parse_size(self.latency_size, "--size"))
+            check_number(self.threads, "--threads", integer=True, low=1, high=MAX_THREADS)
+            check_number(self.max_tries, "--max-tries", integer=True, low=1, high=20)
+            check_number(self.align, "--align", integer=True, low=1, high=128)
         check_number(self.steps, "--steps", integer=True, low=1)
         for name in ("warmup_frac", "joint_frac", "ramp_frac"):
             check_number(getattr(self, name), "--" + name.replace("_", "-"), low=0, high=1)
@@ -129,14 +157,21 @@ class PruneSettings:
     def finetune_steps(self) -> int:
         return self.steps - self.warmup_steps - self.joint_steps
 
-    def mask_budget(self, step: int) -> float:
+    @property
+    def cost_kind(self) -> str:
+        """What the masks' compression loss prices: ``latency`` under a latency budget, else ``cost``."""
+        return "latency" if self.target_latency is not None else self.cost
+
+    def mask_budget(self, step: int, target: float | None = None) -> float:
         """The masks' budget at ``step``: 1 until the joint phase, then linearly down to the
         target over ``ramp_frac`` of the joint steps, then the target. With the spread initial
         logits (``mask_init``) the hard cost can then track the budget, channels leaving a few
         at a time while the depth loss still reorders them, rather than in one jump."""
         ramp = self.ramp_frac * self.joint_steps
         done = 1.0 if ramp <= 0 else min(1.0, max(0.0, (step - self.warmup_steps + 1) / ramp))
-        return 1.0 - (1.0 - self.target_macs) * done
+        goal = self.target_macs if target is None else target
+        assert goal is not None, "a latency budget's ratio is given by the run"
+        return 1.0 - (1.0 - goal) * done
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PruneSettings:
@@ -151,9 +186,10 @@ class PruneSettings:
 class MaskHooks(TrainHooks):
     """Method 1 inside the trainer: mask logits in the optimiser, warm-up, compression loss."""
 
-    def __init__(self, masks: MaskSet, settings: PruneSettings) -> None:
+    def __init__(self, masks: MaskSet, settings: PruneSettings, target: float | None = None) -> None:
         self.masks = masks
         self.settings = settings
+        self.target = target  # the budget as a share of the full cost (a latency budget's ratio)
 
     def param_groups(self) -> list[dict[str, Any]]:
         return [{"name": "masks", "params": list(self.masks.logits), "lr": self.settings.mask_lr, "weight_decay": 0.0}]
@@ -163,14 +199,15 @@ class MaskHooks(TrainHooks):
 
     def extra_loss(self, trainer: Trainer) -> tuple[torch.Tensor, dict[str, float]]:
         s = self.settings
-        budget = s.mask_budget(trainer.step)
+        budget = s.mask_budget(trainer.step, self.target)
+        kind = s.cost_kind
         if self.masks.learning and s.compression_weight > 0:
-            term = s.compression_weight * self.masks.compression_loss(budget, s.cost, s.estimate)
+            term = s.compression_weight * self.masks.compression_loss(budget, kind, s.estimate)
         else:
             term = torch.zeros((), device=self.masks.logits[0].device)
         return term, {"compression": float(term.detach()), "budget": budget,
-                      "expected_ratio": self.masks.cost_ratio(s.cost),
-                      "mask_ratio": self.masks.cost_ratio(s.cost, hard=True)}
+                      "expected_ratio": self.masks.cost_ratio(kind),
+                      "mask_ratio": self.masks.cost_ratio(kind, hard=True)}
 
     def state_dict(self) -> dict[str, Any]:
         return {"logits": [lg.detach().cpu().clone() for lg in self.masks.logits]}
@@ -221,9 +258,31 @@ def _write_state(run: Path, state: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(state, indent=2, default=float) + "\n")
 
 
+#: the largest share of a stage's steps that its learning-rate warm-up may take (see _stage_config)
+STAGE_WARMUP_SHARE = 0.05
+
+
+def stage_warmup(schedule: dict[str, Any], steps: int) -> dict[str, Any]:
+    """The recipe's schedule with its warm-up scaled to a stage of ``steps`` steps.
+
+    A recipe's ``warmup_steps`` is sized for training from scratch (100 of the quickstart's
+    1875 steps); a prune stage of 120 steps would spend most of itself warming up from a
+    network that is already trained. The warm-up is capped at :data:`STAGE_WARMUP_SHARE` of
+    the stage (at least one step when the recipe warms up at all); ``warmup_ratio`` is a share
+    already and is capped the same way."""
+    schedule = dict(schedule)
+    if schedule.get("warmup_ratio") is not None:
+        schedule["warmup_ratio"] = min(float(schedule["warmup_ratio"]), STAGE_WARMUP_SHARE)
+    elif schedule.get("warmup_steps"):
+        cap = max(1, int(round(STAGE_WARMUP_SHARE * steps)))
+        schedule["warmup_steps"] = min(int(schedule["warmup_steps"]), cap, int(steps))
+    return schedule
+
+
 def _stage_config(recipe: dict[str, Any], steps: int, validate: bool = True) -> dict[str, Any]:
     cfg = copy.deepcopy(recipe)
     cfg["train"]["steps"] = int(steps)  # overrides train.epochs
+    cfg["schedule"] = stage_warmup(cfg.get("schedule") or {}, int(steps))
     if not validate:  # the masked network of the joint phase is not the result: no validation
         cfg["data"]["val"] = None
         cfg["train"]["samples"] = 0
@@ -273,8 +332,11 @@ def _load_pruned(run: Path) -> nn.Module:
 
 
 def _masks_stage(source: nn.Module, settings: PruneSettings, recipe: dict[str, Any], run: Path, size: tuple[int, int],
-                 fit: FitFn, stop_after: int | None) -> dict[str, Any]:
-    """Warm-up + joint mask training in RUN/masks, then budget, freeze and removal."""
+                 fit: FitFn, stop_after: int | None, table: LatencyTable | None = None,
+                 say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Warm-up + joint mask training in RUN/masks, then budget, freeze and removal. With a
+    latency ``table`` the masks are priced in predicted milliseconds and the budget is met by
+    measuring the exported network (:func:`~slimdepth.compress.latency_prune.meet_budget`)."""
     model = source.train()
     groups = channel_groups(model, size)
     if not groups:
@@ -282,30 +344,89 @@ def _masks_stage(source: nn.Module, settings: PruneSettings, recipe: dict[str, A
     resuming = _has_last(run / "masks")  # the saved logits replace any initial ones
     scores = filter_importance(model, size) if settings.mask_init == "magnitude" and not resuming else None
     masks = attach_masks(model, groups)
-    floor = masks.floor_ratio(settings.cost)
-    if floor > settings.target_macs:  # before any training: the budget fit would refuse it at the end
-        raise ConfigError(f"--target-macs {settings.target_macs:g} cannot be met: with one channel per prunable "
-                          f"group the model still costs {floor:.3f} of its {settings.cost}")
+    target = settings.target_macs
+    if table is not None:
+        masks.latency = LatencyCost(table, masks.cost)
+        target = min(1.0, float(settings.target_latency) / masks.latency.full_ms)
+    else:
+        floor = masks.floor_ratio(settings.cost)
+        if floor > settings.target_macs:  # before any training: the budget fit would refuse it at the end
+            raise ConfigError(f"--target-macs {settings.target_macs:g} cannot be met: with one channel per prunable "
+                              f"group the model still costs {floor:.3f} of its {settings.cost}")
     if scores is not None:
         masks.init_from_importance(scores)
-    hooks = MaskHooks(masks, settings)
+    hooks = MaskHooks(masks, settings, target)
     cfg = _stage_config(recipe, settings.warmup_steps + settings.joint_steps, validate=False)
     _train_stage(cfg, run / "masks", model, hooks, fit, "warm-up + joint masks", stop_after)
     before = masks.hard_macs() / masks.original_macs
-    # with the compression loss off (masking alone) the masks stay as learned: no budget fit
-    shift = masks.meet_target(settings.target_macs, settings.cost) if settings.compression_weight > 0 else 0.0
-    masks.freeze()
-    summary = masks.summary()
-    pruned = masks.apply(model.eval())
-    return {"groups": len(groups), "mask_ratio_after_training": before, "threshold_shift": shift,
-            "channels_kept": {k: list(v) for k, v in summary.items()}, "model": pruned}
+    report: dict[str, Any] = {"groups": len(groups), "mask_ratio_after_training": before}
+    if table is not None:
+        report["mask_latency_after_training_ms"] = masks.cost_ratio("latency", hard=True) * masks.latency.full_ms
+        learned = [lg.detach().clone() for lg in masks.logits]
+        model.eval()
+
+        def choose(target_ms: float) -> tuple[nn.Module, dict[str, Any]]:
+            with torch.no_grad():
+                for lg, value in zip(masks.logits, learned):
+                    lg.copy_(value)
+            info = choose_masks(masks, masks.latency, target_ms)
+            return masks.apply(model), info
+
+        pruned, report["latency"] = meet_budget(choose, table, float(settings.target_latency), settings.max_tries,
+                                                log=say)
+        masks.freeze()
+    else:
+        # with the compression loss off (masking alone) the masks stay as learned: no budget fit
+        shift = masks.meet_target(settings.target_macs, settings.cost) if settings.compression_weight > 0 else 0.0
+        masks.freeze()
+        report["threshold_shift"] = shift
+        pruned = masks.apply(model.eval())
+    report["channels_kept"] = {k: list(v) for k, v in masks.summary().items()}
+    report["model"] = pruned
+    return report
 
 
-def _baseline_stage(source: nn.Module, settings: PruneSettings, size: tuple[int, int]) -> dict[str, Any]:
+def _baseline_stage(source: nn.Module, settings: PruneSettings, size: tuple[int, int],
+                    table: LatencyTable | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
+    if table is not None:
+        def choose(target_ms: float) -> tuple[nn.Module, dict[str, Any]]:
+            return choose_baseline(source, settings.method, table, target_ms, size)
+
+        pruned, latency = meet_budget(choose, table, float(settings.target_latency), settings.max_tries, log=say)
+        return {"latency": latency, "model": pruned}
     prune = magnitude_prune if settings.method == "magnitude" else uniform_prune
     pruned, report = prune(source.eval(), settings.target_macs, size)
     return {"setting": report.setting, "achieved_ratio": report.achieved_ratio,
             "channels_kept": {k: list(v) for k, v in report.group_widths.items()}, "model": pruned}
+
+
+LATENCY_TABLE = "latency_table.json"  # RUN/latency_table.json: the table a latency budget was met with
+
+
+def _latency_table(run: Path, source: nn.Module, settings: PruneSettings, size: tuple[int, int],
+                   say: Callable[[str], None]) -> LatencyTable:
+    """The latency table of the source network on the budget's runtime and size: the one given,
+    the one this run measured before, or measured now into ``RUN/latency_table.json``."""
+    deploy = tuple(settings.latency_size or size)
+    path = Path(settings.latency_table) if settings.latency_table else run / LATENCY_TABLE
+    if path.is_file():
+        table = LatencyTable.load(path)
+        if table.runtime != settings.runtime or tuple(table.size) != deploy:
+            raise ConfigError(f"{path}: the latency table is for {table.runtime} at {table.size[0]}x{table.size[1]}, "
+                              f"not {settings.runtime} at {deploy[0]}x{deploy[1]}")
+    elif settings.latency_table:
+        raise DataError(f"{path}: no such latency table")
+    else:
+        say(f"measuring the latency table on {settings.runtime} at {deploy[0]}x{deploy[1]} ({settings.threads} threads)")
+        with progress_bar("timing layers", "layers") as update:
+            table = build_latency_table(source, settings.runtime, deploy, settings.threads, settings.align,
+                                        name=str(settings.method), log=say, progress=update)
+        table.save(path)
+    if table.align != settings.align and not settings.latency_table:
+        raise DataError(f"{path}: measured with channel multiple {table.align}, not {settings.align}")
+    graph = ChannelGraph(copy.deepcopy(source).eval(), size)
+    check_budget(LatencyCost(table, CostModel(graph.model, graph.groups, graph.layers)), float(settings.target_latency))
+    return table
 
 
 def _gated_model(source: nn.Module, settings: PruneSettings, density: float) -> nn.Module:
@@ -420,11 +541,12 @@ def run_prune(run: Path, fit: FitFn | None = None, stop_after: int | None = None
         result = {"macs": macs["executed_macs"], "dense_macs": macs["dense_macs"], "gating": gating_config(final)}
     else:
         if PRUNED not in stages:
+            table = _latency_table(run, source, settings, size, say) if settings.target_latency is not None else None
             if settings.method == "masks":
                 say(f"learning masks: {settings.warmup_steps} warm-up + {settings.joint_steps} joint steps")
-                report = _masks_stage(source, settings, recipe, run, size, fit, stop_after)
+                report = _masks_stage(source, settings, recipe, run, size, fit, stop_after, table, say)
             else:
-                report = _baseline_stage(source, settings, size)
+                report = _baseline_stage(source, settings, size, table, say)
             pruned = report.pop("model")
             report["macs"] = _macs(pruned, size)
             report["ratio"] = report["macs"] / original_macs
@@ -436,6 +558,8 @@ def run_prune(run: Path, fit: FitFn | None = None, stop_after: int | None = None
         trainer = _train_stage(_stage_config(recipe, settings.finetune_steps), run, pruned, None, fit,
                                "fine-tuning", stop_after)
         result = {"macs": _macs(trainer.model, size)}
+        if "latency" in stages[PRUNED]:  # fine-tuning changes weights, not widths: the measured network ships
+            result["latency"] = {k: v for k, v in stages[PRUNED]["latency"].items() if k != "tries"}
     result["ratio"] = result["macs"] / original_macs
     result["params"] = sum(p.numel() for p in trainer.model.parameters())
     result["validation"] = trainer.log.metrics.get("best") if trainer.log is not None else None

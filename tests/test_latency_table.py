@@ -1,0 +1,219 @@
+"""Latency tables and pruning to a latency budget: the table's arithmetic against a known latency
+model, its prediction against real ONNX Runtime measurements, budgets met on a tiny model, and
+one-line errors for impossible budgets, unknown runtimes and damaged tables."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import slimdepth.compress.latency_table as lt
+from slimdepth.compress.channel_cost import CostModel
+from slimdepth.compress.graph import ChannelGraph
+from slimdepth.compress.latency_cost import LatencyCost
+from slimdepth.compress.latency_prune import floor_ms
+from slimdepth.compress.latency_table import LatencyTable, aligned, build_latency_table, prune_to_shares, random_widths
+from slimdepth.compress.prune import PruneSettings, prune_checkpoint, read_prune_state
+from slimdepth.errors import ConfigError, DataError
+from slimdepth.models.zoo import build_model
+from tests.helpers import assert_one_line_error, run_cli
+from tests.test_prune import make_source
+
+TINY = {"heads": 1, "widths": (8, 16, 16, 24, 24), "dec_widths": (24, 16, 16, 8)}
+SIZE = (32, 96)
+
+
+def tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return build_model("tiny-multires", **TINY).eval()
+
+
+# --------------------------------------------------------------------------------------------
+# the arithmetic, against a latency that is exactly bilinear in the widths
+
+FIXED = 0.4
+
+
+def _exact_ms(shape: dict) -> float:
+    """A made-up runtime: per-call overhead + time proportional to the conv's MACs."""
+    macs = shape["cin"] // shape["groups"] * shape["cout"] * shape["h"] * shape["w"] * math.prod(shape["kernel"])
+    return 0.002 + macs * 1e-8
+
+
+def _network_ms(model: nn.Module) -> float:
+    """The same made-up runtime on a whole network: a fixed cost + its layers minus their overheads."""
+    total = FIXED
+    inputs = lt._layer_inputs(model, SIZE)
+    for name, (hw, calls) in inputs.items():
+        module = model.get_submodule(name)
+        total += calls * (_exact_ms(lt.conv_shape(module, hw)) - 0.002)
+    return total
+
+
+@pytest.fixture()
+def fake_runtime(monkeypatch):
+    monkeypatch.setattr(lt, "time_layers", lambda shapes, *a, **k: [_exact_ms(s) for s in shapes])
+    monkeypatch.setattr(lt, "time_networks", lambda nets, *a, **k: [_network_ms(n) for n in nets])
+    monkeypatch.setattr(lt, "network_samples", lambda nets, *a, **k: [[_network_ms(n)] * 4 for n in nets])
+
+
+def test_table_recovers_a_known_latency_model(fake_runtime) -> None:
+    model = tiny()
+    table = build_latency_table(model, "ort", SIZE, align=4)
+    assert table.overhead_ms == pytest.approx(_exact_ms(lt.EMPTY_SHAPE))
+    # the layer times are MACs-proportional, so bilinear in (in, out): the fit is exact
+    assert table.fixed_ms == pytest.approx(FIXED, rel=1e-6)
+    assert table.scale == pytest.approx(1.0, rel=1e-6)
+    assert table.full_ms == pytest.approx(_network_ms(model), rel=1e-6)
+    report = table.check(model, num=5, rounds=2)
+    assert report["max_abs_error"] < 1e-6 and report["within_15pct"] == 1.0
+    # grids: 1/4, 1/2, 3/4 and all channels on a side a group governs, in multiples of 4
+    layer = table.layers["stem.0"] if "stem.0" in table.layers else next(iter(table.layers.values()))
+    assert layer.in_grid[0] <= layer.in_grid[-1] and all(v % 4 == 0 or v == layer.shape["cout"] for v in layer.out_grid)
+
+
+def test_differentiable_cost_equals_the_pruned_network(fake_runtime) -> None:
+    model = tiny()
+    table = build_latency_table(model, "ort", SIZE, align=4)
+    graph = ChannelGraph(model, SIZE)
+    latency = LatencyCost(table, CostModel(graph.model, graph.groups, graph.layers))
+    assert latency.full_ms == pytest.approx(table.full_ms)
+    for shares in random_widths(graph, 3, seed=5):
+        pruned = prune_to_shares(graph, shares, 4)
+        keep = {g.root: list(range(aligned(shares[g.root] * g.channels, g.channels, 4))) for g in graph.groups}
+        assert latency.keep_ms(keep) == pytest.approx(table.predict_model(pruned), rel=1e-9)
+        assert latency.keep_ms(keep) == pytest.approx(_network_ms(pruned), rel=1e-6)
+    p = torch.full((latency.cost.num_channels,), 0.7, dtype=torch.float64, requires_grad=True)
+    latency.ms(p).backward()
+    assert p.grad is not None and bool((p.grad > 0).any()) and bool((p.grad >= 0).all())
+    assert floor_ms(latency) < latency.full_ms
+
+
+def test_table_file_round_trip(fake_runtime, tmp_path: Path) -> None:
+    table = build_latency_table(tiny(), "ort", SIZE, align=4)
+    back = LatencyTable.load(table.save(tmp_path / "t.json"))
+    assert back.full_ms == pytest.approx(table.full_ms) and back.align == 4 and back.size == SIZE
+    with pytest.raises(ConfigError, match="another network"):
+        back.predict_model(build_model("litedepth", internal_size=None))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(["truncate", "format", "nan", "layers", "runtime", "binary", "scale"]))
+def test_damaged_table_is_refused_in_one_line(fake_runtime, tmp_path_factory, kind: str) -> None:
+    table = build_latency_table(tiny(), "ort", SIZE, align=4)
+    path = table.save(tmp_path_factory.mktemp("t") / "t.json")
+    data = json.loads(path.read_text())
+    if kind == "truncate":
+        path.write_text(path.read_text()[: len(path.read_text()) // 2])
+    elif kind == "binary":
+        path.write_bytes(b"\xff\xfe\x00garbage")
+    else:
+        if kind == "format":
+            data["format"] = "something-else"
+        elif kind == "nan":
+            next(iter(data["layers"].values()))["ms"][0][0] = float("nan")
+        elif kind == "layers":
+            del next(iter(data["layers"].values()))["out_grid"]
+        elif kind == "runtime":
+            data["runtime"] = "tensorrt"
+        elif kind == "scale":
+            data["scale"] = -1
+        path.write_text(json.dumps(data))
+    with pytest.raises((DataError, ConfigError)) as info:
+        LatencyTable.load(path)
+    assert "\n" not in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------
+# real measurements on ONNX Runtime
+
+
+@pytest.fixture(scope="module")
+def ort_table() -> LatencyTable:
+    return build_latency_table(tiny(), "ort", (64, 192), threads=1, runs=10, calib_random=6)
+
+
+def test_table_predicts_measured_onnx_runtime_latency(ort_table: LatencyTable) -> None:
+    """The table's prediction against the exported network measured at 20 random widths. The
+    issue's aim is 15%; a test on a shared 2-core VM allows for the measurement's own noise."""
+    report = ort_table.check(tiny(), num=20, runs=40, rounds=8)
+    assert len(report["rows"]) == 20
+    assert all(r["measured_ms"] > 0 and r["predicted_ms"] > 0 for r in report["rows"])
+    assert report["median_abs_error"] < 0.2, report
+    # more channels never predict less time
+    assert ort_table.predict_model(prune_to_shares(ChannelGraph(tiny(), (64, 192)), {}, 8)) == pytest.approx(ort_table.full_ms)
+
+
+@pytest.mark.parametrize("method", ["uniform", "masks"])
+def test_prune_meets_a_loose_latency_budget(tmp_path: Path, ort_table: LatencyTable, method: str) -> None:
+    src = make_source(tmp_path, "tiny-multires", **TINY)
+    table_path = ort_table.save(tmp_path / "table.json")
+    budget = 0.9 * ort_table.full_ms
+    settings = PruneSettings(method, None, steps=4, warmup_frac=0.25, joint_frac=0.5, target_latency=budget,
+                             runtime="ort", latency_size=[64, 192], latency_table=str(table_path), threads=1)
+    state = prune_checkpoint(src, settings, tmp_path / "run")
+    lat = state["result"]["latency"]
+    assert lat["budget_ms"] == pytest.approx(budget) and lat["runtime"] == "ort" and lat["size"] == [64, 192]
+    assert lat["predicted_ms"] > 0 and lat["measured_ms"] > 0
+    tries = read_prune_state(tmp_path / "run")["stages"]["pruned"]["latency"]["tries"]
+    assert 1 <= len(tries) <= settings.max_tries
+    assert tries[0]["predicted_ms"] <= budget + 1e-9  # the first choice fits the prediction
+    assert lat["met"] == (lat["measured_ms"] <= budget)
+    assert lat["met"], tries  # a loose budget (90% of full width) is met within the tries
+
+
+# --------------------------------------------------------------------------------------------
+# bad input
+
+
+def test_budget_below_the_fixed_cost_is_refused_before_work(tmp_path: Path, ort_table: LatencyTable, monkeypatch,
+                                                            capsys) -> None:
+    src = make_source(tmp_path, "tiny-multires", **TINY)
+    table_path = ort_table.save(tmp_path / "table.json")
+    low = min(ort_table.fixed_ms, 0.01) / 2
+    code, _, err = run_cli(monkeypatch, capsys, "prune", str(src), "--method", "uniform", "--target-latency", f"{low:g}",
+                           "--runtime", "ort", "--size", "64x192", "--latency-table", str(table_path),
+                           "--out", str(tmp_path / "run"))
+    assert_one_line_error(code, err, "cannot be met", "fixed cost")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--method", "uniform", "--target-latency", "2", "--runtime", "tensorrt"], "unknown runtime"),
+    (["--method", "uniform", "--target-latency", "2", "--target-macs", "0.5"], "one budget"),
+    (["--method", "gating", "--target-latency", "2"], "gating"),
+    (["--method", "uniform", "--target-latency", "-1"], "--target-latency"),
+    (["--method", "uniform", "--target-latency", "nan"], "--target-latency"),
+    (["--method", "uniform", "--target-macs", "0.5", "--size", "64x192"], "--target-latency"),
+    (["--method", "uniform", "--target-latency", "2", "--size", "64by192"], "--size"),
+    (["--method", "uniform", "--target-latency", "2", "--latency-table", "missing.json"], "no such latency table"),
+])
+def test_bad_latency_options_are_one_line_errors(tmp_path: Path, monkeypatch, capsys, args: list[str],
+                                                 fragment: str) -> None:
+    src = make_source(tmp_path, "tiny-multires", **TINY)
+    code, _, err = run_cli(monkeypatch, capsys, "prune", str(src), *args, "--out", str(tmp_path / "run"))
+    assert_one_line_error(code, err, fragment)
+    assert not (tmp_path / "run").exists()
+
+
+def test_latency_table_cli_bad_input(tmp_path: Path, monkeypatch, capsys) -> None:
+    out = tmp_path / "t.json"
+    for args, fragment in ((["--runtime", "onnx"], "unknown runtime"), (["--size", "0x96"], "--size"),
+                           (["--threads", "0"], "--threads"), (["--check", "-1"], "--check")):
+        argv = ["latency-table", "tiny-multires", "--size", "32x96", "--out", str(out), *args]
+        code, _, err = run_cli(monkeypatch, capsys, *argv)
+        assert_one_line_error(code, err, fragment)
+    out.write_text("keep me")
+    code, _, err = run_cli(monkeypatch, capsys, "latency-table", "tiny-multires", "--size", "32x96", "--out", str(out))
+    assert_one_line_error(code, err, "already exists")
+    assert out.read_text() == "keep me"
+    code, _, err = run_cli(monkeypatch, capsys, "latency-table", str(tmp_path / "nothing"), "--size", "32x96",
+                           "--out", str(tmp_path / "u.json"))
+    assert_one_line_error(code, err, "nothing")
