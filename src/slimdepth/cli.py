@@ -22,6 +22,7 @@ from slimdepth.commands import export as _export
 from slimdepth.commands import predict as _predict
 from slimdepth.commands import prune as _prune
 from slimdepth.commands import pseudo_label as _pseudo_label
+from slimdepth.commands import report as _report
 from slimdepth.commands import train as _train
 from slimdepth.commands.common import err_console
 from slimdepth.errors import SlimdepthError, one_line
@@ -48,6 +49,7 @@ app.command("pseudo-label")(_pseudo_label.pseudo_label)
 app.command("compare")(_compare.compare)
 app.command("export")(_export.export)
 app.command("bench")(_bench.bench)
+app.command("report")(_report.report)
 
 
 def _version(value: bool) -> None:
