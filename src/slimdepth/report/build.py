@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from slimdepth.data.base import DepthDataset
 from slimdepth.errors import ConfigError
 from slimdepth.fileio import atomic_path
 from slimdepth.options import check_number, parse_size
-from slimdepth.report.collect import ReportData, collect
+from slimdepth.report.collect import ModelEntry, ReportData, collect
 from slimdepth.report.html import render_html
 from slimdepth.report.markdown import render_markdown
 from slimdepth.report.measure import ModelCache, evaluation_data, fill_costs, fill_latency, fill_metrics
@@ -74,7 +75,7 @@ def build_report(inputs: Sequence[Path], fmt: str = "html", real: Path | None = 
                                 if (png := training_curves(run)) is not None]
     if dataset is not None and len(dataset):
         say(f"drawing sample predictions on {spec}")
-        report.figures["samples"] = sample_sheets(report.models, cache, dataset, NUM_SAMPLES)
+        report.figures["samples"] = sample_sheets(_present(report), cache, dataset, NUM_SAMPLES)
         report.figure_notes["samples"] = (f"{min(NUM_SAMPLES, len(dataset))} images of {spec}: "
                                           "image | prediction | ground truth | abs-rel error")
     if real_frames is not None:
@@ -82,9 +83,20 @@ def build_report(inputs: Sequence[Path], fmt: str = "html", real: Path | None = 
     return report
 
 
-def _real(report: ReportData, cache: ModelCache, frames, num: int, say: Callable[[str], None]) -> None:
-    say(f"predicting {min(num, len(frames))} real frames with {len(report.models)} models")
-    report.figures["real"], report.figure_notes["real"] = real_frame_sheets(report.models, cache, frames, num)
+def _present(report: ReportData) -> list[ModelEntry]:
+    """The models whose file is still there (a pipeline's results may name a file moved since);
+    a note names the others once."""
+    missing = [m for m in report.models if not m.path.exists()]
+    note = f"not drawn (file gone): {', '.join(f'{m.name} ({m.path})' for m in missing)}"
+    if missing and note not in report.notes:
+        report.notes.append(note)
+    return [m for m in report.models if m.path.exists()]
+
+
+def _real(report: ReportData, cache: ModelCache, frames: DepthDataset, num: int, say: Callable[[str], None]) -> None:
+    models = _present(report)
+    say(f"predicting {min(num, len(frames))} real frames with {len(models)} models")
+    report.figures["real"], report.figure_notes["real"] = real_frame_sheets(models, cache, frames, num)
 
 
 def write_report(inputs: Sequence[Path], out: Path, fmt: str = "html", real: Path | None = None, real_num: int = 8,

@@ -60,7 +60,7 @@ def fill_costs(data: ReportData, cache: ModelCache) -> None:
     for entry in data.models:
         if entry.size_mb is None and entry.path.exists():
             entry.size_mb = file_size_mb(entry.path if entry.exported else resolve_checkpoint(entry.path))
-        if entry.params is not None and entry.macs is not None:
+        if (entry.params is not None and entry.macs is not None) or not entry.path.exists():
             continue
         if entry.exported:  # the runtime's graph cannot be counted; its source architecture can
             meta = export_report(entry.path)
@@ -95,7 +95,7 @@ def fill_metrics(data: ReportData, cache: ModelCache, dataset: DepthDataset | No
     if dataset is None:
         return
     for entry in data.models:
-        if entry.metrics is not None and not every:
+        if (entry.metrics is not None and not every) or not entry.path.exists():
             continue
         model, size = cache.get(entry)
         limit = None if every else EVAL_LIMIT

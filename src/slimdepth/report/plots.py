@@ -35,7 +35,7 @@ def png_bytes(image: np.ndarray, max_width: int = MAX_SHEET_WIDTH) -> bytes:
     if pil.width > max_width:
         pil = pil.resize((max_width, max(1, round(pil.height * max_width / pil.width))), Image.BILINEAR)
     buffer = io.BytesIO()
-    pil.save(buffer, format="PNG", optimize=True)
+    pil.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
