@@ -1,0 +1,83 @@
+"""Real KITTI frames in the report: how a model trained elsewhere does on real images.
+
+The frames come from slimdepth's KITTI reader (:class:`slimdepth.data.kitti.KittiDataset`,
+ground truth = the Velodyne sweep projected as the devkit does), spread evenly over the folder.
+Each model predicts at its input size, resized back to the frame (as evaluation does), and is
+scored per frame with the KITTI conventions (Garg crop, 80 m cap) twice: median-scaled
+(ratio = median(LiDAR) / median(prediction) per frame, as monodepth2 reports models whose
+scale is not trusted) and metric (as predicted). The pictures show the median-scaled prediction
+beside the projected LiDAR and the abs-rel error at the LiDAR points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from slimdepth.data.base import DepthDataset
+from slimdepth.data.registry import build_dataset
+from slimdepth.errors import ConfigError
+from slimdepth.evaluate.conventions import evaluate_batch, preset_for
+from slimdepth.evaluate.loop import predict_depth
+from slimdepth.evaluate.metrics import MetricAccumulator
+from slimdepth.report.collect import ModelEntry
+from slimdepth.report.measure import ModelCache
+from slimdepth.report.plots import png_bytes, stack_rows
+from slimdepth.report.samples import sample_indices
+from slimdepth.visualize import comparison_panel
+
+__all__ = ["REAL_SHEET_WIDTH", "kitti_root", "open_real_frames", "real_frame_sheets"]
+
+#: widest real-frame sheet in pixels (one row is image | prediction | LiDAR | error at 1242 px each)
+REAL_SHEET_WIDTH = 2000
+#: panel titles of a full-size frame, in pixels: ~20 px once the sheet is shrunk to REAL_SHEET_WIDTH
+REAL_TITLE_HEIGHT = 48
+#: the two ways real frames are scored, as named in the report
+SCALINGS = ("median-scaled", "metric")
+
+
+def kitti_root(path: Path) -> Path:
+    """The KITTI raw root under ``path``: ``path`` itself (date folders inside) or its ``kitti_raw``
+    folder (the layout of slimdepth's shared sample data)."""
+    if not path.is_dir():
+        raise ConfigError(f"--real {path}: not a directory (give a KITTI raw folder: DATE/DATE_drive_*_sync/...)")
+    nested = path / "kitti_raw"
+    return nested if nested.is_dir() and not any(path.glob("*/*/image_02")) else path
+
+
+def open_real_frames(path: Path) -> DepthDataset:
+    """The KITTI frames under ``path`` with projected Velodyne depth (a one-line error when there are none)."""
+    return build_dataset({"name": "kitti", "root": str(kitti_root(path)), "gt": "velodyne"})
+
+
+def real_frame_sheets(models: Sequence[ModelEntry], cache: ModelCache, dataset: DepthDataset,
+                      num: int) -> tuple[list[tuple[str, bytes]], str]:
+    """Score every model on ``num`` frames (setting ``entry.real_metrics``) and return one
+    (caption, PNG) per model, with a line saying which frames and conventions were used."""
+    frames = [dataset[i] for i in sample_indices(len(dataset), num)]
+    metric_config = preset_for(dataset)
+    configs = {"median-scaled": replace(metric_config, median_scaling=True), "metric": metric_config}
+    sheets: list[tuple[str, bytes]] = []
+    for entry in models:
+        model, size = cache.get(entry)
+        preds = predict_depth(model, [f["image"] for f in frames], size)
+        accumulators = {name: MetricAccumulator() for name in SCALINGS}
+        rows = []
+        for frame, pred in zip(frames, preds):
+            ratio = 1.0
+            for name, config in configs.items():
+                result = evaluate_batch(pred[None], frame["depth"][None], config)
+                accumulators[name].add({k: v[:1] for k, v in result.metrics.items()})
+                if result.ratios is not None and float(result.ratios[0]) == float(result.ratios[0]):  # not NaN
+                    ratio = float(result.ratios[0])
+            rows.append(comparison_panel(frame["image"], pred * ratio, frame["depth"], title_height=REAL_TITLE_HEIGHT))
+        entry.real_metrics = {name: acc.compute() for name, acc in accumulators.items()}
+        scored = accumulators["metric"].num_images
+        sheets.append((f"{entry.name}: {scored} real frames (prediction median-scaled to the LiDAR)",
+                       png_bytes(stack_rows(rows), REAL_SHEET_WIDTH)))
+    names = ", ".join(str(f["meta"]["name"]) for f in frames)
+    info = (f"{len(frames)} KITTI frames ({names}); ground truth: projected Velodyne; "
+            f"conventions: {metric_config.preset} preset (crop {metric_config.crop}, "
+            f"{metric_config.min_depth:g}-{metric_config.max_depth:g} m)")
+    return sheets, info
