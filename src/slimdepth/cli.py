@@ -21,6 +21,7 @@ from slimdepth.commands import evaluate as _evaluate
 from slimdepth.commands import export as _export
 from slimdepth.commands import predict as _predict
 from slimdepth.commands import prune as _prune
+from slimdepth.commands import pipeline as _pipeline
 from slimdepth.commands import pseudo_label as _pseudo_label
 from slimdepth.commands import train as _train
 from slimdepth.commands.common import err_console
@@ -48,6 +49,7 @@ app.command("pseudo-label")(_pseudo_label.pseudo_label)
 app.command("compare")(_compare.compare)
 app.command("export")(_export.export)
 app.command("bench")(_bench.bench)
+app.command("pipeline")(_pipeline.pipeline)
 
 
 def _version(value: bool) -> None:
