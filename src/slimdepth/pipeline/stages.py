@@ -341,6 +341,10 @@ def export_stage(ctx: Context, stage: str = "export") -> tuple[bool, dict[str, A
 # ---------------------------------------------------------------------------- evaluate stage
 
 
+#: evaluation sets up to this many frames are kept in memory across the models
+_CACHE_FRAMES = 200
+
+
 def _row_sources(ctx: Context) -> list[dict[str, Any]]:
     """Every model to score: the torch models of the stages, then the exported files."""
     rows = [{"name": s, "stage": s, "path": ctx.models[s], "runtime": "torch"}
@@ -383,6 +387,7 @@ def evaluate_stage(ctx: Context, stage: str = "evaluate") -> tuple[bool, dict[st
     from slimdepth.deploy.machine import cpu_model
     from slimdepth.deploy.workers import interleave_workers
     from slimdepth.evaluate.conventions import resolve_eval_config
+    from slimdepth.train.data import CachedDataset
 
     e = stage_settings(ctx.cfg, stage)
     final = ctx.previous_model("export")
@@ -393,6 +398,8 @@ def evaluate_stage(ctx: Context, stage: str = "evaluate") -> tuple[bool, dict[st
         raise ConfigError(f"{stage}: {final} records no validation data; set evaluate.data")
     ev = recipe.get("eval") or {}
     dataset = build_dataset(data)
+    if min(len(dataset), e["limit"] or len(dataset)) <= _CACHE_FRAMES:  # every model reads the same frames:
+        dataset = CachedDataset(dataset)  # render or decode a small set once (a full KITTI split would not fit)
     eval_cfg = resolve_eval_config(dataset, ev.get("preset"), ev.get("crop"), ev.get("min_depth"), ev.get("max_depth"),
                                    bool(ev.get("median_scaling")))
     predicted = _predicted(ctx)
