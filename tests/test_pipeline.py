@@ -178,6 +178,9 @@ def test_bad_pipelines_are_one_line_errors(tmp_path, monkeypatch, capsys) -> Non
     _fails(monkeypatch, capsys, tmp_path, {"student": student, "compress": {"target_macs": 0.5,
                                                                            "settings": {"mask_lrr": 1}}},
            "mask_lrr", "mask_lr")
+    _fails(monkeypatch, capsys, tmp_path, {"student": student, "compress": {"target_macs": 0.5,
+                                                                           "settings": {"mask_lr": -1}}},
+           "mask-lr")  # the prune settings are checked before the first stage
     _fails(monkeypatch, capsys, tmp_path, None, "no pipeline to resume", extra=("--resume",))
     _fails(monkeypatch, capsys, tmp_path, None, "give a pipeline file")
     (tmp_path / "o").mkdir()

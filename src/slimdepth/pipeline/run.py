@@ -18,7 +18,7 @@ from typing import Any
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.fileio import atomic_path
 from slimdepth.pipeline.config import STAGES, resolve_pipeline, stage_mode
-from slimdepth.pipeline.stages import STAGE_FUNCTIONS, STAGE_KINDS, Context, Fit, deploy_size
+from slimdepth.pipeline.stages import STAGE_FUNCTIONS, STAGE_KINDS, Context, Fit, deploy_size, prune_settings
 from slimdepth.train.config import load_config, save_config
 
 __all__ = ["CONFIG_FILE", "STATUS_FILE", "prepare_pipeline", "read_status", "run_pipeline"]
@@ -82,16 +82,16 @@ def run_pipeline(cfg: dict[str, Any], out: Path, resume: bool = False, *, log: C
     (stage, steps) stops that training stage early, as a killed run would, leaving it "running".
     """
     out = Path(out)
-    if resume:
-        status = read_status(out)
-    else:
+    status = read_status(out) if resume else {"stages": {}}
+    ctx = Context(cfg, out, log=log, stop_after=stop_after, **({"fit": fit} if fit is not None else {}))
+    if stage_mode(cfg, "compress") == "run" and (status["stages"].get("compress") or {}).get("status") != "done":
+        prune_settings(ctx)  # bad prune settings (or a latency budget this build cannot prune to) fail before any work
+    if not resume:
         if out.exists() and any(out.iterdir()):
             raise ConfigError(f"{out}: exists and is not empty; pass --resume to continue it or choose another --out")
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / CONFIG_FILE)
-        status = {"stages": {}}
     status.update(budget_ms=cfg["budget_ms"], runtime=cfg["runtime"], size=cfg["size"], threads=cfg["threads"])
-    ctx = Context(cfg, out, log=log, stop_after=stop_after, **({"fit": fit} if fit is not None else {}))
     stages: dict[str, Any] = status["stages"]
     for stage in STAGES:
         mode = stage_mode(cfg, stage)
