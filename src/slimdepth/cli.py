@@ -22,6 +22,7 @@ from slimdepth.commands import export as _export
 from slimdepth.commands import latency_table as _latency_table
 from slimdepth.commands import predict as _predict
 from slimdepth.commands import prune as _prune
+from slimdepth.commands import pipeline as _pipeline
 from slimdepth.commands import pseudo_label as _pseudo_label
 from slimdepth.commands import report as _report
 from slimdepth.commands import train as _train
@@ -51,6 +52,7 @@ app.command("compare")(_compare.compare)
 app.command("export")(_export.export)
 app.command("bench")(_bench.bench)
 app.command("latency-table")(_latency_table.latency_table)
+app.command("pipeline")(_pipeline.pipeline)
 app.command("report")(_report.report)
 
 
