@@ -20,9 +20,9 @@ from slimdepth.commands import distill as _distill
 from slimdepth.commands import evaluate as _evaluate
 from slimdepth.commands import export as _export
 from slimdepth.commands import latency_table as _latency_table
+from slimdepth.commands import pipeline as _pipeline
 from slimdepth.commands import predict as _predict
 from slimdepth.commands import prune as _prune
-from slimdepth.commands import pipeline as _pipeline
 from slimdepth.commands import pseudo_label as _pseudo_label
 from slimdepth.commands import report as _report
 from slimdepth.commands import train as _train

@@ -249,11 +249,6 @@ def prune_settings(ctx: Context) -> Any:
         given.update(target_latency=float(c["target_latency"] or ctx.cfg["budget_ms"]), runtime=ctx.cfg["runtime"],
                      latency_size=ctx.cfg["size"], threads=int(ctx.cfg["threads"]),
                      latency_table=c["latency_table"], max_tries=int(c["max_tries"]))
-        if "target_latency" not in known:
-            raise ConfigError("compress: this slimdepth cannot prune to a latency budget yet (PruneSettings has no "
-                              "target_latency); set compress.target_macs instead")
-        if "target_macs" in known:
-            given.setdefault("target_macs", None)
     unknown = sorted(set(given) - known)
     if unknown:
         raise ConfigError(f"compress: PruneSettings has no {', '.join(unknown)}")
@@ -460,14 +455,11 @@ def _compressed_rows(ctx: Context) -> set[str]:
 
 
 def report_stage(ctx: Context, stage: str = "report") -> tuple[bool, dict[str, Any]]:
-    """report: ``slimdepth.report.write_report([DIR], DIR/report.html)`` when the report package
-    is installed; otherwise the stage is recorded as skipped with a note."""
-    try:  # lazy, and optional: the report package may not be part of this build
-        from slimdepth.report import write_report
-    except ImportError:
-        return True, {"skipped": True, "note": "slimdepth.report is not available in this build; "
-                                               "run `slimdepth report DIR` once it is"}
-    path = write_report([ctx.out], ctx.out / "report.html", log=ctx.log)
+    """report: ``slimdepth.report.write_report([DIR], DIR/report.html)``."""
+    from slimdepth.report import write_report
+
+    # overwrite: a report stage that stopped part-way may have left its page; it is the pipeline's own file
+    path = write_report([ctx.out], ctx.out / "report.html", log=ctx.log, overwrite=True)
     return True, {"report": str(path)}
 
 
