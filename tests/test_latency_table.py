@@ -146,9 +146,13 @@ def test_table_predicts_measured_onnx_runtime_latency(ort_table: LatencyTable) -
     report = ort_table.check(tiny(), num=20, runs=40, rounds=8)
     assert len(report["rows"]) == 20
     assert all(r["measured_ms"] > 0 and r["predicted_ms"] > 0 for r in report["rows"])
-    assert report["median_abs_error"] < 0.2, report
-    # more channels never predict less time
-    assert ort_table.predict_model(prune_to_shares(ChannelGraph(tiny(), (64, 192)), {}, 8)) == pytest.approx(ort_table.full_ms)
+    assert report["median_abs_error"] < 0.25, report
+    # all channels kept predicts the full network; fewer channels never predict more time
+    graph = ChannelGraph(tiny(), (64, 192))
+    shares = [1.0, 0.75, 0.5, 0.25]
+    ms = [ort_table.predict_model(prune_to_shares(graph, {g.root: f for g in graph.groups}, 8)) for f in shares]
+    assert ms[0] == pytest.approx(ort_table.full_ms)
+    assert all(a >= b for a, b in zip(ms, ms[1:])) and ms[-1] < ms[0]
 
 
 @pytest.mark.parametrize("method", ["uniform", "masks"])
@@ -177,7 +181,8 @@ def test_budget_below_the_fixed_cost_is_refused_before_work(tmp_path: Path, ort_
                                                             capsys) -> None:
     src = make_source(tmp_path, "tiny-multires", **TINY)
     table_path = ort_table.save(tmp_path / "table.json")
-    low = min(ort_table.fixed_ms, 0.01) / 2
+    graph = ChannelGraph(tiny(), (64, 192))
+    low = floor_ms(LatencyCost(ort_table, CostModel(graph.model, graph.groups, graph.layers))) / 2  # > 0
     code, _, err = run_cli(monkeypatch, capsys, "prune", str(src), "--method", "uniform", "--target-latency", f"{low:g}",
                            "--runtime", "ort", "--size", "64x192", "--latency-table", str(table_path),
                            "--out", str(tmp_path / "run"))
@@ -217,3 +222,23 @@ def test_latency_table_cli_bad_input(tmp_path: Path, monkeypatch, capsys) -> Non
     code, _, err = run_cli(monkeypatch, capsys, "latency-table", str(tmp_path / "nothing"), "--size", "32x96",
                            "--out", str(tmp_path / "u.json"))
     assert_one_line_error(code, err, "nothing")
+
+
+@pytest.mark.parametrize("runtime", ["torch", "openvino", "litert"])
+def test_every_runtime_times_single_layers(runtime: str) -> None:
+    """The layer-timing worker builds and times a one-layer model on each runtime: a 150 M-MAC
+    conv takes far longer than the one-pixel, one-channel layer that measures the overhead."""
+    from slimdepth.deploy.layer_timing import EMPTY_SHAPE, time_layers
+
+    big = {**EMPTY_SHAPE, "cin": 64, "cout": 64, "kernel": [3, 3], "padding": [1, 1], "h": 48, "w": 48}
+    empty, heavy, again = time_layers([EMPTY_SHAPE, big, big], runtime, threads=1, runs=3, warmup=1)
+    assert 0 < empty < heavy and heavy == again  # identical shapes are timed once
+    assert heavy > 5 * empty
+
+
+def test_whole_networks_time_on_torch_and_ort() -> None:
+    from slimdepth.deploy.layer_timing import time_networks
+
+    for runtime in ("torch", "ort"):
+        (ms,) = time_networks([tiny()], runtime, SIZE, threads=1, runs=3, warmup=1, rounds=1)
+        assert 0 < ms < 1000

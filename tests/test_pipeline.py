@@ -65,8 +65,11 @@ def test_quick_pipeline_runs_every_stage_and_resume_skips_finished_ones(tmp_path
     assert "teacher: done, skipped" in stdout and "student: continuing" in stdout
     assert teacher_ckpt.stat().st_mtime_ns == teacher_time  # not rerun
     status = read_status(out)
-    assert {s: e["status"] for s, e in status["stages"].items()} == {
-        **{s: "done" for s in STAGES if s != "report"}, "report": status["stages"]["report"]["status"]}
+    assert {s: e["status"] for s, e in status["stages"].items()} == {s: "done" for s in STAGES}
+    page = (out / "report.html").read_text()
+    models = page.split('<table id="models">', 1)[1].split("</table>", 1)[0]
+    assert models.split("<tbody>", 1)[1].count("<tr>") == 7  # one row per model: the runtimes are columns
+    assert "ort (ms)" in models and "torch (ms)" in models
     student_log = (out / "student" / "log.csv").read_text().splitlines()
     assert len(student_log) == 1 + 2  # header + steps 1 and 2: the student continued, not restarted
     for stage in ("teacher", "student", "distill", "compress", "finetune"):
@@ -75,11 +78,17 @@ def test_quick_pipeline_runs_every_stage_and_resume_skips_finished_ones(tmp_path
     assert Path(finetune["distill"]["init"]).parent.parent == (out / "compress").resolve()
     assert Path(finetune["distill"]["teacher"]).parent.parent == (out / "teacher").resolve()
     results = json.loads((out / "evaluate" / "results.json").read_text())
-    names = [r["name"] for r in results["rows"]]
-    assert names == ["teacher", "student", "distill", "compress", "finetune", "onnx", "onnx-int8"]
-    assert results["size"] == [32, 96]
+    names = [(r["name"], r["runtime"]) for r in results["rows"]]
+    chain = ["teacher", "student", "distill", "compress", "finetune"]
+    # every PyTorch model, the exported files, then every PyTorch model on the budget's runtime
+    assert names == [(n, "torch") for n in chain] + [("onnx", "ort"), ("onnx-int8", "ort-int8")] + [
+        (n, "ort") for n in chain]
+    assert results["size"] == [32, 96] and results["budget_ms"] is None  # compressed by MACs: no latency budget
     for row in results["rows"]:
         assert row["latency_ms"] > 0 and 0 <= row["d1"] <= 1 and row["size_mb"] > 0
+    by = {(r["name"], r["runtime"]): r for r in results["rows"]}
+    assert by[("student", "ort")]["d1"] == by[("student", "torch")]["d1"]  # the fp32 export's accuracy is torch's
+    assert by[("student", "ort")]["path"].endswith(".onnx")
     assert (out / "export" / "model.onnx").is_file() and (out / "export" / "int8.onnx").is_file()
 
     before = checkpoints(out)
@@ -215,3 +224,21 @@ def test_resume_refuses_a_changed_pipeline(tmp_path) -> None:
     assert prepare_pipeline(None, tmp_path / "o", [], True) == prepare_pipeline(path, tmp_path / "o", [], True)
     with pytest.raises(ConfigError, match="differs"):
         prepare_pipeline(path, tmp_path / "o", ["threads=4"], True)
+
+
+def test_impossible_latency_budget_is_refused_before_any_training(tmp_path, monkeypatch, capsys) -> None:
+    """The latency table is measured on the student's architecture before the teacher trains, so a
+    budget under the fixed cost fails in one line at the start and leaves no directory behind.
+    (Fake timings: the layer times grow with the conv's size, the network has a 0.5 ms fixed cost.)"""
+    import slimdepth.compress.latency_table as lt
+
+    monkeypatch.setattr(lt, "time_layers", lambda shapes, *a, **k: [
+        1e-3 + 1e-9 * s["cin"] * s["cout"] * s["h"] * s["w"] for s in shapes])
+    monkeypatch.setattr(lt, "time_networks", lambda nets, *a, **k: [
+        0.5 + 1e-6 * sum(p.numel() for p in n.parameters()) for n in nets])
+    out = tmp_path / "pipe"
+    overrides = [o for o in tiny_overrides() if not o.startswith(("budget_ms", "compress.target_macs"))]
+    args = [f"--set={o}" for o in overrides] + ["--set=budget_ms=0.05"]
+    code, _, err = run_cli(monkeypatch, capsys, "pipeline", str(QUICK), "--out", str(out), *args)
+    assert_one_line_error(code, err, "cannot be met", "fixed cost")
+    assert not out.exists()

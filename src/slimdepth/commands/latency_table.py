@@ -42,6 +42,7 @@ def latency_table(
                                     log=console.print, progress=update)
     console.print(f"fixed cost {table.fixed_ms:.3f} ms, layer scale {table.scale:.3f}, full width predicted "
                   f"{table.full_ms:.3f} ms")
+    table.save(out)  # kept even if the check below fails or is interrupted
     if check:
         report = table.check(network, num=check, log=console.print)
         console.print(f"check on {check} random width choices: mean |error| {report['mean_abs_error']:.1%}, median "

@@ -1,4 +1,5 @@
-"""``slimdepth prune``: compress a trained model to a MACs budget (masks, gating, magnitude, uniform)."""
+"""``slimdepth prune``: compress a trained model to a MACs budget (masks, gating, magnitude, uniform) or a
+latency budget on a runtime (masks, magnitude, uniform)."""
 
 from __future__ import annotations
 

@@ -11,9 +11,9 @@ on one runtime, at one input size, on this machine:
   runtime (the smallest possible layer) taken off; each grid is then made non-decreasing in both
   widths (a running maximum), so the predicted latency falls monotonically as channels go;
 * a layer's latency at any widths is read from its grid by bilinear interpolation;
-* whole-network latency = ``fixed_ms + scale * sum(layer latencies)``, calibrated on the whole
-  network exported and measured at uniform widths (all, 3/4, 1/2, 1/4 of every group's channels)
-  by least squares. ``fixed_ms`` is what the widths cannot remove (resizes of the input and
+* whole-network latency = ``fixed_ms + scale * sum(layer latencies)``, calibrated by least
+  squares on the whole network exported and measured at uniform widths (all, 3/4, 1/2, 1/4 of
+  every group's channels) and at eight random ones. ``fixed_ms`` is what the widths cannot remove (resizes of the input and
   output, the graph's own overhead, I/O); ``scale`` absorbs what timing a layer alone misses
   (fused activations, adds and concatenations that shrink with the widths, cache effects).
 

@@ -1,4 +1,4 @@
-"""``slimdepth prune``: compress a trained checkpoint to a MACs budget, resumably.
+"""``slimdepth prune``: compress a trained checkpoint to a MACs or latency budget, resumably.
 
 Every method gets the same number of optimisation steps (``steps``), so their results compare
 fairly at equal MACs:
@@ -404,7 +404,7 @@ LATENCY_TABLE = "latency_table.json"  # RUN/latency_table.json: the table a late
 
 
 def _latency_table(run: Path, source: nn.Module, settings: PruneSettings, size: tuple[int, int],
-                   say: Callable[[str], None]) -> LatencyTable:
+                   say: Callable[[str], None], source_name: str = "") -> LatencyTable:
     """The latency table of the source network on the budget's runtime and size: the one given,
     the one this run measured before, or measured now into ``RUN/latency_table.json``."""
     deploy = tuple(settings.latency_size or size)
@@ -420,10 +420,12 @@ def _latency_table(run: Path, source: nn.Module, settings: PruneSettings, size: 
         say(f"measuring the latency table on {settings.runtime} at {deploy[0]}x{deploy[1]} ({settings.threads} threads)")
         with progress_bar("timing layers", "layers") as update:
             table = build_latency_table(source, settings.runtime, deploy, settings.threads, settings.align,
-                                        name=str(settings.method), log=say, progress=update)
+                                        name=str(source_name), log=say, progress=update)
         table.save(path)
-    if table.align != settings.align and not settings.latency_table:
-        raise DataError(f"{path}: measured with channel multiple {table.align}, not {settings.align}")
+    if table.threads != settings.threads:
+        raise ConfigError(f"{path}: the latency table was measured with {table.threads} threads, the budget is for "
+                          f"{settings.threads}; measure a table with --threads {settings.threads}")
+    # a table fixes its channel multiple (settings.align only says what a table measured here uses)
     graph = ChannelGraph(copy.deepcopy(source).eval(), size)
     check_budget(LatencyCost(table, CostModel(graph.model, graph.groups, graph.layers)), float(settings.target_latency))
     return table
@@ -541,7 +543,8 @@ def run_prune(run: Path, fit: FitFn | None = None, stop_after: int | None = None
         result = {"macs": macs["executed_macs"], "dense_macs": macs["dense_macs"], "gating": gating_config(final)}
     else:
         if PRUNED not in stages:
-            table = _latency_table(run, source, settings, size, say) if settings.target_latency is not None else None
+            table = (_latency_table(run, source, settings, size, say, state['source'])
+                     if settings.target_latency is not None else None)
             if settings.method == "masks":
                 say(f"learning masks: {settings.warmup_steps} warm-up + {settings.joint_steps} joint steps")
                 report = _masks_stage(source, settings, recipe, run, size, fit, stop_after, table, say)

@@ -13,6 +13,7 @@ Runtime's spinning threads never share a process with PyTorch's timing).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import time
@@ -123,7 +124,6 @@ def _litert_runner(threads: int) -> Callable[[dict[str, Any]], Callable[[], Any]
     import warnings
 
     import litert_torch
-    import torch
     from ai_edge_litert.interpreter import Interpreter
 
     def make(shape: dict[str, Any]) -> Callable[[], Any]:
@@ -141,7 +141,6 @@ def _litert_runner(threads: int) -> Callable[[dict[str, Any]], Callable[[], Any]
             interpreter.set_tensor(index, array)
             interpreter.invoke()
 
-        del torch  # only needed to build the layer
         return run
 
     return make
@@ -152,16 +151,20 @@ RUNNERS = {"torch": _torch_runner, "ort": _ort_runner, "openvino": _openvino_run
 
 def main() -> None:
     job = json.loads(sys.stdin.readline())
+    # the answers get their own copy of stdout; whatever the converters print (JAX and TensorFlow
+    # write to file descriptor 1 from C) goes to stderr instead of into the answers
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    sys.stdout.flush()
+    os.dup2(2, 1)
     try:
         make = RUNNERS[job["runtime"]](int(job["threads"]))
         for i, shape in enumerate(job["shapes"]):
             ms = _median_ms(make(shape), int(job["runs"]), int(job["warmup"]))
-            sys.stdout.write(json.dumps({"i": i, "ms": ms}) + "\n")
-            sys.stdout.flush()
+            answers.write(json.dumps({"i": i, "ms": ms}) + "\n")
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        sys.stdout.write(json.dumps({"error": f"{type(exc).__name__}: {first}"}) + "\n")
-        sys.stdout.flush()
+        answers.write(json.dumps({"error": f"{type(exc).__name__}: {first}"}) + "\n")
+    answers.flush()
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
                "opset": 18, "skip": False},
     "evaluate": {"data": None, "limit": None, "batch_size": 4, "latency": True, "runs": 30, "warmup": 5, "rounds": 5,
                  "skip": False},
-    "report": {"skip": False},
+    "report": {"real": None, "real_num": 8, "skip": False},
 }
 
 _POS_INT = Field(int, min=1)
@@ -85,7 +85,7 @@ STAGE_SCHEMA: dict[str, dict[str, Any]] = {
                "val": _SPEC, "val_num": _POS_INT, "opset": Field(int, choices=(17, 18, 19, 20)), "skip": bool},
     "evaluate": {"data": _SPEC, "limit": Field(int, min=1, nullable=True), "batch_size": _POS_INT, "latency": bool,
                  "runs": _POS_INT, "warmup": Field(int, min=0), "rounds": _POS_INT, "skip": bool},
-    "report": {"skip": bool},
+    "report": {"real": _SPEC, "real_num": _POS_INT, "skip": bool},
 }
 TOP_SCHEMA: dict[str, Any] = {
     "name": _SPEC, "gpus": _POS_INT, "budget_ms": object, "runtime": str, "size": (str, list, type(None)),
@@ -106,6 +106,18 @@ def stage_mode(cfg: dict[str, Any], stage: str) -> str:
     if stage == "finetune" and not value.get("steps"):
         return "off"  # 0 or absent steps: nothing to fine-tune
     return "run"
+
+
+def effective_budget(cfg: dict[str, Any]) -> float | None:
+    """The latency budget the compress stage aims at (ms): ``compress.target_latency``, else the
+    top-level ``budget_ms`` -- ``None`` when compress runs to a MACs budget or does not run."""
+    section = cfg.get("compress")
+    if stage_mode(cfg, "compress") != "run":
+        return None
+    if section.get("target_macs") is not None:
+        return None
+    value = section.get("target_latency") or cfg.get("budget_ms")
+    return float(value) if value is not None else None
 
 
 def stage_settings(cfg: dict[str, Any], stage: str) -> dict[str, Any]:

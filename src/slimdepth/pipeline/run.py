@@ -11,13 +11,15 @@ resume machinery, the rest run. A new pipeline never writes into a directory tha
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.fileio import atomic_path
-from slimdepth.pipeline.config import STAGES, resolve_pipeline, stage_mode
+from slimdepth.pipeline.budget import budget_table
+from slimdepth.pipeline.config import STAGES, effective_budget, resolve_pipeline, stage_mode
 from slimdepth.pipeline.stages import STAGE_FUNCTIONS, STAGE_KINDS, Context, Fit, deploy_size, prune_settings
 from slimdepth.train.config import load_config, save_config
 
@@ -91,7 +93,14 @@ def run_pipeline(cfg: dict[str, Any], out: Path, resume: bool = False, *, log: C
             raise ConfigError(f"{out}: exists and is not empty; pass --resume to continue it or choose another --out")
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / CONFIG_FILE)
-    status.update(budget_ms=cfg["budget_ms"], runtime=cfg["runtime"], size=cfg["size"], threads=cfg["threads"])
+    status.update(budget_ms=effective_budget(cfg), runtime=cfg["runtime"], size=cfg["size"], threads=cfg["threads"])
+    if stage_mode(cfg, "compress") == "run" and (status["stages"].get("compress") or {}).get("status") != "done":
+        try:  # the latency table before any training: an impossible budget is refused now
+            budget_table(ctx)
+        except ConfigError:
+            if not resume:  # everything in it was made just now: leave no half-made directory
+                shutil.rmtree(out, ignore_errors=True)
+            raise
     stages: dict[str, Any] = status["stages"]
     for stage in STAGES:
         mode = stage_mode(cfg, stage)

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from slimdepth.errors import ConfigError, SlimdepthError
-from slimdepth.pipeline.config import CHAIN, pipeline_recipe, stage_settings
+from slimdepth.fileio import atomic_path
+from slimdepth.pipeline.budget import predicted_ms
+from slimdepth.pipeline.config import CHAIN, effective_budget, pipeline_recipe, stage_settings
 from slimdepth.train.config import load_config, merge_defaults, save_config
 
 __all__ = ["Context", "STAGE_KINDS", "STAGE_FUNCTIONS", "torchrun_command"]
@@ -248,13 +250,21 @@ def prune_settings(ctx: Context) -> Any:
     else:
         given.update(target_latency=float(c["target_latency"] or ctx.cfg["budget_ms"]), runtime=ctx.cfg["runtime"],
                      latency_size=ctx.cfg["size"], threads=int(ctx.cfg["threads"]),
-                     latency_table=c["latency_table"], max_tries=int(c["max_tries"]))
+                     latency_table=c["latency_table"] or _budget_table_file(ctx), max_tries=int(c["max_tries"]))
     unknown = sorted(set(given) - known)
     if unknown:
         raise ConfigError(f"compress: PruneSettings has no {', '.join(unknown)}")
     settings = PruneSettings(**given)
     settings.check()
     return settings
+
+
+def _budget_table_file(ctx: Context) -> str | None:
+    """The table measured at the start of the pipeline (:mod:`slimdepth.pipeline.budget`), if any."""
+    from slimdepth.pipeline.budget import LATENCY_TABLE
+
+    path = ctx.out / LATENCY_TABLE
+    return str(path) if path.is_file() else None
 
 
 def compress_stage(ctx: Context, stage: str = "compress") -> tuple[bool, dict[str, Any]]:
@@ -397,21 +407,21 @@ def evaluate_stage(ctx: Context, stage: str = "evaluate") -> tuple[bool, dict[st
         dataset = CachedDataset(dataset)  # render or decode a small set once (a full KITTI split would not fit)
     eval_cfg = resolve_eval_config(dataset, ev.get("preset"), ev.get("crop"), ev.get("min_depth"), ev.get("max_depth"),
                                    bool(ev.get("median_scaling")))
-    predicted = _predicted(ctx)
+    table = _budget_latency_table(ctx)
     rows: list[dict[str, Any]] = []
     for source in _row_sources(ctx):
         ctx.log(f"{stage}: scoring {source['name']} ({source['runtime']}) on {data}")
         metrics, eval_size = _score(source["path"], dataset, eval_cfg, e)
         cost = _cost(source["path"], size)
         rows.append({**source, "params": cost.get("params"), "macs": cost.get("macs"), "size_mb": cost["size_mb"],
-                     "latency_ms": None, "latency_p90_ms": None,
-                     "predicted_ms": predicted if source["name"] in _compressed_rows(ctx) else None,
+                     "latency_ms": None, "latency_p90_ms": None, "predicted_ms": None,
                      "eval_size": eval_size, "d1": metrics["d1"], "abs_rel": metrics["abs_rel"],
                      "rmse": metrics["rmse"]})
     origin = next((r for r in rows if r["path"] == final), None)
     for row in rows:  # an exported file has the parameters and MACs of the model it came from
         if row["runtime"] != "torch" and origin is not None:
             row["params"], row["macs"] = origin["params"], origin["macs"]
+    rows += _budget_runtime_rows(ctx, rows, size, table)
     if e["latency"]:
         specs = [{"runtime": r["runtime"], **({"model": r["path"]} if r["runtime"] == "torch" else {"path": r["path"]}),
                   "size": list(size), "threads": int(ctx.cfg["threads"]), "warmup": int(e["warmup"])} for r in rows]
@@ -421,10 +431,11 @@ def evaluate_stage(ctx: Context, stage: str = "evaluate") -> tuple[bool, dict[st
             s = summarize_samples(samples)
             row["latency_ms"], row["latency_p90_ms"] = s["median_ms"], s["p90_ms"]
     results = {"runtime_threads": int(ctx.cfg["threads"]), "size": list(size), "cpu": cpu_model(),
-               "budget_ms": ctx.cfg["budget_ms"], "budget_runtime": ctx.cfg["runtime"], "data": data, "rows": rows}
+               "budget_ms": effective_budget(ctx.cfg), "budget_runtime": ctx.cfg["runtime"], "data": data, "rows": rows}
     out = ctx.out / stage
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+    with atomic_path(out / "results.json") as tmp:
+        tmp.write_text(json.dumps(results, indent=2, default=float) + "\n")
     for row in rows:
         lat = f"{row['latency_ms']:.2f} ms" if row["latency_ms"] is not None else "-"
         ctx.log(f"  {row['name']:<10} {row['runtime']:<9} d1 {row['d1']:.3f}  AbsRel {row['abs_rel']:.3f}  "
@@ -432,23 +443,38 @@ def evaluate_stage(ctx: Context, stage: str = "evaluate") -> tuple[bool, dict[st
     return True, {"results": str(out / "results.json"), "rows": len(rows), "size": list(size)}
 
 
-def _predicted(ctx: Context) -> float | None:
-    """The compress stage's predicted latency (ms) of the compressed architecture, if it priced one."""
+def _budget_latency_table(ctx: Context) -> Any:
+    """The latency table the compress stage used (``None`` without a latency budget)."""
+    from slimdepth.compress.latency_table import LatencyTable
+
     run = ctx.models.get("compress")
     state = Path(run) / "prune.json" if run else None
     if state is None or not state.is_file():
         return None
-    latency = (json.loads(state.read_text()).get("result") or {}).get("latency") or {}
-    value = latency.get("predicted_ms")
-    return float(value) if value is not None else None
+    settings = json.loads(state.read_text()).get("settings") or {}
+    path = Path(settings.get("latency_table") or Path(run) / "latency_table.json")
+    return LatencyTable.load(path) if settings.get("target_latency") is not None and path.is_file() else None
 
 
-def _compressed_rows(ctx: Context) -> set[str]:
-    """The rows that share the compressed architecture (the prediction applies to them)."""
-    if "compress" not in ctx.models:
-        return set()
-    names = {"compress"} | ({"finetune"} if "finetune" in ctx.models else set())
-    return names | {"onnx"}
+def _budget_runtime_rows(ctx: Context, rows: list[dict[str, Any]], size: tuple[int, ...], table: Any
+                         ) -> list[dict[str, Any]]:
+    """Every PyTorch model of the chain (and the teacher) exported for the budget's runtime, so
+    that the accuracy-against-latency plot has a point per stage on the runtime the budget is set
+    on; accuracy is the PyTorch row's (an fp32 export matches it within 1e-4 m, checked on
+    export), the table's prediction is added where the table knows the architecture."""
+    from slimdepth.deploy.artefacts import runtime_artefacts
+
+    runtime = ctx.cfg["runtime"]
+    extra = []
+    for row in [r for r in rows if r["runtime"] == "torch"]:
+        if runtime == "torch":
+            row["predicted_ms"] = predicted_ms(table, row["path"])
+            continue
+        spec = runtime_artefacts(row["path"], [runtime], tuple(size), ctx.out / "evaluate" / "exports" / row["name"],
+                                 log=ctx.log, strict=True)[runtime]
+        extra.append({**row, "runtime": runtime, "path": spec["path"], "accuracy_of": "torch",
+                      "predicted_ms": predicted_ms(table, row["path"])})
+    return extra
 
 
 # ------------------------------------------------------------------------------ report stage
@@ -458,8 +484,11 @@ def report_stage(ctx: Context, stage: str = "report") -> tuple[bool, dict[str, A
     """report: ``slimdepth.report.write_report([DIR], DIR/report.html)``."""
     from slimdepth.report import write_report
 
+    r = stage_settings(ctx.cfg, stage)
+    real = Path(r["real"]) if r.get("real") else None
     # overwrite: a report stage that stopped part-way may have left its page; it is the pipeline's own file
-    path = write_report([ctx.out], ctx.out / "report.html", log=ctx.log, overwrite=True)
+    path = write_report([ctx.out], ctx.out / "report.html", real=real, real_num=int(r["real_num"]), log=ctx.log,
+                        overwrite=True)
     return True, {"report": str(path)}
 
 

@@ -60,6 +60,7 @@ class ModelEntry:
     size_mb: float | None = None
     input_size: tuple[int, int] | None = None
     latency: dict[str, float] = field(default_factory=dict)  # runtime -> median ms, batch 1
+    predicted: dict[str, float] = field(default_factory=dict)  # runtime -> a latency table's prediction (ms)
     metrics: dict[str, float] | None = None
     metrics_source: str = ""  # where the metrics come from, in words
     real_metrics: dict[str, dict[str, float]] | None = None  # "median-scaled" / "metric" -> metrics on real frames
@@ -176,7 +177,21 @@ def _row_entry(row: dict[str, Any], root: Path, where: Path) -> ModelEntry:
     entry.size_mb = float(row["size_mb"]) if isinstance(row.get("size_mb"), (int, float)) else None
     if isinstance(row.get("latency_ms"), (int, float)) and row.get("runtime"):
         entry.latency[str(row["runtime"])] = float(row["latency_ms"])
+    if isinstance(row.get("predicted_ms"), (int, float)) and row.get("runtime"):
+        entry.predicted[str(row["runtime"])] = float(row["predicted_ms"])
     return entry
+
+
+def _merge_rows(entries: list[ModelEntry]) -> list[ModelEntry]:
+    """One entry per model name: the same model timed on several runtimes (a row per runtime in
+    results.json) becomes one row with a latency column per runtime."""
+    merged: dict[str, ModelEntry] = {}
+    for entry in entries:
+        first = merged.setdefault(entry.name, entry)
+        if first is not entry:
+            first.latency.update({k: v for k, v in entry.latency.items() if k not in first.latency})
+            first.predicted.update({k: v for k, v in entry.predicted.items() if k not in first.predicted})
+    return list(merged.values())
 
 
 def _read_pipeline(root: Path, data: ReportData) -> list[ModelEntry]:
@@ -213,7 +228,7 @@ def _read_pipeline(root: Path, data: ReportData) -> list[ModelEntry]:
         data.budget_ms = float(table["budget_ms"])
     if isinstance(table.get("size"), list) and len(table["size"]) == 2:
         data.latency_size = data.latency_size or (int(table["size"][0]), int(table["size"][1]))
-    return [_row_entry(row, root, results) for row in rows]
+    return _merge_rows([_row_entry(row, root, results) for row in rows])
 
 
 def collect(inputs: list[Path]) -> ReportData:

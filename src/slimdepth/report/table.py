@@ -34,13 +34,15 @@ def runtimes_of(data: ReportData) -> list[str]:
 def model_table(data: ReportData) -> tuple[list[str], list[list[Cell]]]:
     """Header and rows of the main table: one row per model."""
     runtimes = runtimes_of(data)
+    predicted = list(dict.fromkeys(r for m in data.models for r in m.predicted))
     header = ["model", "kind", "params (M)", "GMACs", "size (MB)", *[f"{r} (ms)" for r in runtimes],
-              *[h for _, h in ACCURACY_COLUMNS], "accuracy from"]
+              *[f"{r} predicted (ms)" for r in predicted], *[h for _, h in ACCURACY_COLUMNS], "accuracy from"]
     rows = []
     for m in data.models:
         row: list[Cell] = [(m.name, None), (m.kind, None), _number(m.params, ".3f", 1e6), _number(m.macs, ".3f", 1e9),
                            _number(m.size_mb, ".2f")]
         row += [_number(m.latency.get(r), ".2f") for r in runtimes]
+        row += [_number(m.predicted.get(r), ".2f") for r in predicted]
         row += [_number((m.metrics or {}).get(k), ".3f") for k, _ in ACCURACY_COLUMNS]
         row.append((m.metrics_source or "–", None))
         rows.append(row)
