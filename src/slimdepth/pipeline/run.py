@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -130,8 +131,11 @@ def run_pipeline(cfg: dict[str, Any], out: Path, resume: bool = False, *, log: C
         stages[stage] = {"status": "running", "run": str(run_dir.resolve()), "given": False, "kind": kind,
                          "summary": {}}
         _write_status(out, status)
+        started = time.monotonic()
         finished, summary = STAGE_FUNCTIONS[stage](ctx, stage)
         stages[stage]["summary"] = summary
+        # wall-clock seconds of this stage, summed over resumed sessions
+        stages[stage]["elapsed_s"] = float(entry.get("elapsed_s", 0.0)) + time.monotonic() - started
         if not finished:
             _write_status(out, status)
             log(f"{stage}: stopped before its end; `slimdepth pipeline --resume --out {out}` continues it")
