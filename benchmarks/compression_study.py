@@ -14,6 +14,7 @@ can be stopped and restarted. On a 2-core CPU the default budget takes about 75 
 
     python benchmarks/compression_study.py --out runs/study [--models litedepth resnet18-unet]
         [--targets 0.5 0.25] [--steps litedepth=600 resnet18-unet=300] [--threads 2] [--latency-runs 100]
+        [--methods masks magnitude uniform] [--base resnet18-unet=runs/study/resnet18-unet/base]
 """
 
 from __future__ import annotations
@@ -54,8 +55,10 @@ def train_base(model: str, out: Path) -> Path:
     return run
 
 
-def prune_runs(model: str, base: Path, out: Path, targets: list[float], steps: int) -> list[Path]:
+def prune_runs(model: str, base: Path, out: Path, targets: list[float], steps: int,
+               only: list[str] | None = None) -> list[Path]:
     methods = ["masks", "magnitude", "uniform"] + (["gating"] if "resnet" in model else [])
+    methods = [m for m in methods if not only or m in only]
     runs = []
     for target in targets:
         for method in methods:
@@ -124,14 +127,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--latency-runs", type=int, default=100, help="timed batch-1 runs per model in compare")
     parser.add_argument("--skip-gating-latency", action="store_true")
+    parser.add_argument("--methods", nargs="+", default=None, choices=["masks", "magnitude", "uniform", "gating"],
+                        help="only these methods (default: all)")
+    parser.add_argument("--base", nargs="*", default=[], help="MODEL=RUN: an already trained base run to start from")
     args = parser.parse_args()
     steps = dict(DEFAULT_STEPS)
     for item in args.steps:
         name, _, n = item.partition("=")
         steps[name] = int(n)
+    bases = dict(item.partition("=")[::2] for item in args.base)
     for model in args.models:
-        base = train_base(model, args.out)
-        runs = prune_runs(model, base, args.out, args.targets, steps[model])
+        base = Path(bases[model]) if model in bases else train_base(model, args.out)
+        runs = prune_runs(model, base, args.out, args.targets, steps[model], args.methods)
         rows = compare(model, args.out, [base, *runs], args.threads, args.latency_runs)
         relative(rows)
     if not args.skip_gating_latency:

@@ -57,11 +57,23 @@ def _network_ms(model: nn.Module) -> float:
     return total
 
 
+def _fake(patch: pytest.MonkeyPatch) -> None:
+    patch.setattr(lt, "time_layers", lambda shapes, *a, **k: [_exact_ms(s) for s in shapes])
+    patch.setattr(lt, "time_networks", lambda nets, *a, **k: [_network_ms(n) for n in nets])
+    patch.setattr(lt, "network_samples", lambda nets, *a, **k: [[_network_ms(n)] * 4 for n in nets])
+
+
 @pytest.fixture()
 def fake_runtime(monkeypatch):
-    monkeypatch.setattr(lt, "time_layers", lambda shapes, *a, **k: [_exact_ms(s) for s in shapes])
-    monkeypatch.setattr(lt, "time_networks", lambda nets, *a, **k: [_network_ms(n) for n in nets])
-    monkeypatch.setattr(lt, "network_samples", lambda nets, *a, **k: [[_network_ms(n)] * 4 for n in nets])
+    _fake(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def fake_table() -> LatencyTable:
+    """A table of the made-up runtime, built once."""
+    with pytest.MonkeyPatch.context() as patch:
+        _fake(patch)
+        return build_latency_table(tiny(), "ort", SIZE, align=4)
 
 
 def test_table_recovers_a_known_latency_model(fake_runtime) -> None:
@@ -74,14 +86,15 @@ def test_table_recovers_a_known_latency_model(fake_runtime) -> None:
     assert table.full_ms == pytest.approx(_network_ms(model), rel=1e-6)
     report = table.check(model, num=5, rounds=2)
     assert report["max_abs_error"] < 1e-6 and report["within_15pct"] == 1.0
+    assert report["max_abs_ratio_error"] < 1e-6 and report["full_measured_ms"] == pytest.approx(_network_ms(model))
     # grids: 1/4, 1/2, 3/4 and all channels on a side a group governs, in multiples of 4
     layer = table.layers["stem.0"] if "stem.0" in table.layers else next(iter(table.layers.values()))
     assert layer.in_grid[0] <= layer.in_grid[-1] and all(v % 4 == 0 or v == layer.shape["cout"] for v in layer.out_grid)
 
 
-def test_differentiable_cost_equals_the_pruned_network(fake_runtime) -> None:
+def test_differentiable_cost_equals_the_pruned_network(fake_table: LatencyTable) -> None:
     model = tiny()
-    table = build_latency_table(model, "ort", SIZE, align=4)
+    table = fake_table
     graph = ChannelGraph(model, SIZE)
     latency = LatencyCost(table, CostModel(graph.model, graph.groups, graph.layers))
     assert latency.full_ms == pytest.approx(table.full_ms)
@@ -96,8 +109,8 @@ def test_differentiable_cost_equals_the_pruned_network(fake_runtime) -> None:
     assert floor_ms(latency) < latency.full_ms
 
 
-def test_table_file_round_trip(fake_runtime, tmp_path: Path) -> None:
-    table = build_latency_table(tiny(), "ort", SIZE, align=4)
+def test_table_file_round_trip(fake_table: LatencyTable, tmp_path: Path) -> None:
+    table = fake_table
     back = LatencyTable.load(table.save(tmp_path / "t.json"))
     assert back.full_ms == pytest.approx(table.full_ms) and back.align == 4 and back.size == SIZE
     with pytest.raises(ConfigError, match="another network"):
@@ -106,9 +119,8 @@ def test_table_file_round_trip(fake_runtime, tmp_path: Path) -> None:
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(kind=st.sampled_from(["truncate", "format", "nan", "layers", "runtime", "binary", "scale"]))
-def test_damaged_table_is_refused_in_one_line(fake_runtime, tmp_path_factory, kind: str) -> None:
-    table = build_latency_table(tiny(), "ort", SIZE, align=4)
-    path = table.save(tmp_path_factory.mktemp("t") / "t.json")
+def test_damaged_table_is_refused_in_one_line(fake_table: LatencyTable, tmp_path_factory, kind: str) -> None:
+    path = fake_table.save(tmp_path_factory.mktemp("t") / "t.json")
     data = json.loads(path.read_text())
     if kind == "truncate":
         path.write_text(path.read_text()[: len(path.read_text()) // 2])
@@ -146,7 +158,8 @@ def test_table_predicts_measured_onnx_runtime_latency(ort_table: LatencyTable) -
     report = ort_table.check(tiny(), num=20, runs=40, rounds=8)
     assert len(report["rows"]) == 20
     assert all(r["measured_ms"] > 0 and r["predicted_ms"] > 0 for r in report["rows"])
-    assert report["median_abs_error"] < 0.25, report
+    # as shares of the unpruned network timed beside them (this VM's speed drifts between sessions)
+    assert report["mean_abs_ratio_error"] < 0.2, {k: v for k, v in report.items() if k != "rows"}
     # all channels kept predicts the full network; fewer channels never predict more time
     graph = ChannelGraph(tiny(), (64, 192))
     shares = [1.0, 0.75, 0.5, 0.25]
@@ -169,7 +182,8 @@ def test_prune_meets_a_loose_latency_budget(tmp_path: Path, ort_table: LatencyTa
     tries = read_prune_state(tmp_path / "run")["stages"]["pruned"]["latency"]["tries"]
     assert 1 <= len(tries) <= settings.max_tries
     assert tries[0]["predicted_ms"] <= budget + 1e-9  # the first choice fits the prediction
-    assert lat["met"] == (lat["measured_ms"] <= budget)
+    assert lat["met"] == (lat["calibrated_ms"] <= budget)
+    assert lat["calibrated_ms"] == pytest.approx(lat["measured_ms"] / lat["reference_ms"] * ort_table.calibration_full_ms)
     assert lat["met"], tries  # a loose budget (90% of full width) is met within the tries
 
 

@@ -85,7 +85,8 @@ def prune(
     if lat:
         h, w = lat["size"]
         console.print(f"latency on {lat['runtime']} at {h}x{w}: predicted {lat['predicted_ms']:.3f} ms, measured "
-                      f"{lat['measured_ms']:.3f} ms, budget {lat['budget_ms']:g} ms "
+                      f"{lat['measured_ms']:.3f} ms beside the unpruned network's {lat['reference_ms']:.3f} ms = "
+                      f"{lat['calibrated_ms']:.3f} ms at the table's calibration; budget {lat['budget_ms']:g} ms "
                       f"({'met' if lat['met'] else 'MISSED'})")
     v = r.get("validation")
     if v:

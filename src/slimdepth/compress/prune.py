@@ -337,6 +337,7 @@ def _masks_stage(source: nn.Module, settings: PruneSettings, recipe: dict[str, A
     """Warm-up + joint mask training in RUN/masks, then budget, freeze and removal. With a
     latency ``table`` the masks are priced in predicted milliseconds and the budget is met by
     measuring the exported network (:func:`~slimdepth.compress.latency_prune.meet_budget`)."""
+    source_copy = copy.deepcopy(source).eval() if table is not None else None  # the unpruned reference
     model = source.train()
     groups = channel_groups(model, size)
     if not groups:
@@ -372,8 +373,8 @@ def _masks_stage(source: nn.Module, settings: PruneSettings, recipe: dict[str, A
             info = choose_masks(masks, masks.latency, target_ms)
             return masks.apply(model), info
 
-        pruned, report["latency"] = meet_budget(choose, table, float(settings.target_latency), settings.max_tries,
-                                                log=say)
+        pruned, report["latency"] = meet_budget(choose, table, float(settings.target_latency), source_copy,
+                                                settings.max_tries, log=say)
         masks.freeze()
     else:
         # with the compression loss off (masking alone) the masks stay as learned: no budget fit
@@ -392,7 +393,8 @@ def _baseline_stage(source: nn.Module, settings: PruneSettings, size: tuple[int,
         def choose(target_ms: float) -> tuple[nn.Module, dict[str, Any]]:
             return choose_baseline(source, settings.method, table, target_ms, size)
 
-        pruned, latency = meet_budget(choose, table, float(settings.target_latency), settings.max_tries, log=say)
+        pruned, latency = meet_budget(choose, table, float(settings.target_latency), source.eval(), settings.max_tries,
+                                      log=say)
         return {"latency": latency, "model": pruned}
     prune = magnitude_prune if settings.method == "magnitude" else uniform_prune
     pruned, report = prune(source.eval(), settings.target_macs, size)
