@@ -421,7 +421,8 @@ def evaluate_stage(ctx: Context, stage: str = "evaluate") -> tuple[bool, dict[st
     for row in rows:  # an exported file has the parameters and MACs of the model it came from
         if row["runtime"] != "torch" and origin is not None:
             row["params"], row["macs"] = origin["params"], origin["macs"]
-    rows += _budget_runtime_rows(ctx, rows, size, table)
+    if e["latency"]:  # the budget runtime's rows exist to be timed
+        rows += _budget_runtime_rows(ctx, rows, size, table)
     if e["latency"]:
         specs = [{"runtime": r["runtime"], **({"model": r["path"]} if r["runtime"] == "torch" else {"path": r["path"]}),
                   "size": list(size), "threads": int(ctx.cfg["threads"]), "warmup": int(e["warmup"])} for r in rows]
