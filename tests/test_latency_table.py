@@ -256,3 +256,36 @@ def test_whole_networks_time_on_torch_and_ort() -> None:
     for runtime in ("torch", "ort"):
         (ms,) = time_networks([tiny()], runtime, SIZE, threads=1, runs=3, warmup=1, rounds=1)
         assert 0 < ms < 1000
+
+
+class _Net(nn.Module):
+    """A stand-in network whose measured latency is its ``ms``."""
+
+    def __init__(self, ms: float) -> None:
+        super().__init__()
+        self.ms = ms
+
+
+@pytest.mark.parametrize("slowness, tries, final", [
+    (0.5, [4.0, 8.0], 4.0),          # the table over-predicts 2x: the first fit uses half -> loosened to the budget
+    (1.5, [4.0, 4.0 / 1.5], 4.0),    # it under-predicts: 6 ms misses -> tightened
+    (1.0, [4.0], 4.0),               # right first time
+])
+def test_meet_budget_tightens_and_loosens(monkeypatch, slowness: float, tries: list[float], final: float) -> None:
+    import slimdepth.compress.latency_prune as lp
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(lp, "time_networks", lambda nets, *a, **k: [n.ms for n in nets])
+    # the machine runs at half the calibration's speed now: the reference measures 20 ms, calibrated at 10
+    table = SimpleNamespace(runtime="ort", size=(8, 8), threads=1, calibration_full_ms=10.0,
+                            predict_model=lambda m: m.ms / slowness / 2)
+    asked: list[float] = []
+
+    def choose(target: float):
+        asked.append(target)
+        return _Net(2 * slowness * target), {}
+
+    model, report = lp.meet_budget(choose, table, 4.0, _Net(20.0), max_tries=4)
+    assert asked == pytest.approx(tries)
+    assert model.ms / 2 == pytest.approx(final) and report["calibrated_ms"] == pytest.approx(final)
+    assert report["met"] and report["reference_ms"] == 20.0 and len(report["tries"]) == len(tries)

@@ -11,7 +11,9 @@ target, every group's count rounded to the runtime's fast channel multiple:
 
 Then the pruned network is exported and measured on the runtime (:func:`meet_budget`); if it
 misses the budget, the target is tightened by the ratio budget / measured and the choice made
-again, a bounded number of times. Every try is recorded: predicted and measured milliseconds.
+again, a bounded number of times (and loosened the same way when it lands below 90% of the
+budget, keeping the largest network that fits). Every try is recorded: predicted and measured
+milliseconds.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ from slimdepth.errors import ConfigError
 __all__ = ["choose_baseline", "choose_masks", "fit_latency", "floor_ms", "meet_budget"]
 
 Keep = dict[str, list[int]]
+#: a candidate within this share of the budget (and under it) ends the search; one further below
+#: it is loosened towards the budget (the table over-predicted), keeping the best that fits
+USE_BUDGET = 0.9
 
 
 def floor_ms(latency: LatencyCost) -> float:
@@ -147,11 +152,13 @@ def meet_budget(choose: Callable[[float], tuple[nn.Module, dict[str, Any]]], tab
     reference's latency when the table was calibrated (``calibrated_ms``); the raw measurement is
     recorded beside it (``measured_ms``, ``reference_ms``). ``choose(target_ms)`` returns the
     pruned network for a predicted target and a report. Returns the last network and
-    ``{"budget_ms", "predicted_ms", "measured_ms", "calibrated_ms", "met", "tries": [...], ...}``."""
+    ``{"budget_ms", "predicted_ms", "measured_ms", "calibrated_ms", "met", "tries": [...], ...}`` for
+    the network returned: the largest that fits, else the last."""
     say = log or (lambda message: None)
     target = float(budget_ms)
     tries: list[dict[str, Any]] = []
     model: nn.Module | None = None
+    best: tuple[float, nn.Module, dict[str, Any]] | None = None  # the largest candidate that fits
     for attempt in range(1, max_tries + 1):
         model, info = choose(target)
         predicted = table.predict_model(model)
@@ -162,11 +169,17 @@ def meet_budget(choose: Callable[[float], tuple[nn.Module, dict[str, Any]]], tab
                       **{k: v for k, v in info.items() if k not in ("channels_kept", "predicted_ms")}})
         say(f"try {attempt}: predicted {predicted:.3f} ms, measured {measured:.3f} ms beside the unpruned network's "
             f"{ref:.3f} ms = {calibrated:.3f} ms at the table's calibration on {table.runtime} (budget {budget_ms:g} ms)")
-        if calibrated <= budget_ms:
-            break
+        if calibrated <= budget_ms and (best is None or calibrated > best[0]):
+            best = (calibrated, model, tries[-1])
+        if USE_BUDGET * budget_ms <= calibrated <= budget_ms:
+            break  # fits and uses the budget
+        # over the budget: tighten; well under it (the table over-predicted): loosen, keeping the best fit
         target *= budget_ms / calibrated
     assert model is not None
-    last = tries[-1]
+    if best is not None:
+        model, last = best[1], best[2]
+    else:
+        last = tries[-1]
     return model, {"budget_ms": float(budget_ms), "predicted_ms": last["predicted_ms"],
                    "measured_ms": last["measured_ms"], "reference_ms": last["reference_ms"],
                    "calibrated_ms": last["calibrated_ms"], "met": last["calibrated_ms"] <= budget_ms, "tries": tries,
