@@ -169,13 +169,22 @@ def test_table_predicts_measured_onnx_runtime_latency(ort_table: LatencyTable) -
 
 
 @pytest.mark.parametrize("method", ["uniform", "masks"])
-def test_prune_meets_a_loose_latency_budget(tmp_path: Path, ort_table: LatencyTable, method: str) -> None:
+def test_prune_meets_a_loose_latency_budget(tmp_path: Path, ort_table: LatencyTable, method: str, monkeypatch,
+                                            capsys) -> None:
     src = make_source(tmp_path, "tiny-multires", **TINY)
     table_path = ort_table.save(tmp_path / "table.json")
     budget = 0.9 * ort_table.full_ms
     settings = PruneSettings(method, None, steps=4, warmup_frac=0.25, joint_frac=0.5, target_latency=budget,
                              runtime="ort", latency_size=[64, 192], latency_table=str(table_path), threads=1)
-    state = prune_checkpoint(src, settings, tmp_path / "run")
+    if method == "masks":
+        state = prune_checkpoint(src, settings, tmp_path / "run")
+    else:  # the same through the command line
+        code, out, err = run_cli(monkeypatch, capsys, "prune", str(src), "--method", method, "--target-latency",
+                                 f"{budget!r}", "--runtime", "ort", "--size", "64x192", "--latency-table",
+                                 str(table_path), "--threads", "1", "--steps", "4", "--out", str(tmp_path / "run"))
+        assert code == 0, err
+        assert "latency on ort at 64x192: predicted" in out and ("(met)" in out or "(MISSED)" in out)
+        state = read_prune_state(tmp_path / "run")
     lat = state["result"]["latency"]
     assert lat["budget_ms"] == pytest.approx(budget) and lat["runtime"] == "ort" and lat["size"] == [64, 192]
     assert lat["predicted_ms"] > 0 and lat["measured_ms"] > 0

@@ -44,7 +44,7 @@ from slimdepth.deploy.layer_timing import (EMPTY_SHAPE, check_latency_runtime, c
                                            time_networks)
 from slimdepth.deploy.machine import cpu_model
 from slimdepth.errors import ConfigError, DataError
-from slimdepth.fileio import atomic_path
+from slimdepth.fileio import atomic_path, read_json
 from slimdepth.models.base import eval_mode
 from slimdepth.compress.layers import example_image, forward_traced
 from slimdepth.options import check_number, parse_size
@@ -313,10 +313,7 @@ class LatencyTable:
         path = Path(path)
         if not path.is_file():
             raise DataError(f"{path}: no such latency table")
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: unreadable latency table ({type(exc).__name__})") from None
+        data = read_json(path, "latency table")
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise DataError(f"{path}: not a slimdepth latency table (expected format {FORMAT})")
         try:

@@ -55,7 +55,7 @@ from slimdepth.compress.masks import MaskSet, attach_masks
 from slimdepth.data.registry import build_dataset
 from slimdepth.deploy.cost import count_macs
 from slimdepth.errors import ConfigError, DataError
-from slimdepth.fileio import atomic_path
+from slimdepth.fileio import atomic_path, read_json
 from slimdepth.loader import load_model
 from slimdepth.models.checkpoint import model_input_size, read_sidecar, resolve_checkpoint, save_model
 from slimdepth.deploy.layer_timing import check_latency_runtime
@@ -244,10 +244,7 @@ def read_prune_state(run: Path) -> dict[str, Any]:
     path = Path(run) / STATE_FILE
     if not path.is_file():
         raise ConfigError(f"{run}: not a prune run (no {STATE_FILE})")
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable prune state ({exc})") from None
+    state = read_json(path, "prune state")
     if not isinstance(state, dict) or "settings" not in state or "recipe" not in state:
         raise DataError(f"{path}: not a slimdepth prune state")
     return state

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from slimdepth.errors import ConfigError, DataError
-from slimdepth.fileio import atomic_path
+from slimdepth.fileio import atomic_path, read_json
 from slimdepth.pipeline.budget import budget_table
 from slimdepth.pipeline.config import STAGES, effective_budget, resolve_pipeline, stage_mode
 from slimdepth.pipeline.stages import STAGE_FUNCTIONS, STAGE_KINDS, Context, Fit, deploy_size, prune_settings
@@ -37,10 +37,7 @@ def read_status(out: Path) -> dict[str, Any]:
     path = Path(out) / STATUS_FILE
     if not path.is_file():
         raise ConfigError(f"{out}: not a pipeline directory (no {STATUS_FILE})")
-    try:
-        status = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable pipeline status ({exc})") from None
+    status = read_json(path, "pipeline status")
     if not isinstance(status, dict) or not isinstance(status.get("stages"), dict):
         raise DataError(f"{path}: not a slimdepth pipeline status")
     return status

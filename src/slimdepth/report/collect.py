@@ -18,7 +18,6 @@ What is missing (parameters, MACs, metrics, latency) is measured later by
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import yaml
 
 from slimdepth.deploy.formats import format_of, report_path
 from slimdepth.errors import ConfigError, DataError
+from slimdepth.fileio import read_json
 
 __all__ = ["ModelEntry", "ReportData", "RunInfo", "collect", "is_pipeline_dir", "is_run_dir"]
 
@@ -106,14 +106,6 @@ def run_kind(path: Path) -> str:
     if (path / "distill.yaml").is_file():
         return "distill"
     return "train"
-
-
-def read_json(path: Path) -> Any:
-    """A JSON file, or a one-line DataError naming it."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: cannot read it as JSON ({type(exc).__name__})") from None
 
 
 def best_validation(run: Path) -> dict[str, float] | None:
