@@ -464,6 +464,7 @@ def _budget_runtime_rows(ctx: Context, rows: list[dict[str, Any]], size: tuple[i
     on; accuracy is the PyTorch row's (an fp32 export matches it within 1e-4 m, checked on
     export), the table's prediction is added where the table knows the architecture."""
     from slimdepth.deploy.artefacts import runtime_artefacts
+    from slimdepth.deploy.cost import file_size_mb
 
     runtime = ctx.cfg["runtime"]
     extra = []
@@ -473,8 +474,8 @@ def _budget_runtime_rows(ctx: Context, rows: list[dict[str, Any]], size: tuple[i
             continue
         spec = runtime_artefacts(row["path"], [runtime], tuple(size), ctx.out / "evaluate" / "exports" / row["name"],
                                  log=ctx.log, strict=True)[runtime]
-        extra.append({**row, "runtime": runtime, "path": spec["path"], "accuracy_of": "torch",
-                      "predicted_ms": predicted_ms(table, row["path"])})
+        extra.append({**row, "runtime": runtime, "path": spec["path"], "size_mb": file_size_mb(spec["path"]),
+                      "accuracy_of": "torch", "predicted_ms": predicted_ms(table, row["path"])})
     return extra
 
 
