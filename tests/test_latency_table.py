@@ -207,9 +207,15 @@ def test_budget_below_the_fixed_cost_is_refused_before_work(tmp_path: Path, ort_
     graph = ChannelGraph(tiny(), (64, 192))
     low = floor_ms(LatencyCost(ort_table, CostModel(graph.model, graph.groups, graph.layers))) / 2  # > 0
     code, _, err = run_cli(monkeypatch, capsys, "prune", str(src), "--method", "uniform", "--target-latency", f"{low:g}",
-                           "--runtime", "ort", "--size", "64x192", "--latency-table", str(table_path),
+                           "--runtime", "ort", "--size", "64x192", "--latency-table", str(table_path), "--threads", "1",
                            "--out", str(tmp_path / "run"))
     assert_one_line_error(code, err, "cannot be met", "fixed cost")
+    assert not (tmp_path / "run").exists()
+    # a table measured with other threads than the budget's is refused too
+    code, _, err = run_cli(monkeypatch, capsys, "prune", str(src), "--method", "uniform", "--target-latency", "5",
+                           "--runtime", "ort", "--size", "64x192", "--latency-table", str(table_path),
+                           "--out", str(tmp_path / "run"))
+    assert_one_line_error(code, err, "1 threads", "--threads 1")
     assert not (tmp_path / "run").exists()
 
 

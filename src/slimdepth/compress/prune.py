@@ -423,7 +423,8 @@ def _latency_table(run: Path, source: nn.Module, settings: PruneSettings, size: 
         table.save(path)
     if table.threads != settings.threads:
         raise ConfigError(f"{path}: the latency table was measured with {table.threads} threads, the budget is for "
-                          f"{settings.threads}; measure a table with --threads {settings.threads}")
+                          f"{settings.threads}; pass --threads {table.threads} or measure a table with --threads "
+                          f"{settings.threads}")
     # a table fixes its channel multiple (settings.align only says what a table measured here uses)
     graph = ChannelGraph(copy.deepcopy(source).eval(), size)
     check_budget(LatencyCost(table, CostModel(graph.model, graph.groups, graph.layers)), float(settings.target_latency))

@@ -11,14 +11,10 @@ measured latency of that architecture, what the table predicted.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slimdepth.errors import ConfigError
 from slimdepth.pipeline.config import effective_budget, pipeline_recipe, stage_mode
-
-if TYPE_CHECKING:
-    from slimdepth.compress.latency_table import LatencyTable
-    from slimdepth.pipeline.stages import Context
 
 __all__ = ["LATENCY_TABLE", "budget_table", "predicted_ms"]
 
@@ -26,7 +22,7 @@ __all__ = ["LATENCY_TABLE", "budget_table", "predicted_ms"]
 LATENCY_TABLE = "latency_table.json"
 
 
-def _compressed_architecture(ctx: Context) -> Any:
+def _compressed_architecture(ctx: Any) -> Any:
     """An untrained network of the architecture the compress stage receives (or ``None``)."""
     from slimdepth.loader import load_model
     from slimdepth.models.zoo import build_model
@@ -42,7 +38,7 @@ def _compressed_architecture(ctx: Context) -> Any:
     return None
 
 
-def budget_table(ctx: Context) -> Path | None:
+def budget_table(ctx: Any) -> Path | None:
     """Measure (or reuse) ``DIR/latency_table.json`` for the compress stage's latency budget and
     refuse an impossible budget; ``None`` when there is no latency budget, the pipeline names a
     table of its own, or the deployed size is only known later."""
@@ -77,7 +73,7 @@ def budget_table(ctx: Context) -> Path | None:
     return path
 
 
-def predicted_ms(table: LatencyTable | None, path: str) -> float | None:
+def predicted_ms(table: Any, path: str) -> float | None:
     """The table's prediction for the model at ``path`` (``None`` for another architecture)."""
     if table is None:
         return None
