@@ -149,14 +149,15 @@ def test_damaged_table_is_refused_in_one_line(fake_table: LatencyTable, tmp_path
 
 @pytest.fixture(scope="module")
 def ort_table() -> LatencyTable:
-    return build_latency_table(tiny(), "ort", (64, 192), threads=1, runs=10, calib_random=6)
+    return build_latency_table(tiny(), "ort", (64, 192), threads=1, runs=6, calib_random=4)
 
 
 def test_table_predicts_measured_onnx_runtime_latency(ort_table: LatencyTable) -> None:
-    """The table's prediction against the exported network measured at 20 random widths. The
-    issue's aim is 15%; a test on a shared 2-core VM allows for the measurement's own noise."""
-    report = ort_table.check(tiny(), num=20, runs=40, rounds=8)
-    assert len(report["rows"]) == 20
+    """The table's prediction against the exported network measured at 12 random widths (the
+    documented check uses 20 on LiteDepth). The aim is 15%; a test on a shared 2-core VM allows for
+    the measurement's own noise."""
+    report = ort_table.check(tiny(), num=12, runs=24, rounds=4)
+    assert len(report["rows"]) == 12
     assert all(r["measured_ms"] > 0 and r["predicted_ms"] > 0 for r in report["rows"])
     # as shares of the unpruned network timed beside them (this VM's speed drifts between sessions)
     assert report["mean_abs_ratio_error"] < 0.2, {k: v for k, v in report.items() if k != "rows"}
@@ -175,13 +176,15 @@ def test_prune_meets_a_loose_latency_budget(tmp_path: Path, ort_table: LatencyTa
     table_path = ort_table.save(tmp_path / "table.json")
     budget = 0.9 * ort_table.full_ms
     settings = PruneSettings(method, None, steps=4, warmup_frac=0.25, joint_frac=0.5, target_latency=budget,
-                             runtime="ort", latency_size=[64, 192], latency_table=str(table_path), threads=1)
+                             runtime="ort", latency_size=[64, 192], latency_table=str(table_path), threads=1,
+                             max_tries=2)
     if method == "masks":
         state = prune_checkpoint(src, settings, tmp_path / "run")
     else:  # the same through the command line
         code, out, err = run_cli(monkeypatch, capsys, "prune", str(src), "--method", method, "--target-latency",
                                  f"{budget!r}", "--runtime", "ort", "--size", "64x192", "--latency-table",
-                                 str(table_path), "--threads", "1", "--steps", "4", "--out", str(tmp_path / "run"))
+                                 str(table_path), "--threads", "1", "--max-tries", "2", "--steps", "4",
+                                 "--out", str(tmp_path / "run"))
         assert code == 0, err
         assert "latency on ort at 64x192: predicted" in out and ("(met)" in out or "(MISSED)" in out)
         state = read_prune_state(tmp_path / "run")

@@ -54,11 +54,11 @@ from slimdepth.compress.latency_table import LatencyTable, build_latency_table
 from slimdepth.compress.masks import MaskSet, attach_masks
 from slimdepth.data.registry import build_dataset
 from slimdepth.deploy.cost import count_macs
+from slimdepth.deploy.layer_timing import check_latency_runtime
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.fileio import atomic_path, read_json
 from slimdepth.loader import load_model
 from slimdepth.models.checkpoint import model_input_size, read_sidecar, resolve_checkpoint, save_model
-from slimdepth.deploy.layer_timing import check_latency_runtime
 from slimdepth.options import MAX_THREADS, check_number, parse_size
 from slimdepth.progress import progress_bar
 from slimdepth.train.run import resolve_config

@@ -67,7 +67,6 @@ def _torch_runner(threads: int) -> Callable[[dict[str, Any]], Callable[[], Any]]
 
 def onnx_conv(shape: dict[str, Any]) -> bytes:
     """A one-node ONNX graph computing the conv ``shape`` describes (random weights), serialised."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(1)
