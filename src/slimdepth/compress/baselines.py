@@ -84,10 +84,9 @@ def filter_importance(model: nn.Module, example_size: int | Sequence[int] = DEFA
     return ChannelGraph(copy.deepcopy(model), example_size, ignore).importance(importance)
 
 
-def prepare_prune(model: nn.Module, target: float, example_size: int | Sequence[int], ignore: Iterable[str | nn.Module],
-                  tolerance: float, importance: Any) -> tuple[ChannelGraph, CostModel, list[torch.Tensor]]:
+def prepare_prune(model: nn.Module, example_size: int | Sequence[int], ignore: Iterable[str | nn.Module] = (),
+                  importance: Any = None) -> tuple[ChannelGraph, CostModel, list[torch.Tensor]]:
     """The channel graph of a copy of ``model``, its cost model and L1 (or ``importance``) scores."""
-    _check_target(target, tolerance)
     graph = ChannelGraph(copy.deepcopy(model), example_size, ignore)
     if not graph.groups:
         raise ConfigError("the model has no prunable channel groups")
@@ -132,7 +131,8 @@ def magnitude_prune(model: nn.Module, target_macs_ratio: float,
     replaces torch-pruning's ``MagnitudeImportance(p=1)`` (any torch-pruning group importance).
     Raises :class:`ConfigError` when the target cannot be reached within ``tolerance``.
     """
-    graph, cost, scores = prepare_prune(model, target_macs_ratio, example_size, ignore, tolerance, importance)
+    _check_target(target_macs_ratio, tolerance)
+    graph, cost, scores = prepare_prune(model, example_size, ignore, importance)
     ratio, keep = _fit(magnitude_rule(graph.groups, scores), cost, target_macs_ratio, increasing=False)
     return finish_prune("magnitude", graph, cost, keep, ratio, float(target_macs_ratio), tolerance)
 
@@ -171,7 +171,8 @@ def uniform_prune(model: nn.Module, target_macs_ratio: float,
     importance, with one fraction ``f`` for all groups found by bisection. Returns a pruned copy
     and a :class:`PruneReport` (``setting`` = ``f``).
     """
-    graph, cost, scores = prepare_prune(model, target_macs_ratio, example_size, ignore, tolerance, importance)
+    _check_target(target_macs_ratio, tolerance)
+    graph, cost, scores = prepare_prune(model, example_size, ignore, importance)
     fraction, keep = _fit(uniform_rule(graph.groups, scores), cost, target_macs_ratio, increasing=True)
     return finish_prune("uniform", graph, cost, keep, fraction, float(target_macs_ratio), tolerance)
 

@@ -11,12 +11,14 @@ can be priced in milliseconds, as they are priced in MACs.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from slimdepth.compress.channel_cost import CostModel
+from slimdepth.compress.graph import ChannelGraph
 from slimdepth.compress.latency_table import LatencyTable, aligned, bilinear
 from slimdepth.errors import ConfigError
 
@@ -47,6 +49,12 @@ class LatencyCost:
             raise ConfigError(f"the latency table was measured on another network: {sorted(missing)[0]!r} is not a layer here")
         self.full_ms = float(self.ms(torch.ones(cost.num_channels, dtype=torch.float64)))
 
+    @classmethod
+    def of_model(cls, table: LatencyTable, model: nn.Module, size: tuple[int, int]) -> LatencyCost:
+        """The latency cost of (a copy of) ``model``'s channel groups traced at ``size``."""
+        graph = ChannelGraph(copy.deepcopy(model).eval(), size)
+        return cls(table, CostModel(graph.model, graph.groups, graph.layers))
+
     def ms(self, keep: Tensor) -> Tensor:
         """Predicted milliseconds (float64 scalar, differentiable) for keep values ``keep``."""
         c_in, c_out = self.cost.layer_channels(keep)
@@ -75,7 +83,6 @@ class LatencyCost:
             ranked = [int(c) for c in order[g.root]]
             chosen = set(kept)
             if k < len(kept):  # drop the least important kept ones
-                chosen = set(c for c in ranked if c in chosen)
                 chosen = set([c for c in ranked if c in chosen][:k])
             else:  # take back the most important dropped ones
                 for c in ranked:

@@ -18,16 +18,13 @@ milliseconds.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from slimdepth.compress.baselines import finish_prune, magnitude_rule, uniform_rule
-from slimdepth.compress.channel_cost import CostModel
-from slimdepth.compress.graph import ChannelGraph
+from slimdepth.compress.baselines import finish_prune, magnitude_rule, prepare_prune, uniform_rule
 from slimdepth.compress.latency_cost import LatencyCost
 from slimdepth.compress.latency_table import LatencyTable, aligned
 from slimdepth.compress.masks import MaskSet
@@ -96,13 +93,8 @@ def _importance_order(groups: Sequence[Any], scores: Sequence[torch.Tensor]) -> 
 def choose_baseline(model: nn.Module, method: str, table: LatencyTable, target_ms: float,
                     size: tuple[int, int]) -> tuple[nn.Module, dict[str, Any]]:
     """``magnitude`` or ``uniform`` pruning of a copy of ``model`` to a predicted ``target_ms``."""
-    graph = ChannelGraph(copy.deepcopy(model).eval(), size)
-    if not graph.groups:
-        raise ConfigError("the model has no prunable channel groups")
-    cost = CostModel(graph.model, graph.groups, graph.layers)
+    graph, cost, scores = prepare_prune(model, size)
     latency = LatencyCost(table, cost)
-    importance = graph.importance()
-    scores = [importance[g.root] for g in graph.groups]
     rule = magnitude_rule(graph.groups, scores) if method == "magnitude" else uniform_rule(graph.groups, scores)
     # magnitude's setting is the share removed: flip it so that more is kept as the setting rises
     keep_for = (lambda s: rule(1.0 - s)) if method == "magnitude" else rule

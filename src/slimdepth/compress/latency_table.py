@@ -392,19 +392,10 @@ def build_latency_table(model: nn.Module, runtime: str, size: str | Sequence[int
     times = time_layers(shapes, runtime, threads, runs=runs, progress=progress)
     overhead, rest = times[0], iter(times[1:])
     layers: dict[str, LayerTiming] = {}
-    for lname, gin, gout, depthwise, module, hw, calls in plans:
+    for lname, gin, gout, depthwise, module, hw, calls in plans:  # a depthwise conv has one input point: in == out
         raw = [[next(rest) for _ in gout] for _ in gin]
-        if depthwise:  # one axis: in == out
-            raw = [[raw[0][j] for j in range(len(gout))]]
-            gin = [1]  # unused: read at the output width
         clean = _monotone([[max(0.0, v - overhead) for v in row] for row in raw])
-        shape = conv_shape(module, hw)
-        layers[lname] = LayerTiming(lname, shape, gin if not depthwise else [shape["cin"]], gout, clean, raw,
-                                    depthwise, calls)
-    # depthwise layers are read on their output axis only: give them a single input point
-    for layer in layers.values():
-        if layer.depthwise:
-            layer.in_grid = [layer.shape["cin"]]
+        layers[lname] = LayerTiming(lname, conv_shape(module, hw), gin, gout, clean, raw, depthwise, calls)
     table = LatencyTable(runtime, size, int(threads), layers, int(align), overhead_ms=float(overhead), cpu=cpu_model(),
                          model=name)
     # calibration: uniform widths, and random ones (a seed the check does not use)

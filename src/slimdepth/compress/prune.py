@@ -46,8 +46,7 @@ from slimdepth.compress.gating import (
     gating_l1,
     is_gated,
 )
-from slimdepth.compress.channel_cost import CostModel
-from slimdepth.compress.graph import ChannelGraph, channel_groups
+from slimdepth.compress.graph import channel_groups
 from slimdepth.compress.latency_cost import LatencyCost
 from slimdepth.compress.latency_prune import check_budget, choose_baseline, choose_masks, meet_budget
 from slimdepth.compress.latency_table import LatencyTable, build_latency_table
@@ -426,8 +425,7 @@ def _latency_table(run: Path, source: nn.Module, settings: PruneSettings, size: 
                           f"{settings.threads}; pass --threads {table.threads} or measure a table with --threads "
                           f"{settings.threads}")
     # a table fixes its channel multiple (settings.align only says what a table measured here uses)
-    graph = ChannelGraph(copy.deepcopy(source).eval(), size)
-    check_budget(LatencyCost(table, CostModel(graph.model, graph.groups, graph.layers)), float(settings.target_latency))
+    check_budget(LatencyCost.of_model(table, source, size), float(settings.target_latency))
     return table
 
 

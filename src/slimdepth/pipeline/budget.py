@@ -46,8 +46,6 @@ def budget_table(ctx: Any) -> Path | None:
     compress = ctx.cfg.get("compress") or {}
     if budget is None or compress.get("latency_table") or not ctx.cfg["size"]:
         return None
-    from slimdepth.compress.channel_cost import CostModel
-    from slimdepth.compress.graph import ChannelGraph
     from slimdepth.compress.latency_cost import LatencyCost
     from slimdepth.compress.latency_prune import check_budget
     from slimdepth.compress.latency_table import LatencyTable, build_latency_table
@@ -68,8 +66,7 @@ def budget_table(ctx: Any) -> Path | None:
             table = build_latency_table(model.eval(), runtime, size, threads, name="the compressed architecture",
                                         log=ctx.log, progress=update)
         table.save(path)
-    graph = ChannelGraph(model.eval(), size)
-    check_budget(LatencyCost(table, CostModel(graph.model, graph.groups, graph.layers)), budget)
+    check_budget(LatencyCost.of_model(table, model, size), budget)
     return path
 
 

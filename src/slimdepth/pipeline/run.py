@@ -137,11 +137,7 @@ def run_pipeline(cfg: dict[str, Any], out: Path, resume: bool = False, *, log: C
             _write_status(out, status)
             log(f"{stage}: stopped before its end; `slimdepth pipeline --resume --out {out}` continues it")
             return status
-        if summary.get("skipped"):
-            stages[stage]["status"] = "skipped"
-            log(f"{stage}: skipped ({summary.get('note', '')})")
-        else:
-            stages[stage]["status"] = "done"
+        stages[stage]["status"] = "done"
         if stage in _MODEL_STAGES:
             ctx.models[stage] = str(run_dir.resolve())
         _after(ctx, stage, status)
