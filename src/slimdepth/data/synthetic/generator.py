@@ -14,7 +14,6 @@ import signal
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from slimdepth.data.base import DepthDataset, Transform
 from slimdepth.data.registry import register_dataset
 from slimdepth.data.sample import make_sample
 from slimdepth.data.synthetic import lidar as lidar_sim
+from slimdepth.data.synthetic.camera import CameraOptions, CameraParams, develop, sample_camera
 from slimdepth.data.synthetic.raycast import Hits, PinholeGrid, cast
 from slimdepth.data.synthetic.scene import (
     CLASS_NAMES,
@@ -39,21 +39,21 @@ from slimdepth.data.synthetic.scene import (
     STEREO_BASELINE,
     VEGETATION,
     Scene,
+    SceneOptions,
     sample_scene,
 )
 from slimdepth.data.synthetic.shading import shade
-from slimdepth.data.synthetic.textures import hash01
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.fileio import write_depth, write_intrinsics, write_rgb, write_seg
 from slimdepth.options import MAX_SIDE, parse_size
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SPLITS = {"train": 0, "val": 1, "test": 2}
 COMPONENTS = ("depth", "seg", "lidar", "right")
 LIDAR_DROPOUT = 0.1
 DEFAULT_SIZE = (192, 640)
 MAX_PIXELS = 16_000_000  # a frame needs ~250 bytes per pixel while rendering
-_STREAM_SCENE, _STREAM_LEFT_NOISE, _STREAM_RIGHT_NOISE, _STREAM_LIDAR = range(4)
+_STREAM_SCENE, _STREAM_LEFT_NOISE, _STREAM_RIGHT_NOISE, _STREAM_LIDAR, _STREAM_CAMERA = range(5)
 
 
 @dataclass
@@ -74,36 +74,6 @@ class Frame:
 
 def _rng(seed: int, split: int, index: int, stream: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, split, index, stream])))
-
-
-@lru_cache(maxsize=8)
-def _sensor_noise(height: int, width: int) -> np.ndarray:
-    """Triangular dither noise (+-1.5 grey levels), (3, H + 256, W + 256), built from hashes once."""
-    yy, xx = np.mgrid[0 : height + 256, 0 : width + 256]
-    planes = [hash01(xx, yy + 100003 * c, 71) + hash01(xx, yy + 100003 * c, 73) - 1.0 for c in range(3)]
-    return (np.stack(planes) * 1.5).astype(np.float32)
-
-
-def _to_uint8(radiance: np.ndarray, exposure: float, rng: np.random.Generator) -> np.ndarray:
-    """Exposure, gamma 2, a light [1 2 1]/4 optical blur, sensor noise; (3,H,W) -> (H,W,3) uint8.
-
-    The noise is a cached hashed tile read at a random offset: as random as fresh draws for a
-    network, without the cost of generating 3*H*W numbers per frame.
-    """
-    c = radiance * np.float32(exposure)
-    np.clip(c, np.float32(0.0), np.float32(1.0), out=c)
-    np.sqrt(c, out=c)
-    p = np.pad(c, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    q = np.float32(0.25) * (p[:, :, :-2] + p[:, :, 2:]) + np.float32(0.5) * p[:, :, 1:-1]
-    c = np.float32(63.75) * (q[:, :-2] + q[:, 2:]) + np.float32(127.5) * q[:, 1:-1]  # blur, scale to 0..255
-    _, h, w = c.shape
-    oy, ox = (int(v) for v in rng.integers(0, 256, size=2))
-    c += _sensor_noise(h, w)[:, oy : oy + h, ox : ox + w]
-    np.rint(c, out=c)
-    np.clip(c, np.float32(0.0), np.float32(255.0), out=c)
-    out = np.empty((h, w, 3), np.uint8)
-    np.copyto(out, c.transpose(1, 2, 0), casting="unsafe")
-    return out
 
 
 def _labels(scene: Scene, grid: PinholeGrid, hits: Hits) -> np.ndarray:
@@ -143,7 +113,8 @@ class SceneGenerator:
 
     def __init__(self, size: tuple[int, int] | str = DEFAULT_SIZE, seed: int = 0, split: str = "train",
                  components: Iterable[str] = COMPONENTS, lidar_dropout: float = LIDAR_DROPOUT,
-                 threaded: bool = True) -> None:
+                 threaded: bool = True, scene_options: SceneOptions | None = None,
+                 camera_options: CameraOptions | None = None) -> None:
         self.size = parse_size(size, max_side=None)  # bounded below, in pixels too
         h, w = self.size
         if h < 8 or w < 8 or h > MAX_SIDE or w > MAX_SIDE or h * w > MAX_PIXELS:
@@ -163,11 +134,18 @@ class SceneGenerator:
         self.split = split
         self.lidar_dropout = lidar_dropout
         self.threaded = threaded and (os.cpu_count() or 1) > 1
+        self.scene_options = scene_options or SceneOptions()
+        self.camera_options = camera_options or CameraOptions()
 
     def scene(self, index: int) -> Scene:
         """The random scene of frame ``index`` (layout, rig, light)."""
         h, w = self.size
-        return sample_scene(_rng(self.seed, SPLITS[self.split], index, _STREAM_SCENE), h, w)
+        return sample_scene(_rng(self.seed, SPLITS[self.split], index, _STREAM_SCENE), h, w, self.scene_options)
+
+    def camera(self, index: int, scene: Scene) -> CameraParams:
+        """The camera settings of frame ``index`` (exposure, white balance, blur, noise, ...)."""
+        rng = _rng(self.seed, SPLITS[self.split], index, _STREAM_CAMERA)
+        return sample_camera(rng, self.camera_options, scene.exposure)
 
     def frame(self, index: int) -> Frame:
         """Render frame ``index``."""
@@ -175,16 +153,17 @@ class SceneGenerator:
             raise IndexError(f"frame index must be >= 0, got {index}")
         sid = SPLITS[self.split]
         scene = self.scene(index)
+        camera = self.camera(index, scene)
         h, w = self.size
         grid = PinholeGrid(scene.K, h, w, scene.camera_rotation, scene.camera_origin)
         right = None
         if "right" in self.components:
             grid.inverse  # noqa: B018 - computed once here, shared by both views
             render = lambda: self._render(scene, grid.with_origin(scene.right_camera_origin(STEREO_BASELINE)),
-                                          _rng(self.seed, sid, index, _STREAM_RIGHT_NOISE))  # noqa: E731
+                                          camera, _rng(self.seed, sid, index, _STREAM_RIGHT_NOISE))  # noqa: E731
             right = _thread_pool().submit(render) if self.threaded else render
         hits = cast(scene, grid)
-        rgb = _to_uint8(shade(scene, grid, hits), scene.exposure, _rng(self.seed, sid, index, _STREAM_LEFT_NOISE))
+        rgb = develop(shade(scene, grid, hits), camera, _rng(self.seed, sid, index, _STREAM_LEFT_NOISE))
         frame = Frame(index=index, rgb=rgb, K=scene.K.copy(), scene=scene,
                       camera_rotation=np.array(scene.camera_rotation), camera_origin=np.array(scene.camera_origin))
         if "depth" in self.components:
@@ -198,8 +177,23 @@ class SceneGenerator:
         return frame
 
     @staticmethod
-    def _render(scene: Scene, grid: PinholeGrid, rng: np.random.Generator) -> np.ndarray:
-        return _to_uint8(shade(scene, grid, cast(scene, grid)), scene.exposure, rng)
+    def _render(scene: Scene, grid: PinholeGrid, camera: CameraParams, rng: np.random.Generator) -> np.ndarray:
+        return develop(shade(scene, grid, cast(scene, grid)), camera, rng)
+
+
+CAMERAS = ("kitti", "plain", "off")
+
+
+def camera_options(camera: str, effects: dict[str, float]) -> CameraOptions:
+    """The camera model of a spec: ``kitti`` (every effect at the given strengths, 1 = KITTI-like),
+    ``plain`` (the first generator's exposure, gamma and dither only) or ``off`` (no effect)."""
+    if camera not in CAMERAS:
+        raise ConfigError(f"synthetic: camera must be one of {', '.join(CAMERAS)}, got {camera!r}")
+    if camera == "plain":
+        return CameraOptions(plain=True)
+    if camera == "off":
+        return CameraOptions.off()
+    return CameraOptions.from_dict(effects)
 
 
 @register_dataset("synthetic")
@@ -209,7 +203,11 @@ class SyntheticDataset(DepthDataset):
     Options (also in a spec string, e.g. ``synthetic,num=200,size=192x640,seed=1``): ``num``
     frames, ``size`` HxW, ``seed``, ``split`` (train/val/test give disjoint frames), ``depth``
     (``dense`` ground truth or the simulated ``lidar``), and ``lidar``/``seg``/``right`` to
-    include ``lidar_depth``, ``seg`` and ``right_image`` in each sample.
+    include ``lidar_depth``, ``seg`` and ``right_image`` in each sample. The scene options
+    (``traffic``, ``vehicles``, ``structures``, ``layouts``, ``randomize``: see
+    :class:`~slimdepth.data.synthetic.scene.SceneOptions`) and the camera (``camera`` =
+    kitti/plain/off and one strength per effect, e.g. ``jpeg=0``: see
+    :class:`~slimdepth.data.synthetic.camera.CameraOptions`) choose what the frames look like.
     """
 
     dataset_name = "synthetic"
@@ -217,7 +215,11 @@ class SyntheticDataset(DepthDataset):
 
     def __init__(self, num: int = 1000, size: str | tuple[int, int] = DEFAULT_SIZE, seed: int = 0,
                  split: str = "train", depth: str = "dense", lidar: bool = True, seg: bool = True,
-                 right: bool = False, root: str | None = None, transform: Transform | None = None) -> None:
+                 right: bool = False, traffic: float = 1.0, vehicles: str = "shaped", structures: bool = True,
+                 layouts: str = "mixed", randomize: float = 0.0, camera: str = "kitti", exposure: float = 1.0,
+                 white_balance: float = 1.0, color_cast: float = 1.0, vignetting: float = 1.0,
+                 bloom: float = 1.0, motion_blur: float = 1.0, tone: float = 1.0, noise: float = 1.0,
+                 jpeg: float = 1.0, root: str | None = None, transform: Transform | None = None) -> None:
         super().__init__(transform)
         if root is not None:
             raise ConfigError("the synthetic dataset is generated, it takes no path; "
@@ -227,7 +229,12 @@ class SyntheticDataset(DepthDataset):
         if depth not in ("dense", "lidar"):
             raise ConfigError(f"synthetic: depth must be 'dense' or 'lidar', got {depth!r}")
         comps = ["depth"] + (["lidar"] if lidar or depth == "lidar" else []) + (["seg"] if seg else []) + (["right"] if right else [])
-        self.generator = SceneGenerator(size, seed, split, comps)
+        effects = {"exposure": exposure, "white_balance": white_balance, "color_cast": color_cast,
+                   "vignetting": vignetting, "bloom": bloom, "motion_blur": motion_blur, "tone": tone,
+                   "noise": noise, "jpeg": jpeg}
+        self.generator = SceneGenerator(size, seed, split, comps,
+                                        scene_options=SceneOptions(traffic, vehicles, structures, layouts, randomize),
+                                        camera_options=camera_options(camera, effects))
         self.num = num
         self.depth_source = depth
         self.keep_lidar = bool(lidar)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from slimdepth.data.synthetic.scene import (
-    BOX, CYLINDER, ELLIPSOID, PID_CURB, PID_ROAD, PID_SIDEWALK, PID_SKY, PID_YARD, Scene,
+    BOX, CYLINDER, ELLIPSOID, PID_CURB, TUBE, PID_ROAD, PID_SIDEWALK, PID_SKY, PID_YARD, Scene,
 )
 
 NEAR = 0.05  # objects closer than this to the origin are treated as straddling it
@@ -258,6 +258,27 @@ def _hit_cylinder(o, dx, dy, dz, center, half) -> np.ndarray:
     return t
 
 
+def _hit_tube(o, dx, dy, dz, center, half) -> np.ndarray:
+    """A cylinder along z: the side in the x-y plane, and the end cap that faces the origin."""
+    px, py = o[0] - center[0], o[1] - center[1]
+    r, z0, z1 = half[0], center[2] - half[2], center[2] + half[2]
+    a = dx * dx + dy * dy
+    b = np.float32(px) * dx + np.float32(py) * dy
+    disc = b * b - a * np.float32(px * px + py * py - r * r)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (-b - np.sqrt(np.maximum(disc, 0))) / a
+    z = np.float32(o[2]) + t * dz
+    t = np.where((disc >= 0) & (t > 0) & (z >= z0) & (z <= z1), t, np.float32(np.inf))
+    if o[2] < z0 or o[2] > z1:  # one end cap faces the origin
+        cap = z0 if o[2] < z0 else z1
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tc = np.float32(cap - o[2]) / dz
+        qx, qy = np.float32(px) + tc * dx, np.float32(py) + tc * dy
+        hit = (tc > 0) & (qx * qx + qy * qy <= r * r) & (tc < t)
+        t = np.where(hit, tc, t)
+    return t
+
+
 def _hit_ellipsoid(o, dx, dy, dz, center, half) -> np.ndarray:
     qx, qy, qz = ((o[i] - center[i]) / half[i] for i in range(3))
     ex, ey, ez = dx * np.float32(1.0 / half[0]), dy * np.float32(1.0 / half[1]), dz * np.float32(1.0 / half[2])
@@ -287,6 +308,8 @@ def cast(scene: Scene, grid: RayGrid) -> Hits:
             t = _hit_cylinder(o, grid.dx[sl], grid.dy[sl], grid.dz[sl], prims.center[k], prims.half[k])
         elif kind == ELLIPSOID:
             t = _hit_ellipsoid(o, grid.dx[sl], grid.dy[sl], grid.dz[sl], prims.center[k], prims.half[k])
+        elif kind == TUBE:
+            t = _hit_tube(o, grid.dx[sl], grid.dy[sl], grid.dz[sl], prims.center[k], prims.half[k])
         else:  # pragma: no cover
             raise ValueError(f"unknown primitive kind {kind}")
         closer = t < hits.t[sl]

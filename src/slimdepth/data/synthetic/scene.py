@@ -12,19 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from slimdepth.data.synthetic import structures, vehicles
+from slimdepth.data.synthetic.primitives import (  # noqa: F401 - re-exported for the renderer
+    BOX, BRICK, CAR, CLASS_NAMES, CLOTHES, CONCRETE, CYLINDER, ELLIPSOID, FACADE, FOLIAGE, HEAD, IGNORE, LEAF,
+    PAINT, PEDESTRIAN, PERSON, PID_CURB, PID_ROAD, PID_SIDEWALK, PID_SKY, PID_YARD, PLASTER, POLE, POLE_METAL,
+    RAIL, ROAD, SIDEWALK, SIGN, SIGN_PANEL, SKIN, SKY, TANK, TRUNK, TUBE, VEGETATION, VEHICLE, BUILDING, PrimBuilder,
+    PrimTable, pick as _pick, uniform as _u,
+)
 from slimdepth.geometry import kitti_like_intrinsics
-from slimdepth.labels import CLASS_NAMES, IGNORE_LABEL
-
-# Semantic classes (train ids) of the synthetic data; IGNORE (255) for traffic-sign panels.
-ROAD, SIDEWALK, BUILDING, VEGETATION, POLE, CAR, PEDESTRIAN, SKY = range(len(CLASS_NAMES))
-IGNORE = IGNORE_LABEL
-
-# Primitive kinds.
-BOX, CYLINDER, ELLIPSOID = 0, 1, 2
-# Materials of primitives (ground surfaces are handled analytically, see PID_*).
-FACADE, VEHICLE, POLE_METAL, SIGN_PANEL, TRUNK, FOLIAGE, PERSON, HEAD = range(8)
-# Special primitive ids of the z-buffer for surfaces that are not in the primitive table.
-PID_SKY, PID_ROAD, PID_SIDEWALK, PID_CURB, PID_YARD = -1, -2, -3, -4, -5
 
 CAMERA_HEIGHT = 1.65  # KITTI camera height above the road (m)
 LIDAR_OFFSET = (0.0, 0.08, -0.27)  # Velodyne relative to the camera in the rig frame (KITTI)
@@ -44,117 +39,6 @@ def cayley_rotation(axis: int, a: float) -> list[list[float]]:
 def matmul3(a: list[list[float]], b: list[list[float]]) -> list[list[float]]:
     """3x3 product in plain Python floats (no BLAS, so the bits never depend on the CPU)."""
     return [[a[i][0] * b[0][j] + a[i][1] * b[1][j] + a[i][2] * b[2][j] for j in range(3)] for i in range(3)]
-
-
-@dataclass
-class PrimTable:
-    """All primitives of a scene as parallel arrays (index = primitive id in the z-buffer)."""
-
-    kind: np.ndarray  # (N,) int8: BOX, CYLINDER, ELLIPSOID
-    center: np.ndarray  # (N, 3) float64
-    half: np.ndarray  # (N, 3) box half extents / (r, half height, r) / ellipsoid radii
-    yaw: np.ndarray  # (N, 2) cos, sin of the rotation about y (boxes only)
-    material: np.ndarray  # (N,) int16
-    label: np.ndarray  # (N,) uint8
-    color: np.ndarray  # (N, 3) float32 linear albedo
-    color2: np.ndarray  # (N, 3) float32 secondary albedo (windows, trousers, ...)
-    params: np.ndarray  # (N, 6) float32 material parameters
-    lo: np.ndarray  # (N, 3) world AABB
-    hi: np.ndarray  # (N, 3)
-    obj: np.ndarray  # (N,) int32 object id: primitives of one object (car body + cabin) share it
-
-    def __len__(self) -> int:
-        return int(self.kind.shape[0])
-
-    def __post_init__(self) -> None:
-        # Channel-first float32 copies for per-pixel shading: ``np.take(table, pid, axis=1)``
-        # on these is several times faster than gathering rows of the (N, k) arrays.
-        self.centerT = np.ascontiguousarray(self.center.T, dtype=np.float32)
-        self.halfT = np.ascontiguousarray(self.half.T, dtype=np.float32)
-        self.yawT = np.ascontiguousarray(self.yaw.T, dtype=np.float32)
-        self.colorT = np.ascontiguousarray(self.color.T, dtype=np.float32)
-        self.color2T = np.ascontiguousarray(self.color2.T, dtype=np.float32)
-        self.paramsT = np.ascontiguousarray(self.params.T, dtype=np.float32)
-
-
-class PrimBuilder:
-    """Accumulates primitives and turns them into a :class:`PrimTable`.
-
-    It also keeps the ground footprints (x0, x1, z0, z1) that solid objects occupy, so that
-    later objects can be placed only where the ground is free (no pole inside a car).
-    """
-
-    def __init__(self) -> None:
-        self.rows: list[tuple] = []
-        self.footprints: list[tuple[float, float, float, float, bool]] = []  # ..., is_building
-        self.objects: list[int] = []  # object id of each primitive (a car's body and cabin share one)
-        self._object = -1
-
-    def new_object(self) -> None:
-        """Start a new object: the primitives added next belong together."""
-        self._object += 1
-
-    def occupy(self, x: float, z: float, hx: float, hz: float, tall: bool = False) -> None:
-        """Mark the rectangle |x' - x| <= hx, |z' - z| <= hz as taken; ``tall`` objects (buildings,
-        poles) also keep tree crowns away."""
-        self.footprints.append((x - hx, x + hx, z - hz, z + hz, tall))
-
-    def is_free(self, x: float, z: float, hx: float, hz: float | None = None) -> bool:
-        """True if the rectangle of half-sizes (hx, hz) around (x, z) touches no occupied footprint."""
-        hz = hx if hz is None else hz
-        return not any(x + hx > x0 and x - hx < x1 and z + hz > z0 and z - hz < z1 for x0, x1, z0, z1, _ in self.footprints)
-
-    def tall_distance(self, x: float, z: float) -> float:
-        """Horizontal distance from (x, z) to the nearest tall footprint (inf if none)."""
-        best = float("inf")
-        for x0, x1, z0, z1, tall in self.footprints:
-            if tall:
-                dx = max(x0 - x, 0.0, x - x1)
-                dz = max(z0 - z, 0.0, z - z1)
-                best = min(best, float(np.sqrt(dx * dx + dz * dz)))
-        return best
-
-    def box(self, x: float, z: float, y0: float, y1: float, hx: float, hz: float, material: int, label: int,
-            color, color2=(0.0, 0.0, 0.0), params=(), yaw: float = 0.0) -> None:
-        """An upright box centred at (x, z), from y0 to y1, rotated by tan(yaw/2) = ``yaw``."""
-        c = (1.0 - yaw * yaw) / (1.0 + yaw * yaw)
-        s = 2.0 * yaw / (1.0 + yaw * yaw)
-        self.objects.append(self._object)
-        self.rows.append((BOX, (x, 0.5 * (y0 + y1), z), (hx, 0.5 * (y1 - y0), hz), (c, s), material, label, color, color2, params))
-
-    def cylinder(self, x: float, z: float, y0: float, y1: float, r: float, material: int, label: int,
-                 color, color2=(0.0, 0.0, 0.0), params=()) -> None:
-        """A vertical cylinder of radius r at (x, z) from y0 to y1 (top cap included)."""
-        self.objects.append(self._object)
-        self.rows.append((CYLINDER, (x, 0.5 * (y0 + y1), z), (r, 0.5 * (y1 - y0), r), (1.0, 0.0), material, label, color, color2, params))
-
-    def ellipsoid(self, center, radii, material: int, label: int, color, color2=(0.0, 0.0, 0.0), params=()) -> None:
-        """An axis-aligned ellipsoid."""
-        self.objects.append(self._object)
-        self.rows.append((ELLIPSOID, tuple(center), tuple(radii), (1.0, 0.0), material, label, color, color2, params))
-
-    def build(self) -> PrimTable:
-        n = len(self.rows)
-        params = np.zeros((n, 6), dtype=np.float32)
-        for i, row in enumerate(self.rows):
-            params[i, : len(row[8])] = row[8]
-        kind = np.array([r[0] for r in self.rows], dtype=np.int8).reshape(n)
-        center = np.array([r[1] for r in self.rows], dtype=np.float64).reshape(n, 3)
-        half = np.array([r[2] for r in self.rows], dtype=np.float64).reshape(n, 3)
-        yaw = np.array([r[3] for r in self.rows], dtype=np.float64).reshape(n, 2)
-        ext = half.copy()
-        boxes = kind == BOX
-        ac, as_ = np.abs(yaw[:, 0]), np.abs(yaw[:, 1])
-        ext[boxes, 0] = (ac * half[:, 0] + as_ * half[:, 2])[boxes]
-        ext[boxes, 2] = (as_ * half[:, 0] + ac * half[:, 2])[boxes]
-        return PrimTable(
-            kind=kind, center=center, half=half, yaw=yaw,
-            material=np.array([r[4] for r in self.rows], dtype=np.int16).reshape(n),
-            label=np.array([r[5] for r in self.rows], dtype=np.uint8).reshape(n),
-            color=np.array([r[6] for r in self.rows], dtype=np.float32).reshape(n, 3),
-            color2=np.array([r[7] for r in self.rows], dtype=np.float32).reshape(n, 3),
-            params=params, lo=center - ext, hi=center + ext, obj=np.array(self.objects, dtype=np.int32).reshape(n),
-        )
 
 
 @dataclass
@@ -197,6 +81,8 @@ class Scene:
     asphalt: np.ndarray  # road albedo
     walk: np.ndarray  # sidewalk albedo
     grass: np.ndarray
+    cloud_cover: float = 0.45  # share of the sky under clouds (0 clear, 1 overcast)
+    layout: str = "urban"
 
     def yard_is_grass(self, x: np.ndarray) -> np.ndarray:
         """Whether the yard beyond the sidewalk at lateral position ``x`` is grass (else paving)."""
@@ -219,80 +105,28 @@ class Scene:
         return tuple(self.camera_origin[i] + sum(r[i][j] * LIDAR_OFFSET[j] for j in range(3)) for i in range(3))  # type: ignore[return-value]
 
 
-# --- palettes (linear albedo) -------------------------------------------------------------
-PLASTER = [(0.62, 0.58, 0.50), (0.70, 0.68, 0.63), (0.55, 0.50, 0.40), (0.60, 0.47, 0.38),
-           (0.45, 0.45, 0.45), (0.66, 0.60, 0.42), (0.50, 0.55, 0.58), (0.72, 0.70, 0.66)]
-BRICK = [(0.42, 0.18, 0.12), (0.50, 0.30, 0.20), (0.55, 0.42, 0.30), (0.35, 0.16, 0.12)]
-PAINT = [(0.78, 0.78, 0.76), (0.52, 0.53, 0.55), (0.04, 0.04, 0.05), (0.22, 0.22, 0.24),
-         (0.55, 0.05, 0.04), (0.06, 0.14, 0.42), (0.05, 0.07, 0.18), (0.10, 0.25, 0.12),
-         (0.62, 0.56, 0.45), (0.70, 0.45, 0.05)]
-CLOTHES = [(0.05, 0.05, 0.08), (0.10, 0.12, 0.25), (0.45, 0.05, 0.05), (0.55, 0.55, 0.55),
-           (0.15, 0.25, 0.12), (0.60, 0.50, 0.30), (0.30, 0.18, 0.10), (0.70, 0.68, 0.62)]
-SKIN = [(0.60, 0.42, 0.32), (0.45, 0.30, 0.20), (0.25, 0.15, 0.10), (0.70, 0.52, 0.42)]
-LEAF = [(0.10, 0.22, 0.06), (0.14, 0.26, 0.08), (0.08, 0.17, 0.07), (0.18, 0.24, 0.07)]
-SIGN = [(0.60, 0.04, 0.03), (0.04, 0.12, 0.50), (0.75, 0.62, 0.05), (0.80, 0.80, 0.78)]
-
-
-def _pick(rng: np.random.Generator, palette: list, jitter: float = 0.08) -> tuple[float, float, float]:
-    base = palette[int(rng.integers(len(palette)))]
-    k = 1.0 + jitter * (2.0 * rng.random() - 1.0)
-    return tuple(min(1.0, c * k) for c in base)  # type: ignore[return-value]
-
-
-def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
-    return lo + (hi - lo) * rng.random()
-
-
-def _vehicle(b: PrimBuilder, rng: np.random.Generator, kind: str, x: float, z: float, facing: float, yaw: float) -> None:
-    """Add a vehicle centred at (x, z) whose front points along +z (facing=1) or -z (facing=-1)."""
-    b.new_object()
-    b.occupy(x, z, 1.35, _vehicle_length(kind) / 2 + 0.2)  # generous: covers every size and small yaws
-    paint = _pick(rng, PAINT)
-    glass = (0.03, 0.04, 0.05)
-    if kind == "car":
-        length, width, height = _u(rng, 3.8, 4.9), _u(rng, 1.65, 1.9), _u(rng, 1.38, 1.55)
-        b.box(x, z, 0.12, 0.9, width / 2, length / 2, VEHICLE, CAR, paint, glass, (0.0, 0.0, 0.31, facing, 0.0), yaw)
-        cab = _u(rng, 0.48, 0.58) * length
-        b.box(x, z - facing * 0.06 * length, 0.9, height, width / 2 - 0.07, cab / 2, VEHICLE, CAR, paint, glass,
-              (0.9, height - 0.06, 0.0, facing, 0.08), yaw)
-    elif kind == "van":
-        length, width, height = _u(rng, 4.8, 5.6), _u(rng, 1.9, 2.05), _u(rng, 1.9, 2.4)
-        b.box(x, z, 0.15, height, width / 2, length / 2, VEHICLE, CAR, paint, glass,
-              (0.55 * height, 0.88 * height, 0.35, facing, 0.12), yaw)
-    elif kind == "truck":
-        cargo, cab, height = _u(rng, 5.0, 8.0), 2.2, _u(rng, 3.2, 3.8)
-        body = _pick(rng, PAINT[:2] + PAINT[4:6])
-        length = cargo + cab + 0.3
-        front = z + facing * (length / 2 - cab / 2)
-        back = z - facing * (length / 2 - cargo / 2)
-        b.box(x, front, 0.3, _u(rng, 2.7, 3.1), 1.2, cab / 2, VEHICLE, CAR, paint, glass, (1.5, 2.5, 0.48, facing, 0.1), yaw)
-        b.box(x, back, 0.9, height, 1.25, cargo / 2, VEHICLE, CAR, body, glass, (0.0, 0.0, 0.0, facing, 0.0), yaw)
-    else:  # bus
-        length, height = _u(rng, 10.0, 12.0), _u(rng, 2.9, 3.2)
-        b.box(x, z, 0.3, height, 1.25, length / 2, VEHICLE, CAR, paint, glass, (1.1, 2.55, 0.5, facing, 0.15), yaw)
-
-
-def _vehicle_length(kind: str) -> float:
-    return {"car": 4.9, "van": 5.6, "truck": 10.5, "bus": 12.0}[kind]
-
-
 def _buildings(b: PrimBuilder, rng: np.random.Generator, side: int, walk_edge: float, far: float, paved: bool) -> None:
     """A row of buildings (or a forest edge) along one side; side = -1 left, +1 right."""
     if rng.random() < 0.15:  # rural: a forest edge instead of houses
         setback = _u(rng, 2.0, 12.0)
         depth = 30.0
         x = walk_edge + side * (setback + depth / 2)
-        z0 = _u(rng, -30.0, -10.0)
-        b.new_object()
-        b.box(x, 0.5 * (z0 + far), 0.0, _u(rng, 6.0, 16.0), depth / 2, 0.5 * (far - z0), FOLIAGE, VEGETATION,
-              _pick(rng, LEAF), (0.0, 0.0, 0.0), (1.0,))
-        b.occupy(x, 0.5 * (z0 + far), depth / 2, 0.5 * (far - z0), tall=True)
+        top, color = _u(rng, 6.0, 16.0), _pick(rng, LEAF)
+        for z0, z1 in b.free_spans(x, depth / 2, _u(rng, -30.0, -10.0), far):
+            b.new_object()
+            b.box(x, 0.5 * (z0 + z1), 0.0, top, depth / 2, 0.5 * (z1 - z0), FOLIAGE, VEGETATION, color,
+                  (0.0, 0.0, 0.0), (1.0,))
+            b.occupy(x, 0.5 * (z0 + z1), depth / 2, 0.5 * (z1 - z0), tall=True)
         return
     z = _u(rng, -45.0, -15.0)
     while z < far - 4.0:
         length = min(_u(rng, 8.0, 32.0), far - z)  # the backdrop stands at z = far
         if rng.random() < 0.22:
             z += _u(rng, 3.0, 12.0)
+            continue
+        bridge_end = b.overhead_span(z, z + length)
+        if bridge_end is not None:  # no house under a bridge: continue behind it
+            z = bridge_end + _u(rng, 1.0, 6.0)
             continue
         setback = 0.0 if (paved and rng.random() < 0.5) else _u(rng, 0.5, 8.0)
         depth, height = _u(rng, 8.0, 20.0), _u(rng, 5.0, 24.0)
@@ -318,80 +152,107 @@ def _buildings(b: PrimBuilder, rng: np.random.Generator, side: int, walk_edge: f
         z += length
 
 
-def sample_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
-    """Draw a random street scene and camera rig for an image of ``height`` x ``width``."""
-    b = PrimBuilder()
-    lane_w = _u(rng, 3.0, 3.8)
-    n_lanes = (2, 2, 3, 4)[int(rng.integers(4))]
-    n_oncoming = n_lanes // 2
-    ego = int(rng.integers(n_oncoming, n_lanes))
-    lanes_left = -(ego + 0.5) * lane_w + _u(rng, -0.35, 0.35)
-    lanes_right = lanes_left + n_lanes * lane_w
-    park = [_u(rng, 2.0, 2.5) if rng.random() < 0.6 else 0.0 for _ in range(2)]
-    road_left, road_right = lanes_left - park[0] - 0.3, lanes_right + park[1] + 0.3
-    curb = _u(rng, 0.10, 0.18)
-    walk_left, walk_right = road_left - _u(rng, 1.5, 4.5), road_right + _u(rng, 1.5, 4.5)
-    yard_grass = (bool(rng.random() < 0.5), bool(rng.random() < 0.5))
-    far = _u(rng, 110.0, 230.0)
 
-    # Lane markings: solid centre line, dashed lines between same-direction lanes, edge lines.
-    markings: list[Marking] = []
-    dash, gap = _u(rng, 3.0, 6.0), _u(rng, 6.0, 12.0)
-    for k in range(1, n_lanes):
-        x = lanes_left + k * lane_w
-        if k == n_oncoming:
-            markings.append(Marking(x, 0.15))
-        else:
-            markings.append(Marking(x, 0.12, dash, gap, _u(rng, 0.0, dash + gap)))
-    if rng.random() < 0.7:
-        markings += [Marking(lanes_left - 0.1, 0.15), Marking(lanes_right + 0.1, 0.15)]
-    crosswalk = None
-    if rng.random() < 0.25:
-        z0 = _u(rng, 8.0, 40.0)
-        crosswalk = (z0, z0 + _u(rng, 3.0, 5.0))
 
-    # Buildings on both sides and a backdrop where the street ends.
-    _buildings(b, rng, -1, walk_left, far, not yard_grass[0])
-    _buildings(b, rng, +1, walk_right, far, not yard_grass[1])
-    b.new_object()
-    b.occupy(0.0, far + 15.0, 250.0, 15.0, tall=True)
-    if rng.random() < 0.6:
-        b.box(0.0, far + 15.0, 0.0, _u(rng, 10.0, 35.0), 250.0, 15.0, FACADE, BUILDING, _pick(rng, PLASTER),
-              (0.08, 0.09, 0.11), (3.0, 1.2, 1.5, 3.0, 0.0, 0.0))
+#: the scene layouts and how often each is drawn in a ``mixed`` dataset
+LAYOUTS = {"urban": 0.5, "highway": 0.35, "rural": 0.15}
+VEHICLE_STYLES = ("shaped", "boxes")
+
+
+@dataclass(frozen=True)
+class SceneOptions:
+    """What the scene sampler draws (each one a step of the sim-to-real study, see docs/data.md).
+
+    ``traffic`` scales how full the lanes are (0: one vehicle per lane at most, beyond 6 m, as
+    the first generator drew; 1: KITTI-like queues with vehicles from 3 m; up to 2);
+    ``vehicles`` is ``shaped`` (rounded cars, tankers, lorries) or ``boxes``; ``structures``
+    adds overpasses, guard rails, barriers, walls and fences; ``layouts`` is ``mixed`` (urban
+    streets, highways and rural roads) or one of them; ``randomize`` is the share of frames
+    whose colours and light are drawn at random (domain randomisation).
+    """
+
+    traffic: float = 1.0
+    vehicles: str = "shaped"
+    structures: bool = True
+    layouts: str = "mixed"
+    randomize: float = 0.0
+
+    def __post_init__(self) -> None:
+        from slimdepth.errors import ConfigError
+
+        if not isinstance(self.traffic, (int, float)) or not 0.0 <= self.traffic <= 2.0:
+            raise ConfigError(f"synthetic: traffic must be a number in [0, 2], got {self.traffic!r}")
+        if self.vehicles not in VEHICLE_STYLES:
+            raise ConfigError(f"synthetic: vehicles must be one of {', '.join(VEHICLE_STYLES)}, got {self.vehicles!r}")
+        if not isinstance(self.structures, bool):
+            raise ConfigError(f"synthetic: structures must be true or false, got {self.structures!r}")
+        if self.layouts != "mixed" and self.layouts not in LAYOUTS:
+            raise ConfigError(f"synthetic: layouts must be mixed or one of {', '.join(LAYOUTS)}, got {self.layouts!r}")
+        if not isinstance(self.randomize, (int, float)) or not 0.0 <= self.randomize <= 1.0:
+            raise ConfigError(f"synthetic: randomize must be a number in [0, 1], got {self.randomize!r}")
+
+
+def _layout(rng: np.random.Generator, options: SceneOptions) -> str:
+    r = rng.random()  # drawn whatever the option, so the rest of the scene does not depend on it
+    if options.layouts != "mixed":
+        return options.layouts
+    for name, share in LAYOUTS.items():
+        if r < share:
+            return name
+        r -= share
+    return "rural"
+
+
+def _light(rng: np.random.Generator) -> dict:
+    """Sun, sky and haze: clear, partly cloudy, overcast, hazy or low evening sun."""
+    weather = ("clear", "clouds", "clouds", "overcast", "hazy", "evening")[int(rng.integers(6))]
+    lx, lz = _u(rng, -1.0, 1.0), _u(rng, -1.0, 0.6)
+    ly = _u(rng, 0.12, 0.35) if weather == "evening" else _u(rng, 0.35, 1.3)
+    norm = float(np.sqrt(lx * lx + ly * ly + lz * lz))
+    overcast = weather == "overcast"
+    warm = _u(rng, 0.15, 0.35) if weather == "evening" else _u(rng, 0.0, 0.12)
+    strength = 0.3 if overcast else _u(rng, 0.7, 1.0) if weather == "hazy" else _u(rng, 0.95, 1.3)
+    sun_color = np.array([1.0 + warm, 0.97, 0.92 - warm], dtype=np.float32) * np.float32(strength)
+    ambient = np.array([0.62, 0.68, 0.8], dtype=np.float32) * np.float32(0.75 if overcast else _u(rng, 0.3, 0.5))
+    blue = _u(rng, 0.8, 1.15)
+    if overcast:
+        grey = _u(rng, 0.45, 0.8)
+        zenith, horizon = np.array([grey, grey + 0.02, grey + 0.05]), np.array([grey + 0.15] * 3) + 0.02
+    elif weather == "hazy":
+        zenith, horizon = np.array([0.45, 0.55, 0.72]) * blue, np.array([0.85, 0.86, 0.86])
     else:
-        b.box(0.0, far + 15.0, 0.0, _u(rng, 8.0, 20.0), 250.0, 15.0, FOLIAGE, VEGETATION, _pick(rng, LEAF),
-              (0.0, 0.0, 0.0), (1.0,))
+        zenith = np.array([0.18, 0.35, 0.75]) * blue
+        horizon = np.array([0.72, 0.8, 0.9]) * _u(rng, 0.9, 1.1)
+        if weather == "evening":
+            horizon = horizon * np.array([1.15, 0.95, 0.75])
+    cover = {"clear": _u(rng, 0.0, 0.15), "clouds": _u(rng, 0.3, 0.7), "overcast": 1.0, "hazy": _u(rng, 0.0, 0.3),
+             "evening": _u(rng, 0.1, 0.5)}[weather]
+    haze = _u(rng, 50.0, 140.0) if weather == "hazy" else _u(rng, 90.0, 350.0)
+    return {"sun": (lx / norm, ly / norm, lz / norm), "sun_color": sun_color, "ambient": ambient,
+            "sky_zenith": np.minimum(zenith, 1.0).astype(np.float32),
+            "sky_horizon": np.minimum(horizon, 1.0).astype(np.float32), "cloud_cover": cover, "haze_distance": haze}
 
-    # Parked vehicles in the parking strips (never in a traffic lane, where the ego car drives).
-    for side, edge, strip in ((-1, road_left, park[0]), (1, road_right, park[1])):
-        if strip == 0.0:
-            continue
-        z = _u(rng, -6.0, 4.0)
-        while z < 90.0:
-            if rng.random() < 0.3:
-                z += _u(rng, 4.0, 15.0)
-                continue
-            kind = "car" if rng.random() < 0.85 else "van"
-            length = _vehicle_length(kind)
-            x = edge - side * (0.3 + 1.0 + _u(rng, 0.0, 0.3))
-            _vehicle(b, rng, kind, x, z + length / 2, 1.0 if rng.random() < 0.5 else -1.0, _u(rng, -0.02, 0.02))
-            z += length + _u(rng, 0.6, 3.0)
 
-    # Moving traffic: at most one vehicle per lane.
-    for lane in range(n_lanes):
-        if rng.random() > (0.45 if lane == ego else 0.5):
-            continue
-        r = rng.random()
-        kind = "car" if r < 0.75 else "van" if r < 0.87 else "truck" if r < 0.95 else "bus"
-        x = lanes_left + (lane + 0.5) * lane_w + _u(rng, -0.3, 0.3)
-        z = _u(rng, 9.0 if lane == ego else 6.0, 70.0) + _vehicle_length(kind) / 2
-        if b.is_free(x, z, 1.4, _vehicle_length(kind) / 2 + 0.3):
-            _vehicle(b, rng, kind, x, z, -1.0 if lane < n_oncoming else 1.0, _u(rng, -0.03, 0.03))
+def _randomize(rng: np.random.Generator, prims: PrimTable, light: dict, ground: dict) -> None:
+    """Domain randomisation: every albedo, the light colours and the sky drawn at random."""
+    n = len(prims)
+    prims.color[:] = rng.uniform(0.03, 0.85, size=(n, 3)).astype(np.float32)
+    prims.color2[:] = rng.uniform(0.02, 0.6, size=(n, 3)).astype(np.float32)
+    prims.__post_init__()  # refresh the channel-first copies
+    light["sun_color"] = (rng.uniform(0.4, 1.4, 3) * rng.uniform(0.6, 1.2)).astype(np.float32)
+    light["ambient"] = (rng.uniform(0.2, 0.8, 3) * rng.uniform(0.4, 1.0)).astype(np.float32)
+    light["sky_zenith"] = rng.uniform(0.1, 0.95, 3).astype(np.float32)
+    light["sky_horizon"] = rng.uniform(0.3, 1.0, 3).astype(np.float32)
+    for key in ground:
+        ground[key] = rng.uniform(0.05, 0.6, 3).astype(np.float32)
 
-    # Street furniture and trees on the sidewalks (outside the curbs: side -1 is x < road_left).
+
+def _street_furniture(b: PrimBuilder, rng: np.random.Generator, road_left: float, road_right: float,
+                      walk_left: float, walk_right: float, far: float, trees: float, poles: bool) -> None:
+    """Poles, signs and trees on the sidewalks (outside the curbs: side -1 is x < road_left)."""
     for side, edge, outer in ((-1, road_left, walk_left), (1, road_right, walk_right)):
         z = _u(rng, 0.0, 20.0)
-        while z < 0.7 * far:
+        while poles and z < 0.7 * far:
             x = edge + side * _u(rng, 0.4, 0.7)
             if not b.is_free(x, z, 0.4):
                 z += _u(rng, 2.0, 6.0)
@@ -407,7 +268,7 @@ def sample_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
                       (0.8, 0.8, 0.8))
             b.occupy(x, z, 0.35, 0.35, tall=True)
             z += _u(rng, 18.0, 40.0)
-        if rng.random() < 0.6:
+        if rng.random() < trees:
             z = _u(rng, -5.0, 10.0)
             while z < min(far, 150.0):
                 in_yard = rng.random() >= 0.6
@@ -418,7 +279,7 @@ def sample_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
                     z += _u(rng, 3.0, 8.0)
                     continue
                 # crowns start above vans (2.6 m) and, where they overhang the road, above trucks
-                low = 4.2 if min(abs(x - road_left), abs(x - road_right)) < rxz else 2.6
+                low = 4.3 if min(abs(x - road_left), abs(x - road_right)) < rxz else 2.7
                 crown_y = max(_u(rng, 2.0, 3.5) + 0.7 * ry, low + ry)
                 b.new_object()
                 b.cylinder(x, z, 0.0, crown_y - 0.2 * ry, trunk_r, TRUNK, VEGETATION,
@@ -428,8 +289,11 @@ def sample_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
                 b.occupy(x, z, trunk_r + 0.2, trunk_r + 0.2)
                 z += _u(rng, 7.0, 16.0)
 
-    # Pedestrians on the sidewalks, sometimes crossing.
-    for _ in range(int(rng.integers(0, 7))):
+
+def _pedestrians(b: PrimBuilder, rng: np.random.Generator, road_left: float, road_right: float,
+                 walk_left: float, walk_right: float, count: int) -> None:
+    """People on the sidewalks, sometimes crossing the road."""
+    for _ in range(count):
         side = -1 if rng.random() < 0.5 else 1
         if rng.random() < 0.12:
             x = _u(rng, road_left + 1.0, road_right - 1.0)
@@ -439,7 +303,7 @@ def sample_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
         z = _u(rng, 4.0, 45.0)
         h = _u(rng, 1.5, 1.95)
         r = _u(rng, 0.17, 0.24)
-        if not b.is_free(x, z, r + 0.15):
+        if not b.is_free(x, z, r + 0.15, under=True):
             continue
         b.occupy(x, z, r, r)
         b.new_object()
@@ -449,6 +313,123 @@ def sample_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
         b.ellipsoid((x, 0.86 * h + 0.9 * hr, z), (hr * 0.9, hr, hr * 0.9), HEAD, PEDESTRIAN, _pick(rng, SKIN),
                     _pick(rng, [(0.03, 0.02, 0.02), (0.2, 0.12, 0.05), (0.5, 0.4, 0.2)]))
 
+
+def sample_scene(rng: np.random.Generator, height: int, width: int, options: SceneOptions | None = None) -> Scene:
+    """Draw a random street scene and camera rig for an image of ``height`` x ``width``.
+
+    Three layouts: ``urban`` streets (buildings, parked cars, sidewalks, people), ``highway``
+    (up to four lanes each way split by a barrier, guard rails, walls or trees beside, often an
+    overpass) and ``rural`` roads (fields, forest edges, fences).
+    """
+    opts = options or SceneOptions()
+    b = PrimBuilder()
+    layout = _layout(rng, opts)
+    highway, rural = layout == "highway", layout == "rural"
+    shaped = opts.vehicles == "shaped"
+    if highway:
+        lane_w, per_side = _u(rng, 3.4, 3.8), 2 + int(rng.integers(3))
+        n_lanes, n_oncoming, median = 2 * per_side, per_side, _u(rng, 0.8, 1.6)
+    elif rural:
+        lane_w, n_lanes, median = _u(rng, 2.9, 3.4), 2, 0.0
+        n_oncoming = 1
+    else:
+        lane_w, n_lanes, median = _u(rng, 3.0, 3.8), (2, 2, 3, 4)[int(rng.integers(4))], 0.0
+        n_oncoming = n_lanes // 2
+    ego = int(rng.integers(n_oncoming, n_lanes))
+    # lane k spans [x_lane(k), x_lane(k) + lane_w]; a median (highways) separates the directions
+    lanes_left = -(ego + 0.5) * lane_w - median + _u(rng, -0.35, 0.35)
+
+    def x_lane(k: int) -> float:
+        return lanes_left + k * lane_w + (median if k >= n_oncoming else 0.0)
+
+    lanes_right = x_lane(n_lanes - 1) + lane_w
+    park = [0.0, 0.0] if highway or rural else [_u(rng, 2.0, 2.5) if rng.random() < 0.6 else 0.0 for _ in range(2)]
+    shoulder = _u(rng, 0.5, 3.0) if highway else _u(rng, 0.2, 0.8) if rural else 0.3
+    road_left, road_right = lanes_left - park[0] - shoulder, lanes_right + park[1] + shoulder
+    curb = _u(rng, 0.02, 0.06) if highway or rural else _u(rng, 0.10, 0.18)
+    verge = (1.0, 4.0) if highway or rural else (1.5, 4.5)
+    walk_left, walk_right = road_left - _u(rng, *verge), road_right + _u(rng, *verge)
+    yard_grass = (True, True) if highway or rural else (bool(rng.random() < 0.5), bool(rng.random() < 0.5))
+    far = _u(rng, 110.0, 230.0)
+
+    # Lane markings: solid centre line, dashed lines between same-direction lanes, edge lines.
+    markings: list[Marking] = []
+    dash, gap = _u(rng, 3.0, 6.0), _u(rng, 6.0, 12.0)
+    for k in range(1, n_lanes):
+        if k == n_oncoming and median:  # solid lines along both sides of the median
+            markings += [Marking(x_lane(k) - median + 0.1, 0.15), Marking(x_lane(k) - 0.1, 0.15)]
+        elif k == n_oncoming:
+            markings.append(Marking(x_lane(k), 0.15))
+        else:
+            markings.append(Marking(x_lane(k), 0.12, dash, gap, _u(rng, 0.0, dash + gap)))
+    if rng.random() < (0.95 if highway else 0.7):
+        markings += [Marking(lanes_left - 0.1, 0.15), Marking(lanes_right + 0.1, 0.15)]
+    crosswalk = None
+    if not (highway or rural) and rng.random() < 0.25:
+        z0 = _u(rng, 8.0, 40.0)
+        crosswalk = (z0, z0 + _u(rng, 3.0, 5.0))
+
+    # Structures first (they constrain everything else): a bridge, the median barrier, rails.
+    if opts.structures:
+        if rng.random() < (0.45 if highway else 0.12 if rural else 0.15):
+            structures.overpass(b, rng, walk_left, walk_right, 15.0, min(90.0, far - 30.0))
+        if highway and median:
+            structures.barrier(b, rng, x_lane(n_oncoming) - median / 2, -10.0, far - 5.0)
+        for side, edge, outer in ((-1, road_left, walk_left), (1, road_right, walk_right)):
+            rail = highway and rng.random() < 0.8 or rural and rng.random() < 0.3
+            if rail:
+                x = edge + side * _u(rng, 0.2, 0.5)
+                for z0, z1 in b.free_spans(x, 0.15, -5.0, far - 5.0, under=True):
+                    structures.guard_rail(b, rng, x, z0, z1, curb)
+            if (highway or rural) and rng.random() < 0.6:
+                x = outer + side * _u(rng, 0.0, 2.0)
+                z_start = _u(rng, -10.0, 30.0)
+                for z0, z1 in b.free_spans(x + side * 0.5, 0.6, z_start, min(far - 5.0, z_start + _u(rng, 30.0, 150.0))):
+                    structures.roadside_wall(b, rng, x, z0, z1, 0.0, side)
+
+    # Beside the road: buildings in towns, forest, fields or nothing on highways and rural roads;
+    # a backdrop where the street ends.
+    for side, edge, grass in ((-1, walk_left, yard_grass[0]), (1, walk_right, yard_grass[1])):
+        if not (highway or rural) or rng.random() < 0.5:
+            _buildings(b, rng, side, edge + side * (0.0 if not (highway or rural) else _u(rng, 4.5, 25.0)), far,
+                       not grass)
+    b.new_object()
+    b.occupy(0.0, far + 15.0, 250.0, 15.0, tall=True)
+    if rng.random() < (0.6 if not (highway or rural) else 0.25):
+        b.box(0.0, far + 15.0, 0.0, _u(rng, 10.0, 35.0), 250.0, 15.0, FACADE, BUILDING, _pick(rng, PLASTER),
+              (0.08, 0.09, 0.11), (3.0, 1.2, 1.5, 3.0, 0.0, 0.0))
+    else:
+        b.box(0.0, far + 15.0, 0.0, _u(rng, 8.0, 20.0), 250.0, 15.0, FOLIAGE, VEGETATION, _pick(rng, LEAF),
+              (0.0, 0.0, 0.0), (1.0,))
+
+    # Parked vehicles in the parking strips (never in a traffic lane, where the ego car drives).
+    for side, edge, strip in ((-1, road_left, park[0]), (1, road_right, park[1])):
+        if strip == 0.0:
+            continue
+        z = _u(rng, -6.0, 4.0)
+        while z < 90.0:
+            if rng.random() < 0.3:
+                z += _u(rng, 4.0, 15.0)
+                continue
+            kind = "car" if rng.random() < 0.75 else ("suv", "van")[int(rng.integers(2))]
+            length = vehicles.LENGTHS[kind]
+            x = edge - side * (0.3 + 1.0 + _u(rng, 0.0, 0.3))
+            if b.is_free(x, z + length / 2, 1.0, length / 2, under=True):
+                vehicles.add_vehicle(b, rng, kind, x, z + length / 2, 1.0 if rng.random() < 0.5 else -1.0,
+                                     _u(rng, -0.02, 0.02), shaped)
+            z += length + _u(rng, 0.6, 3.0)
+
+    # Moving traffic, lane by lane.
+    heavy = 0.3 if highway else 0.12
+    for lane in range(n_lanes):
+        vehicles.lane_traffic(b, rng, x_lane(lane) + lane_w / 2, -1.0 if lane < n_oncoming else 1.0, lane == ego,
+                              opts.traffic * (0.5 if rural else 1.0), heavy, shaped)
+
+    _street_furniture(b, rng, road_left, road_right, walk_left, walk_right, far,
+                      trees=0.8 if highway or rural else 0.6, poles=not rural)
+    if not (highway or rural):
+        _pedestrians(b, rng, road_left, road_right, walk_left, walk_right, int(rng.integers(0, 7)))
+
     # Rig pose: height, pitch, roll and yaw jitter (KITTI: camera 1.65 m above the road).
     yaw = cayley_rotation(1, _u(rng, -0.025, 0.025))
     pitch = cayley_rotation(0, _u(rng, -0.012, 0.012))
@@ -456,25 +437,20 @@ def sample_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
     rig = matmul3(yaw, matmul3(pitch, roll))
     cam_h = CAMERA_HEIGHT + _u(rng, -0.05, 0.05)
 
-    # Light: sun direction, overcast or sunny, sky colours, haze.
-    lx, ly, lz = _u(rng, -1.0, 1.0), _u(rng, 0.35, 1.3), _u(rng, -1.0, 0.6)
-    norm = float(np.sqrt(lx * lx + ly * ly + lz * lz))
-    overcast = rng.random() < 0.2
-    warm = _u(rng, 0.0, 0.12)
-    sun_color = np.array([1.0 + warm, 0.97, 0.92 - warm], dtype=np.float32) * np.float32(
-        0.3 if overcast else _u(rng, 0.95, 1.3))
-    ambient = np.array([0.62, 0.68, 0.8], dtype=np.float32) * np.float32(0.75 if overcast else _u(rng, 0.3, 0.45))
-    zenith = (np.array([0.55, 0.57, 0.6]) if overcast else np.array([0.18, 0.35, 0.75]) * _u(rng, 0.8, 1.1)).astype(np.float32)
-    horizon = (np.array([0.75, 0.76, 0.78]) if overcast else np.array([0.72, 0.8, 0.9]) * _u(rng, 0.9, 1.05)).astype(np.float32)
-
+    light = _light(rng)
+    ground = {
+        "asphalt": (np.array([0.16, 0.16, 0.17]) * _u(rng, 0.8, 1.5)).astype(np.float32),
+        "walk": np.array(_pick(rng, [(0.45, 0.44, 0.42), (0.5, 0.45, 0.4), (0.38, 0.38, 0.4)]), dtype=np.float32),
+        "grass": np.array(_pick(rng, [(0.12, 0.22, 0.06), (0.18, 0.24, 0.08), (0.22, 0.22, 0.1), (0.3, 0.27, 0.12)]),
+                          dtype=np.float32),
+    }
+    prims = b.build()
+    exposure = _u(rng, 0.85, 1.15)
+    if rng.random() < opts.randomize:
+        _randomize(rng, prims, light, ground)
     return Scene(
         height=height, width=width, K=kitti_like_intrinsics(height, width), rig_rotation=rig,
         camera_origin=(0.0, cam_h, 0.0), road_left=road_left, road_right=road_right, curb_height=curb,
         walk_left=walk_left, walk_right=walk_right, yard_grass=yard_grass, far=far, markings=markings,
-        crosswalk=crosswalk, prims=b.build(), sun=(lx / norm, ly / norm, lz / norm), sun_color=sun_color,
-        ambient=ambient, sky_zenith=zenith, sky_horizon=horizon, haze_distance=_u(rng, 90.0, 350.0),
-        exposure=_u(rng, 0.85, 1.15),
-        asphalt=(np.array([0.16, 0.16, 0.17]) * _u(rng, 0.8, 1.5)).astype(np.float32),
-        walk=np.array(_pick(rng, [(0.45, 0.44, 0.42), (0.5, 0.45, 0.4), (0.38, 0.38, 0.4)]), dtype=np.float32),
-        grass=np.array(_pick(rng, [(0.12, 0.22, 0.06), (0.18, 0.24, 0.08), (0.22, 0.22, 0.1)]), dtype=np.float32),
+        crosswalk=crosswalk, prims=prims, exposure=exposure, layout=layout, **light, **ground,
     )

@@ -13,8 +13,8 @@ import numpy as np
 from slimdepth.data.synthetic import textures
 from slimdepth.data.synthetic.raycast import Hits, PinholeGrid, RayGrid
 from slimdepth.data.synthetic.scene import (
-    BOX, CYLINDER, ELLIPSOID, FACADE, FOLIAGE, HEAD, PERSON, PID_CURB, PID_ROAD, PID_SIDEWALK, PID_SKY,
-    PID_YARD, POLE_METAL, SIGN_PANEL, TRUNK, VEHICLE, Scene,
+    BOX, CONCRETE, CYLINDER, ELLIPSOID, FACADE, FOLIAGE, HEAD, PERSON, PID_CURB, PID_ROAD, PID_SIDEWALK, PID_SKY,
+    PID_YARD, POLE_METAL, RAIL, SIGN_PANEL, TANK, TRUNK, TUBE, VEHICLE, Scene,
 )
 
 F32 = np.float32
@@ -114,7 +114,7 @@ def _normals(s: _Surface) -> dict[int, tuple[np.ndarray, object]]:
     sel_all = np.flatnonzero(s.pid >= 0)
     pr = s.scene.prims
     kinds = pr.kind.take(s.pid.take(sel_all))
-    for kind in (BOX, CYLINDER, ELLIPSOID):
+    for kind in (BOX, CYLINDER, ELLIPSOID, TUBE):
         sel = sel_all[kinds == kind]
         if not sel.size:
             continue
@@ -129,6 +129,11 @@ def _normals(s: _Surface) -> dict[int, tuple[np.ndarray, object]]:
             s.n[0][sel] = np.where(cap, F32(0.0), rel[0] / half[0])
             s.n[1][sel] = np.where(cap, F32(1.0), F32(0.0))
             s.n[2][sel] = np.where(cap, F32(0.0), rel[2] / half[0])
+        elif kind == TUBE:
+            cap = np.abs(rel[2]) >= half[2] - F32(1e-3)
+            s.n[0][sel] = np.where(cap, F32(0.0), rel[0] / half[0])
+            s.n[1][sel] = np.where(cap, F32(0.0), rel[1] / half[0])
+            s.n[2][sel] = np.where(cap, np.where(rel[2] > 0, F32(1.0), F32(-1.0)), F32(0.0))
         else:
             g = [rel[i] / (half[i] * half[i]) for i in range(3)]
             norm = np.sqrt(g[0] * g[0] + g[1] * g[1] + g[2] * g[2])
@@ -210,12 +215,39 @@ def _facade(s: _Surface, sel: np.ndarray, pid: np.ndarray, local, half, axis, si
     return col
 
 
+def _concrete(s: _Surface, sel: np.ndarray, pid: np.ndarray, local, half, axis, sign) -> np.ndarray:
+    """Bridges, barriers and walls: stained concrete, noise-wall panels or fence slats."""
+    pr = s.scene.prims
+    style, period = _take(pr.paramsT[0], pid), _take(pr.paramsT[1], pid)
+    along = np.where(axis == 0, local[2], local[0])
+    y = s.p[1].take(sel)
+    stain = F32(0.75) + F32(0.3) * s.tex("coarse", sel, along, y, 12.0)
+    tex = s.tex("plaster", sel, along, y, 3.0) * stain
+    col = _take(pr.colorT, pid) * tex[None, :]
+    joint = (style > F32(0.5)) & (np.abs(_mod(along, np.maximum(period, F32(0.05))) - F32(0.5) * period) <
+                                  np.where(style > F32(1.5), F32(0.25) * period, F32(0.03)))
+    if joint.any():
+        _put(col, joint, _take(pr.color2T, pid.take(np.flatnonzero(joint))))
+    return col
+
+
 def _vehicle(s: _Surface, sel: np.ndarray, pid: np.ndarray, local, half, axis, sign) -> np.ndarray:
     pr = s.scene.prims
-    g0, g1, wheel_r, facing, pillar, _ = _take(pr.paramsT, pid)
+    g0, g1, wheel_r, facing, pillar, style = _take(pr.paramsT, pid)
     y = s.p[1].take(sel)
     col = _take(pr.colorT, pid) * (F32(0.9) + F32(0.2) * s.tex("noise", sel, local[0] + local[2], y, 3.0))[None, :]
     vertical = axis != 1
+    if (style > 0).any():
+        # tarpaulins: straps every metre and sagging folds; underrun bars: red and white stripes
+        fabric = style == F32(2.0)
+        strap = fabric & vertical & (_mod(local[0] + local[2], F32(1.1)) < F32(0.08))
+        fold = F32(0.8) + F32(0.4) * s.tex("coarse", sel, local[0] + local[2], y, 2.0)
+        col = np.where(fabric[None, :], col * fold[None, :], col)
+        _put(col, strap, F32(0.12))
+        stripes = (style == F32(1.0)) & vertical & (np.abs(local[0]) < half[0] - F32(0.4))
+        red = stripes & (_mod(local[0] + y, F32(0.5)) < F32(0.25))
+        _put(col, stripes & ~red, (0.8, 0.78, 0.72))
+        _put(col, red, (0.6, 0.04, 0.03))
     # Glass band (windows) with pillars at the ends of each face.
     side = axis == 0
     along = np.where(side, local[2], local[0])
@@ -265,6 +297,15 @@ def _primitives(s: _Surface, groups: dict[int, tuple[np.ndarray, object]]) -> No
             k = np.flatnonzero(mat == FOLIAGE)
             if k.size:
                 _put(col, k, _leaves(s, sel.take(k), pid.take(k), local[0].take(k) + local[2].take(k), py.take(k)))
+            k = np.flatnonzero(mat == CONCRETE)
+            if k.size:
+                _put(col, k, _concrete(s, sel.take(k), pid.take(k), *boxes.subset(k)))
+            k = np.flatnonzero(mat == RAIL)
+            if k.size:
+                sk, pk = sel.take(k), pid.take(k)
+                groove = np.abs(_mod(py.take(k), F32(0.16)) - F32(0.08)) < F32(0.02)
+                shine = F32(0.85) + F32(0.3) * s.tex("noise", sk, local[0].take(k) + local[2].take(k), py.take(k), 6.0)
+                _put(col, k, _take(pr.colorT, pk) * (shine * np.where(groove, F32(0.7), F32(1.0)))[None, :])
             k = np.flatnonzero(mat == SIGN_PANEL)
             if k.size:
                 lk, hk, axk, sk = boxes.subset(k)
@@ -289,6 +330,15 @@ def _primitives(s: _Surface, groups: dict[int, tuple[np.ndarray, object]]) -> No
                 elif m == POLE_METAL:
                     t = F32(0.9) + F32(0.2) * t
                 _put(col, k, base * t[None, :])
+        elif kind == TUBE:
+            rel = info  # type: ignore[assignment]
+            # a tank barrel: shell with welded rings and a dark chassis line at the bottom
+            ring = _take(pr.paramsT[0], pid)
+            seam = np.abs(_mod(rel[2], ring) - F32(0.5) * ring) < F32(0.04)
+            bottom = rel[1] < F32(-0.85) * _take(pr.halfT[0], pid)
+            shine = F32(0.9) + F32(0.2) * s.tex("noise", sel, rel[0] + rel[2], py, 4.0)
+            col[:] = _take(pr.colorT, pid) * (shine * np.where(seam, F32(0.6), F32(1.0)))[None, :]
+            _put(col, np.flatnonzero(bottom), F32(0.06))
         else:
             rel = info  # type: ignore[assignment]
             col[:] = _take(pr.colorT, pid)
@@ -301,6 +351,15 @@ def _primitives(s: _Surface, groups: dict[int, tuple[np.ndarray, object]]) -> No
                 pk = pid.take(k)
                 hair = rel[1].take(k) > F32(0.3) * _take(pr.halfT[1], pk)
                 _put(col, k, np.where(hair[None, :], _take(pr.color2T, pk), _take(pr.colorT, pk)))
+            k = np.flatnonzero(mat == VEHICLE)
+            if k.size:  # a rounded cabin: windows below the roof, a dark seal along the belt line
+                pk, sk = pid.take(k), sel.take(k)
+                up = rel[1].take(k) / _take(pr.halfT[1], pk)
+                glass = (up > F32(0.06)) & (up < F32(0.6))
+                refl = F32(0.08) * s.tex("coarse", sk, rel[0].take(k) + rel[2].take(k), py.take(k), 6.0)
+                paint = _take(pr.colorT, pk)
+                _put(col, k, np.where(glass[None, :], _take(pr.color2T, pk) + refl[None, :],
+                                      np.where((up <= F32(0.06))[None, :], paint * F32(0.5), paint)))
         _put(s.albedo, sel, col)
 
 
@@ -374,7 +433,7 @@ def sky(scene: Scene, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray) -> np.ndar
     k = F32(1000.0) / np.maximum(dy, F32(1e-3))
     scale = F32(textures.SIZE / 6000.0)
     dens = textures.texture("clouds").sample(dx * k * scale, dz * k * scale, k * norm * F32(1 / 600.0) * scale)
-    cloud = _clamp01((dens - F32(0.55)) * F32(4.0)) * e
+    cloud = _clamp01((dens - F32(0.75 - 0.45 * scene.cloud_cover)) * F32(4.0)) * e
     return col + (F32(0.95) - col) * cloud[None, :]
 
 

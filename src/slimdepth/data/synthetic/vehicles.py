@@ -1,0 +1,156 @@
+"""Vehicles of the synthetic street scenes: shapes, sizes and how they fill the lanes.
+
+Sizes follow real fleets (European cars 3.8-4.9 m long and 1.7-1.9 m wide, vans up to 6 m,
+lorries and tankers 2.5 m wide and 3.2-4 m tall, articulated trucks up to 16.5 m). A ``shaped``
+car is a lower body with a rounded cabin (the upper half of an ellipsoid), a tanker a barrel
+lying on a chassis behind its cab, a lorry a cab with a tarpaulin box and a striped underrun
+bar; ``boxes`` draws the older two-box vehicles. Traffic comes in queues: in dense traffic the
+first vehicle of a lane stands a few metres away and the next ones follow with short gaps, as
+in the congested drives KITTI recorded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from slimdepth.data.synthetic.primitives import (
+    CAR, PAINT, TANK, VEHICLE, PrimBuilder, pick, uniform,
+)
+
+#: vehicle kinds and their largest length (m), for placing them without overlaps
+LENGTHS = {"car": 4.9, "suv": 4.95, "van": 6.0, "lorry": 10.8, "truck": 16.5, "tanker": 13.5, "bus": 12.0}
+GLASS = (0.03, 0.04, 0.05)
+#: tarpaulin and box colours of lorries (red, blue, white, grey, green, yellow)
+TARP = [(0.45, 0.04, 0.03), (0.05, 0.12, 0.40), (0.75, 0.75, 0.73), (0.40, 0.40, 0.40), (0.08, 0.22, 0.10),
+        (0.70, 0.55, 0.05)]
+#: tank shells: white, aluminium, grey, dark
+SHELL = [(0.80, 0.80, 0.78), (0.60, 0.62, 0.64), (0.45, 0.46, 0.47), (0.20, 0.21, 0.22)]
+# vehicle style flags (params[5]): plain, striped rear underrun bar, tarpaulin fabric
+PLAIN, STRIPES, FABRIC = 0.0, 1.0, 2.0
+
+
+def draw_kind(rng: np.random.Generator, heavy: float) -> str:
+    """A vehicle kind; ``heavy`` is the share of lorries, trucks, tankers and buses."""
+    r = rng.random()
+    if r >= heavy:
+        return ("car", "car", "car", "suv", "van")[int(rng.integers(5))]
+    return ("lorry", "truck", "tanker", "bus")[int(rng.integers(4))]
+
+
+def add_vehicle(b: PrimBuilder, rng: np.random.Generator, kind: str, x: float, z: float, facing: float,
+                yaw: float, shaped: bool = True) -> None:
+    """Add a vehicle centred at (x, z) whose front points along +z (facing=1) or -z (facing=-1)."""
+    b.new_object()
+    b.occupy(x, z, 1.35, LENGTHS[kind] / 2 + 0.2)  # generous: covers every size and small yaws
+    paint = pick(rng, PAINT)
+    if not shaped:
+        _boxy(b, rng, kind, x, z, facing, yaw, paint)
+        return
+    if kind == "car":
+        length, width, height = uniform(rng, 3.8, 4.9), uniform(rng, 1.7, 1.85), uniform(rng, 1.4, 1.52)
+        belt = uniform(rng, 0.86, 0.96)
+        b.box(x, z, 0.2, belt, width / 2, length / 2, VEHICLE, CAR, paint, GLASS, (0.0, 0.0, 0.31, facing, 0.0), yaw)
+        cab = uniform(rng, 0.5, 0.62) * length
+        b.ellipsoid((x, belt, z - facing * 0.05 * length), (width / 2 - 0.06, height - belt, cab / 2), VEHICLE, CAR,
+                    paint, GLASS, (0.0, 0.0, 0.0, facing, 0.0))
+    elif kind == "suv":
+        length, width, height = uniform(rng, 4.4, 4.95), uniform(rng, 1.8, 1.95), uniform(rng, 1.6, 1.8)
+        belt = uniform(rng, 1.0, 1.1)
+        b.box(x, z, 0.25, belt, width / 2, length / 2, VEHICLE, CAR, paint, GLASS, (0.0, 0.0, 0.36, facing, 0.0), yaw)
+        cab = uniform(rng, 0.6, 0.7) * length
+        b.box(x, z - facing * 0.08 * length, belt, height, width / 2 - 0.08, cab / 2, VEHICLE, CAR, paint, GLASS,
+              (belt, height - 0.08, 0.0, facing, 0.1), yaw)
+    elif kind == "van":
+        length, width, height = uniform(rng, 4.8, 6.0), uniform(rng, 1.9, 2.05), uniform(rng, 1.9, 2.6)
+        b.box(x, z, 0.22, height, width / 2, length / 2, VEHICLE, CAR, paint, GLASS,
+              (0.52 * height, 0.85 * height, 0.35, facing, 0.12), yaw)
+    elif kind == "bus":
+        length, height = uniform(rng, 10.0, 12.0), uniform(rng, 2.9, 3.2)
+        b.box(x, z, 0.3, height, 1.25, length / 2, VEHICLE, CAR, paint, GLASS, (1.1, 2.55, 0.5, facing, 0.15), yaw)
+    else:
+        _heavy(b, rng, kind, x, z, facing, yaw, paint)
+
+
+def _heavy(b: PrimBuilder, rng: np.random.Generator, kind: str, x: float, z: float, facing: float, yaw: float,
+           paint) -> None:
+    """Lorries, articulated trucks and tankers: a cab in front, the load behind, an underrun bar."""
+    cab, width = uniform(rng, 1.9, 2.4), 2.5
+    cargo = {"lorry": uniform(rng, 5.0, 8.0), "truck": uniform(rng, 12.0, 13.6), "tanker": uniform(rng, 8.5, 10.5)}[kind]
+    length = cab + 0.4 + cargo
+    front = z + facing * (length / 2 - cab / 2)
+    back = z - facing * (length / 2 - cargo / 2)
+    rear = z - facing * (length / 2 - 0.1)
+    b.box(x, front, 0.35, uniform(rng, 2.8, 3.3), 1.2, cab / 2, VEHICLE, CAR, paint, GLASS, (1.6, 2.5, 0.5, facing, 0.1), yaw)
+    if kind == "tanker":
+        r = uniform(rng, 1.05, 1.25)
+        b.box(x, back, 0.45, 1.15, 1.0, cargo / 2, VEHICLE, CAR, (0.05, 0.05, 0.05), GLASS, (0.0, 0.0, 0.5, facing, 0.0), yaw)
+        b.tube(x, back, 1.15 + r, r, cargo / 2 - 0.1, TANK, CAR, pick(rng, SHELL), (0.1, 0.1, 0.1), (uniform(rng, 1.5, 3.0),))
+    else:
+        height = uniform(rng, 3.2, 3.9) if kind == "lorry" else uniform(rng, 3.8, 4.0)
+        style = FABRIC if rng.random() < 0.6 else PLAIN
+        b.box(x, back, 1.1, height, width / 2, cargo / 2, VEHICLE, CAR, pick(rng, TARP), GLASS,
+              (0.0, 0.0, 0.5, facing, 0.0, style), yaw)
+    b.box(x, rear, 0.4, 1.1, width / 2 - 0.05, 0.1, VEHICLE, CAR, (0.05, 0.05, 0.05), GLASS,
+          (0.0, 0.0, 0.0, facing, 0.0, STRIPES), yaw)
+
+
+def _boxy(b: PrimBuilder, rng: np.random.Generator, kind: str, x: float, z: float, facing: float, yaw: float,
+          paint) -> None:
+    """The generator's first vehicles: two boxes for a car, one for a van or a bus."""
+    if kind in ("car", "suv"):
+        length, width, height = uniform(rng, 3.8, 4.9), uniform(rng, 1.65, 1.9), uniform(rng, 1.38, 1.55)
+        b.box(x, z, 0.12, 0.9, width / 2, length / 2, VEHICLE, CAR, paint, GLASS, (0.0, 0.0, 0.31, facing, 0.0), yaw)
+        cab = uniform(rng, 0.48, 0.58) * length
+        b.box(x, z - facing * 0.06 * length, 0.9, height, width / 2 - 0.07, cab / 2, VEHICLE, CAR, paint, GLASS,
+              (0.9, height - 0.06, 0.0, facing, 0.08), yaw)
+    elif kind == "van":
+        length, width, height = uniform(rng, 4.8, 5.6), uniform(rng, 1.9, 2.05), uniform(rng, 1.9, 2.4)
+        b.box(x, z, 0.15, height, width / 2, length / 2, VEHICLE, CAR, paint, GLASS,
+              (0.55 * height, 0.88 * height, 0.35, facing, 0.12), yaw)
+    elif kind == "bus":
+        length, height = uniform(rng, 10.0, 12.0), uniform(rng, 2.9, 3.2)
+        b.box(x, z, 0.3, height, 1.25, length / 2, VEHICLE, CAR, paint, GLASS, (1.1, 2.55, 0.5, facing, 0.15), yaw)
+    else:  # every heavy vehicle is a cab and a cargo box
+        cargo, cab, height = uniform(rng, 5.0, 8.0), 2.2, uniform(rng, 3.2, 3.8)
+        length = cargo + cab + 0.3
+        front = z + facing * (length / 2 - cab / 2)
+        back = z - facing * (length / 2 - cargo / 2)
+        b.box(x, front, 0.3, uniform(rng, 2.7, 3.1), 1.2, cab / 2, VEHICLE, CAR, paint, GLASS, (1.5, 2.5, 0.48, facing, 0.1), yaw)
+        b.box(x, back, 0.9, height, 1.25, cargo / 2, VEHICLE, CAR, pick(rng, PAINT[:2] + PAINT[4:6]), GLASS,
+              (0.0, 0.0, 0.0, facing, 0.0), yaw)
+
+
+def lane_traffic(b: PrimBuilder, rng: np.random.Generator, x_center: float, facing: float, ego: bool,
+                 density: float, heavy: float, shaped: bool, reach: float = 90.0) -> None:
+    """Fill one lane with a queue of vehicles.
+
+    ``density`` 0 gives the sparse traffic of the first generator (at most one vehicle, 6-70 m
+    ahead); 1 gives KITTI-like traffic, where a lane is queued (first vehicle 4-20 m ahead,
+    gaps of 1.5-10 m) in about half the frames and flowing (gaps of 10-40 m) otherwise; higher
+    values queue more lanes.
+    """
+    if density <= 0.0:
+        if rng.random() > (0.45 if ego else 0.5):
+            return
+        kind = draw_kind(rng, 0.25)
+        x = x_center + uniform(rng, -0.3, 0.3)
+        z = uniform(rng, 9.0 if ego else 6.0, 70.0) + LENGTHS[kind] / 2
+        if b.is_free(x, z, 1.4, LENGTHS[kind] / 2 + 0.3, under=True):
+            add_vehicle(b, rng, kind, x, z, facing, uniform(rng, -0.03, 0.03), shaped)
+        return
+    if rng.random() < 0.15 / density:  # an empty lane
+        return
+    queued = rng.random() < min(0.5 * density, 0.9)
+    # the nearest bumper: ego-lane vehicles stand ahead of the camera, others may be beside it
+    z = uniform(rng, 3.0, 20.0) if ego else uniform(rng, -8.0, 18.0)
+    if not queued:
+        z += uniform(rng, 0.0, 30.0)
+    while z < reach:
+        kind = draw_kind(rng, heavy)
+        half = LENGTHS[kind] / 2
+        x = x_center + uniform(rng, -0.3, 0.3)
+        # the vehicle's rear bumper (as seen from the camera) is at z for vehicles ahead
+        zc = z + half
+        if b.is_free(x, zc, 1.4, half + 0.3, under=True):
+            add_vehicle(b, rng, kind, x, zc, facing, uniform(rng, -0.02, 0.02), shaped)
+        z += 2 * half + (uniform(rng, 1.5, 10.0) if queued else uniform(rng, 10.0, 40.0))
