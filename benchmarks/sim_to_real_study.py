@@ -1,0 +1,124 @@
+"""Which parts of the built-in data make a model transfer to real frames: the ablation study.
+
+Trains the same recipe (the quickstart's LiteDepth at 96x320 by default) once per data variant:
+every realism step on (``all``), each step switched off alone, the first generator's world
+(every step off) and domain randomisation added; then scores every run on real KITTI frames
+(metric and median-scaled, ``benchmarks/sim_to_real.py``'s scoring) and prints one table with
+each variant's change against ``all``. Runs are resumable: a finished run is reused. Usage:
+
+    python benchmarks/sim_to_real_study.py [--out runs/sim_to_real_study] [--jobs 1]
+        [--variants all,no-traffic,...] [--config configs/quickstart.yaml] [--real ../shared/data]
+        [--train-only | --score-only]
+
+On this 2-core CPU each variant takes the quickstart's ~10 minutes (one at a time); on a GPU
+machine ``--jobs 9`` trains them side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+#: variant name -> (synthetic spec options, what it tests)
+VARIANTS: dict[str, tuple[str, str]] = {
+    "all": ("", "every realism step on (the defaults)"),
+    "first-generator": ("traffic=0,vehicles=boxes,structures=false,layouts=urban,camera=plain",
+                        "every step off: the first generator's world"),
+    "no-traffic": ("traffic=0", "sparse traffic (one vehicle per lane at most, beyond 6 m)"),
+    "no-shapes": ("vehicles=boxes", "two-box vehicles instead of shaped cars, lorries, tankers"),
+    "no-structures": ("structures=false", "no overpasses, guard rails, barriers, walls, fences"),
+    "urban-only": ("layouts=urban", "urban streets only (no highways, no rural roads)"),
+    "plain-camera": ("camera=plain", "no camera effects (exposure, gamma, dither only)"),
+    "randomize": ("randomize=0.5", "domain randomisation on half of the frames"),
+}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _spec(base: str, options: str) -> str:
+    return f"{base},{options}" if options else base
+
+
+def train_variant(name: str, config: Path, out: Path) -> subprocess.Popen | None:
+    """Start training one variant (None when its run is already finished)."""
+    import yaml
+
+    run = out / name
+    recipe = yaml.safe_load(config.read_text())
+    total = recipe["train"]["epochs"]
+    last = run / "checkpoints" / "last.json"
+    if last.is_file() and json.loads(last.read_text())["metadata"].get("epoch") == total:
+        print(f"{name}: finished run reused ({run})", flush=True)
+        return None
+    options = VARIANTS[name][0]
+    cmd = [sys.executable, "-m", "slimdepth", "train", str(config), "--out", str(run),
+           "--set", f"data.train={_spec(recipe['data']['train'], options)}",
+           "--set", f"data.val={_spec(recipe['data']['val'], options)}"]
+    if last.is_file():
+        cmd.append("--resume")
+    log = open(out / f"{name}.log", "a")  # noqa: SIM115 - closed when the process ends
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    print(f"{name}: training ({VARIANTS[name][1]}), log {out / f'{name}.log'}", flush=True)
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def train_all(names: list[str], config: Path, out: Path, jobs: int) -> None:
+    """Train the variants, ``jobs`` at a time; stop with an error if one fails."""
+    out.mkdir(parents=True, exist_ok=True)
+    pending, running = list(names), []
+    while pending or running:
+        while pending and len(running) < jobs:
+            name = pending.pop(0)
+            proc = train_variant(name, config, out)
+            if proc is not None:
+                running.append((name, proc))
+        if running:
+            name, proc = running.pop(0)
+            if proc.wait() != 0:
+                sys.exit(f"error: variant {name} failed; see {out / (name + '.log')}")
+            print(f"{name}: done", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "sim_to_real_study")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "quickstart.yaml")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--real", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--train-only", action="store_true")
+    parser.add_argument("--score-only", action="store_true")
+    args = parser.parse_args()
+    names = [n.strip() for n in args.variants.split(",") if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown or args.jobs < 1 or not args.config.is_file():
+        sys.exit(f"error: unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}" if unknown
+                 else f"error: --jobs must be >= 1, got {args.jobs}" if args.jobs < 1
+                 else f"error: {args.config}: no such recipe")
+    if not args.score_only:
+        train_all(names, args.config, args.out, args.jobs)
+    if args.train_only:
+        return
+    score(names, args.out, args.real)
+
+
+def score(names: list[str], out: Path, real: Path) -> None:
+    """Score every variant's run on the real frames and print the ablation table."""
+    from slimdepth.report.sim_to_real import score_runs
+
+    runs = [out / n for n in names]
+    results = score_runs(runs, real)
+    base = results[names.index("all")] if "all" in names else None
+    print(f"\n{'variant':16s} {'metric d1':>9s} {'AbsRel':>7s} {'med d1':>7s} {'AbsRel':>7s}  {'vs all (med d1)':>15s}  what")
+    for name, r in zip(names, results):
+        delta = f"{r['median-scaled']['d1'] - base['median-scaled']['d1']:+.3f}" if base else ""
+        print(f"{name:16s} {r['metric']['d1']:9.3f} {r['metric']['abs_rel']:7.3f} {r['median-scaled']['d1']:7.3f} "
+              f"{r['median-scaled']['abs_rel']:7.3f}  {delta:>15s}  {VARIANTS[name][1]}")
+    (out / "study.json").write_text(json.dumps(dict(zip(names, results)), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
