@@ -168,6 +168,10 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path, *, rows: int = 
     entries += collect(paths).models if paths else []
     if not entries and not flat_prior:
         raise ConfigError("nothing to score: give at least one run (--run) or ask for the flat prior")
+    names = [entry.name for entry in entries]
+    twice = next((n for n in names if names.count(n) > 1 or n == FLAT_PRIOR), None)
+    if twice is not None:
+        raise ConfigError(f"{twice}: given twice (or named like the baseline); give each model once")
     config = preset_for(dataset)
     cache = ModelCache()
     loaded = [(entry, *cache.get(entry)) for entry in entries]
