@@ -6,7 +6,8 @@ measures what they did not record, and writes a self-contained HTML page: the ta
 the budget, training curves, sample predictions with error maps, predictions on real KITTI
 frames, and each stage's settings. One job per module: ``collect`` (reading), ``measure``
 (cost, accuracy, latency), ``plots``, ``samples``, ``real``, ``table``, ``html``, ``markdown``,
-``build`` (the order of work).
+``build`` (the order of work). ``sim_to_real`` scores synthetic-trained models (and a flat-road
+baseline) on every real KITTI frame, for ``benchmarks/sim_to_real.py``.
 
 Names are imported lazily, so importing the package stays light.
 """

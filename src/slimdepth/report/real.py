@@ -11,14 +11,17 @@ beside the projected LiDAR and the abs-rel error at the LiDAR points.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import torch
 
 from slimdepth.data.base import DepthDataset
 from slimdepth.data.registry import build_dataset
 from slimdepth.errors import ConfigError
-from slimdepth.evaluate.conventions import evaluate_batch, preset_for
+from slimdepth.evaluate.conventions import EvalConfig, evaluate_batch, preset_for
 from slimdepth.evaluate.loop import predict_depth
 from slimdepth.evaluate.metrics import MetricAccumulator
 from slimdepth.report.collect import ModelEntry
@@ -27,7 +30,7 @@ from slimdepth.report.plots import png_bytes, stack_rows
 from slimdepth.report.samples import sample_indices
 from slimdepth.visualize import comparison_panel
 
-__all__ = ["REAL_SHEET_WIDTH", "kitti_root", "open_real_frames", "real_frame_sheets"]
+__all__ = ["REAL_SHEET_WIDTH", "RealScorer", "kitti_root", "open_real_frames", "real_frame_sheets"]
 
 #: widest real-frame sheet in pixels (one row is image | prediction | LiDAR | error at 1242 px each)
 REAL_SHEET_WIDTH = 2000
@@ -51,29 +54,60 @@ def open_real_frames(path: Path) -> DepthDataset:
     return build_dataset({"name": "kitti", "root": str(kitti_root(path)), "gt": "velodyne"})
 
 
+@dataclass
+class RealScorer:
+    """Scores predictions frame by frame both ways (:data:`SCALINGS`) under one set of conventions,
+    keeping the per-frame median-scaling ratios; the report and the sim-to-real benchmark share it."""
+
+    config: EvalConfig
+    ratios: list[float] = field(default_factory=list)  # one per frame with a valid LiDAR point
+
+    def __post_init__(self) -> None:
+        metric = replace(self.config, median_scaling=False)
+        self._configs = {"median-scaled": replace(metric, median_scaling=True), "metric": metric}
+        self._accumulators = {name: MetricAccumulator() for name in SCALINGS}
+
+    def add(self, pred: torch.Tensor, gt: torch.Tensor) -> float:
+        """Score one frame (1xHxW prediction and ground truth, metres); returns its median-scaling
+        ratio median(gt) / median(pred), NaN when no ground-truth pixel counts."""
+        ratio = math.nan
+        for name, config in self._configs.items():
+            result = evaluate_batch(pred[None], gt[None], config)
+            self._accumulators[name].add({k: v[:1] for k, v in result.metrics.items()})
+            if result.ratios is not None:
+                ratio = float(result.ratios[0])
+        if not math.isnan(ratio):
+            self.ratios.append(ratio)
+        return ratio
+
+    @property
+    def num_frames(self) -> int:
+        """Frames that counted (at least one valid ground-truth pixel)."""
+        return self._accumulators["metric"].num_images
+
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """Mean metrics over the frames so far: ``{"median-scaled": {...}, "metric": {...}}``."""
+        return {name: acc.compute() for name, acc in self._accumulators.items()}
+
+
 def real_frame_sheets(models: Sequence[ModelEntry], cache: ModelCache, dataset: DepthDataset,
                       num: int) -> tuple[list[tuple[str, bytes]], str]:
     """Score every model on ``num`` frames (setting ``entry.real_metrics``) and return one
     (caption, PNG) per model, with a line saying which frames and conventions were used."""
     frames = [dataset[i] for i in sample_indices(len(dataset), num)]
     metric_config = preset_for(dataset)
-    configs = {"median-scaled": replace(metric_config, median_scaling=True), "metric": metric_config}
     sheets: list[tuple[str, bytes]] = []
     for entry in models:
         model, size = cache.get(entry)
         preds = predict_depth(model, [f["image"] for f in frames], size)
-        accumulators = {name: MetricAccumulator() for name in SCALINGS}
+        scorer = RealScorer(metric_config)
         rows = []
         for frame, pred in zip(frames, preds):
-            ratio = 1.0
-            for name, config in configs.items():
-                result = evaluate_batch(pred[None], frame["depth"][None], config)
-                accumulators[name].add({k: v[:1] for k, v in result.metrics.items()})
-                if result.ratios is not None and float(result.ratios[0]) == float(result.ratios[0]):  # not NaN
-                    ratio = float(result.ratios[0])
+            ratio = scorer.add(pred, frame["depth"])
+            ratio = 1.0 if math.isnan(ratio) else ratio
             rows.append(comparison_panel(frame["image"], pred * ratio, frame["depth"], title_height=REAL_TITLE_HEIGHT))
-        entry.real_metrics = {name: acc.compute() for name, acc in accumulators.items()}
-        scored = accumulators["metric"].num_images
+        entry.real_metrics = scorer.metrics()
+        scored = scorer.num_frames
         sheets.append((f"{entry.name}: {scored} real frames (prediction median-scaled to the LiDAR)",
                        png_bytes(stack_rows(rows), REAL_SHEET_WIDTH)))
     names = ", ".join(str(f["meta"]["name"]) for f in frames)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,33 @@ def prepare_run(config: Path | None, out: Path | None, overrides: list[str], res
         return out, cfg
     check_new_run(out)
     return out, resolve_config(config, overrides)
+
+
+def train_or_reuse(config: Path, out: Path, overrides: Sequence[str] = ()) -> str:
+    """Make ``out`` a finished run of the recipe ``config`` (+ ``overrides``): train it, continue it
+    from its last checkpoint when it stopped early, or leave it when it is finished.
+
+    Returns what happened: ``"trained"``, ``"resumed"`` or ``"reused"``. Scripts that need a
+    trained model call this, so that running them again never trains twice; a directory that
+    holds a run of another recipe (or other ``--set`` values) is refused, never overwritten.
+    """
+    cfg = resolve_config(config, list(overrides))
+    if cfg.get("distill"):
+        raise ConfigError(f"{config}: a distill recipe; train it with `slimdepth distill RECIPE --teacher CKPT`")
+    out = run_directory(config, out)
+    if (out / "checkpoints" / "last.state.json").is_file():
+        saved = out / "config.yaml"
+        if not saved.is_file() or resolve_config(saved, []) != cfg:
+            raise ConfigError(f"{out}: holds a run of another recipe or other --set values; choose another "
+                              "run directory (or repeat the recipe and --set values it was started with)")
+        trainer = Trainer(cfg, out, resume=True)
+        if trainer.step >= trainer.total_steps:
+            return "reused"
+        fit_with_progress(trainer)
+        return "resumed"
+    check_new_run(out)
+    fit_with_progress(Trainer(cfg, out))
+    return "trained"
 
 
 def run_training(cfg: dict[str, Any], run: Path, resume: bool, stop_after: int | None = None) -> dict[str, Any]:

@@ -1,0 +1,125 @@
+"""Sim-to-real transfer: models trained on synthetic street scenes, scored on real KITTI frames.
+
+Scores every run on every frame of a KITTI raw folder against the projected Velodyne sweep
+(Garg crop, 0.001-80 m), as predicted (metric) and median-scaled per frame, and prints one row
+per run; ``--flat-prior`` adds the baseline of a flat road seen from 1.65 m. ``--config`` trains
+the recipe into ``--train-out`` first (a finished run there is reused, a stopped one continued).
+Writes ``sim_to_real.json`` and one contact sheet per run (image | prediction | LiDAR) into
+``--out`` (default: RUN_sim2real beside the first run). Usage:
+
+    python benchmarks/sim_to_real.py --run RUN [--run RUN2 ...] [--real DIR] [--out DIR] [--rows 6]
+                                     [--flat-prior] [--overwrite]
+    python benchmarks/sim_to_real.py --config configs/quickstart.yaml [--set KEY=VALUE ...] --train-out RUN [...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from slimdepth.errors import ConfigError, SlimdepthError, one_line
+from slimdepth.options import check_number
+from slimdepth.report.collect import collect
+from slimdepth.report.real import open_real_frames
+from slimdepth.report.sim_to_real import SimToReal, check_output_dir, sim_to_real, write_sim_to_real
+from slimdepth.train.run import train_or_reuse
+
+#: the shared sample data beside the repository (its kitti_raw/ holds 20 frames)
+DEFAULT_REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option as one line (``error: ...``), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = _Parser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, action="append", default=[],
+                        help="run directory (or checkpoint) to score; repeatable")
+    parser.add_argument("--config", type=Path, help="recipe to train first (as `slimdepth train`)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a value of --config; repeatable")
+    parser.add_argument("--train-out", type=Path, help="run directory --config trains into (reused when finished)")
+    parser.add_argument("--real", type=Path, default=DEFAULT_REAL,
+                        help=f"KITTI raw folder, or one holding kitti_raw/ (default: {DEFAULT_REAL})")
+    parser.add_argument("--out", type=Path, help="output folder (default: RUN_sim2real beside the first run)")
+    parser.add_argument("--rows", type=int, default=6, help="frames shown on each contact sheet (default: 6)")
+    parser.add_argument("--flat-prior", action="store_true", help="add the flat-road baseline row")
+    parser.add_argument("--overwrite", action="store_true", help="write into an --out that is not empty")
+    return parser.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> list[Path]:
+    """Refuse impossible combinations before anything is loaded; returns the runs in table order."""
+    if args.sets and args.config is None:
+        raise ConfigError("--set changes the recipe of --config; give --config too")
+    if (args.config is None) != (args.train_out is None):
+        raise ConfigError("--config and --train-out go together: the recipe and the run directory it trains into")
+    runs = ([args.train_out] if args.train_out else []) + list(args.run)
+    if not runs and not args.flat_prior:
+        raise ConfigError("nothing to score: give --run RUN, --config CFG --train-out RUN, or --flat-prior")
+    check_number(args.rows, "--rows", integer=True, low=1)
+    if args.run:
+        collect(list(args.run))  # a missing or unusable run fails now, not after training
+    return runs
+
+
+def default_out(runs: list[Path]) -> Path:
+    """RUN_sim2real beside the first run (a checkpoint's stem for a file); ./sim_to_real without runs."""
+    if not runs:
+        return Path("sim_to_real")
+    first = runs[0].resolve()
+    return first.parent / f"{first.stem if first.is_file() else first.name}_sim2real"
+
+
+def print_table(result: SimToReal) -> None:
+    """One row per model: metric δ1, AbsRel, RMSE; median-scaled δ1, AbsRel; scale ratio."""
+    c = result.config
+    print(f"\n{result.frames} real KITTI frames in {result.real}; ground truth: projected Velodyne; "
+          f"{c.crop} crop, {c.min_depth:g}-{c.max_depth:g} m")
+    width = max(12, *(len(s.name) for s in result.scores))
+    print(f"{'model':{width}s} {'frames':>6s} | {'metric δ1':>9s} {'AbsRel':>7s} {'RMSE':>7s} | "
+          f"{'scaled δ1':>9s} {'AbsRel':>7s} | {'ratio mean ± std':>16s}")
+    for s in result.scores:
+        m, ms, r = s.metric, s.median_scaled, s.ratio
+        print(f"{s.name:{width}s} {s.frames:6d} | {m['d1']:9.3f} {m['abs_rel']:7.3f} {m['rmse']:7.3f} | "
+              f"{ms['d1']:9.3f} {ms['abs_rel']:7.3f} | {r['mean']:7.3f} ± {r['std']:6.3f}")
+    print("ratio = median(LiDAR) / median(prediction) per frame: 1 is the right scale, > 1 predicts too near")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        runs = check_args(args)
+        open_real_frames(args.real)  # no frames: fail before training
+        out = args.out or default_out(runs)
+        check_output_dir(out, args.overwrite)
+        if args.config is not None:
+            print(f"training {args.config} into {args.train_out}")
+            done = train_or_reuse(args.config, args.train_out, args.sets)
+            print({"trained": "trained", "resumed": "continued the stopped run to its end",
+                   "reused": "already trained: reusing it"}[done])
+        result = sim_to_real(runs, args.real, rows=args.rows, flat_prior=args.flat_prior, log=print)
+        print_table(result)
+        for path in write_sim_to_real(result, out):
+            print(f"wrote {path}")
+    except SlimdepthError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a folder that cannot be written
+        print(f"error: {exc.filename or ''}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the same command continues a stopped training", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Sim-to-real transfer: models trained on synthetic street scenes, scored on real KITTI frames.
+
+Takes run directories (or checkpoints, exported files: anything :func:`~slimdepth.report.collect.collect`
+reads) and a KITTI raw folder (:func:`~slimdepth.report.real.kitti_root`), and scores every model
+on *every* frame there, not a sample, against the projected Velodyne sweep, with the KITTI
+conventions (Garg crop, 0.001-80 m): as predicted (metric, the number that shows whether the
+synthetic camera taught the right scale) and median-scaled per frame (ratio = median(LiDAR) /
+median(prediction), the number that shows whether the *shape* transfers). The ratios' mean and
+spread say how far off and how unsteady the scale is. Scoring is :class:`~slimdepth.report.real.RealScorer`,
+shared with ``slimdepth report``.
+
+The *flat prior* is the baseline a model has to beat: every pixel below the horizon is the
+flat road seen by a level camera ``CAMERA_HEIGHT`` m above it (z = fy * h / (v - cy), v the row
+index as in :func:`slimdepth.geometry.backproject`), capped at 80 m; the horizon and above are
+80 m. It uses only the frame's intrinsics, never the image.
+
+Pictures: one contact sheet per model, one row per chosen frame, real image | prediction
+(metric, coloured on the LiDAR's robust range so that equal colours mean equal metres) | LiDAR
+points (grown into blocks that survive the shrinking of the sheet); with exactly two models a
+third sheet puts both predictions side by side. Sheets are full-resolution arrays here; they are
+shrunk to :data:`~slimdepth.report.real.REAL_SHEET_WIDTH` when written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from slimdepth.colormap import depth_range
+from slimdepth.errors import ConfigError, DataError
+from slimdepth.evaluate.conventions import EvalConfig, preset_for, scale_ratio_stats
+from slimdepth.evaluate.loop import predict_depth
+from slimdepth.fileio import as_intrinsics, atomic_path
+from slimdepth.options import check_number
+from slimdepth.report.collect import ModelEntry, collect
+from slimdepth.report.measure import ModelCache
+from slimdepth.report.plots import png_bytes, stack_rows
+from slimdepth.report.real import REAL_SHEET_WIDTH, REAL_TITLE_HEIGHT, RealScorer, kitti_root, open_real_frames
+from slimdepth.report.samples import sample_indices
+from slimdepth.visualize import auto_dilation, colorize_depth, side_by_side
+
+__all__ = ["CAMERA_HEIGHT", "FLAT_PRIOR", "SimToReal", "TransferScore", "check_output_dir", "flat_prior_depth",
+           "sim_to_real", "transfer_sheet", "write_sim_to_real"]
+
+#: height of KITTI's colour cameras above the road, metres (the devkit's set-up sketch)
+CAMERA_HEIGHT = 1.65
+#: the name of the baseline row
+FLAT_PRIOR = "flat prior"
+#: the file the numbers are written to
+RESULTS_FILE = "sim_to_real.json"
+#: frames predicted together (the real frames are full size: 1242x375 each)
+BATCH = 4
+
+Log = Callable[[str], None]
+
+
+def flat_prior_depth(K: Any, height: int, width: int, camera_height: float = CAMERA_HEIGHT,
+                     max_depth: float = 80.0) -> torch.Tensor:
+    """Depth (1xHxW, metres) of a flat road seen by a level camera ``camera_height`` m above it:
+    z = fy * h / (v - cy) for rows v below the horizon (v > cy), capped at ``max_depth``, and
+    ``max_depth`` on and above the horizon. The baseline that needs no image at all."""
+    Km = as_intrinsics(K)
+    fy, cy = float(Km[1, 1]), float(Km[1, 2])
+    v = torch.arange(height, dtype=torch.float64)[:, None]
+    below = v > cy
+    z = torch.where(below, fy * camera_height / torch.where(below, v - cy, torch.ones_like(v)),
+                    torch.full_like(v, max_depth)).clamp(max=max_depth)
+    return z.expand(height, width)[None].float()
+
+
+@dataclass
+class TransferScore:
+    """One model's numbers on the real frames (the flat prior's too)."""
+
+    name: str
+    source: str  # the model's path, or how the baseline is made
+    frames: int  # frames with at least one LiDAR point inside the crop
+    metric: dict[str, float]
+    median_scaled: dict[str, float]
+    ratio: dict[str, float]  # per-frame median(LiDAR) / median(prediction): mean, std, median, ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON form (NaN as null)."""
+        return _json_safe({"name": self.name, "source": self.source, "frames": self.frames, "metric": self.metric,
+                           "median_scaled": self.median_scaled, "scale_ratio": self.ratio})
+
+
+@dataclass
+class SimToReal:
+    """Every model's :class:`TransferScore`, the conventions, and the contact sheets."""
+
+    scores: list[TransferScore]
+    real: Path  # the KITTI raw root
+    frames: int  # frames in the folder
+    config: EvalConfig
+    sheet_frames: list[str] = field(default_factory=list)
+    sheets: dict[str, np.ndarray] = field(default_factory=dict)  # file stem -> full-size picture
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON form: what ``sim_to_real.json`` holds."""
+        return {"real": str(self.real), "frames": self.frames, "ground_truth": "projected Velodyne",
+                "conventions": self.config.to_dict(), "flat_prior_camera_height_m": CAMERA_HEIGHT,
+                "models": [s.to_dict() for s in self.scores], "sheet_frames": self.sheet_frames,
+                "sheets": [f"{stem}.png" for stem in self.sheets]}
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return value
+
+
+def _file_stem(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
+
+
+def transfer_sheet(frames: Sequence[dict[str, Any]], columns: Sequence[tuple[str, Sequence[torch.Tensor]]],
+                   title_height: int = REAL_TITLE_HEIGHT, width: int = REAL_SHEET_WIDTH) -> np.ndarray:
+    """One row per frame: image | each column's prediction | LiDAR, as HxWx3 uint8 at full size.
+
+    ``columns`` are (title, one prediction per frame). Predictions and LiDAR share the colours
+    of the LiDAR's 5th-95th percentile range (the prediction's when a frame has no point); the
+    points are grown so that they survive the shrinking to ``width`` pixels. Each row is
+    ``title_height + H`` tall and ``sum(widths) + 4 * (panels - 1)`` wide (see
+    :func:`~slimdepth.visualize.side_by_side`); rows are stacked 6 px apart (:func:`stack_rows`).
+    """
+    if not frames:
+        raise ConfigError("transfer_sheet needs at least one frame")
+    rows = []
+    for i, frame in enumerate(frames):
+        lidar = frame["depth"]
+        preds = [preds[i] for _, preds in columns]
+        try:
+            lo, hi = depth_range(lidar)
+        except DataError:  # no LiDAR point in this frame: colour on the predictions
+            lo, hi = depth_range(*preds)
+        full_width = frame["image"].shape[-1] * (len(columns) + 2)
+        k = auto_dilation(True, width / full_width)
+        span = f"{lo:.1f}-{hi:.1f} m"
+        panels = [frame["image"], *(colorize_depth(p, vmin=lo, vmax=hi) for p in preds),
+                  colorize_depth(lidar, vmin=lo, vmax=hi, dilate=k)]
+        titles = [str(frame["meta"]["name"]), *(f"{title} (metric) {span}" for title, _ in columns),
+                  f"LiDAR {span} (points grown to {k}x{k})"]
+        rows.append(side_by_side(panels, titles, title_height=title_height))
+    return stack_rows(rows)
+
+
+def sim_to_real(models: Sequence[Path | ModelEntry], real: Path, *, rows: int = 6, flat_prior: bool = False,
+                log: Log | None = None) -> SimToReal:
+    """Score ``models`` (paths :func:`collect` reads, or entries) and optionally the flat prior on
+    every KITTI frame under ``real``, metric and median-scaled; draw a contact sheet of ``rows``
+    frames (spread over the folder) per model, and one of both predictions when there are two."""
+    say = log or (lambda message: None)
+    check_number(rows, "--rows", integer=True, low=1)
+    dataset = open_real_frames(Path(real))  # a bad folder fails before any model is loaded
+    entries = [m for m in models if isinstance(m, ModelEntry)]
+    paths = [Path(m) for m in models if not isinstance(m, ModelEntry)]
+    entries += collect(paths).models if paths else []
+    if not entries and not flat_prior:
+        raise ConfigError("nothing to score: give at least one run (--run) or ask for the flat prior")
+    names = [entry.name for entry in entries]
+    twice = next((n for n in names if names.count(n) > 1 or n == FLAT_PRIOR), None)
+    if twice is not None:
+        raise ConfigError(f"{twice}: given twice (or named like the baseline); give each model once")
+    config = preset_for(dataset)
+    cache = ModelCache()
+    loaded = [(entry, *cache.get(entry)) for entry in entries]
+    scorers = {entry.name: RealScorer(config) for entry in entries}
+    if flat_prior:
+        scorers[FLAT_PRIOR] = RealScorer(config)
+    keep = set(sample_indices(len(dataset), rows))
+    shown: list[dict[str, Any]] = []
+    kept: dict[str, list[torch.Tensor]] = {entry.name: [] for entry in entries}
+    for start in range(0, len(dataset), BATCH):
+        frames = [dataset[i] for i in range(start, min(start + BATCH, len(dataset)))]
+        say(f"frames {start + 1}-{start + len(frames)} of {len(dataset)}")
+        for entry, model, size in loaded:
+            for j, pred in enumerate(predict_depth(model, [f["image"] for f in frames], size)):
+                scorers[entry.name].add(pred, frames[j]["depth"])
+                if start + j in keep:
+                    kept[entry.name].append(pred)
+        if flat_prior:
+            for frame in frames:
+                h, w = frame["depth"].shape[-2:]
+                scorers[FLAT_PRIOR].add(flat_prior_depth(frame["K"], h, w, max_depth=config.max_depth), frame["depth"])
+        shown += [{k: f[k] for k in ("image", "depth", "meta")} for j, f in enumerate(frames) if start + j in keep]
+    sources = {entry.name: str(entry.path) for entry in entries}
+    sources[FLAT_PRIOR] = f"road plane {CAMERA_HEIGHT} m below a level camera, frame intrinsics"
+    scores = []
+    for name, scorer in scorers.items():
+        if scorer.num_frames == 0:
+            raise DataError(f"{real}: none of the {len(dataset)} frames has a LiDAR point inside the KITTI crop")
+        both = scorer.metrics()
+        scores.append(TransferScore(name, sources[name], scorer.num_frames, both["metric"], both["median-scaled"],
+                                    scale_ratio_stats(scorer.ratios)))
+    result = SimToReal(scores, kitti_root(Path(real)), len(dataset), config,
+                       [str(f["meta"]["name"]) for f in shown])
+    for entry in entries:
+        say(f"drawing the sheet of {entry.name}")
+        result.sheets[f"sheet_{_file_stem(entry.name)}"] = transfer_sheet(shown, [(entry.name, kept[entry.name])])
+    if len(entries) == 2:
+        a, b = entries
+        result.sheets[f"sheet_{_file_stem(a.name)}_vs_{_file_stem(b.name)}"] = transfer_sheet(
+            shown, [(a.name, kept[a.name]), (b.name, kept[b.name])])
+    return result
+
+
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse a file, or a folder that holds anything, unless ``overwrite`` (a one-line ConfigError)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"--out {out}: exists and is not empty; pass --overwrite to write into it or choose another")
+
+
+def write_sim_to_real(result: SimToReal, out: Path) -> list[Path]:
+    """Write ``sim_to_real.json`` and one PNG per sheet (shrunk to REAL_SHEET_WIDTH) into ``out``,
+    each atomically; returns the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    with atomic_path(out / RESULTS_FILE) as tmp:
+        tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    written.append(out / RESULTS_FILE)
+    for stem, sheet in result.sheets.items():
+        path = out / f"{stem}.png"
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(png_bytes(sheet, REAL_SHEET_WIDTH))
+        written.append(path)
+    return written

@@ -1,0 +1,246 @@
+"""Sim-to-real scoring (``report.sim_to_real`` and ``benchmarks/sim_to_real.py``): the numbers equal
+a computation by hand in NumPy, the flat prior is the flat-road formula, median scaling removes a
+constant factor, the contact sheet's size follows from its rows and columns, training is resumable,
+and bad input is one line with exit status 2."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from PIL import Image
+
+from slimdepth.deploy.exported import load_for_inference
+from slimdepth.errors import ConfigError
+from slimdepth.evaluate.conventions import crop_box, get_preset
+from slimdepth.report.real import REAL_SHEET_WIDTH, REAL_TITLE_HEIGHT, RealScorer, open_real_frames
+from slimdepth.report.sim_to_real import FLAT_PRIOR, flat_prior_depth, sim_to_real, transfer_sheet, write_sim_to_real
+from slimdepth.train.run import resolve_config, train_or_reuse
+from slimdepth.train.trainer import Trainer
+from tests.conftest import shared_data_dir
+
+pytestmark = pytest.mark.realdata
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "sim_to_real.py"
+TINY = {
+    "model": {"name": "tiny-multires", "max_depth": 80.0},
+    "data": {"train": "synthetic,num=8,size=32x96,lidar=false", "val": "synthetic,num=4,size=32x96,split=val,lidar=false",
+             "batch_size": 4, "val_batch_size": 4, "workers": 0, "cache": True},
+    "loss": {"terms": [{"type": "silog"}]},
+    "schedule": {"warmup_steps": 1},
+    "train": {"epochs": 2, "log_every": 1, "checkpoint_every": 2, "samples": 0},
+}
+ROWS = 2
+#: a KITTI frame and the side_by_side / stack_rows gaps
+FRAME_H, FRAME_W, PANEL_GAP, ROW_GAP = 375, 1242, 4, 6
+
+
+@pytest.fixture(scope="module")
+def real() -> Path:
+    root = shared_data_dir()
+    if not (root / "kitti_raw").is_dir():
+        pytest.skip(f"real KITTI frames not found at {root / 'kitti_raw'}")
+    return root
+
+
+@pytest.fixture(scope="module")
+def two_frames(real, tmp_path_factory) -> Path:
+    """A KITTI raw folder with the first two frames of the shared one (links), for the script's runs."""
+    src = real / "kitti_raw" / "2011_09_26"
+    day = tmp_path_factory.mktemp("kitti") / "2011_09_26"
+    for calib in src.glob("calib_*.txt"):
+        (day / calib.name).parent.mkdir(parents=True, exist_ok=True)
+        (day / calib.name).symlink_to(calib)
+    for rel in ("image_02/data", "velodyne_points/data"):
+        files = sorted((src / "2011_09_26_drive_0000_sync" / rel).iterdir())[:2]
+        (day / "2011_09_26_drive_0000_sync" / rel).mkdir(parents=True)
+        for f in files:
+            (day / "2011_09_26_drive_0000_sync" / rel / f.name).symlink_to(f)
+    return day.parent
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A real (tiny) training run: 4 steps of tiny-multires at 32x96 on synthetic scenes."""
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    Trainer(resolve_config(None, [], TINY), out).fit()
+    return out
+
+
+@pytest.fixture(scope="module")
+def result(run, real):
+    return sim_to_real([run], real, rows=ROWS, flat_prior=True)
+
+
+@pytest.fixture(scope="module")
+def frames(real) -> list[dict]:
+    dataset = open_real_frames(real)
+    return [dataset[i] for i in range(len(dataset))]
+
+
+def by_hand(preds: list[np.ndarray], gts: list[np.ndarray],
+            median_scaling: bool) -> tuple[dict[str, float], list[float]]:
+    """δ1, AbsRel, RMSE averaged over frames, KITTI Garg crop and 0.001-80 m, in plain NumPy."""
+    per, ratios = [], []
+    for pred, gt in zip(preds, gts):
+        top, bottom, left, right = crop_box(*gt.shape, "garg")
+        crop = np.zeros(gt.shape, bool)
+        crop[top:bottom, left:right] = True
+        mask = crop & (gt > 1e-3) & (gt < 80.0)
+        p, g = pred[mask].astype(np.float64), gt[mask].astype(np.float64)
+        if median_scaling:
+            ratios.append(np.median(g) / np.median(p))
+            p = p * ratios[-1]
+        p = np.clip(p, 1e-3, 80.0)
+        d1 = np.mean(np.maximum(p / g, g / p) < 1.25)
+        per.append((d1, np.mean(np.abs(p - g) / g), np.sqrt(np.mean((p - g) ** 2))))
+    d1, abs_rel, rmse = np.mean(per, axis=0)
+    return {"d1": d1, "abs_rel": abs_rel, "rmse": rmse}, ratios
+
+
+def flat_road(K: np.ndarray, height: int, width: int) -> np.ndarray:
+    """z = fy * 1.65 / (v - cy) below the horizon, 80 m at and above it, capped at 80 m."""
+    fy, cy = K[1, 1], K[1, 2]
+    z = np.full((height, width), 80.0)
+    for v in range(height):
+        if v > cy:
+            z[v, :] = min(80.0, fy * 1.65 / (v - cy))
+    return z
+
+
+def test_every_frame_is_scored_as_by_hand(result, run, frames) -> None:
+    model, size = load_for_inference(run, "cpu", None)
+    preds = []
+    with torch.no_grad():
+        for f in frames:
+            x = F.interpolate(f["image"][None], size=size, mode="bilinear", align_corners=False)
+            y = F.interpolate(model.eval()(x), size=(FRAME_H, FRAME_W), mode="bilinear", align_corners=False)
+            preds.append(y[0, 0].numpy())
+    gts = [f["depth"][0].numpy() for f in frames]
+    score = result.scores[0]
+    assert result.frames == len(frames) == 20 and score.frames == 20  # all frames, not a sample
+    metric, _ = by_hand(preds, gts, median_scaling=False)
+    scaled, ratios = by_hand(preds, gts, median_scaling=True)
+    for key in ("d1", "abs_rel", "rmse"):
+        assert score.metric[key] == pytest.approx(metric[key], rel=1e-5)
+        assert score.median_scaled[key] == pytest.approx(scaled[key], rel=1e-5)
+    assert score.ratio["mean"] == pytest.approx(np.mean(ratios), rel=1e-6)
+    assert score.ratio["std"] == pytest.approx(np.std(ratios), rel=1e-5)
+
+
+def test_flat_prior_is_the_flat_road_formula(result, frames) -> None:
+    frame = frames[0]
+    K = frame["K"].numpy()
+    assert K[1, 1] == pytest.approx(721.5377) and 150 < K[1, 2] < 200  # the horizon crosses the picture
+    expected = flat_road(K, FRAME_H, FRAME_W)
+    assert np.allclose(flat_prior_depth(K, FRAME_H, FRAME_W)[0].numpy(), expected, rtol=1e-6)
+    gts = [f["depth"][0].numpy() for f in frames]
+    priors = [flat_road(f["K"].numpy(), FRAME_H, FRAME_W) for f in frames]
+    (prior,) = [s for s in result.scores if s.name == FLAT_PRIOR]
+    metric, _ = by_hand(priors, gts, median_scaling=False)
+    scaled, ratios = by_hand(priors, gts, median_scaling=True)
+    for key in ("d1", "abs_rel", "rmse"):
+        assert prior.metric[key] == pytest.approx(metric[key], rel=1e-5)
+        assert prior.median_scaled[key] == pytest.approx(scaled[key], rel=1e-5)
+    assert prior.ratio["mean"] == pytest.approx(np.mean(ratios), rel=1e-6)
+
+
+def test_median_scaling_removes_a_constant_factor(frames) -> None:
+    lidar = frames[3]["depth"]
+    pred = torch.where(lidar > 0, 0.4 * lidar, torch.full_like(lidar, 10.0))  # 2.5x too near where it counts
+    scorer = RealScorer(get_preset("kitti"))
+    assert scorer.add(pred, lidar) == pytest.approx(2.5)
+    both = scorer.metrics()
+    assert both["median-scaled"]["d1"] == 1.0 and both["median-scaled"]["abs_rel"] < 1e-6
+    assert both["metric"]["d1"] == 0.0
+
+
+def test_contact_sheet_has_a_row_per_frame_and_three_columns(result, frames, tmp_path) -> None:
+    ((stem, sheet),) = result.sheets.items()  # one model: one sheet
+    assert stem == "sheet_tiny" and len(result.sheet_frames) == ROWS
+    assert result.sheet_frames == [frames[0]["meta"]["name"], frames[-1]["meta"]["name"]]  # spread over the folder
+    row_h = REAL_TITLE_HEIGHT + FRAME_H
+    assert sheet.shape == (ROWS * row_h + (ROWS - 1) * ROW_GAP, 3 * FRAME_W + 2 * PANEL_GAP, 3)
+    for x in (FRAME_W, 2 * FRAME_W + PANEL_GAP):  # white gaps between the three panels, through every row
+        assert (sheet[:, x:x + PANEL_GAP] == 255).all()
+    lidar = sheet[REAL_TITLE_HEIGHT:row_h, 2 * (FRAME_W + PANEL_GAP):]
+    raw = frames[0]["depth"][0].numpy() > 0
+    assert (lidar.max(axis=2) > 0).sum() > 3 * raw.sum()  # the points are grown to be seen
+    written = write_sim_to_real(result, tmp_path / "out")
+    assert [p.name for p in written] == ["sim_to_real.json", "sheet_tiny.png"]
+    png = Image.open(written[1])
+    assert png.size == (REAL_SHEET_WIDTH, round(sheet.shape[0] * REAL_SHEET_WIDTH / sheet.shape[1]))
+    two = transfer_sheet(frames[:1], [("a", [frames[0]["depth"]]), ("b", [frames[0]["depth"]])])
+    assert two.shape == (row_h, 4 * FRAME_W + 3 * PANEL_GAP, 3)  # a second model: one more column
+
+
+def test_training_is_resumed_and_reused(tmp_path) -> None:
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "run"
+    Trainer(resolve_config(recipe, []), out, stop_after=1).fit()  # a run killed after one step
+    assert train_or_reuse(recipe, out) == "resumed"
+    last = out / "checkpoints" / "last.safetensors"
+    before = last.stat().st_mtime_ns
+    assert train_or_reuse(recipe, out) == "reused" and last.stat().st_mtime_ns == before  # nothing trained again
+    with pytest.raises(ConfigError, match="another recipe"):
+        train_or_reuse(recipe, out, ["train.epochs=3"])
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("sim_to_real_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _one_line(err: str, *fragments: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_script_prints_the_table_and_refuses_to_overwrite(run, two_frames, tmp_path, capsys) -> None:
+    script = _script()
+    out = tmp_path / "out"
+    real = str(two_frames)
+    assert script.main(["--run", str(run), "--real", real, "--out", str(out), "--rows", "1", "--flat-prior"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 real KITTI frames" in printed and "tiny " in printed and "flat prior " in printed
+    assert sorted(p.name for p in out.iterdir()) == ["sheet_tiny.png", "sim_to_real.json"]
+    assert script.main(["--run", str(run), "--real", real, "--out", str(out)]) == 2
+    _one_line(capsys.readouterr().err, "--overwrite")
+    assert script.default_out([run]) == run.parent / "tiny_sim2real"
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--run", "{tmp}/missing"], "missing"),
+    (["--run", "{run}", "--real", "{tmp}"], "{tmp}"),
+    (["--run", "{run}", "--rows", "0"], "--rows"),
+    ([], "nothing to score"),
+    (["--config", "configs/quickstart.yaml"], "--train-out"),
+])
+def test_bad_input_is_one_line(args, fragment, run, tmp_path, capsys) -> None:
+    fill = {"tmp": str(tmp_path), "run": str(run)}
+    args = [a.format(**fill) for a in args]
+    assert _script().main([*args, "--out", str(tmp_path / "out")]) == 2
+    _one_line(capsys.readouterr().err, fragment.format(**fill))
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_option_from_the_command_line(tmp_path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--rows", "six"], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    _one_line(proc.stderr, "--rows")
