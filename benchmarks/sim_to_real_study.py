@@ -106,18 +106,23 @@ def main() -> None:
 
 
 def score(names: list[str], out: Path, real: Path) -> None:
-    """Score every variant's run on the real frames and print the ablation table."""
-    from slimdepth.report.sim_to_real import score_runs
+    """Score every variant's run on the real frames (with the flat prior as the floor), print the
+    ablation table and write ``study.json`` and each variant's contact sheet into ``out``."""
+    from slimdepth.report.sim_to_real import FLAT_PRIOR, sim_to_real, write_sim_to_real
 
-    runs = [out / n for n in names]
-    results = score_runs(runs, real)
-    base = results[names.index("all")] if "all" in names else None
-    print(f"\n{'variant':16s} {'metric d1':>9s} {'AbsRel':>7s} {'med d1':>7s} {'AbsRel':>7s}  {'vs all (med d1)':>15s}  what")
-    for name, r in zip(names, results):
-        delta = f"{r['median-scaled']['d1'] - base['median-scaled']['d1']:+.3f}" if base else ""
-        print(f"{name:16s} {r['metric']['d1']:9.3f} {r['metric']['abs_rel']:7.3f} {r['median-scaled']['d1']:7.3f} "
-              f"{r['median-scaled']['abs_rel']:7.3f}  {delta:>15s}  {VARIANTS[name][1]}")
-    (out / "study.json").write_text(json.dumps(dict(zip(names, results)), indent=2) + "\n")
+    result = sim_to_real([out / n for n in names], real, rows=4, flat_prior=True)
+    write_sim_to_real(result, out / "sheets")
+    scores = {s.name: s for s in result.scores}
+    base = scores.get("all")
+    print(f"\n{'variant':16s} {'metric d1':>9s} {'AbsRel':>7s} {'scaled d1':>9s} {'AbsRel':>7s} {'vs all':>7s}  what")
+    rows = {}
+    for name in [*names, FLAT_PRIOR]:
+        m, q = scores[name].metric, scores[name].median_scaled
+        delta = f"{q['d1'] - base.median_scaled['d1']:+.3f}" if base is not None and name != "all" else ""
+        what = VARIANTS[name][1] if name in VARIANTS else "depth from the image row alone (a flat road)"
+        print(f"{name:16s} {m['d1']:9.3f} {m['abs_rel']:7.3f} {q['d1']:9.3f} {q['abs_rel']:7.3f} {delta:>7s}  {what}")
+        rows[name] = {"metric": m, "median_scaled": q, "what": what}
+    (out / "study.json").write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -29,14 +29,22 @@ def synth(
     lidar: bool = typer.Option(True, "--lidar/--no-lidar", help="Write the simulated 64-beam LiDAR depth."),
     seg: bool = typer.Option(True, "--seg/--no-seg", help="Write semantic labels."),
     right: bool = typer.Option(True, "--right/--no-right", help="Write the right stereo image."),
+    option: list[str] = typer.Option([], "--option", help="A scene or camera option KEY=VALUE, as in a synthetic "
+                                     "spec (traffic, vehicles, structures, layouts, randomize, camera, jpeg, ...); repeatable."),
 ) -> None:
     """Write synthetic KITTI-like street scenes (RGB, depth, LiDAR, labels, right view, K)."""
     # lazy: numpy, torch and the readers load only when a verb runs (`slimdepth --help` stays fast)
     from slimdepth.data.synthetic import write_synthetic
 
+    from slimdepth.data.registry import parse_dataset_spec
+
     components = ["depth"] + (["lidar"] if lidar else []) + (["seg"] if seg else []) + (["right"] if right else [])
+    for item in option:
+        if "=" not in item:
+            raise ConfigError(f"--option {item!r}: expected KEY=VALUE, e.g. traffic=0.5")
+    _, options = parse_dataset_spec(",".join(["synthetic", *option]))
     with progress_bar("rendering", "frames") as update:
-        summary = write_synthetic(out, num, size, seed, split, components, workers, progress=update)
+        summary = write_synthetic(out, num, size, seed, split, components, workers, progress=update, options=options)
     console.print(f"{summary['out']}: {summary['num']} frames of {size} "
                   f"({summary['written']} written, {summary['kept']} already there)")
 

@@ -13,7 +13,7 @@ import os
 import signal
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from slimdepth.data.base import DepthDataset, Transform
 from slimdepth.data.registry import register_dataset
 from slimdepth.data.sample import make_sample
 from slimdepth.data.synthetic import lidar as lidar_sim
-from slimdepth.data.synthetic.camera import CameraOptions, CameraParams, develop, sample_camera
+from slimdepth.data.synthetic.camera import EFFECTS, CameraOptions, CameraParams, develop, sample_camera
 from slimdepth.data.synthetic.raycast import Hits, PinholeGrid, cast
 from slimdepth.data.synthetic.scene import (
     CLASS_NAMES,
@@ -45,7 +45,7 @@ from slimdepth.data.synthetic.scene import (
 from slimdepth.data.synthetic.shading import shade
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.fileio import write_depth, write_intrinsics, write_rgb, write_seg
-from slimdepth.options import MAX_SIDE, parse_size
+from slimdepth.options import MAX_SIDE, parse_size, suggest
 
 GENERATOR_VERSION = 2
 SPLITS = {"train": 0, "val": 1, "test": 2}
@@ -182,6 +182,20 @@ class SceneGenerator:
 
 
 CAMERAS = ("kitti", "plain", "off")
+SCENE_KEYS = tuple(f.name for f in fields(SceneOptions))
+CAMERA_KEYS = ("camera", *EFFECTS)
+
+
+def generator_options(options: dict[str, Any]) -> tuple[SceneOptions, CameraOptions]:
+    """Scene and camera options from a flat ``{key: value}`` (the keys of a synthetic spec)."""
+    unknown = [k for k in options if k not in SCENE_KEYS + CAMERA_KEYS]
+    if unknown:
+        known = SCENE_KEYS + CAMERA_KEYS
+        raise ConfigError(f"unknown synthetic option {unknown[0]!r}{suggest(unknown[0], known)}; "
+                          f"choose from {', '.join(known)}")
+    scene = SceneOptions(**{k: v for k, v in options.items() if k in SCENE_KEYS})
+    effects = {k: v for k, v in options.items() if k in EFFECTS}
+    return scene, camera_options(options.get("camera", "kitti"), effects)
 
 
 def camera_options(camera: str, effects: dict[str, float]) -> CameraOptions:
@@ -277,6 +291,7 @@ def _dataset_meta(gen: SceneGenerator) -> dict[str, Any]:
         "split": gen.split, "size": list(gen.size), "components": list(gen.components),
         "lidar_dropout": gen.lidar_dropout, "depth_encoding": "kitti", "eval_preset": None,
         "classes": list(CLASS_NAMES), "ignore_label": 255, "baseline": STEREO_BASELINE,
+        "scene": asdict(gen.scene_options), "camera": asdict(gen.camera_options),
     }
 
 
@@ -311,10 +326,12 @@ def _write_frame(args: tuple[Path, int]) -> int:
 
 def write_synthetic(out: str | Path, num: int, size: tuple[int, int] | str = DEFAULT_SIZE, seed: int = 0,
                     split: str = "train", components: Iterable[str] = COMPONENTS, workers: int = 1,
-                    progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                    progress: Callable[[int, int], None] | None = None,
+                    options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``num`` frames to ``out`` in the layout the ``folder`` reader reads; resumable.
 
     ``workers`` processes render in parallel (at most one per CPU core: more only slow down).
+    ``options`` are the scene and camera options of a dataset spec (e.g. ``{"traffic": 0.5}``).
     An existing ``out`` is resumed (complete frames are kept) when it holds a dataset made
     with the same generator settings; any other non-empty directory is refused, so no user
     file is ever overwritten. Returns a summary with the number of frames written and kept.
@@ -323,7 +340,8 @@ def write_synthetic(out: str | Path, num: int, size: tuple[int, int] | str = DEF
         raise ConfigError(f"--num must be a positive integer, got {num!r}")
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
-    gen = SceneGenerator(size, seed, split, components)
+    scene_opts, camera_opts = generator_options(options or {})
+    gen = SceneGenerator(size, seed, split, components, scene_options=scene_opts, camera_options=camera_opts)
     out = Path(out)
     meta = _dataset_meta(gen)
     meta_path = out / "meta.json"

@@ -53,6 +53,10 @@ class RayGrid:
         """(N, 4) windows ``r0, r1, c0, c1`` (half-open) containing every ray that may hit each box."""
         raise NotImplementedError  # pragma: no cover
 
+    def nearest(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """(N,) lower bounds of the ray parameter t at which any ray can meet each box."""
+        raise NotImplementedError  # pragma: no cover
+
 
 def _corners(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """The 8 corners (N, 8, 3) of axis-aligned boxes."""
@@ -109,6 +113,10 @@ class PinholeGrid(RayGrid):
         other.origin = origin
         return other
 
+    def nearest(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        # t is the camera z, which is linear in the point: its minimum over a box is at a corner
+        return np.maximum(_to_frame(_corners(lo, hi), self.rotation, self.origin)[..., 2].min(1), 0.0)
+
     def windows(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         h, w = self.shape
         pts, visible = _clip_near(_to_frame(_corners(lo, hi), self.rotation, self.origin))
@@ -154,6 +162,12 @@ class SphericalGrid(RayGrid):
         self.dx = (lx * r[0][0] + ly * r[0][1] + lz * r[0][2]).astype(np.float32)
         self.dy = (lx * r[1][0] + ly * r[1][1] + lz * r[1][2]).astype(np.float32)
         self.dz = (lx * r[2][0] + ly * r[2][1] + lz * r[2][2]).astype(np.float32)
+
+    def nearest(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        # t is the range: at least the distance from the origin to the box
+        o = np.asarray(self.origin)
+        gap = np.maximum(np.maximum(lo - o, 0.0), o - hi)
+        return np.sqrt((gap * gap).sum(1))
 
     def windows(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         rows, cols = self.shape
@@ -297,10 +311,15 @@ def cast(scene: Scene, grid: RayGrid) -> Hits:
     if len(prims) == 0:
         return hits
     wins = grid.windows(prims.lo, prims.hi)
+    near = grid.nearest(prims.lo, prims.hi) * (1.0 - 1e-5)  # a margin for float32 rounding of t
     o = grid.origin
-    for k in np.nonzero((wins[:, 1] > wins[:, 0]) & (wins[:, 3] > wins[:, 2]))[0]:
+    seen = np.nonzero((wins[:, 1] > wins[:, 0]) & (wins[:, 3] > wins[:, 2]))[0]
+    # front to back, so that primitives hidden behind nearer ones are skipped without a test
+    for k in seen[np.argsort(near[seen], kind="stable")]:
         r0, r1, c0, c1 = wins[k]
         sl = (slice(r0, r1), slice(c0, c1))
+        if near[k] >= hits.t[sl].max():
+            continue  # everything in its window is already nearer than any point of it
         kind = prims.kind[k]
         if kind == BOX:
             t = _hit_box(o, grid, sl, prims.center[k], prims.half[k], prims.yaw[k])

@@ -19,7 +19,9 @@ from slimdepth.data.synthetic.primitives import (  # noqa: F401 - re-exported fo
     RAIL, ROAD, SIDEWALK, SIGN, SIGN_PANEL, SKIN, SKY, TANK, TRUNK, TUBE, VEGETATION, VEHICLE, BUILDING, PrimBuilder,
     PrimTable, pick as _pick, uniform as _u,
 )
+from slimdepth.errors import ConfigError
 from slimdepth.geometry import kitti_like_intrinsics
+from slimdepth.options import check_number
 
 CAMERA_HEIGHT = 1.65  # KITTI camera height above the road (m)
 LIDAR_OFFSET = (0.0, 0.08, -0.27)  # Velodyne relative to the camera in the rig frame (KITTI)
@@ -178,18 +180,16 @@ class SceneOptions:
     randomize: float = 0.0
 
     def __post_init__(self) -> None:
-        from slimdepth.errors import ConfigError
-
-        if not isinstance(self.traffic, (int, float)) or not 0.0 <= self.traffic <= 2.0:
-            raise ConfigError(f"synthetic: traffic must be a number in [0, 2], got {self.traffic!r}")
+        for name, high in (("traffic", 2.0), ("randomize", 1.0)):
+            value = check_number(getattr(self, name), f"synthetic: {name}", low=0.0, high=high,
+                                 expected=f"in [0, {high:g}]")
+            object.__setattr__(self, name, value)
         if self.vehicles not in VEHICLE_STYLES:
             raise ConfigError(f"synthetic: vehicles must be one of {', '.join(VEHICLE_STYLES)}, got {self.vehicles!r}")
         if not isinstance(self.structures, bool):
             raise ConfigError(f"synthetic: structures must be true or false, got {self.structures!r}")
         if self.layouts != "mixed" and self.layouts not in LAYOUTS:
             raise ConfigError(f"synthetic: layouts must be mixed or one of {', '.join(LAYOUTS)}, got {self.layouts!r}")
-        if not isinstance(self.randomize, (int, float)) or not 0.0 <= self.randomize <= 1.0:
-            raise ConfigError(f"synthetic: randomize must be a number in [0, 1], got {self.randomize!r}")
 
 
 def _layout(rng: np.random.Generator, options: SceneOptions) -> str:
