@@ -7,8 +7,8 @@ every realism step on (``all``), each step switched off alone, the first generat
 each variant's change against ``all``. Runs are resumable: a finished run is reused. Usage:
 
     python benchmarks/sim_to_real_study.py [--out runs/sim_to_real_study] [--jobs 1]
-        [--variants all,no-traffic,...] [--config configs/quickstart.yaml] [--real ../shared/data]
-        [--train-only | --score-only]
+        [--variants all,no-traffic,...] [--config configs/quickstart.yaml] [--set train.epochs=10]
+        [--real ../shared/data] [--train-only | --score-only]
 
 On this 2-core CPU each variant takes the quickstart's ~10 minutes (one at a time); on a GPU
 machine ``--jobs 9`` trains them side by side.
@@ -26,7 +26,8 @@ from pathlib import Path
 #: variant name -> (synthetic spec options, what it tests)
 VARIANTS: dict[str, tuple[str, str]] = {
     "all": ("", "every realism step on (the defaults)"),
-    "first-generator": ("traffic=0,vehicles=boxes,structures=false,layouts=urban,camera=plain",
+    "first-generator": ("traffic=0,vehicles=boxes,structures=false,layouts=urban,camera=plain,haze=10,"
+                        "contact_shadows=false",
                         "every step off: the first generator's world"),
     "no-traffic": ("traffic=0", "sparse traffic (one vehicle per lane at most, beyond 6 m)"),
     "no-shapes": ("vehicles=boxes", "two-box vehicles instead of shaped cars, lorries, tankers"),
@@ -34,6 +35,11 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "urban-only": ("layouts=urban", "urban streets only (no highways, no rural roads)"),
     "plain-camera": ("camera=plain", "no camera effects (exposure, gamma, dither only)"),
     "randomize": ("randomize=0.5", "domain randomisation on half of the frames"),
+    "light-randomize": ("randomize=0.2", "domain randomisation on a fifth of the frames"),
+    "old-haze": ("haze=10", "the first generator's thick air (x 10 density: 90-350 m)"),
+    "no-contact-shadows": ("contact_shadows=false", "no darkening of the ground under vehicles"),
+    "heavy-traffic": ("traffic=2", "twice the traffic: every lane queued"),
+    "highway-only": ("layouts=highway", "highways only"),
 }
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,13 +48,14 @@ def _spec(base: str, options: str) -> str:
     return f"{base},{options}" if options else base
 
 
-def train_variant(name: str, config: Path, out: Path) -> subprocess.Popen | None:
+def train_variant(name: str, config: Path, out: Path, overrides: list[str]) -> subprocess.Popen | None:
     """Start training one variant (None when its run is already finished)."""
     import yaml
 
     run = out / name
     recipe = yaml.safe_load(config.read_text())
-    total = recipe["train"]["epochs"]
+    epochs = [o.split("=", 1)[1] for o in overrides if o.startswith("train.epochs=")]
+    total = int(epochs[-1]) if epochs else recipe["train"]["epochs"]
     last = run / "checkpoints" / "last.json"
     if last.is_file() and json.loads(last.read_text())["metadata"].get("epoch") == total:
         print(f"{name}: finished run reused ({run})", flush=True)
@@ -57,6 +64,8 @@ def train_variant(name: str, config: Path, out: Path) -> subprocess.Popen | None
     cmd = [sys.executable, "-m", "slimdepth", "train", str(config), "--out", str(run),
            "--set", f"data.train={_spec(recipe['data']['train'], options)}",
            "--set", f"data.val={_spec(recipe['data']['val'], options)}"]
+    for item in overrides:
+        cmd += ["--set", item]
     if last.is_file():
         cmd.append("--resume")
     log = open(out / f"{name}.log", "a")  # noqa: SIM115 - closed when the process ends
@@ -65,14 +74,14 @@ def train_variant(name: str, config: Path, out: Path) -> subprocess.Popen | None
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
-def train_all(names: list[str], config: Path, out: Path, jobs: int) -> None:
+def train_all(names: list[str], config: Path, out: Path, jobs: int, overrides: list[str]) -> None:
     """Train the variants, ``jobs`` at a time; stop with an error if one fails."""
     out.mkdir(parents=True, exist_ok=True)
     pending, running = list(names), []
     while pending or running:
         while pending and len(running) < jobs:
             name = pending.pop(0)
-            proc = train_variant(name, config, out)
+            proc = train_variant(name, config, out, overrides)
             if proc is not None:
                 running.append((name, proc))
         if running:
@@ -89,6 +98,8 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--real", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="recipe override for every variant, e.g. train.epochs=10; repeatable")
     parser.add_argument("--train-only", action="store_true")
     parser.add_argument("--score-only", action="store_true")
     args = parser.parse_args()
@@ -99,7 +110,7 @@ def main() -> None:
                  else f"error: --jobs must be >= 1, got {args.jobs}" if args.jobs < 1
                  else f"error: {args.config}: no such recipe")
     if not args.score_only:
-        train_all(names, args.config, args.out, args.jobs)
+        train_all(names, args.config, args.out, args.jobs, args.overrides)
     if args.train_only:
         return
     score(names, args.out, args.real)

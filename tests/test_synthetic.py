@@ -176,7 +176,7 @@ def test_frames_are_deterministic_and_distinct():
     h = hashlib.sha256()
     for key in ("rgb", "depth", "seg", "lidar", "right"):
         h.update(getattr(a, key).tobytes())
-    assert h.hexdigest() == "a89ffab5dad8bda4147bfd02535e4e4b6110c3292f1a3ad2739e56ce553e7654"
+    assert h.hexdigest() == "7bbe4e7294baefbe78ffeb48a8e599988a50c424415fdc0cdbd8aef8e7164057"
 
 
 def test_components_are_optional_and_do_not_change_the_scene():

