@@ -26,7 +26,7 @@ from pathlib import Path
 #: variant name -> (synthetic spec options, what it tests)
 VARIANTS: dict[str, tuple[str, str]] = {
     "all": ("", "every realism step on (the defaults)"),
-    "first-generator": ("traffic=0,vehicles=boxes,structures=false,layouts=urban,camera=plain,haze=10,"
+    "first-generator": ("traffic=0,vehicles=boxes,structures=false,layouts=urban,camera=plain,"
                         "contact_shadows=false",
                         "every step off: the first generator's world"),
     "no-traffic": ("traffic=0", "sparse traffic (one vehicle per lane at most, beyond 6 m)"),
@@ -36,7 +36,7 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "plain-camera": ("camera=plain", "no camera effects (exposure, gamma, dither only)"),
     "randomize": ("randomize=0.5", "domain randomisation on half of the frames"),
     "light-randomize": ("randomize=0.2", "domain randomisation on a fifth of the frames"),
-    "old-haze": ("haze=10", "the first generator's thick air (x 10 density: 90-350 m)"),
+    "clear-air": ("haze=0.1", "clear air (a tenth of the default haze: kilometres of visibility)"),
     "no-contact-shadows": ("contact_shadows=false", "no darkening of the ground under vehicles"),
     "heavy-traffic": ("traffic=2", "twice the traffic: every lane queued"),
     "highway-only": ("layouts=highway", "highways only"),

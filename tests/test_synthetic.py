@@ -176,7 +176,7 @@ def test_frames_are_deterministic_and_distinct():
     h = hashlib.sha256()
     for key in ("rgb", "depth", "seg", "lidar", "right"):
         h.update(getattr(a, key).tobytes())
-    assert h.hexdigest() == "7bbe4e7294baefbe78ffeb48a8e599988a50c424415fdc0cdbd8aef8e7164057"
+    assert h.hexdigest() == "f85bc8612f8578ca3a447279a4ca646e9a1aa2d97a82249136c7c6ced116cab0"
 
 
 def test_components_are_optional_and_do_not_change_the_scene():

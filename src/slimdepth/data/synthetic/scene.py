@@ -172,8 +172,9 @@ class SceneOptions:
     adds overpasses, guard rails, barriers, walls and fences; ``layouts`` is ``mixed`` (urban
     streets, highways and rural roads) or one of them; ``randomize`` is the share of frames
     whose colours and light are drawn at random (domain randomisation); ``haze`` scales the
-    density of the air (1: clear air, visibility of kilometres, hazy days 0.2-0.6 km; 10: the
-    first generator's 90-350 m, which washed out everything beyond 30 m; 0: none);
+    density of the air (1: the first generator's thick air, half the contrast gone at 80-400 m,
+    at 20-60 m on hazy days, which transferred best to real frames; 0.1: clear air, kilometres
+    of visibility; 0: none);
     ``contact_shadows`` darkens the ground under vehicles (the sky cannot reach it).
     """
 
@@ -234,7 +235,7 @@ def _light(rng: np.random.Generator, haze_density: float = 1.0) -> dict:
             horizon = horizon * np.array([1.15, 0.95, 0.75])
     cover = {"clear": _u(rng, 0.0, 0.15), "clouds": _u(rng, 0.3, 0.7), "overcast": 1.0, "hazy": _u(rng, 0.0, 0.3),
              "evening": _u(rng, 0.1, 0.5)}[weather]
-    air = _u(rng, 200.0, 600.0) if weather == "hazy" else _u(rng, 800.0, 4000.0)  # metres for x = 1
+    air = _u(rng, 20.0, 60.0) if weather == "hazy" else _u(rng, 80.0, 400.0)  # metres where x = 1
     haze = air / haze_density if haze_density > 0 else float("inf")
     return {"sun": (lx / norm, ly / norm, lz / norm), "sun_color": sun_color, "ambient": ambient,
             "sky_zenith": np.minimum(zenith, 1.0).astype(np.float32),
