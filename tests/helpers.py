@@ -44,3 +44,14 @@ def write_recipe_file(path: Path, base: dict[str, Any], **changes: Any) -> Path:
         node[last] = value
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+#: a training recipe small enough for a test: tiny-multires, 8 synthetic frames of 32x96, 2 epochs
+TINY_RECIPE = {
+    "model": {"name": "tiny-multires", "max_depth": 80.0},
+    "data": {"train": "synthetic,num=8,size=32x96,lidar=false", "val": "synthetic,num=4,size=32x96,split=val,lidar=false",
+             "batch_size": 4, "val_batch_size": 4, "workers": 0, "cache": True},
+    "loss": {"terms": [{"type": "silog"}]},
+    "schedule": {"warmup_steps": 1},
+    "train": {"epochs": 2, "log_every": 1, "checkpoint_every": 2, "samples": 0},
+}

@@ -24,16 +24,9 @@ from slimdepth.report import write_report
 from slimdepth.report.real import REAL_SHEET_WIDTH
 from slimdepth.train.run import resolve_config
 from slimdepth.train.trainer import Trainer
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import TINY_RECIPE, assert_one_line_error, run_cli
 
-TINY = {
-    "model": {"name": "tiny-multires", "max_depth": 80.0},
-    "data": {"train": "synthetic,num=8,size=32x96,lidar=false", "val": "synthetic,num=4,size=32x96,split=val,lidar=false",
-             "batch_size": 4, "val_batch_size": 4, "workers": 0, "cache": True},
-    "loss": {"terms": [{"type": "silog"}]},
-    "schedule": {"warmup_steps": 1},
-    "train": {"epochs": 2, "log_every": 1, "checkpoint_every": 2, "samples": 0},
-}
+TINY = TINY_RECIPE
 #: the evaluate stage's rows of the hand-made pipeline (both models are the student's checkpoint)
 ROWS = [
     {"name": "student", "stage": "student", "runtime": "torch", "params": 271092, "macs": 8_000_000, "size_mb": 1.09,

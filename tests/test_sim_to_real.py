@@ -26,19 +26,13 @@ from slimdepth.report.sim_to_real import FLAT_PRIOR, flat_prior_depth, sim_to_re
 from slimdepth.train.run import resolve_config, train_or_reuse
 from slimdepth.train.trainer import Trainer
 from tests.conftest import shared_data_dir
+from tests.helpers import TINY_RECIPE
 
 pytestmark = pytest.mark.realdata
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "sim_to_real.py"
-TINY = {
-    "model": {"name": "tiny-multires", "max_depth": 80.0},
-    "data": {"train": "synthetic,num=8,size=32x96,lidar=false", "val": "synthetic,num=4,size=32x96,split=val,lidar=false",
-             "batch_size": 4, "val_batch_size": 4, "workers": 0, "cache": True},
-    "loss": {"terms": [{"type": "silog"}]},
-    "schedule": {"warmup_steps": 1},
-    "train": {"epochs": 2, "log_every": 1, "checkpoint_every": 2, "samples": 0},
-}
+TINY = TINY_RECIPE
 ROWS = 2
 #: a KITTI frame and the side_by_side / stack_rows gaps
 FRAME_H, FRAME_W, PANEL_GAP, ROW_GAP = 375, 1242, 4, 6
@@ -128,13 +122,19 @@ def test_every_frame_is_scored_as_by_hand(result, run, frames) -> None:
     gts = [f["depth"][0].numpy() for f in frames]
     score = result.scores[0]
     assert result.frames == len(frames) == 20 and score.frames == 20  # all frames, not a sample
+    ratios = assert_matches_by_hand(score, preds, gts)
+    assert score.ratio["std"] == pytest.approx(np.std(ratios), rel=1e-5)
+
+
+def assert_matches_by_hand(score, preds, gts) -> list[float]:
+    """The score's metric and median-scaled numbers equal the NumPy computation; returns the ratios."""
     metric, _ = by_hand(preds, gts, median_scaling=False)
     scaled, ratios = by_hand(preds, gts, median_scaling=True)
     for key in ("d1", "abs_rel", "rmse"):
         assert score.metric[key] == pytest.approx(metric[key], rel=1e-5)
         assert score.median_scaled[key] == pytest.approx(scaled[key], rel=1e-5)
     assert score.ratio["mean"] == pytest.approx(np.mean(ratios), rel=1e-6)
-    assert score.ratio["std"] == pytest.approx(np.std(ratios), rel=1e-5)
+    return ratios
 
 
 def test_flat_prior_is_the_flat_road_formula(result, frames) -> None:
@@ -146,12 +146,7 @@ def test_flat_prior_is_the_flat_road_formula(result, frames) -> None:
     gts = [f["depth"][0].numpy() for f in frames]
     priors = [flat_road(f["K"].numpy(), FRAME_H, FRAME_W) for f in frames]
     (prior,) = [s for s in result.scores if s.name == FLAT_PRIOR]
-    metric, _ = by_hand(priors, gts, median_scaling=False)
-    scaled, ratios = by_hand(priors, gts, median_scaling=True)
-    for key in ("d1", "abs_rel", "rmse"):
-        assert prior.metric[key] == pytest.approx(metric[key], rel=1e-5)
-        assert prior.median_scaled[key] == pytest.approx(scaled[key], rel=1e-5)
-    assert prior.ratio["mean"] == pytest.approx(np.mean(ratios), rel=1e-6)
+    assert_matches_by_hand(prior, priors, gts)
 
 
 def test_median_scaling_removes_a_constant_factor(frames) -> None:

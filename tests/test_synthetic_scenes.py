@@ -155,3 +155,35 @@ def test_data_synth_options_fail_in_one_line(monkeypatch, capsys, tmp_path, opti
                            "--size", "32x96", "--option", option)
     assert_one_line_error(code, err, fragment)
     assert not (tmp_path / "x").exists()
+
+
+def _study():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "sim_to_real_study.py"
+    spec = importlib.util.spec_from_file_location("sim_to_real_study", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, path
+
+
+def test_every_study_variant_is_a_valid_spec_and_changes_the_frames():
+    study, _ = _study()
+    spec = "synthetic,num=10,size=32x96,lidar=false,seg=false"
+    base = build_dataset(spec)
+    for name, (options, _) in study.VARIANTS.items():
+        variant = build_dataset(f"{spec}{',' if options else ''}{options}")
+        same = all(bool((variant[i]["image"] == base[i]["image"]).all()) for i in range(10))
+        assert (name == "all") == same, name
+
+
+def test_study_script_rejects_unknown_variants_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    _, path = _study()
+    proc = subprocess.run([sys.executable, str(path), "--variants", "all,fog", "--out", str(tmp_path / "s")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0 and "fog" in proc.stderr
+    assert not (tmp_path / "s").exists()

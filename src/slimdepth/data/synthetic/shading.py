@@ -363,6 +363,16 @@ def _primitives(s: _Surface, groups: dict[int, tuple[np.ndarray, object]]) -> No
         _put(s.albedo, sel, col)
 
 
+def _ground_windows(s: _Surface, grid: RayGrid, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Image windows of the boxes (lo, hi) and an (H, W) map of each ground pixel's visible-pixel
+    index (-1 elsewhere): where shadows and contact shadows can fall."""
+    h, w = grid.shape
+    pos = np.full(h * w, -1, np.int64)
+    ground = np.flatnonzero(s.pid < 0)
+    pos[s.idx.take(ground)] = ground
+    return grid.windows(lo, hi), pos.reshape(h, w)
+
+
 def _shadow(s: _Surface, grid: RayGrid) -> np.ndarray:
     """1 where a ground point sees the sun, 0 where a box or a tree crown blocks it."""
     sc = s.scene
@@ -381,12 +391,7 @@ def _shadow(s: _Surface, grid: RayGrid) -> np.ndarray:
     n = len(casters)
     lo = np.stack([glo[:, 0], np.zeros(n), glo[:, 1]], 1)
     hi = np.stack([ghi[:, 0], np.full(n, sc.curb_height), ghi[:, 1]], 1)
-    wins = grid.windows(lo, hi)
-    h, w = grid.shape
-    pos = np.full(h * w, -1, np.int64)  # visible-pixel index of each ground pixel, else -1
-    ground = np.flatnonzero(s.pid < 0)
-    pos[s.idx.take(ground)] = ground
-    pos = pos.reshape(h, w)
+    wins, pos = _ground_windows(s, grid, lo, hi)
     for k, (r0, r1, c0, c1) in zip(casters, wins):
         if r1 <= r0 or c1 <= c0:
             continue
@@ -436,12 +441,7 @@ def _contact(s: _Surface, grid: RayGrid) -> np.ndarray:
     n = len(cars)
     lo = np.stack([pr.lo[cars, 0] - 0.3, np.zeros(n), pr.lo[cars, 2] - 0.3], 1)
     hi = np.stack([pr.hi[cars, 0] + 0.3, np.full(n, sc.curb_height), pr.hi[cars, 2] + 0.3], 1)
-    wins = grid.windows(lo, hi)
-    h, w = grid.shape
-    pos = np.full(h * w, -1, np.int64)
-    ground = np.flatnonzero(s.pid < 0)
-    pos[s.idx.take(ground)] = ground
-    pos = pos.reshape(h, w)
+    wins, pos = _ground_windows(s, grid, lo, hi)
     for k, (r0, r1, c0, c1) in zip(cars, wins):
         if r1 <= r0 or c1 <= c0:
             continue
