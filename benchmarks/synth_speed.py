@@ -5,6 +5,12 @@ without the helper thread that renders the right view) and through a PyTorch Dat
 with worker processes, as used on the fly in training. Usage:
 
     python benchmarks/synth_speed.py [--size 192x640] [--frames 40] [--workers 2]
+    python benchmarks/synth_speed.py --against OTHER_SRC [--rounds 5]
+
+``--against`` times the default spec (rgb + depth + seg + lidar, one process, one thread) of
+this source tree and of another one (e.g. an older commit's ``src`` in a git worktree) in
+separate processes, round by round in turn, and prints each one's median frames/s and their
+ratio: this VM's speed drifts by 20% between minutes, so only the ratio is comparable.
 """
 
 from __future__ import annotations
@@ -57,13 +63,55 @@ def time_loader(size: tuple[int, int], frames: int, workers: int, right: bool) -
     return n / (time.perf_counter() - t)
 
 
+_ONE_ROUND = """
+import statistics, time
+from slimdepth.data.synthetic import SceneGenerator
+gen = SceneGenerator(({h}, {w}), seed=0, components=("depth", "seg", "lidar"), threaded=False)
+for i in range(3):
+    gen.frame(i)
+times = []
+for i in range(3, 3 + {frames}):
+    t = time.perf_counter()
+    gen.frame(i)
+    times.append(time.perf_counter() - t)
+print(1.0 / statistics.median(times))
+"""
+
+
+def compare_trees(size: tuple[int, int], frames: int, other: str, rounds: int) -> None:
+    """Default-spec frames/s of this tree and of ``other``, interleaved round by round."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = str(Path(__file__).resolve().parents[1] / "src")
+    code = _ONE_ROUND.format(h=size[0], w=size[1], frames=frames)
+    fps: dict[str, list[float]] = {here: [], other: []}
+    for _ in range(rounds):
+        for src in (here, other):
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                 env={**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"})
+            fps[src].append(float(out.stdout.strip()))
+    a, b = statistics.median(fps[here]), statistics.median(fps[other])
+    print(f"default spec at {size[0]}x{size[1]}, 1 process, median of {frames} frames per round, {rounds} rounds in turn")
+    for name, src in (("this tree", here), ("other", other)):
+        print(f"{name:10s} {src}: {statistics.median(fps[src]):.1f} frames/s (rounds: "
+              f"{', '.join(f'{v:.1f}' for v in fps[src])})")
+    print(f"ratio this/other: {a / b:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="192x640")
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--against", default=None, help="another source tree (its src folder) to time side by side")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     size = parse_size(args.size)
+    if args.against:
+        compare_trees(size, args.frames, args.against, args.rounds)
+        return
     torch.set_num_threads(1)
     print(f"synthetic generator at {size[0]}x{size[1]}, {os.cpu_count()} CPU cores, median of {args.frames} frames")
     print(f"{'components':30s} {'setup':34s} {'ms/frame':>9s} {'frames/s':>9s} {'vs 20 fps':>9s}")

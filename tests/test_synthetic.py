@@ -176,7 +176,7 @@ def test_frames_are_deterministic_and_distinct():
     h = hashlib.sha256()
     for key in ("rgb", "depth", "seg", "lidar", "right"):
         h.update(getattr(a, key).tobytes())
-    assert h.hexdigest() == "f85bc8612f8578ca3a447279a4ca646e9a1aa2d97a82249136c7c6ced116cab0"
+    assert h.hexdigest() == "700b6e75379e73798d0510eb57e3a32ec34f5e3d1727f3e486779a39f5449d11"
 
 
 def test_components_are_optional_and_do_not_change_the_scene():

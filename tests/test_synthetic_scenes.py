@@ -187,3 +187,36 @@ def test_study_script_rejects_unknown_variants_in_one_line(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0 and "fog" in proc.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_lidar_skips_only_beams_that_cannot_reach_the_image():
+    from slimdepth.data.synthetic import lidar
+    from slimdepth.geometry import points_to_depth_map
+
+    def project(scene, pts):
+        r, K = scene.camera_rotation, scene.K
+        rel = pts - np.asarray(scene.camera_origin)
+        x, y, z = (rel[:, 0] * r[0][i] + rel[:, 1] * r[1][i] + rel[:, 2] * r[2][i] for i in range(3))
+        return points_to_depth_map(K[0, 0] * x / z + K[0, 2], K[1, 1] * y / z + K[1, 2], z, scene.height, scene.width)
+
+    for size in ((96, 320), (375, 1242)):
+        gen = SceneGenerator(size, seed=3, components=())
+        assert 40 < len(lidar.beams_for(gen.scene(0))) < 64
+        for i in range(4):
+            scene = gen.scene(i)
+            np.testing.assert_array_equal(project(scene, lidar.scan(scene)), project(scene, lidar.scan(scene, all_beams=True)))
+
+
+def test_a_range_limit_changes_no_hit_within_the_range():
+    from slimdepth.data.synthetic import lidar
+    from slimdepth.data.synthetic.raycast import SphericalGrid
+
+    gen = SceneGenerator((96, 320), seed=3, components=())
+    for i in range(6):
+        scene = gen.scene(i)
+        grid = SphericalGrid(lidar.beams_for(scene), lidar.azimuths_for(scene), scene.rig_rotation, scene.lidar_origin())
+        near, full = cast(scene, grid, max_t=40.0), cast(scene, grid)
+        inside = full.t <= 40.0
+        np.testing.assert_array_equal(near.t[inside], full.t[inside])
+        np.testing.assert_array_equal(near.pid[inside], full.pid[inside])
+        assert not (near.t[~inside] <= 40.0).any()

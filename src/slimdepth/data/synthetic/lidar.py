@@ -39,10 +39,25 @@ def azimuths_for(scene: Scene, margin_deg: float = 3.0) -> np.ndarray:
     return np.arange(-n, n + 1) * (AZIMUTH_STEP_DEG * np.pi / 180.0)
 
 
-def scan(scene: Scene) -> np.ndarray:
-    """World-frame points (N, 3) of every LiDAR return in front of the car."""
-    grid = SphericalGrid(beam_elevations(), azimuths_for(scene), scene.rig_rotation, scene.lidar_origin())
-    hits = cast(scene, grid)
+def beams_for(scene: Scene, margin_deg: float = 1.0) -> np.ndarray:
+    """Elevations of the beams that can land in the camera image (all but the lowest ones).
+
+    The scanner sits behind and above the camera, so a return seen at elevation e from it is
+    seen at least as steeply downwards from the camera: beams more than ``margin_deg`` below the
+    image's lowest row can never project into it, and casting them is wasted work.
+    """
+    K = scene.K
+    bottom = np.arctan((scene.height - 0.5 - K[1, 2]) / K[1, 1])  # below the optical axis, radians
+    elevations = beam_elevations()
+    return elevations[elevations >= -(bottom + np.radians(margin_deg + 1.0))]
+
+
+def scan(scene: Scene, all_beams: bool = False) -> np.ndarray:
+    """World-frame points (N, 3) of the LiDAR returns in front of the car (of the beams that can
+    reach the image, or of all 64 with ``all_beams``)."""
+    beams = beam_elevations() if all_beams else beams_for(scene)
+    grid = SphericalGrid(beams, azimuths_for(scene), scene.rig_rotation, scene.lidar_origin())
+    hits = cast(scene, grid, max_t=MAX_RANGE)  # returns beyond the range are dropped anyway
     ok = (hits.pid != PID_SKY) & (hits.t <= MAX_RANGE)
     t = hits.t[ok].astype(np.float64)
     o = grid.origin

@@ -70,6 +70,11 @@ class PrimBuilder:
         self.footprints: list[tuple[float, float, float, float, bool, bool]] = []  # ..., tall, overhead
         self.objects: list[int] = []  # object id of each primitive (a car's body and cabin share one)
         self._object = -1
+        # the footprints again as arrays (x0, x1, z0, z1, overhead), grown by doubling: is_free
+        # is asked thousands of times per scene, and a vectorised test is ~4x faster than a loop
+        self._rects = np.empty((64, 4))
+        self._over = np.empty(64, dtype=bool)
+        self._tall = np.empty(64, dtype=bool)
 
     def new_object(self) -> None:
         """Start a new object: the primitives added next belong together."""
@@ -78,24 +83,35 @@ class PrimBuilder:
     def occupy(self, x: float, z: float, hx: float, hz: float, tall: bool = False, overhead: bool = False) -> None:
         """Mark the rectangle |x' - x| <= hx, |z' - z| <= hz as taken; ``tall`` objects (buildings,
         poles) also keep tree crowns away; ``overhead`` ones only block tall things."""
+        n = len(self.footprints)
+        if n == len(self._rects):
+            self._rects = np.concatenate([self._rects, np.empty_like(self._rects)])
+            self._over = np.concatenate([self._over, np.empty_like(self._over)])
+            self._tall = np.concatenate([self._tall, np.empty_like(self._tall)])
+        self._rects[n] = (x - hx, x + hx, z - hz, z + hz)
+        self._over[n] = overhead
+        self._tall[n] = tall or overhead
         self.footprints.append((x - hx, x + hx, z - hz, z + hz, tall or overhead, overhead))
 
     def is_free(self, x: float, z: float, hx: float, hz: float | None = None, under: bool = False) -> bool:
         """True if the rectangle of half-sizes (hx, hz) around (x, z) touches no occupied footprint
         (with ``under``, overhead footprints do not count: the object fits below them)."""
         hz = hx if hz is None else hz
-        return not any(x + hx > x0 and x - hx < x1 and z + hz > z0 and z - hz < z1
-                       for x0, x1, z0, z1, _, over in self.footprints if not (under and over))
+        n = len(self.footprints)
+        r = self._rects[:n]
+        hit = (x + hx > r[:, 0]) & (x - hx < r[:, 1]) & (z + hz > r[:, 2]) & (z - hz < r[:, 3])
+        if under:
+            hit &= ~self._over[:n]
+        return not hit.any()
 
     def tall_distance(self, x: float, z: float) -> float:
         """Horizontal distance from (x, z) to the nearest tall footprint (inf if none)."""
-        best = float("inf")
-        for x0, x1, z0, z1, tall, _ in self.footprints:
-            if tall:
-                dx = max(x0 - x, 0.0, x - x1)
-                dz = max(z0 - z, 0.0, z - z1)
-                best = min(best, float(np.sqrt(dx * dx + dz * dz)))
-        return best
+        r = self._rects[: len(self.footprints)][self._tall[: len(self.footprints)]]
+        if not len(r):
+            return float("inf")
+        dx = np.maximum(np.maximum(r[:, 0] - x, 0.0), x - r[:, 1])
+        dz = np.maximum(np.maximum(r[:, 2] - z, 0.0), z - r[:, 3])
+        return float(np.sqrt(dx * dx + dz * dz).min())
 
     def overhead_span(self, z0: float, z1: float) -> float | None:
         """The far end of an overhead footprint overlapping [z0, z1] along the road, else None."""

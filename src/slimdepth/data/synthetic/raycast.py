@@ -304,12 +304,13 @@ def _hit_ellipsoid(o, dx, dy, dz, center, half) -> np.ndarray:
     return np.where((disc >= 0) & (t > 0), t, np.float32(np.inf))
 
 
-def cast(scene: Scene, grid: RayGrid, cull: bool = True) -> Hits:
+def cast(scene: Scene, grid: RayGrid, cull: bool = True, max_t: float = np.inf) -> Hits:
     """Nearest surface along every ray of ``grid``.
 
     With ``cull`` (the default) a primitive is skipped when every ray of its window already
     hits something nearer than the box can be: the same depths, a third fewer tests in dense
-    traffic. Primitives are tested front to back either way.
+    traffic. Primitives are tested front to back either way. Primitives that lie wholly beyond
+    ``max_t`` are not tested: hits beyond it may then be wrong (a sensor's range limit).
     """
     hits = _ground(scene, grid)
     prims = scene.prims
@@ -318,7 +319,7 @@ def cast(scene: Scene, grid: RayGrid, cull: bool = True) -> Hits:
     wins = grid.windows(prims.lo, prims.hi)
     near = grid.nearest(prims.lo, prims.hi) * (1.0 - 1e-5)  # a margin for float32 rounding of t
     o = grid.origin
-    seen = np.nonzero((wins[:, 1] > wins[:, 0]) & (wins[:, 3] > wins[:, 2]))[0]
+    seen = np.nonzero((wins[:, 1] > wins[:, 0]) & (wins[:, 3] > wins[:, 2]) & (near < max_t))[0]
     # front to back, so that primitives hidden behind nearer ones are skipped without a test
     for k in seen[np.argsort(near[seen], kind="stable")]:
         r0, r1, c0, c1 = wins[k]

@@ -49,15 +49,15 @@ def overpass(b: PrimBuilder, rng: np.random.Generator, left: float, right: float
 
 def guard_rail(b: PrimBuilder, rng: np.random.Generator, x: float, z0: float, z1: float, base: float) -> None:
     """A steel guard rail along the road at lateral position ``x`` from z0 to z1, on posts every
-    2-4 m for the first 30 m (beyond, a post is about a pixel wide at 192x640). ``base`` is the ground height."""
+    3-5 m for the first 24 m (beyond, a post is about a pixel wide at 192x640). ``base`` is the ground height."""
     tone = pick(rng, RAIL_TONES)
     top = base + uniform(rng, 0.7, 0.8)
     b.new_object()
     b.box(x, 0.5 * (z0 + z1), top - 0.32, top, 0.05, 0.5 * (z1 - z0), RAIL, BUILDING, tone, (0.2, 0.2, 0.2))
     b.occupy(x, 0.5 * (z0 + z1), 0.2, 0.5 * (z1 - z0))
-    step = uniform(rng, 2.0, 4.0)
+    step = uniform(rng, 3.0, 5.0)
     z = z0 + uniform(rng, 0.0, step)
-    while z < min(z1, 30.0):
+    while z < min(z1, 24.0):
         b.box(x + 0.08 * np.sign(x), z, base, top - 0.32, 0.05, 0.06, RAIL, BUILDING, (0.3, 0.3, 0.3))
         z += step
 
