@@ -10,8 +10,8 @@ each variant's change against ``all``. Runs are resumable: a finished run is reu
         [--variants all,no-traffic,...] [--config configs/quickstart.yaml] [--set train.epochs=10]
         [--real ../shared/data] [--train-only | --score-only]
 
-On this 2-core CPU each variant takes the quickstart's ~10 minutes (one at a time); on a GPU
-machine ``--jobs 9`` trains them side by side.
+On this 2-core CPU each variant takes the quickstart's ~10 minutes, one at a time (all 13: over
+two hours; pick some with ``--variants``); on a GPU machine ``--jobs 8`` trains them side by side.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "all": ("", "every realism step on (the defaults)"),
     "first-generator": ("traffic=0,vehicles=boxes,structures=false,layouts=urban,camera=plain,"
                         "contact_shadows=false",
-                        "every step off: the first generator's world"),
+                        "every step off (close to the first generator's world, not the same frames)"),
     "no-traffic": ("traffic=0", "sparse traffic (one vehicle per lane at most, beyond 6 m)"),
     "no-shapes": ("vehicles=boxes", "two-box vehicles instead of shaped cars, lorries, tankers"),
     "no-structures": ("structures=false", "no overpasses, guard rails, barriers, walls, fences"),
@@ -95,7 +95,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "sim_to_real_study")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "quickstart.yaml")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated, from: " + ", ".join(f"{k} ({v[1]})" for k, v in VARIANTS.items()))
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--real", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
@@ -109,6 +110,14 @@ def main() -> None:
         sys.exit(f"error: unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}" if unknown
                  else f"error: --jobs must be >= 1, got {args.jobs}" if args.jobs < 1
                  else f"error: {args.config}: no such recipe")
+    if not args.train_only:  # a bad real-frame folder fails now, not after hours of training
+        from slimdepth.errors import SlimdepthError
+        from slimdepth.report.real import open_real_frames
+
+        try:
+            open_real_frames(args.real)
+        except SlimdepthError as err:
+            sys.exit(f"error: {err}")
     if not args.score_only:
         train_all(names, args.config, args.out, args.jobs, args.overrides)
     if args.train_only:

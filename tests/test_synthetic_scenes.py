@@ -178,14 +178,16 @@ def test_every_study_variant_is_a_valid_spec_and_changes_the_frames():
         assert (name == "all") == same, name
 
 
-def test_study_script_rejects_unknown_variants_in_one_line(tmp_path):
+@pytest.mark.parametrize("args, fragment", [(["--variants", "all,fog"], "fog"),
+                                            (["--real", "/nonexistent/kitti"], "not a directory")])
+def test_study_script_rejects_bad_input_in_one_line_before_training(tmp_path, args, fragment):
     import subprocess
     import sys
 
     _, path = _study()
-    proc = subprocess.run([sys.executable, str(path), "--variants", "all,fog", "--out", str(tmp_path / "s")],
+    proc = subprocess.run([sys.executable, str(path), *args, "--out", str(tmp_path / "s")],
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0 and "fog" in proc.stderr
+    assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0 and fragment in proc.stderr
     assert not (tmp_path / "s").exists()
 
 
@@ -220,3 +222,13 @@ def test_a_range_limit_changes_no_hit_within_the_range():
         np.testing.assert_array_equal(near.t[inside], full.t[inside])
         np.testing.assert_array_equal(near.pid[inside], full.pid[inside])
         assert not (near.t[~inside] <= 40.0).any()
+
+
+def test_camera_choices_from_a_spec_string():
+    # a spec string reads "off" as the boolean false: it still means every effect off
+    off = build_dataset("synthetic,num=1,size=32x96,camera=off").generator.camera_options
+    assert off.plain is False and all(getattr(off, e) == 0.0 for e in ("jpeg", "noise", "bloom", "exposure"))
+    assert build_dataset("synthetic,num=1,size=32x96,camera=plain").generator.camera_options.plain
+    for spec in ("camera=plain,jpeg=3", "camera=off,noise=0.5"):  # strengths are refused, not dropped
+        with pytest.raises(ConfigError, match="takes no effect strengths"):
+            build_dataset(f"synthetic,num=1,size=32x96,{spec}")

@@ -198,11 +198,21 @@ def generator_options(options: dict[str, Any]) -> tuple[SceneOptions, CameraOpti
     return scene, camera_options(options.get("camera", "kitti"), effects)
 
 
-def camera_options(camera: str, effects: dict[str, float]) -> CameraOptions:
+def camera_options(camera: str | bool, effects: dict[str, float]) -> CameraOptions:
     """The camera model of a spec: ``kitti`` (every effect at the given strengths, 1 = KITTI-like),
-    ``plain`` (the first generator's exposure, gamma and dither only) or ``off`` (no effect)."""
+    ``plain`` (the first generator's exposure, gamma and dither only) or ``off`` (no effect).
+
+    A spec string reads ``camera=off`` as the boolean false, which means ``off`` here too.
+    ``plain`` and ``off`` take no effect strengths: one given with them is an error, not ignored.
+    """
+    if camera is False:
+        camera = "off"
     if camera not in CAMERAS:
         raise ConfigError(f"synthetic: camera must be one of {', '.join(CAMERAS)}, got {camera!r}")
+    changed = sorted(k for k, v in effects.items() if v != 1.0)
+    if camera != "kitti" and changed:
+        raise ConfigError(f"synthetic: camera={camera} takes no effect strengths (got {', '.join(changed)}); "
+                          "use camera=kitti with them")
     if camera == "plain":
         return CameraOptions(plain=True)
     if camera == "off":
@@ -232,7 +242,7 @@ class SyntheticDataset(DepthDataset):
                  split: str = "train", depth: str = "dense", lidar: bool = True, seg: bool = True,
                  right: bool = False, traffic: float = 1.0, vehicles: str = "shaped", structures: bool = True,
                  layouts: str = "mixed", randomize: float = 0.0, haze: float = 1.0, contact_shadows: bool = True,
-                 camera: str = "kitti", exposure: float = 1.0,
+                 camera: str | bool = "kitti", exposure: float = 1.0,
                  white_balance: float = 1.0, color_cast: float = 1.0, vignetting: float = 1.0,
                  bloom: float = 1.0, motion_blur: float = 1.0, tone: float = 1.0, noise: float = 1.0,
                  jpeg: float = 1.0, root: str | None = None, transform: Transform | None = None) -> None:

@@ -125,7 +125,7 @@ def lane_traffic(b: PrimBuilder, rng: np.random.Generator, x_center: float, faci
     """Fill one lane with a queue of vehicles.
 
     ``density`` 0 gives the sparse traffic of the first generator (at most one vehicle, 6-70 m
-    ahead); 1 gives KITTI-like traffic, where a lane is queued (first vehicle 4-20 m ahead,
+    ahead); 1 gives KITTI-like traffic, where a lane is queued (first vehicle 3-20 m ahead,
     gaps of 1.5-10 m) in about half the frames and flowing (gaps of 10-40 m) otherwise; higher
     values queue more lanes.
     """
