@@ -251,45 +251,29 @@ def _hit_box(o, grid: RayGrid, sl, center, half, cs) -> np.ndarray:
     return near
 
 
-def _hit_cylinder(o, dx, dy, dz, center, half) -> np.ndarray:
-    px, pz = o[0] - center[0], o[2] - center[2]
-    r, y0, y1 = half[0], center[1] - half[1], center[1] + half[1]
-    a = dx * dx + dz * dz
-    b = np.float32(px) * dx + np.float32(pz) * dz
-    cc = np.float32(px * px + pz * pz - r * r)
+def _hit_cylinder(o, d, center, half, axis: int) -> np.ndarray:
+    """A cylinder along world ``axis`` (1: upright, radius half[0]; 2: lying along the road, a
+    tube): its side, and the end cap that faces the origin. ``d`` holds the rays' (dx, dy, dz)."""
+    j = 2 if axis == 1 else 1  # the cross-section is the x-j plane
+    di, dj, da = d[0], d[j], d[axis]
+    pi, pj = o[0] - center[0], o[j] - center[j]
+    r, lo, hi = half[0], center[axis] - half[axis], center[axis] + half[axis]
+    a = di * di + dj * dj
+    b = np.float32(pi) * di + np.float32(pj) * dj
+    cc = np.float32(pi * pi + pj * pj - r * r)
     disc = b * b - a * cc
     with np.errstate(divide="ignore", invalid="ignore"):
         t = (-b - np.sqrt(np.maximum(disc, 0))) / a
-    y = np.float32(o[1]) + t * dy
-    side = (disc >= 0) & (t > 0) & (y >= y0) & (y <= y1)
+    along = np.float32(o[axis]) + t * da
+    side = (disc >= 0) & (t > 0) & (along >= lo) & (along <= hi)
     t = np.where(side, t, np.float32(np.inf))
-    if o[1] > y1:  # the top cap is visible from above
+    if o[axis] < lo or o[axis] > hi:  # one end cap faces the origin (an upright one's top)
+        end = lo if o[axis] < lo else hi
         with np.errstate(divide="ignore", invalid="ignore"):
-            tc = np.float32(y1 - o[1]) / dy
-        qx, qz = np.float32(px) + tc * dx, np.float32(pz) + tc * dz
-        cap = (tc > 0) & (qx * qx + qz * qz <= r * r) & (tc < t)
+            tc = np.float32(end - o[axis]) / da
+        qi, qj = np.float32(pi) + tc * di, np.float32(pj) + tc * dj
+        cap = (tc > 0) & (qi * qi + qj * qj <= r * r) & (tc < t)
         t = np.where(cap, tc, t)
-    return t
-
-
-def _hit_tube(o, dx, dy, dz, center, half) -> np.ndarray:
-    """A cylinder along z: the side in the x-y plane, and the end cap that faces the origin."""
-    px, py = o[0] - center[0], o[1] - center[1]
-    r, z0, z1 = half[0], center[2] - half[2], center[2] + half[2]
-    a = dx * dx + dy * dy
-    b = np.float32(px) * dx + np.float32(py) * dy
-    disc = b * b - a * np.float32(px * px + py * py - r * r)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = (-b - np.sqrt(np.maximum(disc, 0))) / a
-    z = np.float32(o[2]) + t * dz
-    t = np.where((disc >= 0) & (t > 0) & (z >= z0) & (z <= z1), t, np.float32(np.inf))
-    if o[2] < z0 or o[2] > z1:  # one end cap faces the origin
-        cap = z0 if o[2] < z0 else z1
-        with np.errstate(divide="ignore", invalid="ignore"):
-            tc = np.float32(cap - o[2]) / dz
-        qx, qy = np.float32(px) + tc * dx, np.float32(py) + tc * dy
-        hit = (tc > 0) & (qx * qx + qy * qy <= r * r) & (tc < t)
-        t = np.where(hit, tc, t)
     return t
 
 
@@ -329,12 +313,11 @@ def cast(scene: Scene, grid: RayGrid, cull: bool = True, max_t: float = np.inf) 
         kind = prims.kind[k]
         if kind == BOX:
             t = _hit_box(o, grid, sl, prims.center[k], prims.half[k], prims.yaw[k])
-        elif kind == CYLINDER:
-            t = _hit_cylinder(o, grid.dx[sl], grid.dy[sl], grid.dz[sl], prims.center[k], prims.half[k])
+        elif kind == CYLINDER or kind == TUBE:
+            t = _hit_cylinder(o, (grid.dx[sl], grid.dy[sl], grid.dz[sl]), prims.center[k], prims.half[k],
+                              1 if kind == CYLINDER else 2)
         elif kind == ELLIPSOID:
             t = _hit_ellipsoid(o, grid.dx[sl], grid.dy[sl], grid.dz[sl], prims.center[k], prims.half[k])
-        elif kind == TUBE:
-            t = _hit_tube(o, grid.dx[sl], grid.dy[sl], grid.dz[sl], prims.center[k], prims.half[k])
         else:  # pragma: no cover
             raise ValueError(f"unknown primitive kind {kind}")
         closer = t < hits.t[sl]

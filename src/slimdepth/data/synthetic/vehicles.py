@@ -43,10 +43,12 @@ def add_vehicle(b: PrimBuilder, rng: np.random.Generator, kind: str, x: float, z
     b.new_object()
     b.occupy(x, z, 1.35, LENGTHS[kind] / 2 + 0.2)  # generous: covers every size and small yaws
     paint = pick(rng, PAINT)
-    if not shaped:
+    if kind == "bus":  # one box in both styles
+        length, height = uniform(rng, 10.0, 12.0), uniform(rng, 2.9, 3.2)
+        b.box(x, z, 0.3, height, 1.25, length / 2, VEHICLE, CAR, paint, GLASS, (1.1, 2.55, 0.5, facing, 0.15), yaw)
+    elif not shaped:
         _boxy(b, rng, kind, x, z, facing, yaw, paint)
-        return
-    if kind == "car":
+    elif kind == "car":
         length, width, height = uniform(rng, 3.8, 4.9), uniform(rng, 1.7, 1.85), uniform(rng, 1.4, 1.52)
         belt = uniform(rng, 0.86, 0.96)
         b.box(x, z, 0.2, belt, width / 2, length / 2, VEHICLE, CAR, paint, GLASS, (0.0, 0.0, 0.31, facing, 0.0), yaw)
@@ -64,9 +66,6 @@ def add_vehicle(b: PrimBuilder, rng: np.random.Generator, kind: str, x: float, z
         length, width, height = uniform(rng, 4.8, 6.0), uniform(rng, 1.9, 2.05), uniform(rng, 1.9, 2.6)
         b.box(x, z, 0.22, height, width / 2, length / 2, VEHICLE, CAR, paint, GLASS,
               (0.52 * height, 0.85 * height, 0.35, facing, 0.12), yaw)
-    elif kind == "bus":
-        length, height = uniform(rng, 10.0, 12.0), uniform(rng, 2.9, 3.2)
-        b.box(x, z, 0.3, height, 1.25, length / 2, VEHICLE, CAR, paint, GLASS, (1.1, 2.55, 0.5, facing, 0.15), yaw)
     else:
         _heavy(b, rng, kind, x, z, facing, yaw, paint)
 
@@ -96,7 +95,8 @@ def _heavy(b: PrimBuilder, rng: np.random.Generator, kind: str, x: float, z: flo
 
 def _boxy(b: PrimBuilder, rng: np.random.Generator, kind: str, x: float, z: float, facing: float, yaw: float,
           paint) -> None:
-    """The generator's first vehicles: two boxes for a car, one for a van or a bus."""
+    """The generator's first vehicles: two boxes for a car, one for a van, a cab and a cargo box for
+    every heavy vehicle (buses are one box in both styles, see :func:`add_vehicle`)."""
     if kind in ("car", "suv"):
         length, width, height = uniform(rng, 3.8, 4.9), uniform(rng, 1.65, 1.9), uniform(rng, 1.38, 1.55)
         b.box(x, z, 0.12, 0.9, width / 2, length / 2, VEHICLE, CAR, paint, GLASS, (0.0, 0.0, 0.31, facing, 0.0), yaw)
@@ -107,9 +107,6 @@ def _boxy(b: PrimBuilder, rng: np.random.Generator, kind: str, x: float, z: floa
         length, width, height = uniform(rng, 4.8, 5.6), uniform(rng, 1.9, 2.05), uniform(rng, 1.9, 2.4)
         b.box(x, z, 0.15, height, width / 2, length / 2, VEHICLE, CAR, paint, GLASS,
               (0.55 * height, 0.88 * height, 0.35, facing, 0.12), yaw)
-    elif kind == "bus":
-        length, height = uniform(rng, 10.0, 12.0), uniform(rng, 2.9, 3.2)
-        b.box(x, z, 0.3, height, 1.25, length / 2, VEHICLE, CAR, paint, GLASS, (1.1, 2.55, 0.5, facing, 0.15), yaw)
     else:  # every heavy vehicle is a cab and a cargo box
         cargo, cab, height = uniform(rng, 5.0, 8.0), 2.2, uniform(rng, 3.2, 3.8)
         length = cargo + cab + 0.3
