@@ -255,13 +255,12 @@ class SyntheticDataset(DepthDataset):
         if depth not in ("dense", "lidar"):
             raise ConfigError(f"synthetic: depth must be 'dense' or 'lidar', got {depth!r}")
         comps = ["depth"] + (["lidar"] if lidar or depth == "lidar" else []) + (["seg"] if seg else []) + (["right"] if right else [])
-        effects = {"exposure": exposure, "white_balance": white_balance, "color_cast": color_cast,
-                   "vignetting": vignetting, "bloom": bloom, "motion_blur": motion_blur, "tone": tone,
-                   "noise": noise, "jpeg": jpeg}
-        self.generator = SceneGenerator(size, seed, split, comps,
-                                        scene_options=SceneOptions(traffic, vehicles, structures, layouts, randomize,
-                                                                   haze, contact_shadows),
-                                        camera_options=camera_options(camera, effects))
+        scene_opts, camera_opts = generator_options({
+            "traffic": traffic, "vehicles": vehicles, "structures": structures, "layouts": layouts,
+            "randomize": randomize, "haze": haze, "contact_shadows": contact_shadows, "camera": camera,
+            "exposure": exposure, "white_balance": white_balance, "color_cast": color_cast, "vignetting": vignetting,
+            "bloom": bloom, "motion_blur": motion_blur, "tone": tone, "noise": noise, "jpeg": jpeg})
+        self.generator = SceneGenerator(size, seed, split, comps, scene_options=scene_opts, camera_options=camera_opts)
         self.num = num
         self.depth_source = depth
         self.keep_lidar = bool(lidar)

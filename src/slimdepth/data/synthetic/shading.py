@@ -65,6 +65,7 @@ class _Surface:
         self.albedo = np.empty((3, n), F32)
         self.pixel_size = F32(1.0 / grid.K[0, 0])  # metres per pixel at distance 1
         self.fp: np.ndarray | None = None
+        self.ground_pos: np.ndarray | None = None  # see _ground_windows
 
     def finish_normals(self) -> None:
         """Pixel footprint in metres, widened at grazing angles (needs the normals)."""
@@ -365,12 +366,15 @@ def _primitives(s: _Surface, groups: dict[int, tuple[np.ndarray, object]]) -> No
 
 def _ground_windows(s: _Surface, grid: RayGrid, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Image windows of the boxes (lo, hi) and an (H, W) map of each ground pixel's visible-pixel
-    index (-1 elsewhere): where shadows and contact shadows can fall."""
-    h, w = grid.shape
-    pos = np.full(h * w, -1, np.int64)
-    ground = np.flatnonzero(s.pid < 0)
-    pos[s.idx.take(ground)] = ground
-    return grid.windows(lo, hi), pos.reshape(h, w)
+    index (-1 elsewhere): where shadows and contact shadows can fall. The map is built once per
+    frame and shared by both."""
+    if s.ground_pos is None:
+        h, w = grid.shape
+        pos = np.full(h * w, -1, np.int64)
+        ground = np.flatnonzero(s.pid < 0)
+        pos[s.idx.take(ground)] = ground
+        s.ground_pos = pos.reshape(h, w)
+    return grid.windows(lo, hi), s.ground_pos
 
 
 def _shadow(s: _Surface, grid: RayGrid) -> np.ndarray:
