@@ -11,6 +11,7 @@ import numpy as np
 #: KITTI's rectified camera 2 intrinsics at 1242x375 (2011_09_26), the reference for scaling.
 KITTI_WIDTH, KITTI_HEIGHT = 1242, 375
 KITTI_FX, KITTI_CX, KITTI_CY = 721.5377, 609.5593, 172.854
+KITTI_CAMERA_HEIGHT = 1.65  # the colour cameras above the road, metres (the devkit's set-up sketch)
 
 
 def kitti_like_intrinsics(height: int, width: int) -> np.ndarray:

@@ -39,6 +39,7 @@ from slimdepth.errors import ConfigError, DataError
 from slimdepth.evaluate.conventions import EvalConfig, preset_for, scale_ratio_stats
 from slimdepth.evaluate.loop import predict_depth
 from slimdepth.fileio import as_intrinsics, atomic_path
+from slimdepth.geometry import KITTI_CAMERA_HEIGHT
 from slimdepth.options import check_number
 from slimdepth.report.collect import ModelEntry, collect
 from slimdepth.report.measure import ModelCache
@@ -50,8 +51,8 @@ from slimdepth.visualize import auto_dilation, colorize_depth, side_by_side
 __all__ = ["CAMERA_HEIGHT", "FLAT_PRIOR", "SimToReal", "TransferScore", "check_output_dir", "flat_prior_depth",
            "sim_to_real", "transfer_sheet", "write_sim_to_real"]
 
-#: height of KITTI's colour cameras above the road, metres (the devkit's set-up sketch)
-CAMERA_HEIGHT = 1.65
+#: height of KITTI's colour cameras above the road, metres (the synthetic scenes' rig uses it too)
+CAMERA_HEIGHT = KITTI_CAMERA_HEIGHT
 #: the name of the baseline row
 FLAT_PRIOR = "flat prior"
 #: the file the numbers are written to

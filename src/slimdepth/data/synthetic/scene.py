@@ -20,10 +20,10 @@ from slimdepth.data.synthetic.primitives import (  # noqa: F401 - re-exported fo
     PrimTable, pick as _pick, uniform as _u,
 )
 from slimdepth.errors import ConfigError
-from slimdepth.geometry import kitti_like_intrinsics
+from slimdepth.geometry import KITTI_CAMERA_HEIGHT, kitti_like_intrinsics
 from slimdepth.options import check_number
 
-CAMERA_HEIGHT = 1.65  # KITTI camera height above the road (m)
+CAMERA_HEIGHT = KITTI_CAMERA_HEIGHT
 LIDAR_OFFSET = (0.0, 0.08, -0.27)  # Velodyne relative to the camera in the rig frame (KITTI)
 STEREO_BASELINE = 0.54  # KITTI colour-camera baseline (m)
 
