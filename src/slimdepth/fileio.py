@@ -38,7 +38,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".we
 PNG_COMPRESS_LEVEL = 3
 
 
-
 def read_json(path: str | Path, what: str = "JSON") -> Any:
     """A JSON file, or a one-line :class:`DataError` naming it and saying what it should hold
     (``what``, e.g. "prune state"): a run's state files, tables and reports all read through here."""
@@ -47,6 +46,7 @@ def read_json(path: str | Path, what: str = "JSON") -> Any:
         return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise DataError(f"{path}: unreadable {what} ({type(exc).__name__})") from None
+
 
 def check_depth_array(depth: np.ndarray, where: str = "depth") -> np.ndarray:
     """Validate a depth map in metres (HxW or 1xHxW, numeric, finite, >= 0) and return it
