@@ -174,7 +174,10 @@ def test_prune_meets_a_loose_latency_budget(tmp_path: Path, ort_table: LatencyTa
                                             capsys) -> None:
     src = make_source(tmp_path, "tiny-multires", **TINY)
     table_path = ort_table.save(tmp_path / "table.json")
-    budget = 0.9 * ort_table.full_ms
+    # 90% of full width, unless this machine's measured fixed cost puts that below the narrowest
+    # network the table predicts (a tiny network is mostly fixed cost): then halfway up from there
+    low = floor_ms(LatencyCost.of_model(ort_table, tiny(), (64, 192)))
+    budget = max(0.9 * ort_table.full_ms, 0.5 * (low + ort_table.full_ms))
     settings = PruneSettings(method, None, steps=4, warmup_frac=0.25, joint_frac=0.5, target_latency=budget,
                              runtime="ort", latency_size=[64, 192], latency_table=str(table_path), threads=1,
                              max_tries=2)
