@@ -15,7 +15,11 @@ from slimdepth.data.augment import (
     CenterCrop,
     ColorJitter,
     Compose,
+    GaussianBlur,
+    GaussianNoise,
+    RandomConvolution,
     RandomCrop,
+    RandomGrayscale,
     RandomHorizontalFlip,
     RandomRotation,
     RandomScale,
@@ -433,7 +437,17 @@ def test_no_op_creates_valid_pixels(config, size, seed):
 
 
 @pytest.mark.parametrize(
-    "op", [ColorJitter(), ColorJitter(3.0, 3.0, 3.0), RGBMultiplier(), RGBMultiplier(0.0, 4.0, per_channel=False)], ids=repr
+    "op",
+    [
+        ColorJitter(),
+        ColorJitter(3.0, 3.0, 3.0),
+        RGBMultiplier(),
+        RGBMultiplier(0.0, 4.0, per_channel=False),
+        RandomGrayscale(1.0),
+        GaussianBlur(1.0),
+        RandomConvolution(1.0),
+    ],
+    ids=repr,
 )
 def test_photometric_ops_touch_only_the_image(op):
     src = scene_sample()
@@ -459,6 +473,85 @@ def test_rgb_multiplier_and_jitter_values():
     b = out["meta"]["augment"][0]["brightness"]
     assert 0.5 <= b <= 1.5 and out["meta"]["augment"][0]["contrast"] == 1.0
     torch.testing.assert_close(out["image"], (img * b).clamp(0, 1))
+
+
+def test_grayscale_is_the_luma_in_every_channel_and_p_zero_is_the_identity():
+    src = scene_sample()
+    out = RandomGrayscale(1.0)(src, generator=0)
+    luma = 0.299 * src["image"][0] + 0.587 * src["image"][1] + 0.114 * src["image"][2]
+    for c in range(3):
+        torch.testing.assert_close(out["image"][c], luma)
+    assert out["meta"]["augment"] == [{"op": "grayscale"}]
+    assert RandomGrayscale(0.0)(src, generator=0) is src
+
+
+def test_blur_matches_scipy_and_keeps_a_flat_image():
+    ndimage = pytest.importorskip("scipy.ndimage")
+    rng = np.random.default_rng(3)
+    img = rng.random((3, 20, 31)).astype(np.float32)
+    out = GaussianBlur(1.0, sigma=(1.0, 1.0))({"image": torch.from_numpy(img)}, generator=0)
+    # radius ceil(3 sigma) = 3 taps each side, torch's "reflect" padding is scipy's "mirror"
+    ref = np.stack([ndimage.gaussian_filter(ch.astype(np.float64), 1.0, mode="mirror", truncate=3.0) for ch in img])
+    np.testing.assert_allclose(out["image"].numpy(), ref, atol=1e-5)
+    flat = {"image": torch.full((3, 4, 5), 0.3)}  # smaller than the kernel: replicated borders
+    torch.testing.assert_close(GaussianBlur(1.0, sigma=(2.0, 2.0))(flat, generator=1)["image"], flat["image"])
+
+
+def test_noise_has_the_drawn_std_and_is_fixed_by_the_seed():
+    src = {"image": torch.full((3, 64, 64), 0.5), "right_image": torch.full((3, 64, 64), 0.5)}
+    op = GaussianNoise(1.0, std=(0.02, 0.04))
+    out = op(src, generator=5)
+    std = out["meta"]["augment"][0]["std"]
+    assert 0.02 <= std <= 0.04
+    diff = out["image"] - 0.5
+    assert abs(diff.mean().item()) < 0.003 and abs(diff.std().item() - std) < 0.05 * std
+    assert not torch.equal(out["image"], out["right_image"])  # two sensors, two grains
+    assert torch.equal(op(src, generator=5)["image"], out["image"])
+    assert not torch.equal(op(src, generator=6)["image"], out["image"])
+
+
+def test_random_conv_keeps_the_statistics_and_the_regions():
+    # two flat regions with an edge between: a 1x1 random kernel is a per-pixel colour map, so
+    # each region stays flat and the edge stays where it was; the channel mean and std are kept
+    img = torch.empty(3, 16, 16)
+    img[:, :, :8] = torch.tensor([0.3, 0.5, 0.4]).view(3, 1, 1)
+    img[:, :, 8:] = torch.tensor([0.6, 0.45, 0.55]).view(3, 1, 1)
+    out = RandomConvolution(1.0, kernel_sizes=(1,), mix=(0.0, 0.0))({"image": img}, generator=2)["image"]
+    for half in (out[:, :, :8], out[:, :, 8:]):
+        assert torch.allclose(half, half[:, :1, :1].expand_as(half), atol=1e-6)
+    torch.testing.assert_close(out.mean((1, 2)), img.mean((1, 2)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.std((1, 2)), img.std((1, 2)), atol=1e-5, rtol=0)
+    assert not torch.allclose(out, img, atol=1e-3)
+    # mix 1 keeps the image exactly; a kernel of 5 is reported and fixed by the seed
+    same = RandomConvolution(1.0, mix=(1.0, 1.0))({"image": img}, generator=2)["image"]
+    torch.testing.assert_close(same, img)
+    src = scene_sample()
+    a = RandomConvolution(1.0, kernel_sizes=(5,))(src, generator=9)
+    assert a["meta"]["augment"][0]["kernel"] == 5
+    assert torch.equal(RandomConvolution(1.0, kernel_sizes=(5,))(src, generator=9)["image"], a["image"])
+
+
+@given(
+    op=st.sampled_from(["grayscale", "blur", "noise", "random_conv"]),
+    key=st.sampled_from(["p", "sigma", "std", "kernel_sizes", "mix"]),
+    value=st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.integers(-3, 8),
+        st.text(max_size=3),
+        st.lists(st.one_of(st.integers(-2, 9), st.floats(-1.5, 2.5), st.booleans()), max_size=3),
+    ),
+)
+@settings(max_examples=150, deadline=None)
+def test_new_photometric_ops_refuse_bad_values_with_a_config_error(op, key, value):
+    """Any value is either accepted and usable, or refused with a ConfigError naming the op."""
+    try:
+        pipeline = build_augmentation([{"op": op, key: value}])
+    except ConfigError as err:
+        assert op in str(err)
+        return
+    out = pipeline(scene_sample(), generator=0)
+    assert out["image"].shape == (3, H, W) and torch.isfinite(out["image"]).all()
+    assert 0.0 <= out["image"].min() and out["image"].max() <= 1.0
 
 
 # --------------------------------------------------------------------------- keys, meta, seeds

@@ -57,10 +57,14 @@ __all__ = [
     "CenterCrop",
     "ColorJitter",
     "Compose",
+    "GaussianBlur",
+    "GaussianNoise",
     "GeometricAugmentation",
     "RCrop",
     "RGBMultiplier",
+    "RandomConvolution",
     "RandomCrop",
+    "RandomGrayscale",
     "RandomHorizontalFlip",
     "RandomRotation",
     "RandomScale",
@@ -597,6 +601,147 @@ class RGBMultiplier(Augmentation):
         return _map_images(sample, lambda img: (img * scale).clamp(0.0, 1.0), {"op": "rgb_multiplier", "factors": factors})
 
 
+@dataclass
+class RandomGrayscale(Augmentation):
+    """With probability ``p`` replace RGB by its ITU-R 601 luma in all three channels.
+
+    Takes colour away as a cue: a model that must work on grey images cannot read depth from
+    hue alone (on synthetic data, hue is a shortcut that real photographs do not share).
+    """
+
+    p: float = 0.2
+
+    def __post_init__(self) -> None:
+        self.p = _probability(self.p, "grayscale p")
+
+    def apply(self, sample: Sample, generator: torch.Generator | None) -> Sample:
+        if torch.rand((), generator=generator, dtype=torch.float64).item() >= self.p:
+            return sample
+        return _map_images(sample, lambda img: _grey(img).expand(3, -1, -1).clone(), {"op": "grayscale"})
+
+
+def _gaussian_kernel(sigma: float) -> torch.Tensor:
+    """Normalised 1-D Gaussian taps out to 3 sigma (at least 3 taps)."""
+    radius = max(1, math.ceil(3.0 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+def _conv_same(image: torch.Tensor, weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """``conv2d`` of a CxHxW image keeping its size (reflected borders, replicated when too small)."""
+    pad_y, pad_x = weight.shape[-2] // 2, weight.shape[-1] // 2
+    h, w = image.shape[-2:]
+    mode = "reflect" if pad_y < h and pad_x < w else "replicate"
+    padded = F.pad(image[None], (pad_x, pad_x, pad_y, pad_y), mode=mode)
+    return F.conv2d(padded, weight, groups=groups)[0]
+
+
+@dataclass
+class GaussianBlur(Augmentation):
+    """With probability ``p`` blur with a Gaussian of sigma uniform in ``sigma`` (pixels).
+
+    Real cameras defocus and smear; rendered frames are sharp to the pixel.
+    """
+
+    p: float = 0.3
+    sigma: tuple[float, float] = (0.3, 1.5)
+
+    def __post_init__(self) -> None:
+        self.p = _probability(self.p, "blur p")
+        self.sigma = _interval(self.sigma, "blur sigma", positive=True)
+
+    def apply(self, sample: Sample, generator: torch.Generator | None) -> Sample:
+        if torch.rand((), generator=generator, dtype=torch.float64).item() >= self.p:
+            return sample
+        sigma = _uniform(generator, *self.sigma)
+        k = _gaussian_kernel(sigma)
+
+        def blur(img: torch.Tensor) -> torch.Tensor:
+            c = img.shape[0]
+            out = _conv_same(img, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+            return _conv_same(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c).clamp(0.0, 1.0)
+
+        return _map_images(sample, blur, {"op": "blur", "sigma": sigma})
+
+
+@dataclass
+class GaussianNoise(Augmentation):
+    """With probability ``p`` add zero-mean Gaussian noise of std uniform in ``std``, clamp to [0, 1].
+
+    The noise is drawn from ``generator``, so a seed gives the same grain; a stereo partner gets
+    its own grain (two sensors).
+    """
+
+    p: float = 0.3
+    std: tuple[float, float] = (0.005, 0.03)
+
+    def __post_init__(self) -> None:
+        self.p = _probability(self.p, "noise p")
+        self.std = _interval(self.std, "noise std")
+        if self.std[0] < 0:
+            raise ConfigError(f"noise std must be >= 0, got {self.std}")
+
+    def apply(self, sample: Sample, generator: torch.Generator | None) -> Sample:
+        if torch.rand((), generator=generator, dtype=torch.float64).item() >= self.p:
+            return sample
+        std = _uniform(generator, *self.std)
+
+        def noisy(img: torch.Tensor) -> torch.Tensor:
+            grain = torch.randn(img.shape, generator=generator, dtype=torch.float32)
+            return (img + std * grain).clamp(0.0, 1.0)
+
+        return _map_images(sample, noisy, {"op": "noise", "std": std})
+
+
+@dataclass
+class RandomConvolution(Augmentation):
+    """RandConv (Xu et al., ICLR 2021): filter the image with a random convolution, mix with it.
+
+    With probability ``p``: a kernel size ``k`` is drawn from ``kernel_sizes``, a 3->3 kernel
+    with weights N(0, 1/(3 k^2)) (He init, so the output keeps the input's scale), and a mixing
+    weight ``a`` uniform in ``mix``. Each output channel of the filtered image is standardised
+    to the mean and std of the matching input channel, then ``a * image + (1 - a) * filtered``
+    is clamped to [0, 1]. Shapes and edges survive; local texture and colour are redrawn, which
+    is what a model trained on rendered frames must stop relying on to work on photographs.
+    The same kernel serves every image-like key.
+    """
+
+    p: float = 0.5
+    kernel_sizes: tuple[int, ...] = (1, 3, 5, 7)
+    mix: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        self.p = _probability(self.p, "random_conv p")
+        sizes = self.kernel_sizes
+        if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or not sizes:
+            raise ConfigError(f"random_conv kernel_sizes must be a non-empty list of odd sizes, got {sizes!r}")
+        for k in sizes:
+            if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1 or k % 2 == 0:
+                raise ConfigError(f"random_conv kernel_sizes must be odd integers >= 1, got {sizes!r}")
+        self.kernel_sizes = tuple(int(k) for k in sizes)
+        self.mix = _interval(self.mix, "random_conv mix")
+        if self.mix[0] < 0 or self.mix[1] > 1:
+            raise ConfigError(f"random_conv mix must lie in [0, 1], got {self.mix}")
+
+    def apply(self, sample: Sample, generator: torch.Generator | None) -> Sample:
+        if torch.rand((), generator=generator, dtype=torch.float64).item() >= self.p:
+            return sample
+        k = self.kernel_sizes[_randint(generator, 0, len(self.kernel_sizes) - 1)]
+        weight = torch.randn((3, 3, k, k), generator=generator, dtype=torch.float32) / math.sqrt(3.0 * k * k)
+        a = _uniform(generator, *self.mix)
+
+        def filtered(img: torch.Tensor) -> torch.Tensor:
+            out = _conv_same(img, weight, groups=1)
+            dims = (1, 2)
+            mean_in, std_in = img.mean(dims, keepdim=True), img.std(dims, keepdim=True)
+            mean_out, std_out = out.mean(dims, keepdim=True), out.std(dims, keepdim=True)
+            out = (out - mean_out) / std_out.clamp_min(1e-6) * std_in + mean_in
+            return (a * img + (1.0 - a) * out).clamp(0.0, 1.0)
+
+        return _map_images(sample, filtered, {"op": "random_conv", "kernel": k, "mix": a})
+
+
 # ----------------------------------------------------------------------------- config builder
 
 _OPS: dict[str, type[Augmentation]] = {
@@ -609,6 +754,10 @@ _OPS: dict[str, type[Augmentation]] = {
     "scale": RandomScale,
     "color_jitter": ColorJitter,
     "rgb_multiplier": RGBMultiplier,
+    "grayscale": RandomGrayscale,
+    "blur": GaussianBlur,
+    "noise": GaussianNoise,
+    "random_conv": RandomConvolution,
 }
 
 
