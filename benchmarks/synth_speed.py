@@ -6,11 +6,15 @@ with worker processes, as used on the fly in training. Usage:
 
     python benchmarks/synth_speed.py [--size 192x640] [--frames 40] [--workers 2]
     python benchmarks/synth_speed.py --against OTHER_SRC [--rounds 5]
+    python benchmarks/synth_speed.py --option object_shadows=true [--rounds 5]
 
 ``--against`` times the default spec (rgb + depth + seg + lidar, one process, one thread) of
 this source tree and of another one (e.g. an older commit's ``src`` in a git worktree) in
 separate processes, round by round in turn, and prints each one's median frames/s and their
 ratio: this VM's speed drifts by 20% between minutes, so only the ratio is comparable.
+``--option KEY=VALUE`` (repeatable; scene or camera options of the dataset spec) times this
+tree with those options against its defaults the same way, or, with ``--against``, against
+the other tree's defaults.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import argparse
 import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
@@ -66,7 +71,12 @@ def time_loader(size: tuple[int, int], frames: int, workers: int, right: bool) -
 _ONE_ROUND = """
 import statistics, time
 from slimdepth.data.synthetic import SceneGenerator
-gen = SceneGenerator(({h}, {w}), seed=0, components=("depth", "seg", "lidar"), threaded=False)
+kwargs = {{}}
+if {options!r}:
+    from slimdepth.data.synthetic.generator import generator_options
+    scene, camera = generator_options({options!r})
+    kwargs = {{"scene_options": scene, "camera_options": camera}}
+gen = SceneGenerator(({h}, {w}), seed=0, components=("depth", "seg", "lidar"), threaded=False, **kwargs)
 for i in range(3):
     gen.frame(i)
 times = []
@@ -78,26 +88,51 @@ print(1.0 / statistics.median(times))
 """
 
 
-def compare_trees(size: tuple[int, int], frames: int, other: str, rounds: int) -> None:
-    """Default-spec frames/s of this tree and of ``other``, interleaved round by round."""
+def parse_options(items: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` strings to typed values (true/false, numbers, else text), checked by the generator."""
+    from slimdepth.data.synthetic.generator import generator_options
+
+    options: dict[str, object] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --option takes KEY=VALUE, got {item!r}")
+        lowered = text.strip().lower()
+        value: object = {"true": True, "false": False}.get(lowered, text)
+        if isinstance(value, str):
+            try:
+                value = float(text)
+            except ValueError:
+                pass
+        options[key.strip()] = value
+    try:
+        generator_options(options)
+    except Exception as err:  # a ConfigError naming the option
+        raise SystemExit(f"error: {err}") from None
+    return options
+
+
+def compare(size: tuple[int, int], frames: int, rounds: int, entries: list[tuple[str, str, dict]]) -> None:
+    """Frames/s of each (label, source tree, options), in separate processes, interleaved round by round."""
     import subprocess
     import sys
-    from pathlib import Path
 
-    here = str(Path(__file__).resolve().parents[1] / "src")
-    code = _ONE_ROUND.format(h=size[0], w=size[1], frames=frames)
-    fps: dict[str, list[float]] = {here: [], other: []}
+    fps: list[list[float]] = [[] for _ in entries]
     for _ in range(rounds):
-        for src in (here, other):
+        for i, (_, src, options) in enumerate(entries):
+            code = _ONE_ROUND.format(h=size[0], w=size[1], frames=frames, options=options)
             out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                  env={**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"})
-            fps[src].append(float(out.stdout.strip()))
-    a, b = statistics.median(fps[here]), statistics.median(fps[other])
-    print(f"default spec at {size[0]}x{size[1]}, 1 process, median of {frames} frames per round, {rounds} rounds in turn")
-    for name, src in (("this tree", here), ("other", other)):
-        print(f"{name:10s} {src}: {statistics.median(fps[src]):.1f} frames/s (rounds: "
-              f"{', '.join(f'{v:.1f}' for v in fps[src])})")
-    print(f"ratio this/other: {a / b:.2f}")
+            fps[i].append(float(out.stdout.strip()))
+    print(f"rgb + depth + seg + lidar at {size[0]}x{size[1]}, 1 process, median of {frames} frames per round, "
+          f"{rounds} rounds in turn")
+    for (label, src, options), values in zip(entries, fps):
+        spec = ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
+        print(f"{label:10s} {src} ({spec}): {statistics.median(values):.1f} frames/s (rounds: "
+              f"{', '.join(f'{v:.1f}' for v in values)})")
+    ratios = [a / b for a, b in zip(fps[0], fps[1])]  # the two of one round ran a few seconds apart
+    print(f"ratio first/second: {statistics.median(fps[0]) / statistics.median(fps[1]):.2f} of the medians, "
+          f"{statistics.median(ratios):.2f} median of the rounds' ratios ({min(ratios):.2f}-{max(ratios):.2f})")
 
 
 def main() -> None:
@@ -107,10 +142,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--against", default=None, help="another source tree (its src folder) to time side by side")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a scene or camera option to time against the defaults (repeatable)")
     args = parser.parse_args()
     size = parse_size(args.size)
+    if args.frames < 1 or args.rounds < 1:
+        raise SystemExit("error: --frames and --rounds must be at least 1")
+    options = parse_options(args.option)
+    here = str(Path(__file__).resolve().parents[1] / "src")
     if args.against:
-        compare_trees(size, args.frames, args.against, args.rounds)
+        compare(size, args.frames, args.rounds, [("this tree", here, options), ("other", args.against, {})])
+        return
+    if options:
+        compare(size, args.frames, args.rounds, [("options", here, options), ("defaults", here, {})])
         return
     torch.set_num_threads(1)
     print(f"synthetic generator at {size[0]}x{size[1]}, {os.cpu_count()} CPU cores, median of {args.frames} frames")

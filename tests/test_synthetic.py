@@ -13,7 +13,7 @@ from slimdepth.data.registry import build_dataset
 from slimdepth.data.sample import check_sample
 from slimdepth.data.synthetic import CLASS_NAMES, SceneGenerator, SyntheticDataset, write_synthetic
 from slimdepth.data.synthetic.raycast import PinholeGrid, cast, sin_cos
-from slimdepth.data.synthetic.scene import PID_SKY
+from slimdepth.data.synthetic.scene import PID_SKY, SceneOptions
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.geometry import kitti_like_intrinsics
 
@@ -173,10 +173,15 @@ def test_frames_are_deterministic_and_distinct():
     # The generator uses only IEEE basic operations and NumPy's PCG64 stream, so this frame
     # has the same bits on every machine; a change here means a change of the generator
     # (bump GENERATOR_VERSION and update the hash).
-    h = hashlib.sha256()
-    for key in ("rgb", "depth", "seg", "lidar", "right"):
-        h.update(getattr(a, key).tobytes())
-    assert h.hexdigest() == "700b6e75379e73798d0510eb57e3a32ec34f5e3d1727f3e486779a39f5449d11"
+    def digest(frame) -> str:
+        h = hashlib.sha256()
+        for key in ("rgb", "depth", "seg", "lidar", "right"):
+            h.update(getattr(frame, key).tobytes())
+        return h.hexdigest()
+
+    assert digest(a) == "700b6e75379e73798d0510eb57e3a32ec34f5e3d1727f3e486779a39f5449d11"
+    shadows = SceneGenerator((48, 160), seed=0, scene_options=SceneOptions(object_shadows=True)).frame(0)
+    assert digest(shadows) == "039e16b6dc05a1ff14a7d42b4d1fb18cdd648efac2aa2fc4f2365ac2de2eb661"
 
 
 def test_components_are_optional_and_do_not_change_the_scene():

@@ -18,7 +18,9 @@ from slimdepth.data.registry import build_dataset
 from slimdepth.data.synthetic import SceneGenerator, write_synthetic
 from slimdepth.data.synthetic.generator import generator_options
 from slimdepth.data.synthetic.primitives import CONCRETE, ELLIPSOID, RAIL, TUBE, VEHICLE
-from slimdepth.data.synthetic.raycast import PinholeGrid, cast
+from slimdepth.data.synthetic import shading
+from slimdepth.data.synthetic.raycast import BOX, CYLINDER, PinholeGrid, RayGrid, _hit_box, _hit_cylinder, _hit_ellipsoid, cast
+from slimdepth.data.synthetic.camera import CameraOptions
 from slimdepth.data.synthetic.scene import SceneOptions
 from slimdepth.errors import ConfigError, DataError
 from tests.helpers import assert_one_line_error, run_cli
@@ -117,6 +119,74 @@ def test_domain_randomisation_and_camera_change_colours_not_geometry():
     assert not np.array_equal(base.rgb, plain.rgb)
 
 
+class _OneRay(RayGrid):
+    """A single ray from ``origin`` along ``d``: the caster's own hit tests, used as a reference."""
+
+    def __init__(self, origin, d) -> None:
+        self.origin = tuple(float(x) for x in origin)
+        self.dx, self.dy, self.dz = (np.full((1, 1), c, np.float32) for c in d)
+
+
+def _reference_lit(scene, point, own: int) -> bool:
+    """Brute force: does the ray from ``point`` towards the sun miss every other primitive?"""
+    pr, L = scene.prims, np.asarray(scene.sun, np.float32)
+    ray = _OneRay(point, L)
+    sl = (slice(0, 1), slice(0, 1))
+    for k in range(len(pr)):
+        if k == own:
+            continue
+        if pr.kind[k] == BOX:
+            t = _hit_box(ray.origin, ray, sl, pr.center[k], pr.half[k], pr.yaw[k])
+        elif pr.kind[k] == ELLIPSOID:
+            t = _hit_ellipsoid(ray.origin, ray.dx, ray.dy, ray.dz, pr.center[k], pr.half[k])
+        else:
+            t = _hit_cylinder(ray.origin, (ray.dx, ray.dy, ray.dz), pr.center[k], pr.half[k], 1 if pr.kind[k] == CYLINDER else 2)
+        if np.isfinite(t).any():
+            return False
+    return True
+
+
+def test_object_shadows_agree_with_a_brute_force_ray_to_the_sun():
+    """Every primitive shades every visible point facing the sun: the culled shadow test gives
+    the same answer as a ray tested against all primitives, on the ground and on objects."""
+    gen = SceneGenerator((48, 160), seed=7, components=("depth",), scene_options=SceneOptions(object_shadows=True))
+    counts = {"object shaded": 0, "object lit": 0, "ground shaded": 0}
+    rng = np.random.default_rng(0)
+    disagree = total = 0
+    for i in range(6):
+        scene = gen.scene(i)
+        grid = PinholeGrid(scene.K, *gen.size, scene.camera_rotation, scene.camera_origin)
+        surf = shading._Surface(scene, grid, cast(scene, grid))
+        shading._normals(surf)
+        surf.finish_normals()
+        lit = shading._shadow(surf, grid)
+        L = np.asarray(scene.sun)
+        facing = (surf.n[0] * L[0] + surf.n[1] * L[1] + surf.n[2] * L[2]) > 0
+        for j in rng.choice(np.flatnonzero(facing), size=min(120, int(facing.sum())), replace=False):
+            point = [float(surf.p[d][j]) for d in range(3)]
+            own = int(surf.pid[j])
+            ref = _reference_lit(scene, point, own)
+            total += 1
+            disagree += ref != bool(lit[j])
+            kind = "object" if own >= 0 else "ground"
+            counts[f"{kind} {'lit' if ref else 'shaded'}"] = counts.get(f"{kind} {'lit' if ref else 'shaded'}", 0) + 1
+    assert disagree <= 0.01 * total, (disagree, total, counts)
+    assert counts["object shaded"] >= 10 and counts["object lit"] >= 10 and counts["ground shaded"] >= 10, counts
+
+
+def test_object_shadows_only_darken_and_never_move_depth():
+    on = SceneGenerator((48, 160), seed=3, components=("depth",), camera_options=CameraOptions.off(),
+                        scene_options=SceneOptions(object_shadows=True))
+    off = SceneGenerator((48, 160), seed=3, components=("depth",), camera_options=CameraOptions.off())
+    darker = 0
+    for i in range(6):
+        a, b = on.frame(i), off.frame(i)
+        np.testing.assert_array_equal(a.depth, b.depth)
+        assert (a.rgb.astype(int) <= b.rgb.astype(int) + 1).all()  # shade only takes light away
+        darker += int((a.rgb.astype(int).sum(-1) < b.rgb.astype(int).sum(-1) - 6).sum())
+    assert darker > 100
+
+
 SPEC_VALUES = {
     "traffic": st.one_of(st.floats(max_value=-1e-6), st.floats(min_value=2.0001), st.just("lots"), st.booleans()),
     "randomize": st.one_of(st.floats(min_value=1.0001), st.floats(max_value=-1e-6), st.just("yes")),
@@ -125,6 +195,7 @@ SPEC_VALUES = {
     "camera": st.sampled_from(["raw", "canon", "1"]),
     "jpeg": st.one_of(st.floats(min_value=4.0001), st.floats(max_value=-1e-6), st.just("high")),
     "structures": st.sampled_from([2, 0.5, "many"]),
+    "object_shadows": st.sampled_from([2, 0.5, "some", "sunny"]),
 }
 
 
@@ -146,6 +217,15 @@ def test_writer_records_the_options_and_refuses_to_mix_them(tmp_path):
         write_synthetic(out, num=2, size=(32, 96), components=("depth",), options={"traffic": 1.0})
     assert write_synthetic(out, num=3, size=(32, 96), components=("depth",),
                            options={"traffic": 0.5, "jpeg": 0.0})["kept"] == 2
+    # a dataset written before an option existed resumes when the option keeps its default
+    older = tmp_path / "older"
+    write_synthetic(older, num=2, size=(32, 96), components=("depth",))
+    meta = json.loads((older / "meta.json").read_text())
+    del meta["scene"]["object_shadows"]
+    (older / "meta.json").write_text(json.dumps(meta))
+    assert write_synthetic(older, num=3, size=(32, 96), components=("depth",))["kept"] == 2
+    with pytest.raises(DataError, match="object_shadows"):
+        write_synthetic(older, num=4, size=(32, 96), components=("depth",), options={"object_shadows": True})
 
 
 @pytest.mark.parametrize("option, fragment", [("trafic=1", "did you mean 'traffic'"), ("traffic", "KEY=VALUE"),

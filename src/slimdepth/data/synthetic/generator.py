@@ -229,7 +229,7 @@ class SyntheticDataset(DepthDataset):
     (``dense`` ground truth or the simulated ``lidar``), and ``lidar``/``seg``/``right`` to
     include ``lidar_depth``, ``seg`` and ``right_image`` in each sample. The scene options
     (``traffic``, ``vehicles``, ``structures``, ``layouts``, ``randomize``, ``haze``,
-    ``contact_shadows``: see
+    ``contact_shadows``, ``object_shadows``: see
     :class:`~slimdepth.data.synthetic.scene.SceneOptions`) and the camera (``camera`` =
     kitti/plain/off and one strength per effect, e.g. ``jpeg=0``: see
     :class:`~slimdepth.data.synthetic.camera.CameraOptions`) choose what the frames look like.
@@ -242,7 +242,7 @@ class SyntheticDataset(DepthDataset):
                  split: str = "train", depth: str = "dense", lidar: bool = True, seg: bool = True,
                  right: bool = False, traffic: float = 1.0, vehicles: str = "shaped", structures: bool = True,
                  layouts: str = "mixed", randomize: float = 0.0, haze: float = 1.0, contact_shadows: bool = True,
-                 camera: str | bool = "kitti", exposure: float = 1.0,
+                 object_shadows: bool = False, camera: str | bool = "kitti", exposure: float = 1.0,
                  white_balance: float = 1.0, color_cast: float = 1.0, vignetting: float = 1.0,
                  bloom: float = 1.0, motion_blur: float = 1.0, tone: float = 1.0, noise: float = 1.0,
                  jpeg: float = 1.0, root: str | None = None, transform: Transform | None = None) -> None:
@@ -257,7 +257,8 @@ class SyntheticDataset(DepthDataset):
         comps = ["depth"] + (["lidar"] if lidar or depth == "lidar" else []) + (["seg"] if seg else []) + (["right"] if right else [])
         scene_opts, camera_opts = generator_options({
             "traffic": traffic, "vehicles": vehicles, "structures": structures, "layouts": layouts,
-            "randomize": randomize, "haze": haze, "contact_shadows": contact_shadows, "camera": camera,
+            "randomize": randomize, "haze": haze, "contact_shadows": contact_shadows,
+            "object_shadows": object_shadows, "camera": camera,
             "exposure": exposure, "white_balance": white_balance, "color_cast": color_cast, "vignetting": vignetting,
             "bloom": bloom, "motion_blur": motion_blur, "tone": tone, "noise": noise, "jpeg": jpeg})
         self.generator = SceneGenerator(size, seed, split, comps, scene_options=scene_opts, camera_options=camera_opts)
@@ -367,6 +368,10 @@ def write_synthetic(out: str | Path, num: int, size: tuple[int, int] | str = DEF
             old = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError):
             raise DataError(f"{meta_path}: unreadable dataset description; refusing to write into {out}") from None
+        # an option added after the dataset was written took its default there
+        for key, defaults in (("scene", asdict(SceneOptions())), ("camera", asdict(CameraOptions()))):
+            if isinstance(old.get(key), dict):
+                old[key] = {**defaults, **old[key]}
         same = {k: old.get(k) for k in meta} == meta
         if not same:
             diff = ", ".join(f"{k}={old.get(k)!r} (now {meta[k]!r})" for k in meta if old.get(k) != meta[k])

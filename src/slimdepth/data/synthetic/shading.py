@@ -377,59 +377,131 @@ def _ground_windows(s: _Surface, grid: RayGrid, lo: np.ndarray, hi: np.ndarray) 
     return grid.windows(lo, hi), s.ground_pos
 
 
+_CORNERS = np.array([[i & 1, (i >> 1) & 1, (i >> 2) & 1] for i in range(8)], dtype=bool)
+
+
+def _blocks(pr, k: int, o: list[np.ndarray], L: np.ndarray) -> np.ndarray:
+    """Whether the rays ``o + t L`` (t > 0; ``o`` relative to primitive ``k``'s centre) meet it:
+    a box by its slabs, an ellipsoid or a cylinder (upright, or a tube along z) by its quadratic."""
+    kind = pr.kind[k]
+    if kind == BOX:
+        c, sn = float(pr.yaw[k, 0]), float(pr.yaw[k, 1])
+        lx, lz = F32(c) * o[0] - F32(sn) * o[2], F32(sn) * o[0] + F32(c) * o[2]
+        dirs = (c * L[0] - sn * L[2], L[1], sn * L[0] + c * L[2])
+        near = far = None
+        for p, dcomp, hh in ((lx, dirs[0], pr.half[k, 0]), (o[1], dirs[1], pr.half[k, 1]), (lz, dirs[2], pr.half[k, 2])):
+            a, b = _slab(p, dcomp, hh)
+            near = a if near is None else np.maximum(near, a)
+            far = b if far is None else np.minimum(far, b)
+        return (near <= far) & (far > 0)
+    if kind == ELLIPSOID:
+        r = pr.half[k]
+        qx, qy, qz = o[0] * F32(1 / r[0]), o[1] * F32(1 / r[1]), o[2] * F32(1 / r[2])
+        ex, ey, ez = L[0] / r[0], L[1] / r[1], L[2] / r[2]
+        b = qx * F32(ex) + qy * F32(ey) + qz * F32(ez)
+        disc = b * b - F32(ex * ex + ey * ey + ez * ez) * (qx * qx + qy * qy + qz * qz - F32(1.0))
+        return (disc >= 0) & (b < 0)
+    # a cylinder along y (upright) or z (a tube): the line meets the infinite cylinder over
+    # [t1, t2] and the slab of its length over [ta, tb]; it is blocked where both overlap at t > 0
+    axis = 1 if kind == CYLINDER else 2
+    j = 2 if axis == 1 else 1
+    r = F32(pr.half[k, 0])
+    cc = o[0] * o[0] + o[j] * o[j] - r * r
+    a = F32(L[0] * L[0] + L[j] * L[j])
+    if a == 0:  # the light runs along the axis: inside the circle or not
+        t1 = np.where(cc <= 0, F32(-np.inf), F32(np.inf))
+        t2 = np.where(cc <= 0, F32(np.inf), F32(-np.inf))
+    else:
+        b = o[0] * F32(L[0]) + o[j] * F32(L[j])
+        disc = b * b - a * cc
+        root = np.sqrt(np.maximum(disc, F32(0.0)))
+        t1 = np.where(disc >= 0, (-b - root) / a, F32(np.inf))
+        t2 = np.where(disc >= 0, (-b + root) / a, F32(-np.inf))
+    ta, tb = _slab(o[axis], L[axis], pr.half[k, axis])
+    near, far = np.maximum(t1, ta), np.minimum(t2, tb)
+    return (near <= far) & (far > 0)
+
+
+def _slab(p: np.ndarray, dcomp: float, hh: float) -> tuple[np.ndarray, np.ndarray]:
+    """The t interval in which ``p + t dcomp`` lies in [-hh, hh]; parallel: all t or none."""
+    if dcomp == 0:
+        inside = np.abs(p) <= hh
+        return np.where(inside, F32(-np.inf), F32(np.inf)), np.where(inside, F32(np.inf), F32(-np.inf))
+    iv = F32(1.0 / dcomp)
+    t1, t2 = (F32(-hh) - p) * iv, (F32(hh) - p) * iv
+    return np.minimum(t1, t2), np.maximum(t1, t2)
+
+
 def _shadow(s: _Surface, grid: RayGrid) -> np.ndarray:
-    """1 where a ground point sees the sun, 0 where a box or a tree crown blocks it."""
+    """1 where a visible point sees the sun, 0 where a primitive blocks it.
+
+    With ``scene.object_shadows`` every primitive casts (boxes, cylinders, tubes, cabins,
+    crowns) onto every visible point that faces the sun, so a lorry shades the car beside it and
+    a crown the facade behind it; a point on the caster itself is left to the sun term's N.L.
+    Without it, boxes and crowns cast onto the ground only (the first generator's shadows).
+
+    Each caster is tested over the image window of the region it can shade (its bounding box
+    swept along -L down to y = 0); with object shadows, there only on the points that its
+    outline seen from the sun covers (the bounds of its corners on two axes across L) and that
+    are not beyond it towards the sun. Points already shaded are not tested again. All of this
+    only culls: the test itself is exact.
+    """
     sc = s.scene
     lit = np.ones(len(s.idx), F32)
-    if sc.sun[1] <= 0 or not (s.pid < 0).any():
+    if sc.sun[1] <= 0:
         return lit
     pr = sc.prims
-    casters = np.flatnonzero((pr.kind == BOX) | ((pr.kind == ELLIPSOID) & (pr.material == FOLIAGE)))
-    if not casters.size:
+    L = np.asarray(sc.sun, dtype=np.float64)
+    if sc.object_shadows:
+        casters = np.arange(len(pr))
+        receivers = np.flatnonzero((s.n[0] * F32(L[0]) + s.n[1] * F32(L[1]) + s.n[2] * F32(L[2])) > 0)
+    else:
+        casters = np.flatnonzero((pr.kind == BOX) | ((pr.kind == ELLIPSOID) & (pr.material == FOLIAGE)))
+        receivers = np.flatnonzero(s.pid < 0)
+    if not casters.size or not receivers.size:
         return lit
-    L = np.asarray(sc.sun)
-    # The ground region each caster can shade: its bounding box swept along -L down to y = 0.
-    shift = pr.hi[casters, 1][:, None] / L[1] * L[None, [0, 2]]
-    glo = np.minimum(pr.lo[casters][:, [0, 2]], pr.lo[casters][:, [0, 2]] - shift)
-    ghi = np.maximum(pr.hi[casters][:, [0, 2]], pr.hi[casters][:, [0, 2]] - shift)
     n = len(casters)
-    lo = np.stack([glo[:, 0], np.zeros(n), glo[:, 1]], 1)
-    hi = np.stack([ghi[:, 0], np.full(n, sc.curb_height), ghi[:, 1]], 1)
-    wins, pos = _ground_windows(s, grid, lo, hi)
-    for k, (r0, r1, c0, c1) in zip(casters, wins):
+    lo, hi = pr.lo[casters], pr.hi[casters]
+    shift = hi[:, 1][:, None] / L[1] * L[None, [0, 2]]
+    swept_lo = np.stack([np.minimum(lo[:, 0], lo[:, 0] - shift[:, 0]), np.zeros(n),
+                         np.minimum(lo[:, 2], lo[:, 2] - shift[:, 1])], 1)
+    swept_hi = np.stack([np.maximum(hi[:, 0], hi[:, 0] - shift[:, 0]),
+                         hi[:, 1] if sc.object_shadows else np.full(n, sc.curb_height),
+                         np.maximum(hi[:, 2], hi[:, 2] - shift[:, 1])], 1)
+    if sc.object_shadows:
+        h, w = grid.shape
+        pos = np.full(h * w, -1, np.int64)
+        pos[s.idx.take(receivers)] = receivers
+        pos, wins = pos.reshape(h, w), grid.windows(swept_lo, swept_hi)
+    else:
+        wins, pos = _ground_windows(s, grid, swept_lo, swept_hi)
+    if sc.object_shadows:  # (the ground windows alone are tight enough to need no more culling)
+        e1 = np.cross(L, (0.0, 0.0, 1.0))
+        e1 /= np.sqrt(e1 @ e1)
+        axes = np.stack([e1, np.cross(L, e1), L])
+        corners = np.where(_CORNERS[None], hi[:, None, :], lo[:, None, :]) @ axes.T
+        bound_lo, bound_hi = corners.min(1) - 1e-3, corners.max(1) + 1e-3
+        u, v, w = (s.p[0] * F32(a[0]) + s.p[1] * F32(a[1]) + s.p[2] * F32(a[2]) for a in axes)
+    pos = pos.copy()  # shaded points leave the map (-1), so they are not tested again
+    for i, k in enumerate(casters):
+        r0, r1, c0, c1 = wins[i]
         if r1 <= r0 or c1 <= c0:
             continue
         q = pos[r0:r1, c0:c1].ravel()
         q = q[q >= 0]
-        q = q[lit.take(q) > 0]
         if not q.size:
             continue
-        o = [s.p[i].take(q) - pr.centerT[i, k] for i in range(3)]
-        if pr.kind[k] == BOX:
-            c, sn = float(pr.yaw[k, 0]), float(pr.yaw[k, 1])
-            lx, lz = F32(c) * o[0] - F32(sn) * o[2], F32(sn) * o[0] + F32(c) * o[2]
-            dirs = (c * L[0] - sn * L[2], L[1], sn * L[0] + c * L[2])
-            near = far = None
-            for p, dcomp, hh in ((lx, dirs[0], pr.half[k, 0]), (o[1], dirs[1], pr.half[k, 1]), (lz, dirs[2], pr.half[k, 2])):
-                if dcomp == 0:
-                    inside = np.abs(p) <= hh
-                    a = np.where(inside, F32(-np.inf), F32(np.inf))
-                    b = np.where(inside, F32(np.inf), F32(-np.inf))
-                else:
-                    iv = F32(1.0 / dcomp)
-                    t1, t2 = (F32(-hh) - p) * iv, (F32(hh) - p) * iv
-                    a, b = np.minimum(t1, t2), np.maximum(t1, t2)
-                near = a if near is None else np.maximum(near, a)
-                far = b if far is None else np.minimum(far, b)
-            blocked = (near <= far) & (far > 0)
-        else:
-            r = pr.half[k]
-            qx, qy, qz = o[0] * F32(1 / r[0]), o[1] * F32(1 / r[1]), o[2] * F32(1 / r[2])
-            ex, ey, ez = L[0] / r[0], L[1] / r[1], L[2] / r[2]
-            b = qx * F32(ex) + qy * F32(ey) + qz * F32(ez)
-            disc = b * b - F32(ex * ex + ey * ey + ez * ez) * (qx * qx + qy * qy + qz * qz - F32(1.0))
-            blocked = (disc >= 0) & (b < 0)
-        lit[q[blocked]] = 0.0
+        if sc.object_shadows:
+            uq, vq = u.take(q), v.take(q)
+            q = q[(uq >= bound_lo[i, 0]) & (uq <= bound_hi[i, 0]) & (vq >= bound_lo[i, 1]) & (vq <= bound_hi[i, 1])]
+            if q.size:  # not beyond the caster towards the sun, and not on the caster itself
+                q = q[(w.take(q) <= bound_hi[i, 2]) & (s.pid.take(q) != k)]
+            if not q.size:
+                continue
+        o = [s.p[d].take(q) - pr.centerT[d, k] for d in range(3)]
+        shaded = q[_blocks(pr, k, o, L)]
+        lit[shaded] = 0.0
+        pos.ravel()[s.idx.take(shaded)] = -1
     return lit
 
 
