@@ -89,23 +89,16 @@ print(1.0 / statistics.median(times))
 
 
 def parse_options(items: list[str]) -> dict[str, object]:
-    """``KEY=VALUE`` strings to typed values (true/false, numbers, else text), checked by the generator."""
+    """``KEY=VALUE`` strings read as in a dataset spec (``slimdepth data synth --option``), checked
+    by the generator; a bad one ends the script with a one-line error."""
+    from slimdepth.data.registry import parse_dataset_spec
     from slimdepth.data.synthetic.generator import generator_options
 
-    options: dict[str, object] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"error: --option takes KEY=VALUE, got {item!r}")
-        lowered = text.strip().lower()
-        value: object = {"true": True, "false": False}.get(lowered, text)
-        if isinstance(value, str):
-            try:
-                value = float(text)
-            except ValueError:
-                pass
-        options[key.strip()] = value
     try:
+        for item in items:
+            if "=" not in item or item.startswith("="):
+                raise ValueError(f"--option takes KEY=VALUE, got {item!r}")
+        _, options = parse_dataset_spec(",".join(["synthetic", *items]))
         generator_options(options)
     except Exception as err:  # a ConfigError naming the option
         raise SystemExit(f"error: {err}") from None
@@ -121,8 +114,11 @@ def compare(size: tuple[int, int], frames: int, rounds: int, entries: list[tuple
     for _ in range(rounds):
         for i, (_, src, options) in enumerate(entries):
             code = _ONE_ROUND.format(h=size[0], w=size[1], frames=frames, options=options)
-            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                  env={**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"})
+            if out.returncode != 0:
+                last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+                raise SystemExit(f"error: timing {src} failed: {last}")
             fps[i].append(float(out.stdout.strip()))
     print(f"rgb + depth + seg + lidar at {size[0]}x{size[1]}, 1 process, median of {frames} frames per round, "
           f"{rounds} rounds in turn")
@@ -151,6 +147,8 @@ def main() -> None:
     options = parse_options(args.option)
     here = str(Path(__file__).resolve().parents[1] / "src")
     if args.against:
+        if not (Path(args.against) / "slimdepth").is_dir():
+            raise SystemExit(f"error: --against {args.against}: no slimdepth package there (give a source tree's src folder)")
         compare(size, args.frames, args.rounds, [("this tree", here, options), ("other", args.against, {})])
         return
     if options:

@@ -493,8 +493,12 @@ def test_blur_matches_scipy_and_keeps_a_flat_image():
     # radius ceil(3 sigma) = 3 taps each side, torch's "reflect" padding is scipy's "mirror"
     ref = np.stack([ndimage.gaussian_filter(ch.astype(np.float64), 1.0, mode="mirror", truncate=3.0) for ch in img])
     np.testing.assert_allclose(out["image"].numpy(), ref, atol=1e-5)
-    flat = {"image": torch.full((3, 4, 5), 0.3)}  # smaller than the kernel: replicated borders
+    flat = {"image": torch.full((3, 4, 5), 0.3)}
     torch.testing.assert_close(GaussianBlur(1.0, sigma=(2.0, 2.0))(flat, generator=1)["image"], flat["image"])
+    tiny = rng.random((3, 4, 5)).astype(np.float32)  # smaller than the kernel: replicated borders
+    out = GaussianBlur(1.0, sigma=(2.0, 2.0))({"image": torch.from_numpy(tiny)}, generator=1)["image"]
+    ref = np.stack([ndimage.gaussian_filter(ch.astype(np.float64), 2.0, mode="nearest", truncate=3.0) for ch in tiny])
+    np.testing.assert_allclose(out.numpy(), ref, atol=1e-5)
 
 
 def test_noise_has_the_drawn_std_and_is_fixed_by_the_seed():
@@ -529,27 +533,36 @@ def test_random_conv_keeps_the_statistics_and_the_regions():
     a = RandomConvolution(1.0, kernel_sizes=(5,))(src, generator=9)
     assert a["meta"]["augment"][0]["kernel"] == 5
     assert torch.equal(RandomConvolution(1.0, kernel_sizes=(5,))(src, generator=9)["image"], a["image"])
+    pixel = {"image": torch.tensor([0.2, 0.5, 0.9]).view(3, 1, 1)}  # one pixel: std 0, no NaN
+    torch.testing.assert_close(RandomConvolution(1.0, mix=(0.0, 0.0))(pixel, generator=0)["image"], pixel["image"])
+
+
+PHOTOMETRIC_KEYS = {"grayscale": ["p"], "blur": ["p", "sigma"], "noise": ["p", "std"],
+                    "random_conv": ["p", "kernel_sizes", "mix"]}
 
 
 @given(
-    op=st.sampled_from(["grayscale", "blur", "noise", "random_conv"]),
-    key=st.sampled_from(["p", "sigma", "std", "kernel_sizes", "mix"]),
+    op_key=st.sampled_from([(op, key) for op, keys in PHOTOMETRIC_KEYS.items() for key in keys]),
     value=st.one_of(
         st.floats(allow_nan=True, allow_infinity=True),
-        st.integers(-3, 8),
+        st.integers(-3, 40),
         st.text(max_size=3),
-        st.lists(st.one_of(st.integers(-2, 9), st.floats(-1.5, 2.5), st.booleans()), max_size=3),
+        st.lists(st.one_of(st.integers(-2, 40), st.floats(-1.5, 2.5), st.booleans()), max_size=3),
     ),
 )
-@settings(max_examples=150, deadline=None)
-def test_new_photometric_ops_refuse_bad_values_with_a_config_error(op, key, value):
-    """Any value is either accepted and usable, or refused with a ConfigError naming the op."""
+@settings(max_examples=200, deadline=None)
+def test_new_photometric_ops_refuse_bad_values_with_a_config_error(op_key, value):
+    """Any value of a real parameter is either refused with a one-line ConfigError naming the op,
+    or accepted and then applied (p = 1 unless p is the value drawn) without leaving [0, 1]."""
+    op, key = op_key
     try:
-        pipeline = build_augmentation([{"op": op, key: value}])
+        pipeline = build_augmentation([{"op": op, "p": 1.0, key: value}])
     except ConfigError as err:
-        assert op in str(err)
+        assert op in str(err) and "\n" not in str(err)
         return
     out = pipeline(scene_sample(), generator=0)
+    if key != "p" or value >= 0.97:  # the first draw of generator 0 is 0.970
+        assert [e["op"] for e in out["meta"]["augment"]] == [op]
     assert out["image"].shape == (3, H, W) and torch.isfinite(out["image"]).all()
     assert 0.0 <= out["image"].min() and out["image"].max() <= 1.0
 

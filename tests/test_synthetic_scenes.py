@@ -127,23 +127,74 @@ class _OneRay(RayGrid):
         self.dx, self.dy, self.dz = (np.full((1, 1), c, np.float32) for c in d)
 
 
-def _reference_lit(scene, point, own: int) -> bool:
-    """Brute force: does the ray from ``point`` towards the sun miss every other primitive?"""
-    pr, L = scene.prims, np.asarray(scene.sun, np.float32)
+def _hits_reference(pr, k: int, point, L) -> bool:
+    """The ray caster's own hit test for primitive ``k``, from ``point`` along ``L``."""
     ray = _OneRay(point, L)
-    sl = (slice(0, 1), slice(0, 1))
-    for k in range(len(pr)):
-        if k == own:
-            continue
+    with np.errstate(invalid="ignore"):  # a ray parallel to a cap: inf * 0 in the cap test
         if pr.kind[k] == BOX:
-            t = _hit_box(ray.origin, ray, sl, pr.center[k], pr.half[k], pr.yaw[k])
+            t = _hit_box(ray.origin, ray, (slice(0, 1), slice(0, 1)), pr.center[k], pr.half[k], pr.yaw[k])
         elif pr.kind[k] == ELLIPSOID:
             t = _hit_ellipsoid(ray.origin, ray.dx, ray.dy, ray.dz, pr.center[k], pr.half[k])
         else:
-            t = _hit_cylinder(ray.origin, (ray.dx, ray.dy, ray.dz), pr.center[k], pr.half[k], 1 if pr.kind[k] == CYLINDER else 2)
-        if np.isfinite(t).any():
-            return False
-    return True
+            axis = 1 if pr.kind[k] == CYLINDER else 2
+            t = _hit_cylinder(ray.origin, (ray.dx, ray.dy, ray.dz), pr.center[k], pr.half[k], axis)
+    return bool(np.isfinite(t).any())
+
+
+def _inside(pr, k: int, p: np.ndarray, margin: float) -> np.ndarray:
+    """-1 clearly outside, 1 clearly inside, 0 within ``margin`` of the surface (not judged)."""
+    rel = (p - pr.center[k]) / pr.half[k]
+    if pr.kind[k] == BOX:
+        c, s = pr.yaw[k]
+        d = p - pr.center[k]
+        rel = np.stack([c * d[:, 0] - s * d[:, 2], d[:, 1], s * d[:, 0] + c * d[:, 2]], 1) / pr.half[k]
+        size = np.abs(rel).max(1)
+    elif pr.kind[k] == ELLIPSOID:
+        size = np.linalg.norm(rel, axis=1)
+    else:
+        axis = 1 if pr.kind[k] == CYLINDER else 2
+        radial = np.delete(rel, axis, 1)
+        size = np.maximum(np.linalg.norm(radial, axis=1), np.abs(rel[:, axis]))
+    return np.where(size < 1 - margin, 1, np.where(size > 1 + margin, -1, 0))
+
+
+@pytest.mark.parametrize("L", [(0.3, 0.8, -0.52), (-0.6, 0.5, 0.62), (0.0, 1.0, 0.0), (0.6, 0.8, 0.0), (0.0, 0.6, 0.8)],
+                         ids=["oblique", "low", "zenith", "across", "along"])
+def test_shadow_rays_meet_each_kind_of_primitive_as_the_ray_caster_does(L):
+    """Boxes (turned), upright cylinders, tubes and ellipsoids: the shadow test agrees with the
+    camera's hit tests for points outside, and counts points inside as shaded; the sun at the
+    zenith or level with an axis takes the parallel branches."""
+    from slimdepth.data.synthetic.primitives import FACADE, PrimBuilder, TANK, TRUNK
+
+    b = PrimBuilder()
+    b.box(1.0, 2.0, 0.0, 3.0, 1.5, 2.5, FACADE, 0, (0.5, 0.5, 0.5), yaw=0.3)
+    b.cylinder(-2.0, 1.0, 0.5, 4.0, 0.6, TRUNK, 0, (0.5, 0.5, 0.5))
+    b.tube(0.5, -1.0, 1.5, 1.1, 4.0, TANK, 0, (0.5, 0.5, 0.5))
+    b.ellipsoid((-1.0, 2.0, -2.0), (1.2, 0.8, 2.0), VEHICLE, 0, (0.5, 0.5, 0.5))
+    pr = b.build()
+    L = np.asarray(L) / np.linalg.norm(L)
+    rng = np.random.default_rng(1)
+    checked = {"shaded": 0, "lit": 0, "inside": 0}
+    for k in range(len(pr)):
+        p = pr.center[k] + rng.uniform(-1.6, 1.6, (400, 3)) * np.maximum(pr.half[k], 1.0)
+        p[: 100, 1] = pr.center[k][1] - rng.uniform(0, 3, 100)  # many below it, in its shadow
+        p = p.astype(np.float32)
+        o = [(p[:, d] - np.float32(pr.center[k][d])).astype(np.float32) for d in range(3)]
+        got = shading._blocks(pr, k, o, L)
+        side = _inside(pr, k, p.astype(np.float64), 1e-3)
+        assert got[side == 1].all()
+        checked["inside"] += int((side == 1).sum())
+        for j in np.flatnonzero(side == -1):
+            ref = _hits_reference(pr, k, p[j], L)
+            assert got[j] == ref, (k, p[j], L)
+            checked["shaded" if ref else "lit"] += 1
+    assert checked["shaded"] > 100 and checked["lit"] > 300 and checked["inside"] > 20, checked
+
+
+def _reference_lit(scene, point, own: int) -> bool:
+    """Brute force: does the ray from ``point`` towards the sun miss every other primitive?"""
+    L = np.asarray(scene.sun, np.float32)
+    return not any(_hits_reference(scene.prims, k, point, L) for k in range(len(scene.prims)) if k != own)
 
 
 def test_object_shadows_agree_with_a_brute_force_ray_to_the_sun():
@@ -170,18 +221,17 @@ def test_object_shadows_agree_with_a_brute_force_ray_to_the_sun():
             disagree += ref != bool(lit[j])
             kind = "object" if own >= 0 else "ground"
             counts[f"{kind} {'lit' if ref else 'shaded'}"] = counts.get(f"{kind} {'lit' if ref else 'shaded'}", 0) + 1
-    assert disagree <= 0.01 * total, (disagree, total, counts)
+    assert disagree == 0, (disagree, total, counts)
     assert counts["object shaded"] >= 10 and counts["object lit"] >= 10 and counts["ground shaded"] >= 10, counts
 
 
-def test_object_shadows_only_darken_and_never_move_depth():
+def test_object_shadows_only_darken():
     on = SceneGenerator((48, 160), seed=3, components=("depth",), camera_options=CameraOptions.off(),
                         scene_options=SceneOptions(object_shadows=True))
     off = SceneGenerator((48, 160), seed=3, components=("depth",), camera_options=CameraOptions.off())
     darker = 0
     for i in range(6):
         a, b = on.frame(i), off.frame(i)
-        np.testing.assert_array_equal(a.depth, b.depth)
         assert (a.rgb.astype(int) <= b.rgb.astype(int) + 1).all()  # shade only takes light away
         darker += int((a.rgb.astype(int).sum(-1) < b.rgb.astype(int).sum(-1) - 6).sum())
     assert darker > 100

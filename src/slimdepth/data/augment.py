@@ -620,6 +620,10 @@ class RandomGrayscale(Augmentation):
         return _map_images(sample, lambda img: _grey(img).expand(3, -1, -1).clone(), {"op": "grayscale"})
 
 
+MAX_BLUR_SIGMA = 20.0  # pixels: beyond this the image is a flat blur
+MAX_KERNEL = 31  # the largest RandConv kernel
+
+
 def _gaussian_kernel(sigma: float) -> torch.Tensor:
     """Normalised 1-D Gaussian taps out to 3 sigma (at least 3 taps)."""
     radius = max(1, math.ceil(3.0 * sigma))
@@ -650,6 +654,8 @@ class GaussianBlur(Augmentation):
     def __post_init__(self) -> None:
         self.p = _probability(self.p, "blur p")
         self.sigma = _interval(self.sigma, "blur sigma", positive=True)
+        if self.sigma[1] > MAX_BLUR_SIGMA:
+            raise ConfigError(f"blur sigma must be at most {MAX_BLUR_SIGMA:g} pixels, got {self.sigma}")
 
     def apply(self, sample: Sample, generator: torch.Generator | None) -> Sample:
         if torch.rand((), generator=generator, dtype=torch.float64).item() >= self.p:
@@ -717,8 +723,8 @@ class RandomConvolution(Augmentation):
         if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or not sizes:
             raise ConfigError(f"random_conv kernel_sizes must be a non-empty list of odd sizes, got {sizes!r}")
         for k in sizes:
-            if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1 or k % 2 == 0:
-                raise ConfigError(f"random_conv kernel_sizes must be odd integers >= 1, got {sizes!r}")
+            if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1 or k % 2 == 0 or k > MAX_KERNEL:
+                raise ConfigError(f"random_conv kernel_sizes must be odd integers from 1 to {MAX_KERNEL}, got {sizes!r}")
         self.kernel_sizes = tuple(int(k) for k in sizes)
         self.mix = _interval(self.mix, "random_conv mix")
         if self.mix[0] < 0 or self.mix[1] > 1:
@@ -733,9 +739,9 @@ class RandomConvolution(Augmentation):
 
         def filtered(img: torch.Tensor) -> torch.Tensor:
             out = _conv_same(img, weight, groups=1)
-            dims = (1, 2)
-            mean_in, std_in = img.mean(dims, keepdim=True), img.std(dims, keepdim=True)
-            mean_out, std_out = out.mean(dims, keepdim=True), out.std(dims, keepdim=True)
+            dims = (1, 2)  # population statistics: a single pixel has std 0, not NaN
+            mean_in, std_in = img.mean(dims, keepdim=True), img.std(dims, keepdim=True, correction=0)
+            mean_out, std_out = out.mean(dims, keepdim=True), out.std(dims, keepdim=True, correction=0)
             out = (out - mean_out) / std_out.clamp_min(1e-6) * std_in + mean_in
             return (a * img + (1.0 - a) * out).clamp(0.0, 1.0)
 

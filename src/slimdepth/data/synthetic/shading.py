@@ -399,8 +399,9 @@ def _blocks(pr, k: int, o: list[np.ndarray], L: np.ndarray) -> np.ndarray:
         qx, qy, qz = o[0] * F32(1 / r[0]), o[1] * F32(1 / r[1]), o[2] * F32(1 / r[2])
         ex, ey, ez = L[0] / r[0], L[1] / r[1], L[2] / r[2]
         b = qx * F32(ex) + qy * F32(ey) + qz * F32(ez)
-        disc = b * b - F32(ex * ex + ey * ey + ez * ez) * (qx * qx + qy * qy + qz * qz - F32(1.0))
-        return (disc >= 0) & (b < 0)
+        c = qx * qx + qy * qy + qz * qz - F32(1.0)
+        disc = b * b - F32(ex * ex + ey * ey + ez * ez) * c
+        return (disc >= 0) & ((b < 0) | (c < 0))  # ahead of the point, or the point is inside
     # a cylinder along y (upright) or z (a tube): the line meets the infinite cylinder over
     # [t1, t2] and the slab of its length over [ta, tb]; it is blocked where both overlap at t > 0
     axis = 1 if kind == CYLINDER else 2
