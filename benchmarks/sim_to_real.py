@@ -15,6 +15,7 @@ Writes ``sim_to_real.json`` and one contact sheet per run (image | prediction | 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -23,7 +24,7 @@ from slimdepth.errors import ConfigError, SlimdepthError, one_line
 from slimdepth.options import check_number
 from slimdepth.report.collect import collect
 from slimdepth.report.real import open_real_frames
-from slimdepth.report.sim_to_real import SimToReal, check_output_dir, sim_to_real, write_sim_to_real
+from slimdepth.report.sim_to_real import ABOVE_ROAD, SimToReal, check_output_dir, sim_to_real, write_sim_to_real
 from slimdepth.train.run import train_or_reuse
 
 #: the shared sample data beside the repository (its kitti_raw/ holds 20 frames)
@@ -91,6 +92,21 @@ def print_table(result: SimToReal) -> None:
         print(f"{s.name:{width}s} {s.frames:6d} | {m['d1']:9.3f} {m['abs_rel']:7.3f} {m['rmse']:7.3f} | "
               f"{ms['d1']:9.3f} {ms['abs_rel']:7.3f} | {r['mean']:7.3f} ± {r['std']:6.3f}")
     print("ratio = median(LiDAR) / median(prediction) per frame: 1 is the right scale, > 1 predicts too near")
+    print(f"\nδ1 on the road and above it (LiDAR points nearer than {ABOVE_ROAD:g} x the flat road's depth at "
+          "their pixel: vehicles, walls, poles); scaled = by the frame's whole-frame ratio")
+    print(f"{'model':{width}s} | {'road metric':>11s} {'scaled':>7s} | {'above metric':>12s} {'scaled':>7s} | "
+          f"{'share above':>11s}")
+    for s in result.scores:
+        road, above = s.regions.get("road"), s.regions.get("above road")
+
+        def cells(part: dict | None, first: int) -> str:
+            if part is None:
+                return f"{'-':>{first}s} {'-':>7s}"
+            return f"{part['metric']['d1']:{first}.3f} {part['scaled']['d1']:7.3f}"
+
+        counts = [s.regions[r]["points"] if r in s.regions else 0 for r in ("road", "above road")]
+        share = counts[1] / sum(counts) if sum(counts) else math.nan
+        print(f"{s.name:{width}s} | {cells(road, 11)} | {cells(above, 12)} | {share:11.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -149,6 +149,21 @@ def test_flat_prior_is_the_flat_road_formula(result, frames) -> None:
     assert_matches_by_hand(prior, priors, gts)
 
 
+def test_road_and_above_road_split_the_lidar_points(result, frames) -> None:
+    """Every LiDAR point is on the road or above it; on the road the flat prior is right (KITTI's
+    camera is level and 1.65 m up), and on this congested drive most points are on vehicles."""
+    (prior,) = [s for s in result.scores if s.name == FLAT_PRIOR]
+    road, above = prior.regions["road"], prior.regions["above road"]
+    total = sum(int((f["depth"] > 0).sum()) for f in frames)
+    assert road["points"] + above["points"] == total
+    assert road["metric"]["d1"] > 0.95  # measured 0.993: the split and the camera geometry agree
+    assert above["metric"]["d1"] < 0.05  # nearer than 0.8 x the road is beyond δ1's 1.25 by construction
+    assert 0.5 < above["points"] / total < 0.9  # measured 0.72
+    for score in result.scores:  # the model is split the same way and scored on both parts
+        assert set(score.regions) == {"road", "above road"}
+        assert score.regions["road"]["points"] == road["points"]
+
+
 def test_median_scaling_removes_a_constant_factor(frames) -> None:
     lidar = frames[3]["depth"]
     pred = torch.where(lidar > 0, 0.4 * lidar, torch.full_like(lidar, 10.0))  # 2.5x too near where it counts

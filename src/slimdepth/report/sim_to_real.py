@@ -48,7 +48,7 @@ from slimdepth.report.real import REAL_SHEET_WIDTH, REAL_TITLE_HEIGHT, RealScore
 from slimdepth.report.samples import sample_indices
 from slimdepth.visualize import auto_dilation, colorize_depth, side_by_side
 
-__all__ = ["CAMERA_HEIGHT", "FLAT_PRIOR", "SimToReal", "TransferScore", "check_output_dir", "flat_prior_depth",
+__all__ = ["ABOVE_ROAD", "CAMERA_HEIGHT", "FLAT_PRIOR", "REGIONS", "RegionScorer", "SimToReal", "TransferScore", "above_road", "check_output_dir", "flat_prior_depth",
            "sim_to_real", "transfer_sheet", "write_sim_to_real"]
 
 #: height of KITTI's colour cameras above the road, metres (the synthetic scenes' rig uses it too)
@@ -77,6 +77,24 @@ def flat_prior_depth(K: Any, height: int, width: int, camera_height: float = CAM
     return z.expand(height, width)[None].float()
 
 
+#: the two parts of each frame's LiDAR points scored apart
+REGIONS = ("road", "above road")
+#: a LiDAR point nearer than this share of the flat road's depth at its pixel stands above the road
+ABOVE_ROAD = 0.8
+
+
+def above_road(gt: torch.Tensor, K: Any, camera_height: float = CAMERA_HEIGHT, share: float = ABOVE_ROAD
+               ) -> torch.Tensor:
+    """Boolean map (like ``gt``) of the valid ground-truth points that stand above the road:
+    vehicles, walls, poles, people. A point on a flat road lies at the flat road's depth for its
+    row; one nearer than ``share`` of it (or at or above the horizon) is on something standing
+    there. Needs only the intrinsics and the camera height, no labels: the split that tells
+    whether a model sees the objects or only the ground."""
+    h, w = gt.shape[-2:]
+    flat = flat_prior_depth(K, h, w, camera_height, max_depth=math.inf)
+    return (gt > 0) & (gt < share * flat)
+
+
 @dataclass
 class TransferScore:
     """One model's numbers on the real frames (the flat prior's too)."""
@@ -87,11 +105,49 @@ class TransferScore:
     metric: dict[str, float]
     median_scaled: dict[str, float]
     ratio: dict[str, float]  # per-frame median(LiDAR) / median(prediction): mean, std, median, ...
+    #: the same on the LiDAR points on the road and on those above it (:func:`above_road`); "scaled"
+    #: uses each frame's whole-frame ratio, so the two parts share one scale
+    regions: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON form (NaN as null)."""
         return _json_safe({"name": self.name, "source": self.source, "frames": self.frames, "metric": self.metric,
-                           "median_scaled": self.median_scaled, "scale_ratio": self.ratio})
+                           "median_scaled": self.median_scaled, "scale_ratio": self.ratio,
+                           "regions": self.regions})
+
+
+class RegionScorer:
+    """Scores the road points and the points above the road of each frame apart, as predicted
+    and scaled by the frame's whole-frame median ratio."""
+
+    def __init__(self, config: EvalConfig) -> None:
+        self._scorers = {(region, how): RealScorer(config) for region in REGIONS for how in ("metric", "scaled")}
+        self._points = dict.fromkeys(REGIONS, 0)
+
+    def add(self, pred: torch.Tensor, gt: torch.Tensor, K: Any, ratio: float) -> None:
+        """One frame: ``ratio`` is its whole-frame median-scaling ratio (NaN: the frame did not count)."""
+        if math.isnan(ratio):
+            return
+        above = above_road(gt, K)
+        for region, mask in (("road", ~above), ("above road", above)):
+            part = torch.where(mask, gt, torch.zeros_like(gt))
+            if not (part > 0).any():
+                continue
+            self._points[region] += int((part > 0).sum())
+            self._scorers[(region, "metric")].add(pred, part)
+            self._scorers[(region, "scaled")].add(pred * ratio, part)
+
+    def metrics(self) -> dict[str, dict[str, dict[str, float]]]:
+        """``{"road": {"metric": {...}, "scaled": {...}, "frames": n, "points": n}, "above road": {...}}``
+        (points: the LiDAR points of that part before the evaluation crop)."""
+        out: dict[str, dict[str, Any]] = {}
+        for region in REGIONS:
+            metric = self._scorers[(region, "metric")]
+            if metric.num_frames:
+                out[region] = {"metric": metric.metrics()["metric"],
+                               "scaled": self._scorers[(region, "scaled")].metrics()["metric"],
+                               "frames": metric.num_frames, "points": self._points[region]}
+        return out
 
 
 @dataclass
@@ -179,6 +235,7 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path, *, rows: int = 
     scorers = {entry.name: RealScorer(config) for entry in entries}
     if flat_prior:
         scorers[FLAT_PRIOR] = RealScorer(config)
+    regions = {name: RegionScorer(config) for name in scorers}
     keep = set(sample_indices(len(dataset), rows))
     shown: list[dict[str, Any]] = []
     kept: dict[str, list[torch.Tensor]] = {entry.name: [] for entry in entries}
@@ -187,13 +244,16 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path, *, rows: int = 
         say(f"frames {start + 1}-{start + len(frames)} of {len(dataset)}")
         for entry, model, size in loaded:
             for j, pred in enumerate(predict_depth(model, [f["image"] for f in frames], size)):
-                scorers[entry.name].add(pred, frames[j]["depth"])
+                ratio = scorers[entry.name].add(pred, frames[j]["depth"])
+                regions[entry.name].add(pred, frames[j]["depth"], frames[j]["K"], ratio)
                 if start + j in keep:
                     kept[entry.name].append(pred)
         if flat_prior:
             for frame in frames:
                 h, w = frame["depth"].shape[-2:]
-                scorers[FLAT_PRIOR].add(flat_prior_depth(frame["K"], h, w, max_depth=config.max_depth), frame["depth"])
+                prior = flat_prior_depth(frame["K"], h, w, max_depth=config.max_depth)
+                ratio = scorers[FLAT_PRIOR].add(prior, frame["depth"])
+                regions[FLAT_PRIOR].add(prior, frame["depth"], frame["K"], ratio)
         shown += [{k: f[k] for k in ("image", "depth", "meta")} for j, f in enumerate(frames) if start + j in keep]
     sources = {entry.name: str(entry.path) for entry in entries}
     sources[FLAT_PRIOR] = f"road plane {CAMERA_HEIGHT} m below a level camera, frame intrinsics"
@@ -203,7 +263,7 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path, *, rows: int = 
             raise DataError(f"{real}: none of the {len(dataset)} frames has a LiDAR point inside the KITTI crop")
         both = scorer.metrics()
         scores.append(TransferScore(name, sources[name], scorer.num_frames, both["metric"], both["median-scaled"],
-                                    scale_ratio_stats(scorer.ratios)))
+                                    scale_ratio_stats(scorer.ratios), regions[name].metrics()))
     result = SimToReal(scores, kitti_root(Path(real)), len(dataset), config,
                        [str(f["meta"]["name"]) for f in shown])
     for entry in entries:
