@@ -221,3 +221,39 @@ def test_nearest_upsample_is_pytorchs_nearest_at_every_size(h, w, out_h, out_w):
     x = torch.randn(1, 2, h, w, generator=torch.Generator().manual_seed(h * 1000 + w))
     got = upsample_to(x, (out_h, out_w), "nearest")
     assert torch.equal(got, torch.nn.functional.interpolate(x, size=(out_h, out_w), mode="nearest"))
+
+
+def test_road_prior_head_corrects_the_flat_road_of_a_kitti_like_camera(tmp_path):
+    """``road_prior``: depth = flat road under a level KITTI-like camera x exp(r), r from one conv
+    that starts at 0; the option saves with the model, and the exported ONNX graph matches."""
+    import numpy as np
+
+    from slimdepth.deploy.export import ExportSettings, export_model
+    from slimdepth.deploy.exported import load_exported
+    from slimdepth.geometry import kitti_like_intrinsics
+
+    torch.manual_seed(0)
+    model = build_model("litedepth", internal_size="none", road_prior=True).eval()
+    x = torch.rand(1, 3, 96, 320)
+    with torch.no_grad():
+        low = model.predict(x)["scales"][0][0, 0].numpy()
+    K = kitti_like_intrinsics(24, 80)  # the head's resolution: a quarter of the input
+    v = np.arange(24, dtype=np.float64)
+    road = np.where(v > K[1, 2], K[1, 1] * 1.65 / np.maximum(v - K[1, 2], 1e-9), np.inf)
+    np.testing.assert_allclose(low[:, 5], np.minimum(road, 80.0), rtol=1e-5)
+    assert (low == low[:, :1]).all()  # the same in every column
+    with torch.no_grad():
+        model.head.conv.bias.fill_(np.log(0.5))
+        half = model.predict(x)["scales"][0][0, 0].numpy()
+    np.testing.assert_allclose(half, 0.5 * low, rtol=1e-5)  # the correction is a factor
+    assert model.config["road_prior"] is True and "road_prior" not in build_model("litedepth").config
+    weights = save_model(model, tmp_path / "m.safetensors")
+    loaded = slimdepth.load(weights)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    export_model(model, tmp_path / "m.onnx", ExportSettings("onnx", (96, 320)))
+    runner = load_exported(tmp_path / "m.onnx")
+    with torch.no_grad():
+        torch.testing.assert_close(runner(x), model(x), rtol=1e-4, atol=1e-3)
+    with pytest.raises(ConfigError, match="road_prior"):
+        build_model("litedepth", road_prior="yes")

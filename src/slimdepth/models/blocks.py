@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slimdepth.geometry import KITTI_CAMERA_HEIGHT, KITTI_CY, KITTI_FX, KITTI_HEIGHT, KITTI_WIDTH
+
 
 class ConvBNReLU(nn.Sequential):
     """k x k conv (no bias) -> BatchNorm -> ReLU (optionally grouped: depthwise when groups = channels)."""
@@ -92,3 +94,35 @@ class DepthHead(nn.Module):
             y = F.relu(y)
             return y if self.training else y.clamp(max=self.max_depth)
         return torch.sigmoid(y) * self.max_depth
+
+
+class RoadPriorHead(nn.Module):
+    """Depth as a correction of the flat road a KITTI-like camera sees: ``prior * exp(r)``.
+
+    ``prior`` is the depth of a flat road 1.65 m below a level camera with KITTI's field of view
+    (:func:`slimdepth.geometry.kitti_like_intrinsics` at the head's resolution; ``max_depth`` on
+    and above the horizon), so the network is *given* the row's depth and learns only where the
+    scene departs from an empty road. ``r`` (one conv, starting at 0) is clipped to [-6, 3]: a
+    factor of 0.0025 to 20. Only for cameras mounted like KITTI's."""
+
+    def __init__(self, cin: int, max_depth: float, kernel: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, 1, kernel, padding=kernel // 2)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+        self.max_depth = max_depth
+
+    def prior(self, height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
+        """1x1xHxW flat-road depth for a KITTI-like camera at this resolution."""
+        f = KITTI_FX / KITTI_WIDTH * width
+        cy = (KITTI_CY + 0.5) / KITTI_HEIGHT * height - 0.5
+        v = torch.arange(height, dtype=torch.float32, device=device)[:, None] - cy
+        below = v > 0
+        z = torch.where(below, f * KITTI_CAMERA_HEIGHT / torch.where(below, v, torch.ones_like(v)),
+                        torch.full_like(v, self.max_depth)).clamp(max=self.max_depth)
+        return z.expand(height, width)[None, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.conv(x).clamp(-6.0, 3.0)
+        y = self.prior(x.shape[-2], x.shape[-1], x.device) * torch.exp(r)
+        return y if self.training else y.clamp(max=self.max_depth)

@@ -9,7 +9,7 @@ import torch
 from slimdepth.errors import ConfigError
 from slimdepth.models.backbones import build_encoder, check_weights_path
 from slimdepth.models.base import DepthModel, Normalize
-from slimdepth.models.blocks import ConvBNReLU, DepthHead, upsample_to
+from slimdepth.models.blocks import ConvBNReLU, DepthHead, RoadPriorHead, upsample_to
 from slimdepth.models.zoo import MAX_WIDTH, check_widths, register_model
 from slimdepth.options import check_number, parse_size
 
@@ -26,18 +26,22 @@ class LiteDepth(DepthModel):
     conv, decoded by 1x1 convs on the deep features and one 3x3 conv at the highest decoded
     resolution with concatenated skips; a ReLU gives depth at 1/4 of the internal size, which
     is resized to the input size. ``features`` are the three decoder levels used by
-    structure-aware distillation (``dec16``, ``dec8``, ``dec4``)."""
+    structure-aware distillation (``dec16``, ``dec8``, ``dec4``). With ``road_prior`` the head
+    corrects the depth of a flat road seen by a KITTI-like camera instead of predicting depth
+    from nothing (:class:`~slimdepth.models.blocks.RoadPriorHead`)."""
 
     first_conv = "encoder.features.0.0"
 
     def __init__(self, max_depth: float = 80.0, internal_size: str | tuple[int, int] | None = "128x160",
                  variant: str = "large", width: int = 64, encoder_weights: str | None = None,
-                 decoder_widths: list[int] | None = None, upsample: str = "bilinear") -> None:
+                 decoder_widths: list[int] | None = None, upsample: str = "bilinear", road_prior: bool = False) -> None:
         size = None if internal_size in (None, "none", "input") else parse_size(internal_size, "litedepth internal_size")
         if variant not in VARIANTS:
             raise ConfigError(f"litedepth variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
         if upsample not in ("bilinear", "nearest"):
             raise ConfigError(f"litedepth upsample must be 'bilinear' or 'nearest', got {upsample!r}")
+        if not isinstance(road_prior, bool):
+            raise ConfigError(f"litedepth road_prior must be true or false, got {road_prior!r}")
         width = check_number(width, "litedepth width", integer=True, low=2, high=MAX_WIDTH)  # the decoder halves it
         # (1/4, 1/8, 1/16) decoder widths; the default derives them from ``width`` as the paper's decoder does
         widths = check_widths(decoder_widths, "litedepth decoder_widths", 3) if decoder_widths is not None else \
@@ -46,7 +50,8 @@ class LiteDepth(DepthModel):
                           "internal_size": f"{size[0]}x{size[1]}" if size else None, "variant": variant,
                           "width": width, "encoder_weights": encoder_weights,
                           **({"decoder_widths": list(widths)} if decoder_widths is not None else {}),
-                          **({"upsample": upsample} if upsample != "bilinear" else {})})
+                          **({"upsample": upsample} if upsample != "bilinear" else {}),
+                          **({"road_prior": True} if road_prior else {})})
         self.internal_size = size
         self.upsample = upsample
         self.normalize = Normalize()
@@ -57,7 +62,8 @@ class LiteDepth(DepthModel):
         self.fuse16 = ConvBNReLU(w16 + c16, w16, 1)
         self.fuse8 = ConvBNReLU(w16 + c8, w8, 1)
         self.fuse4 = ConvBNReLU(w8 + c4, w4, 3)
-        self.head = DepthHead(w4, max_depth, activation="relu", kernel=1)
+        # road_prior: depth as a learned correction of the flat road a KITTI-like camera sees
+        self.head = RoadPriorHead(w4, max_depth) if road_prior else DepthHead(w4, max_depth, activation="relu", kernel=1)
 
     def predict(self, x: torch.Tensor) -> dict[str, Any]:
         size = tuple(x.shape[-2:])
