@@ -257,3 +257,12 @@ def test_road_prior_head_corrects_the_flat_road_of_a_kitti_like_camera(tmp_path)
         torch.testing.assert_close(runner(x), model(x), rtol=1e-4, atol=1e-3)
     with pytest.raises(ConfigError, match="road_prior"):
         build_model("litedepth", road_prior="yes")
+    # resized inside the network (to 32x40 at the head): each head row still gets the road depth
+    # of the input row its centre falls on, with the input's focal length
+    inner = build_model("litedepth", internal_size="128x160", road_prior=True).eval()
+    with torch.no_grad():
+        low = inner.predict(x)["scales"][0][0, 0].numpy()
+    K = kitti_like_intrinsics(96, 320)
+    v = (np.arange(32) + 0.5) * 96 / 32 - 0.5
+    road = np.where(v > K[1, 2], K[1, 1] * 1.65 / np.maximum(v - K[1, 2], 1e-9), np.inf)
+    np.testing.assert_allclose(low[:, 3], np.minimum(road, 80.0), rtol=1e-5)

@@ -156,8 +156,9 @@ def test_road_and_above_road_split_the_lidar_points(result, frames) -> None:
     road, above = prior.regions["road"], prior.regions["above road"]
     total = sum(int((f["depth"] > 0).sum()) for f in frames)
     assert road["points"] + above["points"] == total
-    assert road["metric"]["d1"] > 0.95  # measured 0.993: the split and the camera geometry agree
-    assert above["metric"]["d1"] < 0.05  # nearer than 0.8 x the road is beyond δ1's 1.25 by construction
+    # a road point is never nearer than 0.8 x the flat road, so the prior can only miss road points
+    # that lie over 25% *beyond* the plane: few, if the camera is level and 1.65 m up (0.7% here)
+    assert road["metric"]["d1"] > 0.95
     assert 0.5 < above["points"] / total < 0.9  # measured 0.72
     for score in result.scores:  # the model is split the same way and scored on both parts
         assert set(score.regions) == {"road", "above road"}

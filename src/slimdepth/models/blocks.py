@@ -112,17 +112,22 @@ class RoadPriorHead(nn.Module):
         nn.init.zeros_(self.conv.bias)
         self.max_depth = max_depth
 
-    def prior(self, height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
-        """1x1xHxW flat-road depth for a KITTI-like camera at this resolution."""
-        f = KITTI_FX / KITTI_WIDTH * width
-        cy = (KITTI_CY + 0.5) / KITTI_HEIGHT * height - 0.5
-        v = torch.arange(height, dtype=torch.float32, device=device)[:, None] - cy
+    def prior(self, height: int, width: int, image_size: tuple[int, int] | None = None,
+              device: torch.device | None = None) -> torch.Tensor:
+        """1x1xHxW flat-road depth at the head's resolution (``height`` x ``width``) for the
+        KITTI-like camera of the input image (``image_size``, default the head's own): each head
+        row is the input row its centre falls on, so an in-network resize changes nothing."""
+        img_h, img_w = image_size or (height, width)
+        f = KITTI_FX / KITTI_WIDTH * img_w
+        cy = (KITTI_CY + 0.5) / KITTI_HEIGHT * img_h - 0.5
+        rows = (torch.arange(height, dtype=torch.float32, device=device)[:, None] + 0.5) * (img_h / height) - 0.5
+        v = rows - cy
         below = v > 0
         z = torch.where(below, f * KITTI_CAMERA_HEIGHT / torch.where(below, v, torch.ones_like(v)),
                         torch.full_like(v, self.max_depth)).clamp(max=self.max_depth)
         return z.expand(height, width)[None, None]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, image_size: tuple[int, int] | None = None) -> torch.Tensor:
         r = self.conv(x).clamp(-6.0, 3.0)
-        y = self.prior(x.shape[-2], x.shape[-1], x.device) * torch.exp(r)
+        y = self.prior(x.shape[-2], x.shape[-1], image_size, x.device) * torch.exp(r)
         return y if self.training else y.clamp(max=self.max_depth)

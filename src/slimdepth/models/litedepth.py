@@ -73,7 +73,7 @@ class LiteDepth(DepthModel):
         d16 = self.fuse16(torch.cat([upsample_to(self.reduce32(f32), f16), f16], 1))
         d8 = self.fuse8(torch.cat([upsample_to(d16, f8), f8], 1))
         d4 = self.fuse4(torch.cat([upsample_to(d8, f4), f4], 1))
-        low = self.head(d4)
+        low = self.head(d4, size) if isinstance(self.head, RoadPriorHead) else self.head(d4)
         return {"depth": upsample_to(low, size, self.upsample), "scales": [low], "features": {"dec16": d16, "dec8": d8, "dec4": d4}}
 
 
