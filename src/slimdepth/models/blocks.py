@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimdepth.geometry import KITTI_CAMERA_HEIGHT, KITTI_CY, KITTI_FX, KITTI_HEIGHT, KITTI_WIDTH
+from slimdepth.geometry import KITTI_CAMERA_HEIGHT, kitti_like_intrinsics
 
 
 class ConvBNReLU(nn.Sequential):
@@ -118,8 +118,8 @@ class RoadPriorHead(nn.Module):
         KITTI-like camera of the input image (``image_size``, default the head's own): each head
         row is the input row its centre falls on, so an in-network resize changes nothing."""
         img_h, img_w = image_size or (height, width)
-        f = KITTI_FX / KITTI_WIDTH * img_w
-        cy = (KITTI_CY + 0.5) / KITTI_HEIGHT * img_h - 0.5
+        K = kitti_like_intrinsics(img_h, img_w)
+        f, cy = float(K[1, 1]), float(K[1, 2])
         rows = (torch.arange(height, dtype=torch.float32, device=device)[:, None] + 0.5) * (img_h / height) - 0.5
         v = rows - cy
         below = v > 0
