@@ -56,16 +56,19 @@ def open_real_frames(path: Path) -> DepthDataset:
 
 @dataclass
 class RealScorer:
-    """Scores predictions frame by frame both ways (:data:`SCALINGS`) under one set of conventions,
-    keeping the per-frame median-scaling ratios; the report and the sim-to-real benchmark share it."""
+    """Scores predictions frame by frame both ways (:data:`SCALINGS`, or only those in
+    ``scalings``) under one set of conventions, keeping the per-frame median-scaling ratios; the
+    report and the sim-to-real benchmark share it."""
 
     config: EvalConfig
     ratios: list[float] = field(default_factory=list)  # one per frame with a valid LiDAR point
+    scalings: tuple[str, ...] = SCALINGS
 
     def __post_init__(self) -> None:
         metric = replace(self.config, median_scaling=False)
-        self._configs = {"median-scaled": replace(metric, median_scaling=True), "metric": metric}
-        self._accumulators = {name: MetricAccumulator() for name in SCALINGS}
+        configs = {"median-scaled": replace(metric, median_scaling=True), "metric": metric}
+        self._configs = {name: configs[name] for name in self.scalings}
+        self._accumulators = {name: MetricAccumulator() for name in self.scalings}
 
     def add(self, pred: torch.Tensor, gt: torch.Tensor) -> float:
         """Score one frame (1xHxW prediction and ground truth, metres); returns its median-scaling
@@ -83,10 +86,11 @@ class RealScorer:
     @property
     def num_frames(self) -> int:
         """Frames that counted (at least one valid ground-truth pixel)."""
-        return self._accumulators["metric"].num_images
+        return next(iter(self._accumulators.values())).num_images
 
     def metrics(self) -> dict[str, dict[str, float]]:
-        """Mean metrics over the frames so far: ``{"median-scaled": {...}, "metric": {...}}``."""
+        """Mean metrics over the frames so far: ``{"median-scaled": {...}, "metric": {...}}`` (the
+        scalings asked for)."""
         return {name: acc.compute() for name, acc in self._accumulators.items()}
 
 

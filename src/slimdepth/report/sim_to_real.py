@@ -121,7 +121,8 @@ class RegionScorer:
     and scaled by the frame's whole-frame median ratio."""
 
     def __init__(self, config: EvalConfig) -> None:
-        self._scorers = {(region, how): RealScorer(config) for region in REGIONS for how in ("metric", "scaled")}
+        self._scorers = {(region, how): RealScorer(config, scalings=("metric",))
+                         for region in REGIONS for how in ("metric", "scaled")}
         self._points = dict.fromkeys(REGIONS, 0)
 
     def add(self, pred: torch.Tensor, gt: torch.Tensor, K: Any, ratio: float) -> None:
