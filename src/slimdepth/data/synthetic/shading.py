@@ -369,12 +369,16 @@ def _ground_windows(s: _Surface, grid: RayGrid, lo: np.ndarray, hi: np.ndarray) 
     index (-1 elsewhere): where shadows and contact shadows can fall. The map is built once per
     frame and shared by both."""
     if s.ground_pos is None:
-        h, w = grid.shape
-        pos = np.full(h * w, -1, np.int64)
-        ground = np.flatnonzero(s.pid < 0)
-        pos[s.idx.take(ground)] = ground
-        s.ground_pos = pos.reshape(h, w)
+        s.ground_pos = _index_map(s, grid, np.flatnonzero(s.pid < 0))
     return grid.windows(lo, hi), s.ground_pos
+
+
+def _index_map(s: _Surface, grid: RayGrid, points: np.ndarray) -> np.ndarray:
+    """(H, W) map holding each of ``points`` (visible-pixel indices) at its pixel, -1 elsewhere."""
+    h, w = grid.shape
+    pos = np.full(h * w, -1, np.int64)
+    pos[s.idx.take(points)] = points
+    return pos.reshape(h, w)
 
 
 _CORNERS = np.array([[i & 1, (i >> 1) & 1, (i >> 2) & 1] for i in range(8)], dtype=bool)
@@ -469,21 +473,19 @@ def _shadow(s: _Surface, grid: RayGrid) -> np.ndarray:
     swept_hi = np.stack([np.maximum(hi[:, 0], hi[:, 0] - shift[:, 0]),
                          hi[:, 1] if sc.object_shadows else np.full(n, sc.curb_height),
                          np.maximum(hi[:, 2], hi[:, 2] - shift[:, 1])], 1)
+    # shaded points leave the map (-1), so they are not tested again
     if sc.object_shadows:
-        h, w = grid.shape
-        pos = np.full(h * w, -1, np.int64)
-        pos[s.idx.take(receivers)] = receivers
-        pos, wins = pos.reshape(h, w), grid.windows(swept_lo, swept_hi)
-    else:
-        wins, pos = _ground_windows(s, grid, swept_lo, swept_hi)
-    if sc.object_shadows:  # (the ground windows alone are tight enough to need no more culling)
+        pos, wins = _index_map(s, grid, receivers), grid.windows(swept_lo, swept_hi)
+        # light space (the ground windows alone are tight enough to need no more culling)
         e1 = np.cross(L, (0.0, 0.0, 1.0))
         e1 /= np.sqrt(e1 @ e1)
         axes = np.stack([e1, np.cross(L, e1), L])
         corners = np.where(_CORNERS[None], hi[:, None, :], lo[:, None, :]) @ axes.T
         bound_lo, bound_hi = corners.min(1) - 1e-3, corners.max(1) + 1e-3
         u, v, w = (s.p[0] * F32(a[0]) + s.p[1] * F32(a[1]) + s.p[2] * F32(a[2]) for a in axes)
-    pos = pos.copy()  # shaded points leave the map (-1), so they are not tested again
+    else:
+        wins, pos = _ground_windows(s, grid, swept_lo, swept_hi)
+        pos = pos.copy()  # the shared map stays whole for the contact shadows
     for i, k in enumerate(casters):
         r0, r1, c0, c1 = wins[i]
         if r1 <= r0 or c1 <= c0:
