@@ -14,7 +14,7 @@ from slimdepth.data.synthetic import textures
 from slimdepth.data.synthetic.raycast import Hits, PinholeGrid, RayGrid
 from slimdepth.data.synthetic.scene import (
     BOX, CONCRETE, CYLINDER, ELLIPSOID, FACADE, FOLIAGE, HEAD, PERSON, PID_CURB, PID_ROAD, PID_SIDEWALK, PID_SKY,
-    PID_YARD, POLE_METAL, RAIL, SIGN_PANEL, TANK, TRUNK, TUBE, VEHICLE, Scene,
+    PID_YARD, POLE_METAL, RAIL, SIGN_PANEL, TRUNK, TUBE, VEHICLE, Scene,
 )
 
 F32 = np.float32
