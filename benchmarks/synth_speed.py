@@ -91,14 +91,11 @@ print(1.0 / statistics.median(times))
 def parse_options(items: list[str]) -> dict[str, object]:
     """``KEY=VALUE`` strings read as in a dataset spec (``slimdepth data synth --option``), checked
     by the generator; a bad one ends the script with a one-line error."""
-    from slimdepth.data.registry import parse_dataset_spec
+    from slimdepth.data.registry import parse_option_items
     from slimdepth.data.synthetic.generator import generator_options
 
     try:
-        for item in items:
-            if "=" not in item or item.startswith("="):
-                raise ValueError(f"--option takes KEY=VALUE, got {item!r}")
-        _, options = parse_dataset_spec(",".join(["synthetic", *items]))
+        options = parse_option_items(items)
         generator_options(options)
     except Exception as err:  # a ConfigError naming the option
         raise SystemExit(f"error: {err}") from None

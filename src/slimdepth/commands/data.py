@@ -36,13 +36,10 @@ def synth(
     # lazy: numpy, torch and the readers load only when a verb runs (`slimdepth --help` stays fast)
     from slimdepth.data.synthetic import write_synthetic
 
-    from slimdepth.data.registry import parse_dataset_spec
+    from slimdepth.data.registry import parse_option_items
 
     components = ["depth"] + (["lidar"] if lidar else []) + (["seg"] if seg else []) + (["right"] if right else [])
-    for item in option:
-        if "=" not in item:
-            raise ConfigError(f"--option {item!r}: expected KEY=VALUE, e.g. traffic=0.5")
-    _, options = parse_dataset_spec(",".join(["synthetic", *option]))
+    options = parse_option_items(option)
     with progress_bar("rendering", "frames") as update:
         summary = write_synthetic(out, num, size, seed, split, components, workers, progress=update, options=options)
     console.print(f"{summary['out']}: {summary['num']} frames of {size} "

@@ -79,6 +79,16 @@ def parse_dataset_spec(spec: str | dict[str, Any]) -> tuple[str, dict[str, Any]]
     return name.strip(), opts
 
 
+def parse_option_items(items: list[str], name: str = "synthetic") -> dict[str, Any]:
+    """``KEY=VALUE`` strings (a command's repeated ``--option``) read as the options of a
+    dataset spec of ``name``, values typed as in a spec string; a malformed one is a ConfigError."""
+    for item in items:
+        key, eq, _ = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"--option {item!r}: expected KEY=VALUE, e.g. traffic=0.5")
+    return parse_dataset_spec(",".join([name, *items]))[1]
+
+
 def build_dataset(spec: str | dict[str, Any], transform: Transform | None = None) -> DepthDataset:
     """Build the dataset a spec names, with ``transform`` applied to each sample.
 
