@@ -2,13 +2,14 @@
 
 Scores every run on every frame of a KITTI raw folder against the projected Velodyne sweep
 (Garg crop, 0.001-80 m), as predicted (metric) and median-scaled per frame, and prints one row
-per run; ``--flat-prior`` adds the baseline of a flat road seen from 1.65 m. ``--config`` trains
+per run; ``--flat-prior`` adds the baseline of a flat road seen from 1.65 m, ``--constant`` the
+baseline of one depth everywhere (median-scaled only: the bar a model's *shape* has to clear). ``--config`` trains
 the recipe into ``--train-out`` first (a finished run there is reused, a stopped one continued).
 Writes ``sim_to_real.json`` and one contact sheet per run (image | prediction | LiDAR) into
 ``--out`` (default: RUN_sim2real beside the first run). Usage:
 
     python benchmarks/sim_to_real.py --run RUN [--run RUN2 ...] [--real DIR] [--out DIR] [--rows 6]
-                                     [--flat-prior] [--overwrite]
+                                     [--flat-prior] [--constant] [--overwrite]
     python benchmarks/sim_to_real.py --config configs/quickstart.yaml [--set KEY=VALUE ...] --train-out RUN [...]
 """
 
@@ -52,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="output folder (default: RUN_sim2real beside the first run)")
     parser.add_argument("--rows", type=int, default=6, help="frames shown on each contact sheet (default: 6)")
     parser.add_argument("--flat-prior", action="store_true", help="add the flat-road baseline row")
+    parser.add_argument("--constant", action="store_true",
+                        help="add the one-depth-everywhere baseline row (median-scaled only)")
     parser.add_argument("--overwrite", action="store_true", help="write into an --out that is not empty")
     return parser.parse_args(argv)
 
@@ -63,8 +66,8 @@ def check_args(args: argparse.Namespace) -> list[Path]:
     if (args.config is None) != (args.train_out is None):
         raise ConfigError("--config and --train-out go together: the recipe and the run directory it trains into")
     runs = ([args.train_out] if args.train_out else []) + list(args.run)
-    if not runs and not args.flat_prior:
-        raise ConfigError("nothing to score: give --run RUN, --config CFG --train-out RUN, or --flat-prior")
+    if not runs and not args.flat_prior and not args.constant:
+        raise ConfigError("nothing to score: give --run RUN, --config CFG --train-out RUN, --flat-prior or --constant")
     check_number(args.rows, "--rows", integer=True, low=1)
     if args.run:
         collect(list(args.run))  # a missing or unusable run fails now, not after training
@@ -89,8 +92,9 @@ def print_table(result: SimToReal) -> None:
           f"{'scaled δ1':>9s} {'AbsRel':>7s} | {'ratio mean ± std':>16s}")
     for s in result.scores:
         m, ms, r = s.metric, s.median_scaled, s.ratio
-        print(f"{s.name:{width}s} {s.frames:6d} | {m['d1']:9.3f} {m['abs_rel']:7.3f} {m['rmse']:7.3f} | "
-              f"{ms['d1']:9.3f} {ms['abs_rel']:7.3f} | {r['mean']:7.3f} ± {r['std']:6.3f}")
+        metric = f"{m['d1']:9.3f} {m['abs_rel']:7.3f} {m['rmse']:7.3f}" if m else f"{'-':>9s} {'-':>7s} {'-':>7s}"
+        ratio = f"{r['mean']:7.3f} ± {r['std']:6.3f}" if r else f"{'-':>16s}"
+        print(f"{s.name:{width}s} {s.frames:6d} | {metric} | {ms['d1']:9.3f} {ms['abs_rel']:7.3f} | {ratio}")
     print("ratio = median(LiDAR) / median(prediction) per frame: 1 is the right scale, > 1 predicts too near")
     print(f"\nδ1 on the road and above it (LiDAR points nearer than {ABOVE_ROAD:g} x the flat road's depth at "
           "their pixel: vehicles, walls, poles); scaled = by the frame's whole-frame ratio")
@@ -102,7 +106,8 @@ def print_table(result: SimToReal) -> None:
         def cells(part: dict | None, first: int) -> str:
             if part is None:
                 return f"{'-':>{first}s} {'-':>7s}"
-            return f"{part['metric']['d1']:{first}.3f} {part['scaled']['d1']:7.3f}"
+            metric = f"{part['metric']['d1']:{first}.3f}" if "metric" in part else f"{'-':>{first}s}"
+            return f"{metric} {part['scaled']['d1']:7.3f}"
 
         counts = [s.regions[r]["points"] if r in s.regions else 0 for r in ("road", "above road")]
         share = counts[1] / sum(counts) if sum(counts) else math.nan
@@ -121,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             done = train_or_reuse(args.config, args.train_out, args.sets)
             print({"trained": "trained", "resumed": "continued the stopped run to its end",
                    "reused": "already trained: reusing it"}[done])
-        result = sim_to_real(runs, args.real, rows=args.rows, flat_prior=args.flat_prior, log=print)
+        result = sim_to_real(runs, args.real, rows=args.rows, flat_prior=args.flat_prior,
+                             constant=args.constant, log=print)
         print_table(result)
         for path in write_sim_to_real(result, out):
             print(f"wrote {path}")

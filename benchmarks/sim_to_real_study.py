@@ -126,21 +126,24 @@ def main() -> None:
 
 
 def score(names: list[str], out: Path, real: Path) -> None:
-    """Score every variant's run on the real frames (with the flat prior as the floor), print the
-    ablation table and write ``study.json`` and each variant's contact sheet into ``out``."""
-    from slimdepth.report.sim_to_real import FLAT_PRIOR, sim_to_real, write_sim_to_real
+    """Score every variant's run on the real frames (with the flat prior and the constant as the
+    floors), print the ablation table and write ``study.json`` and each variant's contact sheet into ``out``."""
+    from slimdepth.report.sim_to_real import CONSTANT, FLAT_PRIOR, sim_to_real, write_sim_to_real
 
-    result = sim_to_real([out / n for n in names], real, rows=4, flat_prior=True)
+    result = sim_to_real([out / n for n in names], real, rows=4, flat_prior=True, constant=True)
     write_sim_to_real(result, out / "sheets")
     scores = {s.name: s for s in result.scores}
     base = scores.get("all")
     print(f"\n{'variant':16s} {'metric d1':>9s} {'AbsRel':>7s} {'scaled d1':>9s} {'AbsRel':>7s} {'vs all':>7s}  what")
     rows = {}
-    for name in [*names, FLAT_PRIOR]:
+    floors = {FLAT_PRIOR: "depth from the image row alone (a flat road)",
+              CONSTANT: "one depth everywhere (median-scaled only)"}
+    for name in [*names, FLAT_PRIOR, CONSTANT]:
         m, q = scores[name].metric, scores[name].median_scaled
         delta = f"{q['d1'] - base.median_scaled['d1']:+.3f}" if base is not None and name != "all" else ""
-        what = VARIANTS[name][1] if name in VARIANTS else "depth from the image row alone (a flat road)"
-        print(f"{name:16s} {m['d1']:9.3f} {m['abs_rel']:7.3f} {q['d1']:9.3f} {q['abs_rel']:7.3f} {delta:>7s}  {what}")
+        what = VARIANTS[name][1] if name in VARIANTS else floors[name]
+        metric = f"{m['d1']:9.3f} {m['abs_rel']:7.3f}" if m else f"{'-':>9s} {'-':>7s}"
+        print(f"{name:16s} {metric} {q['d1']:9.3f} {q['abs_rel']:7.3f} {delta:>7s}  {what}")
         rows[name] = {"metric": m, "median_scaled": q, "what": what}
     (out / "study.json").write_text(json.dumps(rows, indent=2) + "\n")
 

@@ -22,7 +22,7 @@ from slimdepth.deploy.exported import load_for_inference
 from slimdepth.errors import ConfigError
 from slimdepth.evaluate.conventions import crop_box, get_preset
 from slimdepth.report.real import REAL_SHEET_WIDTH, REAL_TITLE_HEIGHT, RealScorer, open_real_frames
-from slimdepth.report.sim_to_real import FLAT_PRIOR, flat_prior_depth, sim_to_real, transfer_sheet, write_sim_to_real
+from slimdepth.report.sim_to_real import CONSTANT, FLAT_PRIOR, flat_prior_depth, sim_to_real, transfer_sheet, write_sim_to_real
 from slimdepth.train.run import resolve_config, train_or_reuse
 from slimdepth.train.trainer import Trainer
 from tests.conftest import shared_data_dir
@@ -72,7 +72,7 @@ def run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def result(run, real):
-    return sim_to_real([run], real, rows=ROWS, flat_prior=True)
+    return sim_to_real([run], real, rows=ROWS, flat_prior=True, constant=True)
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +147,21 @@ def test_flat_prior_is_the_flat_road_formula(result, frames) -> None:
     priors = [flat_road(f["K"].numpy(), FRAME_H, FRAME_W) for f in frames]
     (prior,) = [s for s in result.scores if s.name == FLAT_PRIOR]
     assert_matches_by_hand(prior, priors, gts)
+
+
+def test_constant_is_scored_median_scaled_only(result, frames) -> None:
+    """One depth everywhere: its scaled numbers are those of the LiDAR's median per frame, worked
+    out by hand; it has no metric score, no scale ratio and no metric region figures."""
+    (const,) = [s for s in result.scores if s.name == CONSTANT]
+    gts = [f["depth"][0].numpy() for f in frames]
+    scaled, _ = by_hand([np.full_like(g, 7.0) for g in gts], gts, median_scaling=True)
+    for key in ("d1", "abs_rel", "rmse"):
+        assert const.median_scaled[key] == pytest.approx(scaled[key], rel=1e-5)
+    assert 0.2 < const.median_scaled["d1"] < 0.6  # measured 0.381: a bar the models barely clear
+    assert const.metric == {} and const.ratio == {}
+    assert all(set(part) == {"scaled", "frames", "points"} for part in const.regions.values())
+    saved = const.to_dict()
+    assert saved["metric"] == {} and saved["scale_ratio"] == {} and saved["median_scaled"]["d1"] == const.median_scaled["d1"]
 
 
 def test_road_and_above_road_split_the_lidar_points(result, frames) -> None:
@@ -225,9 +240,12 @@ def test_script_prints_the_table_and_refuses_to_overwrite(run, two_frames, tmp_p
     script = _script()
     out = tmp_path / "out"
     real = str(two_frames)
-    assert script.main(["--run", str(run), "--real", real, "--out", str(out), "--rows", "1", "--flat-prior"]) == 0
+    assert script.main(["--run", str(run), "--real", real, "--out", str(out), "--rows", "1", "--flat-prior",
+                        "--constant"]) == 0
     printed = capsys.readouterr().out
     assert "2 real KITTI frames" in printed and "tiny " in printed and "flat prior " in printed
+    (constant_row,) = [line for line in printed.splitlines() if line.startswith("constant ")][:1]
+    assert constant_row.split("|")[1].split() == ["-", "-", "-"]  # no metric score for one depth everywhere
     assert sorted(p.name for p in out.iterdir()) == ["sheet_tiny.png", "sim_to_real.json"]
     assert script.main(["--run", str(run), "--real", real, "--out", str(out)]) == 2
     _one_line(capsys.readouterr().err, "--overwrite")

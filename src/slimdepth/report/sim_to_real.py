@@ -12,7 +12,10 @@ shared with ``slimdepth report``.
 The *flat prior* is the baseline a model has to beat: every pixel below the horizon is the
 flat road seen by a level camera ``CAMERA_HEIGHT`` m above it (z = fy * h / (v - cy), v the row
 index as in :func:`slimdepth.geometry.backproject`), capped at 80 m; the horizon and above are
-80 m. It uses only the frame's intrinsics, never the image.
+80 m. It uses only the frame's intrinsics, never the image. The *constant* baseline predicts one
+depth everywhere; it is scored median-scaled only (its scale is the LiDAR's median by
+construction, so a metric score or a scale ratio would say nothing). A model whose scaled δ1 is
+not above the constant's has learnt no shape that holds on these frames.
 
 Pictures: one contact sheet per model, one row per chosen frame, real image | prediction
 (metric, coloured on the LiDAR's robust range so that equal colours mean equal metres) | LiDAR
@@ -48,13 +51,15 @@ from slimdepth.report.real import REAL_SHEET_WIDTH, REAL_TITLE_HEIGHT, RealScore
 from slimdepth.report.samples import sample_indices
 from slimdepth.visualize import auto_dilation, colorize_depth, side_by_side
 
-__all__ = ["ABOVE_ROAD", "CAMERA_HEIGHT", "FLAT_PRIOR", "REGIONS", "RegionScorer", "SimToReal", "TransferScore", "above_road", "check_output_dir", "flat_prior_depth",
+__all__ = ["ABOVE_ROAD", "CAMERA_HEIGHT", "CONSTANT", "FLAT_PRIOR", "REGIONS", "RegionScorer", "SimToReal", "TransferScore", "above_road", "check_output_dir", "flat_prior_depth",
            "sim_to_real", "transfer_sheet", "write_sim_to_real"]
 
 #: height of KITTI's colour cameras above the road, metres (the synthetic scenes' rig uses it too)
 CAMERA_HEIGHT = KITTI_CAMERA_HEIGHT
 #: the name of the baseline row
 FLAT_PRIOR = "flat prior"
+#: the name of the one-depth-everywhere baseline row (median-scaled only)
+CONSTANT = "constant"
 #: the file the numbers are written to
 RESULTS_FILE = "sim_to_real.json"
 #: frames predicted together (the real frames are full size: 1242x375 each)
@@ -102,9 +107,9 @@ class TransferScore:
     name: str
     source: str  # the model's path, or how the baseline is made
     frames: int  # frames with at least one LiDAR point inside the crop
-    metric: dict[str, float]
+    metric: dict[str, float]  # empty for the constant baseline (scored median-scaled only)
     median_scaled: dict[str, float]
-    ratio: dict[str, float]  # per-frame median(LiDAR) / median(prediction): mean, std, median, ...
+    ratio: dict[str, float]  # per-frame median(LiDAR) / median(prediction): mean, std, median, ... (empty: constant)
     #: the same on the LiDAR points on the road and on those above it (:func:`above_road`); "scaled"
     #: uses each frame's whole-frame ratio, so the two parts share one scale
     regions: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
@@ -120,9 +125,10 @@ class RegionScorer:
     """Scores the road points and the points above the road of each frame apart, as predicted
     and scaled by the frame's whole-frame median ratio."""
 
-    def __init__(self, config: EvalConfig) -> None:
+    def __init__(self, config: EvalConfig, metric: bool = True) -> None:
+        hows = ("metric", "scaled") if metric else ("scaled",)
         self._scorers = {(region, how): RealScorer(config, scalings=("metric",))
-                         for region in REGIONS for how in ("metric", "scaled")}
+                         for region in REGIONS for how in hows}
         self._points = dict.fromkeys(REGIONS, 0)
 
     def add(self, pred: torch.Tensor, gt: torch.Tensor, K: Any, ratio: float) -> None:
@@ -135,19 +141,22 @@ class RegionScorer:
             if not (part > 0).any():
                 continue
             self._points[region] += int((part > 0).sum())
-            self._scorers[(region, "metric")].add(pred, part)
+            if (region, "metric") in self._scorers:
+                self._scorers[(region, "metric")].add(pred, part)
             self._scorers[(region, "scaled")].add(pred * ratio, part)
 
     def metrics(self) -> dict[str, dict[str, dict[str, float]]]:
         """``{"road": {"metric": {...}, "scaled": {...}, "frames": n, "points": n}, "above road": {...}}``
-        (points: the LiDAR points of that part before the evaluation crop)."""
+        (points: the LiDAR points of that part before the evaluation crop; no ``metric`` when the
+        scorer was made without it)."""
         out: dict[str, dict[str, Any]] = {}
         for region in REGIONS:
-            metric = self._scorers[(region, "metric")]
-            if metric.num_frames:
-                out[region] = {"metric": metric.metrics()["metric"],
-                               "scaled": self._scorers[(region, "scaled")].metrics()["metric"],
-                               "frames": metric.num_frames, "points": self._points[region]}
+            scaled = self._scorers[(region, "scaled")]
+            if scaled.num_frames:
+                out[region] = {"scaled": scaled.metrics()["metric"], "frames": scaled.num_frames,
+                               "points": self._points[region]}
+                if (region, "metric") in self._scorers:
+                    out[region]["metric"] = self._scorers[(region, "metric")].metrics()["metric"]
         return out
 
 
@@ -214,20 +223,21 @@ def transfer_sheet(frames: Sequence[dict[str, Any]], columns: Sequence[tuple[str
 
 
 def sim_to_real(models: Sequence[Path | ModelEntry], real: Path, *, rows: int = 6, flat_prior: bool = False,
-                log: Log | None = None) -> SimToReal:
-    """Score ``models`` (paths :func:`collect` reads, or entries) and optionally the flat prior on
-    every KITTI frame under ``real``, metric and median-scaled; draw a contact sheet of ``rows``
-    frames (spread over the folder) per model, and one of both predictions when there are two."""
+                constant: bool = False, log: Log | None = None) -> SimToReal:
+    """Score ``models`` (paths :func:`collect` reads, or entries) and optionally the flat prior and
+    the constant baseline on every KITTI frame under ``real``, metric and median-scaled (the
+    constant median-scaled only); draw a contact sheet of ``rows`` frames (spread over the folder)
+    per model, and one of both predictions when there are two."""
     say = log or (lambda message: None)
     check_number(rows, "--rows", integer=True, low=1)
     dataset = open_real_frames(Path(real))  # a bad folder fails before any model is loaded
     entries = [m for m in models if isinstance(m, ModelEntry)]
     paths = [Path(m) for m in models if not isinstance(m, ModelEntry)]
     entries += collect(paths).models if paths else []
-    if not entries and not flat_prior:
-        raise ConfigError("nothing to score: give at least one run (--run) or ask for the flat prior")
+    if not entries and not flat_prior and not constant:
+        raise ConfigError("nothing to score: give at least one run (--run) or ask for a baseline")
     names = [entry.name for entry in entries]
-    twice = next((n for n in names if names.count(n) > 1 or n == FLAT_PRIOR), None)
+    twice = next((n for n in names if names.count(n) > 1 or n in (FLAT_PRIOR, CONSTANT)), None)
     if twice is not None:
         raise ConfigError(f"{twice}: given twice (or named like the baseline); give each model once")
     config = preset_for(dataset)
@@ -237,6 +247,9 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path, *, rows: int = 
     if flat_prior:
         scorers[FLAT_PRIOR] = RealScorer(config)
     regions = {name: RegionScorer(config) for name in scorers}
+    if constant:
+        scorers[CONSTANT] = RealScorer(config, scalings=("median-scaled",))
+        regions[CONSTANT] = RegionScorer(config, metric=False)
     keep = set(sample_indices(len(dataset), rows))
     shown: list[dict[str, Any]] = []
     kept: dict[str, list[torch.Tensor]] = {entry.name: [] for entry in entries}
@@ -255,16 +268,22 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path, *, rows: int = 
                 prior = flat_prior_depth(frame["K"], h, w, max_depth=config.max_depth)
                 ratio = scorers[FLAT_PRIOR].add(prior, frame["depth"])
                 regions[FLAT_PRIOR].add(prior, frame["depth"], frame["K"], ratio)
+        if constant:
+            for frame in frames:
+                same = torch.ones_like(frame["depth"])
+                regions[CONSTANT].add(same, frame["depth"], frame["K"], scorers[CONSTANT].add(same, frame["depth"]))
         shown += [{k: f[k] for k in ("image", "depth", "meta")} for j, f in enumerate(frames) if start + j in keep]
     sources = {entry.name: str(entry.path) for entry in entries}
     sources[FLAT_PRIOR] = f"road plane {CAMERA_HEIGHT} m below a level camera, frame intrinsics"
+    sources[CONSTANT] = "one depth everywhere, median-scaled only"
     scores = []
     for name, scorer in scorers.items():
         if scorer.num_frames == 0:
             raise DataError(f"{real}: none of the {len(dataset)} frames has a LiDAR point inside the KITTI crop")
         both = scorer.metrics()
-        scores.append(TransferScore(name, sources[name], scorer.num_frames, both["metric"], both["median-scaled"],
-                                    scale_ratio_stats(scorer.ratios), regions[name].metrics()))
+        ratio = scale_ratio_stats(scorer.ratios) if name != CONSTANT else {}
+        scores.append(TransferScore(name, sources[name], scorer.num_frames, both.get("metric", {}),
+                                    both["median-scaled"], ratio, regions[name].metrics()))
     result = SimToReal(scores, kitti_root(Path(real)), len(dataset), config,
                        [str(f["meta"]["name"]) for f in shown])
     for entry in entries:
