@@ -267,6 +267,8 @@ SPEC_VALUES = {
     "jpeg": st.one_of(st.floats(min_value=4.0001), st.floats(max_value=-1e-6), st.just("high")),
     "structures": st.sampled_from([2, 0.5, "many"]),
     "object_shadows": st.sampled_from([2, 0.5, "some", "sunny"]),
+    "slopes": st.one_of(st.floats(min_value=1.0001), st.floats(max_value=-1e-6), st.just(float("nan")),
+                        st.sampled_from(["hilly", "yes"])),
 }
 
 

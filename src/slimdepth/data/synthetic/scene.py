@@ -19,6 +19,7 @@ from slimdepth.data.synthetic.primitives import (  # noqa: F401 - re-exported fo
     RAIL, ROAD, SIDEWALK, SIGN, SIGN_PANEL, SKIN, SKY, TANK, TRUNK, TUBE, VEGETATION, VEHICLE, BUILDING, PrimBuilder,
     PrimTable, pick as _pick, uniform as _u,
 )
+from slimdepth.data.synthetic.terrain import Slope, set_on_ground
 from slimdepth.errors import ConfigError
 from slimdepth.geometry import KITTI_CAMERA_HEIGHT, kitti_like_intrinsics
 from slimdepth.options import check_number
@@ -87,6 +88,7 @@ class Scene:
     layout: str = "urban"
     contact_shadows: bool = True  # the ground under vehicles gets little sky light
     object_shadows: bool = False  # every primitive casts, onto objects as well as the ground
+    slope: Slope = Slope()  # the road ahead: flat everywhere, or changing grade (a hill or a dip)
 
     def yard_is_grass(self, x: np.ndarray) -> np.ndarray:
         """Whether the yard beyond the sidewalk at lateral position ``x`` is grass (else paving)."""
@@ -180,7 +182,10 @@ class SceneOptions:
     ``object_shadows`` lets every primitive (rounded cabins, tank barrels, poles and trunks too)
     cast its shadow onto objects as well as the ground (off, the default: boxes and crowns onto
     the ground only; on costs 4-16% of the frame rate and did not improve real-frame accuracy
-    in our one run).
+    in our one run);
+    ``slopes`` is the share of frames whose road changes grade ahead: flat to 15-60 m, then
+    rising or falling by 2-7 % (a hill or a dip; objects stand on it), which a flat-road prior
+    gets wrong (0, the default: every road flat, version 2's frames).
     """
 
     traffic: float = 1.0
@@ -191,9 +196,10 @@ class SceneOptions:
     haze: float = 1.0
     contact_shadows: bool = True
     object_shadows: bool = False
+    slopes: float = 0.0
 
     def __post_init__(self) -> None:
-        for name, high in (("traffic", 2.0), ("randomize", 1.0), ("haze", 10.0)):
+        for name, high in (("traffic", 2.0), ("randomize", 1.0), ("haze", 10.0), ("slopes", 1.0)):
             value = check_number(getattr(self, name), f"synthetic: {name}", low=0.0, high=high,
                                  expected=f"in [0, {high:g}]")
             object.__setattr__(self, name, value)
@@ -463,11 +469,16 @@ def sample_scene(rng: np.random.Generator, height: int, width: int, options: Sce
     exposure = _u(rng, 0.85, 1.15)
     if rng.random() < opts.randomize:
         _randomize(rng, prims, light, ground)
+    slope = Slope()
+    if opts.slopes > 0 and rng.random() < opts.slopes:  # drawn last: without slopes nothing above changes
+        grade = _u(rng, 0.02, 0.07) * (1.0 if rng.random() < 0.5 else -1.0)
+        slope = Slope(_u(rng, 15.0, 60.0), grade)
+        prims = set_on_ground(prims, slope)
     return Scene(
         height=height, width=width, K=kitti_like_intrinsics(height, width), rig_rotation=rig,
         camera_origin=(0.0, cam_h, 0.0), road_left=road_left, road_right=road_right, curb_height=curb,
         walk_left=walk_left, walk_right=walk_right, yard_grass=yard_grass, far=far, markings=markings,
         crosswalk=crosswalk, prims=prims, exposure=exposure, layout=layout, contact_shadows=opts.contact_shadows,
-        object_shadows=opts.object_shadows,
+        object_shadows=opts.object_shadows, slope=slope,
         **light, **ground,
     )

@@ -111,6 +111,12 @@ def _normals(s: _Surface) -> dict[int, tuple[np.ndarray, object]]:
     curb = np.flatnonzero(s.pid == PID_CURB)
     s.n[0][curb] = np.where(s.p[0].take(curb) < 0, F32(1.0), F32(-1.0))
     s.n[1][curb] = 0.0
+    slope = s.scene.slope
+    if not slope.flat:  # the ground beyond the start of the slope tilts towards (or away from) the camera
+        tilted = np.flatnonzero((s.pid < 0) & (s.pid != PID_CURB) & (s.p[2] > F32(slope.start)))
+        norm = float(np.sqrt(1.0 + slope.grade * slope.grade))
+        s.n[1][tilted] = F32(1.0 / norm)
+        s.n[2][tilted] = F32(-slope.grade / norm)
     groups: dict[int, tuple[np.ndarray, object]] = {}
     sel_all = np.flatnonzero(s.pid >= 0)
     pr = s.scene.prims
@@ -467,11 +473,12 @@ def _shadow(s: _Surface, grid: RayGrid) -> np.ndarray:
         return lit
     n = len(casters)
     lo, hi = pr.lo[casters], pr.hi[casters]
-    shift = hi[:, 1][:, None] / L[1] * L[None, [0, 2]]
-    swept_lo = np.stack([np.minimum(lo[:, 0], lo[:, 0] - shift[:, 0]), np.zeros(n),
+    low, high = sc.slope.heights(sc.far)  # 0, 0 on a flat road
+    shift = (hi[:, 1] - low)[:, None] / L[1] * L[None, [0, 2]]
+    swept_lo = np.stack([np.minimum(lo[:, 0], lo[:, 0] - shift[:, 0]), np.full(n, low),
                          np.minimum(lo[:, 2], lo[:, 2] - shift[:, 1])], 1)
     swept_hi = np.stack([np.maximum(hi[:, 0], hi[:, 0] - shift[:, 0]),
-                         hi[:, 1] if sc.object_shadows else np.full(n, sc.curb_height),
+                         hi[:, 1] if sc.object_shadows else np.full(n, sc.curb_height + high),
                          np.maximum(hi[:, 2], hi[:, 2] - shift[:, 1])], 1)
     # shaded points leave the map (-1), so they are not tested again
     if sc.object_shadows:
@@ -514,12 +521,14 @@ def _contact(s: _Surface, grid: RayGrid) -> np.ndarray:
     sc = s.scene
     ao = np.ones(len(s.idx), F32)
     pr = sc.prims
-    cars = np.flatnonzero((pr.kind == BOX) & (pr.material == VEHICLE) & (pr.lo[:, 1] > 0.1))
+    ground = sc.slope.lift(pr.lo[:, 2], pr.hi[:, 2])  # 0 on a flat road
+    cars = np.flatnonzero((pr.kind == BOX) & (pr.material == VEHICLE) & (pr.lo[:, 1] - ground > 0.1))
     if not sc.contact_shadows or not cars.size or not (s.pid < 0).any():
         return ao
     n = len(cars)
-    lo = np.stack([pr.lo[cars, 0] - 0.3, np.zeros(n), pr.lo[cars, 2] - 0.3], 1)
-    hi = np.stack([pr.hi[cars, 0] + 0.3, np.full(n, sc.curb_height), pr.hi[cars, 2] + 0.3], 1)
+    low, high = sc.slope.heights(sc.far)
+    lo = np.stack([pr.lo[cars, 0] - 0.3, np.full(n, low), pr.lo[cars, 2] - 0.3], 1)
+    hi = np.stack([pr.hi[cars, 0] + 0.3, np.full(n, sc.curb_height + high), pr.hi[cars, 2] + 0.3], 1)
     wins, pos = _ground_windows(s, grid, lo, hi)
     for k, (r0, r1, c0, c1) in zip(cars, wins):
         if r1 <= r0 or c1 <= c0:

@@ -1,0 +1,228 @@
+"""Roads that change grade ahead (the ``slopes`` scene option): exact ground, objects on it.
+
+The ground is checked against a brute-force march along every camera ray over the ground's
+height field (an independent computation, no plane algebra), road points against the profile
+h(z) = grade * max(0, z - start), and objects against the rule that nothing floats.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from slimdepth.data.synthetic import CLASS_NAMES, SceneGenerator
+from slimdepth.data.synthetic import shading
+from slimdepth.data.synthetic.primitives import BOX, CONCRETE, CYLINDER, VEHICLE, PrimBuilder
+from slimdepth.data.synthetic.raycast import PID_CURB, PID_ROAD, PID_SIDEWALK, PID_SKY, PID_YARD, PinholeGrid, cast
+from slimdepth.data.synthetic.scene import SceneOptions
+from slimdepth.data.synthetic.terrain import BACKDROP_DEPTH, PIECE_STEP, Slope, set_on_ground
+from tests.test_synthetic_scenes import _hits_reference, _points
+
+ROAD = CLASS_NAMES.index("road")
+SIZE = (48, 160)
+
+
+@pytest.fixture(scope="module")
+def sloped():
+    """Frames that all have a slope, rising and falling (seed 2 draws both within 8 frames)."""
+    gen = SceneGenerator(SIZE, seed=2, components=("depth", "seg", "lidar"), scene_options=SceneOptions(slopes=1.0))
+    frames = [gen.frame(i) for i in range(8)]
+    grades = [f.scene.slope.grade for f in frames]
+    assert all(0.02 <= abs(g) <= 0.07 for g in grades) and min(grades) < 0 < max(grades)
+    return gen, frames
+
+
+def _march(scene, origin, rays: np.ndarray, step: float = 0.05, reach: float = 300.0) -> np.ndarray:
+    """First t where each ray (origin + t * ray, float64) meets the ground's height field,
+    found by stepping and then bisecting (inf: none). The field: the road's profile between the
+    curbs, curb_height above it outside them, nothing beyond the backdrop's end."""
+    slope, end = scene.slope, scene.far + BACKDROP_DEPTH
+
+    def above(t: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        p = origin + t[:, None] * rays[idx]
+        outside = (p[:, 0] < scene.road_left) | (p[:, 0] > scene.road_right)
+        ground = slope.height(p[:, 2]) + np.where(outside, scene.curb_height, 0.0)
+        return (p[:, 1] > ground) | (p[:, 2] > end)
+
+    n = len(rays)
+    hit, lo = np.full(n, np.inf), np.zeros(n)
+    todo = np.arange(n)
+    for t in np.arange(step, reach, step):
+        below = ~above(np.full(len(todo), t), todo)
+        hit[todo[below]] = t  # the first sample below the ground brackets the crossing
+        lo[todo[~below]] = t
+        todo = todo[~below]
+        if not len(todo):
+            break
+    found = np.flatnonzero(np.isfinite(hit))
+    a, b = lo[found], hit[found]
+    for _ in range(40):
+        mid = 0.5 * (a + b)
+        up = above(mid, found)
+        a, b = np.where(up, mid, a), np.where(up, b, mid)
+    hit[found] = b
+    return hit
+
+
+def test_the_ground_is_the_first_crossing_of_its_height_field(sloped):
+    """Without objects, every pixel's ground depth equals a march along its ray (within the
+    march's resolution): road, sidewalks, curb faces, the crest of a dip and the end of a hill."""
+    gen, frames = sloped
+    checked = beyond = 0
+    for f in frames[:4]:
+        scene = dataclasses.replace(f.scene, prims=PrimBuilder().build())
+        grid = PinholeGrid(scene.K, *SIZE, scene.camera_rotation, scene.camera_origin)
+        hits = cast(scene, grid)
+        h, w = SIZE
+        v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+        rays = (np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(scene.K).T @ np.asarray(scene.camera_rotation).T)
+        ref = _march(scene, np.asarray(scene.camera_origin, float), rays.reshape(-1, 3)).reshape(h, w)
+        got = hits.t.astype(np.float64)
+        both = np.isfinite(ref) & np.isfinite(got) & (ref < 150)
+        # the march is exact to its bisection; float32 depths to ~1e-6 of the distance
+        np.testing.assert_allclose(got[both], ref[both], rtol=1e-4, atol=1e-3)
+        near = (ref < 150) | (got < 150)
+        assert (np.isfinite(got) == np.isfinite(ref))[near].all()  # no hole, no extra ground
+        checked += both.sum()
+        beyond += int(((got * rays[..., 2] + scene.camera_origin[2] > scene.slope.start) & both).sum())
+    assert checked > 10000 and beyond > 200  # the sloped parts are seen and checked
+
+
+def test_road_points_lie_on_the_profile_and_the_flat_part_on_y0(sloped):
+    gen, frames = sloped
+    on_slope = 0
+    for f in frames:
+        p = _points(f)
+        road = f.seg == ROAD
+        y, z = p[road][:, 1], p[road][:, 2]
+        expected = f.scene.slope.height(z)
+        np.testing.assert_allclose(y, expected, atol=2e-4 * np.abs(z).max() + 1e-4)
+        on_slope += int((z > f.scene.slope.start + 1).sum())
+    assert on_slope > 200  # 389 at 48x160
+
+
+def test_a_hill_lifts_and_a_dip_lowers_the_road_ahead(sloped):
+    """Against the flat road, a rising road is nearer at the same pixel and a falling one farther
+    (or hidden behind the crest): the cue a flat-road prior misses."""
+    gen, frames = sloped
+    for f in frames:
+        scene = dataclasses.replace(f.scene, prims=PrimBuilder().build())
+        flat = dataclasses.replace(scene, slope=Slope())
+        grid = PinholeGrid(scene.K, *SIZE, scene.camera_rotation, scene.camera_origin)
+        a, b = cast(scene, grid), cast(flat, grid)
+        road = (a.pid == PID_ROAD) & (b.pid == PID_ROAD)
+        ahead = road & (b.t * 1.0 > scene.slope.start + 2)
+        if not ahead.any():
+            continue
+        if scene.slope.grade > 0:
+            assert (a.t[ahead] < b.t[ahead]).all()
+        else:
+            assert (a.t[ahead] > b.t[ahead]).all()
+
+
+def _table(*objects):
+    b = PrimBuilder()
+    for make in objects:
+        b.new_object()
+        make(b)
+    return b.build()
+
+
+def test_objects_stand_on_the_ground_and_long_ones_follow_it():
+    slope = Slope(start=20.0, grade=0.05)
+    car = lambda b: (b.box(0.0, 30.0, 0.3, 1.2, 0.9, 2.2, VEHICLE, 13, (0.5,) * 3),  # noqa: E731
+                     b.box(0.0, 30.5, 1.2, 1.6, 0.8, 1.2, VEHICLE, 13, (0.5,) * 3))
+    before = lambda b: b.cylinder(3.0, 10.0, 0.0, 4.0, 0.1, CONCRETE, 5, (0.5,) * 3)  # noqa: E731
+    wall = lambda b: b.box(-6.0, 60.0, 0.0, 2.0, 0.2, 50.0, CONCRETE, 2, (0.5,) * 3)  # noqa: E731, z from 10 to 110
+    prims = _table(car, before, wall)
+    out = set_on_ground(prims, slope)
+    # the car moves as one, by the ground under its near end (27.8 m: 0.39 m), so it never floats
+    np.testing.assert_allclose(out.center[:2, 1] - prims.center[:2, 1], slope.height(27.8))
+    assert out.center[2, 1] == prims.center[2, 1]  # before the slope: unchanged
+    pieces = out.obj == prims.obj[3]
+    lo, hi = out.lo[pieces], out.hi[pieces]
+    order = np.argsort(lo[:, 2])
+    lo, hi = lo[order], hi[order]
+    # the wall is cut into 2 m pieces (a 0.1 m step on a 5 % grade) that tile its length exactly
+    assert pieces.sum() == 50 and lo[0, 2] == pytest.approx(10.0) and hi[-1, 2] == pytest.approx(110.0)
+    np.testing.assert_allclose(lo[1:, 2], hi[:-1, 2], atol=1e-9)
+    # each piece stands on the ground under its near end; neighbours differ by at most PIECE_STEP
+    np.testing.assert_allclose(lo[:, 1], slope.height(lo[:, 2]), atol=1e-9)
+    assert np.diff(lo[:, 1]).max() <= PIECE_STEP + 1e-9
+    assert (out.kind[pieces] == BOX).all() and (out.material[pieces] == CONCRETE).all()
+    # a falling road lowers objects by the ground under their far end: sunk at the near end
+    down = set_on_ground(prims, Slope(start=20.0, grade=-0.05))
+    np.testing.assert_allclose(down.center[:2, 1] - prims.center[:2, 1], Slope(20.0, -0.05).height(32.2))
+    assert set_on_ground(prims, Slope()) is prims  # a flat road changes nothing
+
+
+def test_without_a_slope_the_frames_are_version_2s_bit_for_bit():
+    """The slope is drawn last from the scene's stream: frames drawn flat are the default frames."""
+    some = SceneGenerator(SIZE, seed=5, components=("depth", "seg"), scene_options=SceneOptions(slopes=0.5))
+    plain = SceneGenerator(SIZE, seed=5, components=("depth", "seg"))
+    flat = sloped_count = 0
+    for i in range(8):
+        a, b = some.frame(i), plain.frame(i)
+        if a.scene.slope.flat:
+            np.testing.assert_array_equal(a.rgb, b.rgb)
+            np.testing.assert_array_equal(a.depth, b.depth)
+            flat += 1
+        else:
+            assert not np.array_equal(a.depth, b.depth)
+            sloped_count += 1
+    assert flat and sloped_count
+
+
+def test_lidar_agrees_with_dense_depth_on_slopes(sloped):
+    gen, frames = sloped
+    agree = total = 0
+    for f in frames:
+        ys, xs = np.nonzero(f.lidar)
+        pad = np.pad(f.depth, 1, mode="edge")
+        win = np.stack([pad[ys + dy, xs + dx] for dy in range(3) for dx in range(3)])
+        z = f.lidar[ys, xs]
+        agree += int(((z >= win.min(0) * (1 - 1e-4)) & (z <= win.max(0) * (1 + 1e-4))).sum())
+        total += len(z)
+    assert total > 1000 and agree / total > 0.95
+
+
+def test_shadows_on_a_sloped_ground_agree_with_a_brute_force_ray_to_the_sun(sloped):
+    """The shadow windows reach the raised or lowered ground: every sunlit-facing ground point
+    is shaded exactly when a ray to the sun meets a caster (boxes and crowns, the default)."""
+    gen, frames = sloped
+    rng = np.random.default_rng(1)
+    counts = {"shaded": 0, "lit": 0}
+    for f in frames:
+        scene = f.scene
+        grid = PinholeGrid(scene.K, *SIZE, scene.camera_rotation, scene.camera_origin)
+        surf = shading._Surface(scene, grid, cast(scene, grid))
+        shading._normals(surf)
+        surf.finish_normals()
+        lit = shading._shadow(surf, grid)
+        pr = scene.prims
+        casters = [k for k in range(len(pr)) if pr.kind[k] == BOX or (pr.kind[k] != CYLINDER and pr.material[k] == shading.FOLIAGE)]
+        ground = np.flatnonzero((surf.pid < 0) & (surf.pid != PID_CURB) & (surf.p[2] > scene.slope.start))
+        L = np.asarray(scene.sun, np.float32)
+        for j in rng.choice(ground, size=min(60, len(ground)), replace=False):
+            point = [float(surf.p[d][j]) for d in range(3)]
+            ref = not any(_hits_reference(pr, k, point, L) for k in casters)
+            assert ref == bool(lit[j]), (point, scene.slope)
+            counts["lit" if ref else "shaded"] += 1
+    assert counts["lit"] > 50 and counts["shaded"] > 5, counts
+
+
+def test_sloped_ground_is_shaded_with_its_own_normal(sloped):
+    gen, frames = sloped
+    f = frames[0]
+    scene = f.scene
+    grid = PinholeGrid(scene.K, *SIZE, scene.camera_rotation, scene.camera_origin)
+    surf = shading._Surface(scene, grid, cast(scene, grid))
+    shading._normals(surf)
+    ground = np.isin(surf.pid, (PID_ROAD, PID_SIDEWALK, PID_YARD))
+    ahead = ground & (surf.p[2] > scene.slope.start)
+    g = scene.slope.grade
+    np.testing.assert_allclose(surf.n[2][ahead], -g / np.sqrt(1 + g * g), rtol=1e-6)
+    np.testing.assert_allclose(surf.n[1][ground & ~ahead], 1.0)
+    assert ahead.any() and (surf.pid != PID_SKY).any()
