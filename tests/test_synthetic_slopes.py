@@ -145,12 +145,16 @@ def test_objects_stand_on_the_ground_and_long_ones_follow_it():
     lo, hi = out.lo[pieces], out.hi[pieces]
     order = np.argsort(lo[:, 2])
     lo, hi = lo[order], hi[order]
-    # the wall is cut into 2 m pieces (a 0.1 m step on a 5 % grade) that tile its length exactly
-    assert pieces.sum() == 50 and lo[0, 2] == pytest.approx(10.0) and hi[-1, 2] == pytest.approx(110.0)
-    np.testing.assert_allclose(lo[1:, 2], hi[:-1, 2], atol=1e-9)
+    # the wall is cut at the start (10-20 m whole) and beyond into pieces that grow with distance
+    # and tile its length exactly
+    assert lo[0, 2] == pytest.approx(10.0) and hi[0, 2] == pytest.approx(20.0) and hi[-1, 2] == pytest.approx(110.0)
+    np.testing.assert_allclose(lo[1:, 2], hi[:-1, 2], rtol=1e-12)
+    length = hi[1:, 2] - lo[1:, 2]
+    assert (np.diff(length) > 0).all() and 10 < pieces.sum() < 40
     # each piece stands on the ground under its near end; neighbours differ by at most PIECE_STEP
+    # of their distance
     np.testing.assert_allclose(lo[:, 1], slope.height(lo[:, 2]), atol=1e-9)
-    assert np.diff(lo[:, 1]).max() <= PIECE_STEP + 1e-9
+    assert (np.diff(lo[:, 1]) <= PIECE_STEP * lo[:-1, 2] + 1e-9).all()
     assert (out.kind[pieces] == BOX).all() and (out.material[pieces] == CONCRETE).all()
     # a falling road lowers objects by the ground under their far end: sunk at the near end
     down = set_on_ground(prims, Slope(start=20.0, grade=-0.05))

@@ -443,6 +443,12 @@ def _slab(p: np.ndarray, dcomp: float, hh: float) -> tuple[np.ndarray, np.ndarra
     return np.minimum(t1, t2), np.maximum(t1, t2)
 
 
+def _ground_span(scene, z0: np.ndarray, z1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lowest and highest road height over each stretch [z0, z1] (zeros on a flat road)."""
+    a, b = scene.slope.height(z0), scene.slope.height(z1)
+    return np.minimum(a, b), np.maximum(a, b)
+
+
 def _shadow(s: _Surface, grid: RayGrid) -> np.ndarray:
     """1 where a visible point sees the sun, 0 where a primitive blocks it.
 
@@ -473,12 +479,15 @@ def _shadow(s: _Surface, grid: RayGrid) -> np.ndarray:
         return lit
     n = len(casters)
     lo, hi = pr.lo[casters], pr.hi[casters]
-    low, high = sc.slope.heights(sc.far)  # 0, 0 on a flat road
+    low, high = np.zeros(n), np.zeros(n)  # the ground's heights where the caster's shadow can fall
+    if not sc.slope.flat:  # swept down to the scene's lowest ground first, then to the lowest ground there
+        reach = (hi[:, 1] - sc.slope.heights(sc.far)[0]) / L[1] * L[2]
+        low, high = _ground_span(sc, np.minimum(lo[:, 2], lo[:, 2] - reach), np.maximum(hi[:, 2], hi[:, 2] - reach))
     shift = (hi[:, 1] - low)[:, None] / L[1] * L[None, [0, 2]]
-    swept_lo = np.stack([np.minimum(lo[:, 0], lo[:, 0] - shift[:, 0]), np.full(n, low),
+    swept_lo = np.stack([np.minimum(lo[:, 0], lo[:, 0] - shift[:, 0]), low,
                          np.minimum(lo[:, 2], lo[:, 2] - shift[:, 1])], 1)
     swept_hi = np.stack([np.maximum(hi[:, 0], hi[:, 0] - shift[:, 0]),
-                         hi[:, 1] if sc.object_shadows else np.full(n, sc.curb_height + high),
+                         hi[:, 1] if sc.object_shadows else sc.curb_height + high,
                          np.maximum(hi[:, 2], hi[:, 2] - shift[:, 1])], 1)
     # shaded points leave the map (-1), so they are not tested again
     if sc.object_shadows:
@@ -525,10 +534,9 @@ def _contact(s: _Surface, grid: RayGrid) -> np.ndarray:
     cars = np.flatnonzero((pr.kind == BOX) & (pr.material == VEHICLE) & (pr.lo[:, 1] - ground > 0.1))
     if not sc.contact_shadows or not cars.size or not (s.pid < 0).any():
         return ao
-    n = len(cars)
-    low, high = sc.slope.heights(sc.far)
-    lo = np.stack([pr.lo[cars, 0] - 0.3, np.full(n, low), pr.lo[cars, 2] - 0.3], 1)
-    hi = np.stack([pr.hi[cars, 0] + 0.3, np.full(n, sc.curb_height + high), pr.hi[cars, 2] + 0.3], 1)
+    low, high = _ground_span(sc, pr.lo[cars, 2] - 0.3, pr.hi[cars, 2] + 0.3)
+    lo = np.stack([pr.lo[cars, 0] - 0.3, low, pr.lo[cars, 2] - 0.3], 1)
+    hi = np.stack([pr.hi[cars, 0] + 0.3, sc.curb_height + high, pr.hi[cars, 2] + 0.3], 1)
     wins, pos = _ground_windows(s, grid, lo, hi)
     for k, (r0, r1, c0, c1) in zip(cars, wins):
         if r1 <= r0 or c1 <= c0:
