@@ -269,6 +269,8 @@ SPEC_VALUES = {
     "object_shadows": st.sampled_from([2, 0.5, "some", "sunny"]),
     "slopes": st.one_of(st.floats(min_value=1.0001), st.floats(max_value=-1e-6), st.just(float("nan")),
                         st.sampled_from(["hilly", "yes"])),
+    "bends": st.one_of(st.floats(min_value=1.0001), st.floats(max_value=-1e-6), st.just(float("inf")),
+                       st.sampled_from(["curvy", "left"])),
 }
 
 

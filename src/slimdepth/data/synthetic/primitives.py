@@ -56,6 +56,16 @@ class PrimTable:
         self.paramsT = np.ascontiguousarray(self.params.T, dtype=np.float32)
 
 
+def extents(kind: np.ndarray, half: np.ndarray, yaw: np.ndarray) -> np.ndarray:
+    """(N, 3) half sizes of the primitives' world-aligned bounding boxes (a yawed box's widen)."""
+    ext = half.copy()
+    boxes = kind == BOX
+    ac, as_ = np.abs(yaw[:, 0]), np.abs(yaw[:, 1])
+    ext[boxes, 0] = (ac * half[:, 0] + as_ * half[:, 2])[boxes]
+    ext[boxes, 2] = (as_ * half[:, 0] + ac * half[:, 2])[boxes]
+    return ext
+
+
 class PrimBuilder:
     """Accumulates primitives and turns them into a :class:`PrimTable`.
 
@@ -169,11 +179,7 @@ class PrimBuilder:
         center = np.array([r[1] for r in self.rows], dtype=np.float64).reshape(n, 3)
         half = np.array([r[2] for r in self.rows], dtype=np.float64).reshape(n, 3)
         yaw = np.array([r[3] for r in self.rows], dtype=np.float64).reshape(n, 2)
-        ext = half.copy()
-        boxes = kind == BOX
-        ac, as_ = np.abs(yaw[:, 0]), np.abs(yaw[:, 1])
-        ext[boxes, 0] = (ac * half[:, 0] + as_ * half[:, 2])[boxes]
-        ext[boxes, 2] = (as_ * half[:, 0] + ac * half[:, 2])[boxes]
+        ext = extents(kind, half, yaw)
         return PrimTable(
             kind=kind, center=center, half=half, yaw=yaw,
             material=np.array([r[4] for r in self.rows], dtype=np.int16).reshape(n),

@@ -15,7 +15,7 @@ import numpy as np
 from slimdepth.data.synthetic.scene import (
     BOX, CYLINDER, ELLIPSOID, PID_CURB, TUBE, PID_ROAD, PID_SIDEWALK, PID_SKY, PID_YARD, Scene,
 )
-from slimdepth.data.synthetic.terrain import BACKDROP_DEPTH, profile_hits
+from slimdepth.data.synthetic.terrain import road_hits
 
 NEAR = 0.05  # objects closer than this to the origin are treated as straddling it
 
@@ -198,43 +198,26 @@ class SphericalGrid(RayGrid):
 
 
 def _ground(scene: Scene, grid: RayGrid) -> Hits:
-    """Road (y = 0, or the profile of a slope) between the curbs, raised sidewalks and yards
-    beyond, and the curb faces."""
+    """Road (y = 0, or the shape of a slope or bend) between the curbs, raised sidewalks and
+    yards beyond, and the curb faces."""
     ox, oy, oz = grid.origin
     dx, dy = grid.dx, grid.dy
-    left, right = np.float32(scene.road_left), np.float32(scene.road_right)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if scene.slope.flat:
+    if scene.slope.flat and scene.bend.straight:
+        with np.errstate(divide="ignore", invalid="ignore"):
             down = dy < 0
             inv = np.float32(1.0) / dy
             t_walk = np.float32(scene.curb_height - oy) * inv
             t_road = np.float32(-oy) * inv
             x_walk = np.float32(ox) + t_walk * dx
             x_road = np.float32(ox) + t_road * dx
+            left, right = np.float32(scene.road_left), np.float32(scene.road_right)
             on_walk = down & ((x_walk < left) | (x_walk > right))
             on_road = down & ~on_walk & (x_road >= left) & (x_road <= right)
             on_curb = down & ~on_walk & ~on_road
             edge = np.where(x_road < left, left, right)
-        else:  # each level's first crossing with the profile; a ray that reaches neither hits no ground
-            end = scene.far + BACKDROP_DEPTH
-            t_walk = profile_hits(scene.slope, grid.origin, dy, grid.dz, scene.curb_height, end)
-            t_road = profile_hits(scene.slope, grid.origin, dy, grid.dz, 0.0, end)
-            x_walk = np.float32(ox) + t_walk * dx
-            x_road = np.float32(ox) + t_road * dx
-            walk_level = np.isfinite(t_walk)
-            on_walk = walk_level & ((x_walk < left) | (x_walk > right))
-            on_road = np.isfinite(t_road) & ~on_walk & (x_road >= left) & (x_road <= right)
-            # inside the road at the sidewalks' level and not on the road: it leaves through a curb
-            # face if it meets one between the road and the sidewalk (not beyond the ground's end)
-            edge = np.where(dx < 0, left, right)
             t_curb = (edge - np.float32(ox)) / dx
-            z_face = np.float32(oz) + t_curb * grid.dz
-            rise = np.float32(oy) + t_curb * dy - np.float32(scene.slope.grade) * np.maximum(
-                z_face - np.float32(scene.slope.start), np.float32(0.0))
-            face = (t_curb > 0) & (z_face <= np.float32(end)) & (rise >= 0) & (rise <= np.float32(scene.curb_height))
-            on_curb = walk_level & ~on_walk & ~on_road & face
-        if scene.slope.flat:
-            t_curb = (edge - np.float32(ox)) / dx
+    else:
+        t_road, t_walk, t_curb, on_road, on_walk, on_curb, x_walk = road_hits(scene, grid.origin, dx, dy, grid.dz)
     t = np.where(on_road, t_road, np.where(on_walk, t_walk, np.where(on_curb, t_curb, np.float32(np.inf))))
     yard = on_walk & ((x_walk < np.float32(scene.walk_left)) | (x_walk > np.float32(scene.walk_right)))
     pid = np.full(t.shape, PID_SKY, dtype=np.int32)

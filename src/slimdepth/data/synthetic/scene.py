@@ -19,7 +19,7 @@ from slimdepth.data.synthetic.primitives import (  # noqa: F401 - re-exported fo
     RAIL, ROAD, SIDEWALK, SIGN, SIGN_PANEL, SKIN, SKY, TANK, TRUNK, TUBE, VEGETATION, VEHICLE, BUILDING, PrimBuilder,
     PrimTable, pick as _pick, uniform as _u,
 )
-from slimdepth.data.synthetic.terrain import Slope, set_on_ground
+from slimdepth.data.synthetic.terrain import Bend, Slope, place_on_road
 from slimdepth.errors import ConfigError
 from slimdepth.geometry import KITTI_CAMERA_HEIGHT, kitti_like_intrinsics
 from slimdepth.options import check_number
@@ -89,6 +89,7 @@ class Scene:
     contact_shadows: bool = True  # the ground under vehicles gets little sky light
     object_shadows: bool = False  # every primitive casts, onto objects as well as the ground
     slope: Slope = Slope()  # the road ahead: flat everywhere, or changing grade (a hill or a dip)
+    bend: Bend = Bend()  # the road ahead: straight everywhere, or curving left or right
 
     def yard_is_grass(self, x: np.ndarray) -> np.ndarray:
         """Whether the yard beyond the sidewalk at lateral position ``x`` is grass (else paving)."""
@@ -160,6 +161,8 @@ def _buildings(b: PrimBuilder, rng: np.random.Generator, side: int, walk_edge: f
 
 
 
+#: the tangent of the largest angle a bend turns the road by (20 degrees)
+BEND_TURN = 0.364
 #: the scene layouts and how often each is drawn in a ``mixed`` dataset
 LAYOUTS = {"urban": 0.5, "highway": 0.35, "rural": 0.15}
 VEHICLE_STYLES = ("shaped", "boxes")
@@ -185,7 +188,9 @@ class SceneOptions:
     in our one run);
     ``slopes`` is the share of frames whose road changes grade ahead: flat to 15-60 m, then
     rising or falling by 2-7 % (a hill or a dip; objects stand on it), which a flat-road prior
-    gets wrong (0, the default: every road flat, version 2's frames).
+    gets wrong (0, the default: every road flat, version 2's frames);
+    ``bends`` is the share of frames whose road curves ahead: straight to 10-50 m, then bending
+    left or right on a 80-500 m radius up to 20 degrees, and straight on (0, the default).
     """
 
     traffic: float = 1.0
@@ -197,9 +202,10 @@ class SceneOptions:
     contact_shadows: bool = True
     object_shadows: bool = False
     slopes: float = 0.0
+    bends: float = 0.0
 
     def __post_init__(self) -> None:
-        for name, high in (("traffic", 2.0), ("randomize", 1.0), ("haze", 10.0), ("slopes", 1.0)):
+        for name, high in (("traffic", 2.0), ("randomize", 1.0), ("haze", 10.0), ("slopes", 1.0), ("bends", 1.0)):
             value = check_number(getattr(self, name), f"synthetic: {name}", low=0.0, high=high,
                                  expected=f"in [0, {high:g}]")
             object.__setattr__(self, name, value)
@@ -469,16 +475,20 @@ def sample_scene(rng: np.random.Generator, height: int, width: int, options: Sce
     exposure = _u(rng, 0.85, 1.15)
     if rng.random() < opts.randomize:
         _randomize(rng, prims, light, ground)
-    slope = Slope()
-    if opts.slopes > 0 and rng.random() < opts.slopes:  # drawn last: without slopes nothing above changes
+    # the road's shape is drawn last: without slopes and bends nothing above changes
+    slope, bend = Slope(), Bend()
+    if opts.slopes > 0 and rng.random() < opts.slopes:
         grade = _u(rng, 0.02, 0.07) * (1.0 if rng.random() < 0.5 else -1.0)
         slope = Slope(_u(rng, 15.0, 60.0), grade)
-        prims = set_on_ground(prims, slope)
+    if opts.bends > 0 and rng.random() < opts.bends:
+        curvature = (1.0 if rng.random() < 0.5 else -1.0) / _u(rng, 80.0, 500.0)
+        bend = Bend(_u(rng, 10.0, 50.0), curvature, BEND_TURN / abs(curvature))
+    prims = place_on_road(prims, slope, bend)
     return Scene(
         height=height, width=width, K=kitti_like_intrinsics(height, width), rig_rotation=rig,
         camera_origin=(0.0, cam_h, 0.0), road_left=road_left, road_right=road_right, curb_height=curb,
         walk_left=walk_left, walk_right=walk_right, yard_grass=yard_grass, far=far, markings=markings,
         crosswalk=crosswalk, prims=prims, exposure=exposure, layout=layout, contact_shadows=opts.contact_shadows,
-        object_shadows=opts.object_shadows, slope=slope,
+        object_shadows=opts.object_shadows, slope=slope, bend=bend,
         **light, **ground,
     )

@@ -109,7 +109,16 @@ class _Boxes:
 def _normals(s: _Surface) -> dict[int, tuple[np.ndarray, object]]:
     """Set the normal of every visible pixel; return per-kind selections for the materials."""
     curb = np.flatnonzero(s.pid == PID_CURB)
-    s.n[0][curb] = np.where(s.p[0].take(curb) < 0, F32(1.0), F32(-1.0))
+    bend = s.scene.bend
+    if bend.straight:
+        s.n[0][curb] = np.where(s.p[0].take(curb) < 0, F32(1.0), F32(-1.0))
+    else:  # the face x = edge + b(z) turns with the road: normal along (1, 0, -b'(z)), into the road
+        zc = s.p[2].take(curb)
+        side = np.where(bend.lateral(s.p[0].take(curb), zc) < 0, 1.0, -1.0)
+        db = bend.direction(zc)
+        norm = np.sqrt(1.0 + db * db)
+        s.n[0][curb] = (side / norm).astype(F32)
+        s.n[2][curb] = (-side * db / norm).astype(F32)
     s.n[1][curb] = 0.0
     slope = s.scene.slope
     if not slope.flat:  # the ground beyond the start of the slope tilts towards (or away from) the camera
@@ -152,7 +161,7 @@ def _normals(s: _Surface) -> dict[int, tuple[np.ndarray, object]]:
 
 def _ground(s: _Surface) -> None:
     sc = s.scene
-    x, z = s.p[0], s.p[2]
+    x, z = sc.bend.lateral(s.p[0], s.p[2]), s.p[2]  # across the road: markings and yards follow a bend
     road = np.flatnonzero(s.pid == PID_ROAD)
     if road.size:
         xr, zr = x.take(road), z.take(road)

@@ -1,15 +1,18 @@
-"""A road that changes grade ahead: the ground's height profile, its ray hits, objects set on it.
+"""The road's shape ahead: hills and dips (:class:`Slope`), bends (:class:`Bend`), their ray hits
+and the objects placed on them.
 
-Every scene is flat up to ``start`` metres ahead of the camera. With a slope (the ``slopes``
-scene option) the ground then rises or falls at a constant ``grade``: the road's height is
+Every scene's road is flat and straight near the camera. With a slope (the ``slopes`` scene
+option) the ground rises or falls from ``start`` on at a constant ``grade``: the road's height is
 h(z) = grade * max(0, z - start), sidewalks and yards stay ``curb_height`` above it, and the
-ground ends where the street's backdrop ends (beyond it: sky). The camera stands on the flat
-part, so its height and pitch above the road under it stay KITTI's; what changes is the road
-ahead (a hill or a dip), which a flat-road prior gets wrong.
+ground ends where the street's backdrop ends (beyond it: sky). With a bend (``bends``) the road
+curves sideways from its own ``start``: everything that lay at lateral position x now lies at
+x + b(z), b a parabola (constant curvature) up to the bend's ``length`` and a straight line
+beyond. The camera stands on the flat, straight part, so its height and pose over the road
+under it stay KITTI's; what changes is the road ahead, which a flat-road prior gets wrong.
 
-Hits of the two planes use only IEEE basic operations, like the rest of the ray caster, so the
-depth stays exact. Objects are lowered or lifted onto the ground (:func:`set_on_ground`): never
-floating, sunk where the ground hides it.
+Hits use only IEEE basic operations (and one square root, for a curb face on a bend), like the
+rest of the ray caster, so the depth stays exact. Objects are moved onto the road's shape
+(:func:`place_on_road`): bent along it, and lowered or lifted onto the ground, never floating.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from slimdepth.data.synthetic.primitives import BOX, PrimTable
+from slimdepth.data.synthetic.primitives import BOX, CYLINDER, PrimTable, extents
 
-__all__ = ["BACKDROP_DEPTH", "PIECE_STEP", "Slope", "profile_hits", "set_on_ground"]
+__all__ = ["BACKDROP_DEPTH", "BEND_PIECE", "PIECE_STEP", "Bend", "Slope", "place_on_road", "profile_hits", "road_hits"]
 
 #: how far the street's backdrop reaches beyond ``far`` (the ground ends there)
 BACKDROP_DEPTH = 30.0
@@ -30,6 +33,10 @@ WHOLE_OBJECT = 30.0
 #: the largest step between neighbouring pieces of a long object, as a share of their distance
 #: from the camera (0.3 %: about a pixel at 192x640, whatever the distance)
 PIECE_STEP = 0.003
+#: on a bend, a long object's pieces are this share of their distance long (the sagitta of a
+#: piece on the tightest bend, 80 m radius, stays below 0.3 % of its distance)
+BEND_PIECE = 0.1
+F32 = np.float32
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,65 @@ class Slope:
         return min(0.0, end), max(0.0, end)
 
 
+@dataclass(frozen=True)
+class Bend:
+    """The road's plan: straight to ``start`` (m ahead), then curving with ``curvature`` (1/radius;
+    positive bends right, towards +x) for ``length`` m along z, then straight again at the angle
+    reached. The default is a straight road everywhere."""
+
+    start: float = math.inf
+    curvature: float = 0.0
+    length: float = 0.0
+
+    @property
+    def straight(self) -> bool:
+        return self.curvature == 0.0 or not math.isfinite(self.start)
+
+    def offset(self, z: np.ndarray) -> np.ndarray:
+        """Sideways shift b(z) of the road at ``z`` (float64 for placing, float32 in, float32 out)."""
+        k = self.curvature
+        if isinstance(z, np.ndarray) and z.dtype == np.float32:
+            u = np.minimum(np.maximum(z - F32(self.start), F32(0.0)), F32(self.length))
+            beyond = np.maximum(z - F32(self.start + self.length), F32(0.0))
+            return F32(0.5 * k) * u * u + F32(k * self.length) * beyond
+        z = np.asarray(z, dtype=np.float64)
+        u = np.clip(z - self.start, 0.0, self.length)
+        return 0.5 * k * u * u + k * self.length * np.maximum(z - self.start - self.length, 0.0)
+
+    def direction(self, z: np.ndarray) -> np.ndarray:
+        """db/dz: the tangent of the road's angle to the z axis at ``z``."""
+        return self.curvature * np.clip(np.asarray(z, dtype=np.float64) - self.start, 0.0, self.length)
+
+    def lateral(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Position across the road (what x is on a straight road)."""
+        return x - self.offset(z) if not self.straight else x
+
+    def face_hits(self, edge: float, origin: tuple[float, float, float], dx: np.ndarray,
+                  dz: np.ndarray) -> list[np.ndarray]:
+        """Ray parameters of every crossing of the vertical surface x = edge + b(z), one array per
+        piece of b (inf where a ray does not cross that piece; a bend's parabola can be crossed twice)."""
+        ox, _, oz = (float(v) for v in origin)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            straight = F32(edge - ox) / dx  # before the bend
+            hits = [np.where(F32(oz) + straight * dz <= F32(self.start), straight, F32(np.inf))]
+            if self.straight:
+                return hits
+            k, u0, end = self.curvature, oz - self.start, self.start + self.length
+            a = F32(0.5 * k) * dz * dz
+            b = F32(k * u0) * dz - dx
+            c = F32(0.5 * k * u0 * u0 + edge - ox)
+            root = np.sqrt(np.maximum(b * b - F32(4.0) * a * c, F32(0.0)))
+            real = b * b - F32(4.0) * a * c >= 0
+            q = F32(-0.5) * (b + np.where(b >= 0, root, -root))  # the stable pair: q / a and c / q
+            for t in (q / a, c / q):
+                u = F32(u0) + t * dz
+                hits.append(np.where(real & (u >= 0) & (u <= F32(self.length)), t, F32(np.inf)))
+            slope = k * self.length
+            after = F32(edge + 0.5 * k * self.length * self.length + slope * (oz - end) - ox) / (dx - F32(slope) * dz)
+            hits.append(np.where(F32(oz) + after * dz >= F32(end), after, F32(np.inf)))
+        return hits
+
+
 def profile_hits(slope: Slope, origin: tuple[float, float, float], dy: np.ndarray, dz: np.ndarray,
                  level: float, end: float) -> np.ndarray:
     """Ray parameter t of the first crossing of each ray (origin + t * d) with the surface
@@ -80,32 +146,49 @@ def profile_hits(slope: Slope, origin: tuple[float, float, float], dy: np.ndarra
     return np.where(ok1, t1, np.where(ok2, t2, f32(np.inf))).astype(np.float32)
 
 
-def set_on_ground(prims: PrimTable, slope: Slope) -> PrimTable:
-    """``prims`` standing on the profile of ``slope`` instead of the flat road.
+def road_hits(scene, origin: tuple[float, float, float], dx: np.ndarray, dy: np.ndarray, dz: np.ndarray):
+    """The ground of a sloped or bent road along each ray: ``(t_road, t_walk, t_curb, on_road,
+    on_walk, on_curb, across_walk)`` (``across_walk``: the sidewalk-level hit's position across the
+    road, for telling yards from sidewalks).
 
-    An object (the primitives sharing an object id) up to :data:`WHOLE_OBJECT` m long moves as
-    one, by the lower ground height of its two ends. A longer one (a guard rail, a wall, the
-    median barrier) follows the ground piece by piece: each unrotated box of it reaching beyond
-    the start is cut there, and its part beyond into pieces that grow with distance, short enough
-    that neighbours differ in height by at most :data:`PIECE_STEP` of their distance; every piece
-    and every other primitive of it is moved by the ground under its own ends.
+    A ray meets the road where it crosses the road's level between the curbs; the sidewalk (or
+    yard) where it crosses the sidewalks' level outside them; otherwise, if it crossed the
+    sidewalks' level inside the road, the curb face through which it leaves the road below that
+    level, the first crossing of either face between the road and the sidewalk height.
     """
-    if slope.flat or not len(prims):
-        return prims
+    slope, bend = scene.slope, scene.bend
+    end = scene.far + BACKDROP_DEPTH
+    left, right = F32(scene.road_left), F32(scene.road_right)
+    ox, oy, oz = (float(v) for v in origin)
+    t_walk = profile_hits(slope, origin, dy, dz, scene.curb_height, end)
+    t_road = profile_hits(slope, origin, dy, dz, 0.0, end)
+    with np.errstate(invalid="ignore", over="ignore"):
+        across_walk = bend.lateral(F32(ox) + t_walk * dx, F32(oz) + t_walk * dz)
+        across_road = bend.lateral(F32(ox) + t_road * dx, F32(oz) + t_road * dz)
+        walk_level = np.isfinite(t_walk)
+        on_walk = walk_level & ((across_walk < left) | (across_walk > right))
+        on_road = np.isfinite(t_road) & ~on_walk & (across_road >= left) & (across_road <= right)
+        t_curb = np.full(dx.shape, np.inf, dtype=np.float32)
+        for edge in (scene.road_left, scene.road_right):
+            for t in bend.face_hits(edge, origin, dx, dz):
+                z = F32(oz) + t * dz
+                rise = F32(oy) + t * dy - F32(slope.grade) * np.maximum(z - F32(slope.start), F32(0.0)) \
+                    if not slope.flat else F32(oy) + t * dy
+                face = (t > 0) & (z <= F32(end)) & (rise >= 0) & (rise <= F32(scene.curb_height))
+                t_curb = np.where(face & (t < t_curb), t, t_curb)
+    on_curb = walk_level & ~on_walk & ~on_road & np.isfinite(t_curb)
+    return t_road, t_walk, t_curb, on_road, on_walk, on_curb, across_walk
+
+
+def _cut_long(prims: PrimTable, long: np.ndarray, start: float, ratio: float):
+    """Rows of ``prims`` with every unrotated box of a long object that reaches beyond ``start``
+    cut there (its head, kept whole) and beyond into pieces growing by ``ratio`` with distance;
+    returns (rows, center, half, lo, hi) of the new table."""
     n = len(prims)
-    z_lo, z_hi = prims.lo[:, 2], prims.hi[:, 2]
-    objects, which = np.unique(prims.obj, return_inverse=True)  # ids may start below 0
-    obj_lo, obj_hi = np.full(len(objects), np.inf), np.full(len(objects), -np.inf)
-    np.minimum.at(obj_lo, which, z_lo)
-    np.maximum.at(obj_hi, which, z_hi)
-    long = (obj_hi - obj_lo)[which] > WHOLE_OBJECT
-    # pieces grow with distance (z_j = s0 * r**j), so that each step is PIECE_STEP of its distance
-    ratio = 1.0 + PIECE_STEP / abs(slope.grade)
     box_lo, box_hi = prims.center[:, 2] - prims.half[:, 2], prims.center[:, 2] + prims.half[:, 2]
-    from_start = np.maximum(box_lo, slope.start)
+    from_start = np.maximum(box_lo, start)
     cut = long & (prims.kind == BOX) & (prims.yaw[:, 1] == 0.0) & (box_hi > from_start * ratio)
-    # a cut box keeps its flat part whole (the head) and is cut from the start on (the tail)
-    head = cut & (box_lo < slope.start)
+    head = cut & (box_lo < start)
     with np.errstate(divide="ignore", invalid="ignore"):
         tail = np.where(cut, np.ceil(np.log(box_hi / from_start) / np.log(ratio)), 1).astype(np.int64)
     counts = tail + head
@@ -121,11 +204,63 @@ def set_on_ground(prims: PrimTable, slope: Slope) -> PrimTable:
     center[pieces, 2] = 0.5 * (new_lo + new_hi)[pieces]
     half[pieces, 2] = 0.5 * (new_hi - new_lo)[pieces]
     lo[pieces, 2], hi[pieces, 2] = new_lo[pieces], new_hi[pieces]
+    return rows, center, half, lo, hi
+
+
+def place_on_road(prims: PrimTable, slope: Slope = Slope(), bend: Bend = Bend()) -> PrimTable:
+    """``prims`` placed on a road that bends and changes grade instead of the straight flat one.
+
+    An object (the primitives sharing an object id) up to :data:`WHOLE_OBJECT` m long moves as
+    one. A longer one (a guard rail, a wall, the median barrier) follows the road piece by
+    piece: each unrotated box of it reaching beyond the start of the slope or bend is cut there,
+    and its part beyond into pieces that grow with distance (neighbours differ in height by at
+    most :data:`PIECE_STEP` of their distance, and are :data:`BEND_PIECE` of it long on a bend);
+    every piece and every other primitive of it moves on its own.
+
+    On a bend, each object (or piece) shifts sideways by b(z) at its centre and turns with the
+    road there, about its centre; objects with a rounded part (a cabin, a tank barrel, a crown,
+    a head: axis-aligned primitives) only shift. On a slope, each moves up or down by the lower
+    ground height of its two ends, so nothing floats and what sinks is hidden by the ground.
+    """
+    if (slope.flat and bend.straight) or not len(prims):
+        return prims
+    objects, which = np.unique(prims.obj, return_inverse=True)  # ids may start below 0
+    obj_lo, obj_hi = np.full(len(objects), np.inf), np.full(len(objects), -np.inf)
+    np.minimum.at(obj_lo, which, prims.lo[:, 2])
+    np.maximum.at(obj_hi, which, prims.hi[:, 2])
+    long = (obj_hi - obj_lo)[which] > WHOLE_OBJECT
+    step = min(PIECE_STEP / abs(slope.grade) if not slope.flat else math.inf, BEND_PIECE if not bend.straight else math.inf)
+    rows, center, half, lo, hi = _cut_long(prims, long, min(slope.start, bend.start), 1.0 + step)
+    kind, yaw, obj = prims.kind[rows], prims.yaw[rows].copy(), which[rows]
     whole = ~long[rows]
-    dy = np.where(whole, slope.lift(obj_lo[which[rows]], obj_hi[which[rows]]), slope.lift(lo[:, 2], hi[:, 2]))
-    center[:, 1] += dy
-    lo[:, 1] += dy
-    hi[:, 1] += dy
-    return PrimTable(kind=prims.kind[rows], center=center, half=half, yaw=prims.yaw[rows], material=prims.material[rows],
+    if not bend.straight:
+        # the pivot of each moving unit: the object's centre (whole) or the primitive's own
+        obj_x = np.zeros(len(objects))
+        np.add.at(obj_x, which, 0.5 * (prims.lo[:, 0] + prims.hi[:, 0]))
+        obj_x /= np.bincount(which)
+        pivot_x = np.where(whole, obj_x[obj], center[:, 0])
+        pivot_z = np.where(whole, 0.5 * (obj_lo + obj_hi)[obj], center[:, 2])
+        turns = np.ones(len(objects), bool)
+        np.logical_and.at(turns, which, (prims.kind == BOX) | (prims.kind == CYLINDER))
+        angle = np.arctan(bend.direction(pivot_z)) * np.where(whole, turns[obj], True)
+        cos, sin = np.cos(angle), np.sin(angle)
+        rx, rz = center[:, 0] - pivot_x, center[:, 2] - pivot_z
+        center[:, 0] = pivot_x + bend.offset(pivot_z) + cos * rx + sin * rz
+        center[:, 2] = pivot_z - sin * rx + cos * rz
+        yaw = np.stack([yaw[:, 0] * cos - yaw[:, 1] * sin, yaw[:, 1] * cos + yaw[:, 0] * sin], 1)
+        yaw[kind != BOX] = (1.0, 0.0)  # only boxes carry a yaw
+        ext = extents(kind, half, yaw)
+        lo = np.concatenate([center[:, :1] - ext[:, :1], lo[:, 1:2], center[:, 2:] - ext[:, 2:]], 1)
+        hi = np.concatenate([center[:, :1] + ext[:, :1], hi[:, 1:2], center[:, 2:] + ext[:, 2:]], 1)
+    if not slope.flat:
+        unit_lo = np.full(len(objects), np.inf)
+        unit_hi = np.full(len(objects), -np.inf)
+        np.minimum.at(unit_lo, obj, lo[:, 2])
+        np.maximum.at(unit_hi, obj, hi[:, 2])
+        dy = np.where(whole, slope.lift(unit_lo[obj], unit_hi[obj]), slope.lift(lo[:, 2], hi[:, 2]))
+        center[:, 1] += dy
+        lo[:, 1] += dy
+        hi[:, 1] += dy
+    return PrimTable(kind=kind, center=center, half=half, yaw=yaw, material=prims.material[rows],
                      label=prims.label[rows], color=prims.color[rows], color2=prims.color2[rows],
                      params=prims.params[rows], lo=lo, hi=hi, obj=prims.obj[rows])

@@ -1,8 +1,10 @@
-"""Roads that change grade ahead (the ``slopes`` scene option): exact ground, objects on it.
+"""Roads that change grade or bend ahead (the ``slopes`` and ``bends`` scene options): exact
+ground, objects on it.
 
 The ground is checked against a brute-force march along every camera ray over the ground's
-height field (an independent computation, no plane algebra), road points against the profile
-h(z) = grade * max(0, z - start), and objects against the rule that nothing floats.
+height field (an independent computation, no plane or parabola algebra), road points against
+the profile h(z) = grade * max(0, z - start) and the bend's lateral offset, and objects against
+the rules that nothing floats and long ones follow the road.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from slimdepth.data.synthetic import shading
 from slimdepth.data.synthetic.primitives import BOX, CONCRETE, CYLINDER, VEHICLE, PrimBuilder
 from slimdepth.data.synthetic.raycast import PID_CURB, PID_ROAD, PID_SIDEWALK, PID_SKY, PID_YARD, PinholeGrid, cast
 from slimdepth.data.synthetic.scene import SceneOptions
-from slimdepth.data.synthetic.terrain import BACKDROP_DEPTH, PIECE_STEP, Slope, set_on_ground
+from slimdepth.data.synthetic.terrain import BACKDROP_DEPTH, BEND_PIECE, PIECE_STEP, Bend, Slope, place_on_road
 from tests.test_synthetic_scenes import _hits_reference, _points
 
 ROAD = CLASS_NAMES.index("road")
@@ -34,15 +36,35 @@ def sloped():
     return gen, frames
 
 
+@pytest.fixture(scope="module")
+def bent():
+    """Frames that all have a bend, left and right, some of them tight."""
+    gen = SceneGenerator(SIZE, seed=2, components=("depth", "seg", "lidar"), scene_options=SceneOptions(bends=1.0))
+    frames = [gen.frame(i) for i in range(8)]
+    k = [f.scene.bend.curvature for f in frames]
+    assert all(1 / 500 - 1e-9 <= abs(c) <= 1 / 80 + 1e-9 for c in k) and min(k) < 0 < max(k)
+    return gen, frames
+
+
+@pytest.fixture(scope="module")
+def both():
+    """Frames with a slope and a bend."""
+    gen = SceneGenerator(SIZE, seed=9, components=("depth", "seg", "lidar"),
+                         scene_options=SceneOptions(slopes=1.0, bends=1.0))
+    return gen, [gen.frame(i) for i in range(6)]
+
+
 def _march(scene, origin, rays: np.ndarray, step: float = 0.05, reach: float = 300.0) -> np.ndarray:
     """First t where each ray (origin + t * ray, float64) meets the ground's height field,
     found by stepping and then bisecting (inf: none). The field: the road's profile between the
-    curbs, curb_height above it outside them, nothing beyond the backdrop's end."""
-    slope, end = scene.slope, scene.far + BACKDROP_DEPTH
+    curbs (measured across the road, x - b(z) on a bend), curb_height above it outside them,
+    nothing beyond the backdrop's end."""
+    slope, bend, end = scene.slope, scene.bend, scene.far + BACKDROP_DEPTH
 
     def above(t: np.ndarray, idx: np.ndarray) -> np.ndarray:
         p = origin + t[:, None] * rays[idx]
-        outside = (p[:, 0] < scene.road_left) | (p[:, 0] > scene.road_right)
+        across = p[:, 0] - bend.offset(p[:, 2]) if not bend.straight else p[:, 0]
+        outside = (across < scene.road_left) | (across > scene.road_right)
         ground = slope.height(p[:, 2]) + np.where(outside, scene.curb_height, 0.0)
         return (p[:, 1] > ground) | (p[:, 2] > end)
 
@@ -66,10 +88,12 @@ def _march(scene, origin, rays: np.ndarray, step: float = 0.05, reach: float = 3
     return hit
 
 
-def test_the_ground_is_the_first_crossing_of_its_height_field(sloped):
+@pytest.mark.parametrize("shape", ["sloped", "bent", "both"])
+def test_the_ground_is_the_first_crossing_of_its_height_field(shape, request):
     """Without objects, every pixel's ground depth equals a march along its ray (within the
-    march's resolution): road, sidewalks, curb faces, the crest of a dip and the end of a hill."""
-    gen, frames = sloped
+    march's resolution): road, sidewalks, curb faces (bent ones too), the crest of a dip and the
+    end of a hill."""
+    gen, frames = request.getfixturevalue(shape)
     checked = beyond = 0
     for f in frames[:4]:
         scene = dataclasses.replace(f.scene, prims=PrimBuilder().build())
@@ -86,21 +110,44 @@ def test_the_ground_is_the_first_crossing_of_its_height_field(sloped):
         near = (ref < 150) | (got < 150)
         assert (np.isfinite(got) == np.isfinite(ref))[near].all()  # no hole, no extra ground
         checked += both.sum()
-        beyond += int(((got * rays[..., 2] + scene.camera_origin[2] > scene.slope.start) & both).sum())
-    assert checked > 10000 and beyond > 200  # the sloped parts are seen and checked
+        start = min(scene.slope.start, scene.bend.start)
+        beyond += int(((got * rays[..., 2] + scene.camera_origin[2] > start) & both).sum())
+    assert checked > 10000 and beyond > 200  # the shaped parts are seen and checked
 
 
-def test_road_points_lie_on_the_profile_and_the_flat_part_on_y0(sloped):
-    gen, frames = sloped
-    on_slope = 0
+@pytest.mark.parametrize("shape", ["sloped", "bent", "both"])
+def test_road_points_lie_on_the_profile_between_the_curbs(shape, request):
+    gen, frames = request.getfixturevalue(shape)
+    shaped = 0
     for f in frames:
         p = _points(f)
         road = f.seg == ROAD
-        y, z = p[road][:, 1], p[road][:, 2]
-        expected = f.scene.slope.height(z)
-        np.testing.assert_allclose(y, expected, atol=2e-4 * np.abs(z).max() + 1e-4)
-        on_slope += int((z > f.scene.slope.start + 1).sum())
-    assert on_slope > 200  # 389 at 48x160
+        x, y, z = p[road][:, 0], p[road][:, 1], p[road][:, 2]
+        tol = 2e-4 * np.abs(z).max() + 1e-4
+        np.testing.assert_allclose(y, f.scene.slope.height(z), atol=tol)
+        across = x - f.scene.bend.offset(z)
+        assert (across >= f.scene.road_left - tol).all() and (across <= f.scene.road_right + tol).all()
+        shaped += int((z > min(f.scene.slope.start, f.scene.bend.start) + 1).sum())
+    assert shaped > 100  # 141-389 road points beyond the start at 48x160
+
+
+def test_a_bend_moves_the_road_sideways(bent):
+    """Against the straight road, a bend's road lies where the straight road's would, shifted by
+    b(z): a ray meets the road plane at the same point, which is road for one of them only where
+    the bend has moved the road away."""
+    gen, frames = bent
+    moved = 0
+    for f in frames:
+        scene = dataclasses.replace(f.scene, prims=PrimBuilder().build())
+        straight = dataclasses.replace(scene, bend=Bend())
+        grid = PinholeGrid(scene.K, *SIZE, scene.camera_rotation, scene.camera_origin)
+        a, b = cast(scene, grid), cast(straight, grid)
+        both_road = (a.pid == PID_ROAD) & (b.pid == PID_ROAD)
+        np.testing.assert_array_equal(a.t[both_road], b.t[both_road])  # one road plane, y = 0
+        before = b.t < scene.bend.start - 1
+        np.testing.assert_array_equal(a.pid[before & (b.pid == PID_ROAD)], PID_ROAD)  # unchanged before the bend
+        moved += int(((a.pid == PID_ROAD) != (b.pid == PID_ROAD)).sum())
+    assert moved > 100
 
 
 def test_a_hill_lifts_and_a_dip_lowers_the_road_ahead(sloped):
@@ -137,7 +184,7 @@ def test_objects_stand_on_the_ground_and_long_ones_follow_it():
     before = lambda b: b.cylinder(3.0, 10.0, 0.0, 4.0, 0.1, CONCRETE, 5, (0.5,) * 3)  # noqa: E731
     wall = lambda b: b.box(-6.0, 60.0, 0.0, 2.0, 0.2, 50.0, CONCRETE, 2, (0.5,) * 3)  # noqa: E731, z from 10 to 110
     prims = _table(car, before, wall)
-    out = set_on_ground(prims, slope)
+    out = place_on_road(prims, slope)
     # the car moves as one, by the ground under its near end (27.8 m: 0.39 m), so it never floats
     np.testing.assert_allclose(out.center[:2, 1] - prims.center[:2, 1], slope.height(27.8))
     assert out.center[2, 1] == prims.center[2, 1]  # before the slope: unchanged
@@ -157,19 +204,60 @@ def test_objects_stand_on_the_ground_and_long_ones_follow_it():
     assert (np.diff(lo[:, 1]) <= PIECE_STEP * lo[:-1, 2] + 1e-9).all()
     assert (out.kind[pieces] == BOX).all() and (out.material[pieces] == CONCRETE).all()
     # a falling road lowers objects by the ground under their far end: sunk at the near end
-    down = set_on_ground(prims, Slope(start=20.0, grade=-0.05))
+    down = place_on_road(prims, Slope(start=20.0, grade=-0.05))
     np.testing.assert_allclose(down.center[:2, 1] - prims.center[:2, 1], Slope(20.0, -0.05).height(32.2))
-    assert set_on_ground(prims, Slope()) is prims  # a flat road changes nothing
+    assert place_on_road(prims, Slope()) is prims  # a flat road changes nothing
 
 
-def test_without_a_slope_the_frames_are_version_2s_bit_for_bit():
-    """The slope is drawn last from the scene's stream: frames drawn flat are the default frames."""
-    some = SceneGenerator(SIZE, seed=5, components=("depth", "seg"), scene_options=SceneOptions(slopes=0.5))
+def test_objects_turn_with_a_bend_and_long_ones_follow_it():
+    bend = Bend(start=20.0, curvature=0.01, length=36.4)  # 100 m radius, up to 20 degrees
+    lorry = lambda b: (b.box(3.0, 60.0, 0.3, 3.5, 1.2, 4.0, VEHICLE, 13, (0.5,) * 3),  # noqa: E731
+                       b.box(3.0, 65.0, 0.3, 2.5, 1.2, 1.0, VEHICLE, 13, (0.5,) * 3))
+    car = lambda b: (b.box(-3.0, 60.0, 0.3, 1.0, 0.9, 2.2, VEHICLE, 13, (0.5,) * 3),  # noqa: E731
+                     b.ellipsoid((-3.0, 1.0, 60.0), (0.8, 0.5, 1.2), VEHICLE, 13, (0.5,) * 3))
+    wall = lambda b: b.box(-6.0, 60.0, 0.0, 2.0, 0.2, 50.0, CONCRETE, 2, (0.5,) * 3)  # noqa: E731, z from 10 to 110
+    prims = _table(lorry, car, wall)
+    out = place_on_road(prims, bend=bend)
+    # the lorry (boxes only, z 56-66) turns about its centre (x 3, z 61) by the road's angle there and
+    # shifts by b(61)
+    theta = np.arctan(bend.direction(61.0))
+    q = np.array([[np.cos(theta), np.sin(theta)], [-np.sin(theta), np.cos(theta)]])
+    for i in (0, 1):
+        rel = prims.center[i, [0, 2]] - (3.0, 61.0)
+        np.testing.assert_allclose(out.center[i, [0, 2]], (3.0 + bend.offset(61.0), 61.0) + q @ rel, atol=1e-9)
+        np.testing.assert_allclose(out.yaw[i], (np.cos(theta), np.sin(theta)), atol=1e-12)
+    # a corner's world position, as the ray caster reads a yawed box, turned by theta too
+    c, s_ = out.yaw[0]
+    corner_local = np.array([1.2, 4.0])  # (x, z) in the box frame
+    world = out.center[0, [0, 2]] + np.array([[c, s_], [-s_, c]]) @ corner_local
+    np.testing.assert_allclose(world, out.center[0, [0, 2]] + q @ corner_local, atol=1e-12)
+    # the car (a rounded cabin cannot turn) only shifts, as one
+    np.testing.assert_allclose(out.center[2:4, 0] - prims.center[2:4, 0], bend.offset(60.0))
+    np.testing.assert_array_equal(out.center[2:4, 2], prims.center[2:4, 2])
+    np.testing.assert_array_equal(out.yaw[2], (1.0, 0.0))
+    # the wall follows the bent line x = -6 + b(z): every piece's centre on it, its ends within
+    # 0.3 % of their distance of it
+    pieces = np.flatnonzero(out.obj == prims.obj[4])
+    assert len(pieces) > 10
+    cen = out.center[pieces]
+    np.testing.assert_allclose(cen[:, 0], -6.0 + bend.offset(cen[:, 2]), atol=1e-9)
+    for k in pieces:
+        c, s_ = out.yaw[k]
+        for end in (-1.0, 1.0):
+            x, z = out.center[k, [0, 2]] + np.array([[c, s_], [-s_, c]]) @ (0.0, end * out.half[k, 2])
+            assert abs(x - (-6.0 + bend.offset(z))) <= PIECE_STEP * z + 1e-6
+    assert place_on_road(prims, bend=Bend()) is prims
+
+
+def test_without_a_slope_or_bend_the_frames_are_version_2s_bit_for_bit():
+    """The road's shape is drawn last from the scene's stream: frames drawn flat and straight
+    are the default frames."""
+    some = SceneGenerator(SIZE, seed=5, components=("depth", "seg"), scene_options=SceneOptions(slopes=0.4, bends=0.4))
     plain = SceneGenerator(SIZE, seed=5, components=("depth", "seg"))
     flat = sloped_count = 0
-    for i in range(8):
+    for i in range(10):
         a, b = some.frame(i), plain.frame(i)
-        if a.scene.slope.flat:
+        if a.scene.slope.flat and a.scene.bend.straight:
             np.testing.assert_array_equal(a.rgb, b.rgb)
             np.testing.assert_array_equal(a.depth, b.depth)
             flat += 1
@@ -179,8 +267,9 @@ def test_without_a_slope_the_frames_are_version_2s_bit_for_bit():
     assert flat and sloped_count
 
 
-def test_lidar_agrees_with_dense_depth_on_slopes(sloped):
-    gen, frames = sloped
+@pytest.mark.parametrize("shape", ["sloped", "bent", "both"])
+def test_lidar_agrees_with_dense_depth_on_shaped_roads(shape, request):
+    gen, frames = request.getfixturevalue(shape)
     agree = total = 0
     for f in frames:
         ys, xs = np.nonzero(f.lidar)
@@ -192,10 +281,11 @@ def test_lidar_agrees_with_dense_depth_on_slopes(sloped):
     assert total > 1000 and agree / total > 0.95
 
 
-def test_shadows_on_a_sloped_ground_agree_with_a_brute_force_ray_to_the_sun(sloped):
+@pytest.mark.parametrize("shape", ["sloped", "both"])
+def test_shadows_on_a_shaped_ground_agree_with_a_brute_force_ray_to_the_sun(shape, request):
     """The shadow windows reach the raised or lowered ground: every sunlit-facing ground point
     is shaded exactly when a ray to the sun meets a caster (boxes and crowns, the default)."""
-    gen, frames = sloped
+    gen, frames = request.getfixturevalue(shape)
     rng = np.random.default_rng(1)
     counts = {"shaded": 0, "lit": 0}
     for f in frames:
@@ -207,12 +297,13 @@ def test_shadows_on_a_sloped_ground_agree_with_a_brute_force_ray_to_the_sun(slop
         lit = shading._shadow(surf, grid)
         pr = scene.prims
         casters = [k for k in range(len(pr)) if pr.kind[k] == BOX or (pr.kind[k] != CYLINDER and pr.material[k] == shading.FOLIAGE)]
-        ground = np.flatnonzero((surf.pid < 0) & (surf.pid != PID_CURB) & (surf.p[2] > scene.slope.start))
+        start = min(scene.slope.start, scene.bend.start)
+        ground = np.flatnonzero((surf.pid < 0) & (surf.pid != PID_CURB) & (surf.p[2] > start))
         L = np.asarray(scene.sun, np.float32)
         for j in rng.choice(ground, size=min(60, len(ground)), replace=False):
             point = [float(surf.p[d][j]) for d in range(3)]
             ref = not any(_hits_reference(pr, k, point, L) for k in casters)
-            assert ref == bool(lit[j]), (point, scene.slope)
+            assert ref == bool(lit[j]), (point, scene.slope, scene.bend)
             counts["lit" if ref else "shaded"] += 1
     assert counts["lit"] > 50 and counts["shaded"] > 5, counts
 
@@ -230,3 +321,24 @@ def test_sloped_ground_is_shaded_with_its_own_normal(sloped):
     np.testing.assert_allclose(surf.n[2][ahead], -g / np.sqrt(1 + g * g), rtol=1e-6)
     np.testing.assert_allclose(surf.n[1][ground & ~ahead], 1.0)
     assert ahead.any() and (surf.pid != PID_SKY).any()
+
+
+def test_bent_curb_faces_are_shaded_with_their_own_normal():
+    gen = SceneGenerator((192, 640), seed=2, components=("depth",), scene_options=SceneOptions(bends=1.0))
+    seen = 0
+    for i in range(6):
+        scene = gen.scene(i)
+        grid = PinholeGrid(scene.K, 192, 640, scene.camera_rotation, scene.camera_origin)
+        surf = shading._Surface(scene, grid, cast(scene, grid))
+        shading._normals(surf)
+        curb = np.flatnonzero((surf.pid == PID_CURB) & (surf.p[2] > scene.bend.start + 1))
+        if not curb.size:
+            continue
+        n = np.stack([surf.n[i][curb] for i in range(3)], 1).astype(np.float64)
+        tangent = np.stack([scene.bend.direction(surf.p[2][curb]), np.zeros(curb.size), np.ones(curb.size)], 1)
+        np.testing.assert_allclose((n * tangent).sum(1), 0.0, atol=1e-6)  # across the face's run
+        np.testing.assert_allclose(np.linalg.norm(n, axis=1), 1.0, rtol=1e-6)
+        across = scene.bend.lateral(surf.p[0][curb].astype(np.float64), surf.p[2][curb].astype(np.float64))
+        assert ((n[:, 0] > 0) == (across < 0)).all()  # facing into the road
+        seen += curb.size
+    assert seen > 50
