@@ -168,15 +168,20 @@ def road_hits(scene, origin: tuple[float, float, float], dx: np.ndarray, dy: np.
         walk_level = np.isfinite(t_walk)
         on_walk = walk_level & ((across_walk < left) | (across_walk > right))
         on_road = np.isfinite(t_road) & ~on_walk & (across_road >= left) & (across_road <= right)
-        t_curb = np.full(dx.shape, np.inf, dtype=np.float32)
+        # only the rays inside the road below the sidewalks' level can meet a curb face
+        inside = np.flatnonzero(walk_level & ~on_walk & ~on_road)
+        rx, ry, rz = (a.ravel().take(inside) for a in (dx, dy, dz))
+        hit = np.full(inside.size, np.inf, dtype=np.float32)
         for edge in (scene.road_left, scene.road_right):
-            for t in bend.face_hits(edge, origin, dx, dz):
-                z = F32(oz) + t * dz
-                rise = F32(oy) + t * dy - F32(slope.grade) * np.maximum(z - F32(slope.start), F32(0.0)) \
-                    if not slope.flat else F32(oy) + t * dy
+            for t in bend.face_hits(edge, origin, rx, rz):
+                z = F32(oz) + t * rz
+                rise = F32(oy) + t * ry - F32(slope.grade) * np.maximum(z - F32(slope.start), F32(0.0)) \
+                    if not slope.flat else F32(oy) + t * ry
                 face = (t > 0) & (z <= F32(end)) & (rise >= 0) & (rise <= F32(scene.curb_height))
-                t_curb = np.where(face & (t < t_curb), t, t_curb)
-    on_curb = walk_level & ~on_walk & ~on_road & np.isfinite(t_curb)
+                hit = np.where(face & (t < hit), t, hit)
+        t_curb = np.full(dx.shape, np.inf, dtype=np.float32)
+        t_curb.ravel()[inside] = hit
+    on_curb = np.isfinite(t_curb)
     return t_road, t_walk, t_curb, on_road, on_walk, on_curb, across_walk
 
 
