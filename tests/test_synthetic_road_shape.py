@@ -54,6 +54,13 @@ def both():
     return gen, [gen.frame(i) for i in range(6)]
 
 
+def _bare_hits(scene, **change):
+    """The ray caster's hits of ``scene`` without its objects (and with ``change`` applied)."""
+    scene = dataclasses.replace(scene, prims=PrimBuilder().build(), **change)
+    grid = PinholeGrid(scene.K, *SIZE, scene.camera_rotation, scene.camera_origin)
+    return cast(scene, grid)
+
+
 def _march(scene, origin, rays: np.ndarray, step: float = 0.05, reach: float = 300.0) -> np.ndarray:
     """First t where each ray (origin + t * ray, float64) meets the ground's height field,
     found by stepping and then bisecting (inf: none). The field: the road's profile between the
@@ -96,9 +103,8 @@ def test_the_ground_is_the_first_crossing_of_its_height_field(shape, request):
     gen, frames = request.getfixturevalue(shape)
     checked = beyond = 0
     for f in frames[:4]:
-        scene = dataclasses.replace(f.scene, prims=PrimBuilder().build())
-        grid = PinholeGrid(scene.K, *SIZE, scene.camera_rotation, scene.camera_origin)
-        hits = cast(scene, grid)
+        scene = f.scene
+        hits = _bare_hits(scene)
         h, w = SIZE
         v, u = np.mgrid[0:h, 0:w].astype(np.float64)
         rays = (np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(scene.K).T @ np.asarray(scene.camera_rotation).T)
@@ -138,10 +144,8 @@ def test_a_bend_moves_the_road_sideways(bent):
     gen, frames = bent
     moved = 0
     for f in frames:
-        scene = dataclasses.replace(f.scene, prims=PrimBuilder().build())
-        straight = dataclasses.replace(scene, bend=Bend())
-        grid = PinholeGrid(scene.K, *SIZE, scene.camera_rotation, scene.camera_origin)
-        a, b = cast(scene, grid), cast(straight, grid)
+        scene = f.scene
+        a, b = _bare_hits(scene), _bare_hits(scene, bend=Bend())
         both_road = (a.pid == PID_ROAD) & (b.pid == PID_ROAD)
         np.testing.assert_array_equal(a.t[both_road], b.t[both_road])  # one road plane, y = 0
         before = b.t < scene.bend.start - 1
@@ -155,10 +159,8 @@ def test_a_hill_lifts_and_a_dip_lowers_the_road_ahead(sloped):
     (or hidden behind the crest): the cue a flat-road prior misses."""
     gen, frames = sloped
     for f in frames:
-        scene = dataclasses.replace(f.scene, prims=PrimBuilder().build())
-        flat = dataclasses.replace(scene, slope=Slope())
-        grid = PinholeGrid(scene.K, *SIZE, scene.camera_rotation, scene.camera_origin)
-        a, b = cast(scene, grid), cast(flat, grid)
+        scene = f.scene
+        a, b = _bare_hits(scene), _bare_hits(scene, slope=Slope())
         road = (a.pid == PID_ROAD) & (b.pid == PID_ROAD)
         ahead = road & (b.t * 1.0 > scene.slope.start + 2)
         if not ahead.any():
@@ -239,6 +241,8 @@ def test_objects_turn_with_a_bend_and_long_ones_follow_it():
     # 0.3 % of their distance of it
     pieces = np.flatnonzero(out.obj == prims.obj[4])
     assert len(pieces) > 10
+    tail = pieces[out.center[pieces, 2] > bend.start]  # beyond the start: a tenth of their distance long
+    assert (2 * out.half[tail, 2] <= BEND_PIECE * (out.center[tail, 2] - out.half[tail, 2]) * (1 + 1e-6)).all()
     cen = out.center[pieces]
     np.testing.assert_allclose(cen[:, 0], -6.0 + bend.offset(cen[:, 2]), atol=1e-9)
     for k in pieces:
