@@ -41,11 +41,14 @@ class PrimTable:
     lo: np.ndarray  # (N, 3) world AABB
     hi: np.ndarray  # (N, 3)
     obj: np.ndarray  # (N,) int32 object id: primitives of one object (car body + cabin) share it
+    lift: np.ndarray | None = None  # (N,) how far the primitive was moved up onto a sloped road (0: none)
 
     def __len__(self) -> int:
         return int(self.kind.shape[0])
 
     def __post_init__(self) -> None:
+        if self.lift is None:
+            self.lift = np.zeros(len(self.kind), dtype=np.float32)
         # Channel-first float32 copies for per-pixel shading: ``np.take(table, pid, axis=1)``
         # on these is several times faster than gathering rows of the (N, k) arrays.
         self.centerT = np.ascontiguousarray(self.center.T, dtype=np.float32)

@@ -43,6 +43,14 @@ def _take(table: np.ndarray, pid: np.ndarray) -> np.ndarray:
     return np.take(table, pid, axis=-1)
 
 
+def _height(s: "_Surface", sel: np.ndarray, pid: np.ndarray) -> np.ndarray:
+    """Height of the points ``sel`` (on primitives ``pid``) above the ground their object stands
+    on: world y on a flat road, less the object's lift on a slope (windows, wheels and floors are
+    drawn at heights above the ground)."""
+    y = s.p[1].take(sel)
+    return y if s.scene.slope.flat else y - _take(s.scene.prims.lift, pid)
+
+
 def _mod(a: np.ndarray, period) -> np.ndarray:
     """a modulo a positive period (about 20x faster than the NumPy ufunc on float32)."""
     return a - np.floor(a / period) * period
@@ -200,7 +208,7 @@ def _facade(s: _Surface, sel: np.ndarray, pid: np.ndarray, local, half, axis, si
     across = axis == 0
     along = np.where(across, local[2] + half[2], local[0] + half[0])
     length = F32(2.0) * np.where(across, half[2], half[0])
-    y = s.p[1].take(sel)
+    y = _height(s, sel, pid)
     tex = np.where(brick > 0, s.tex("bricks", sel, along, y, 2.0), s.tex("plaster", sel, along, y, 4.0))
     col = _take(pr.colorT, pid) * tex[None, :]
     vertical = axis != 1
@@ -236,7 +244,7 @@ def _concrete(s: _Surface, sel: np.ndarray, pid: np.ndarray, local, half, axis, 
     pr = s.scene.prims
     style, period = _take(pr.paramsT[0], pid), _take(pr.paramsT[1], pid)
     along = np.where(axis == 0, local[2], local[0])
-    y = s.p[1].take(sel)
+    y = _height(s, sel, pid)
     stain = F32(0.75) + F32(0.3) * s.tex("coarse", sel, along, y, 12.0)
     tex = s.tex("plaster", sel, along, y, 3.0) * stain
     col = _take(pr.colorT, pid) * tex[None, :]
@@ -250,7 +258,7 @@ def _concrete(s: _Surface, sel: np.ndarray, pid: np.ndarray, local, half, axis, 
 def _vehicle(s: _Surface, sel: np.ndarray, pid: np.ndarray, local, half, axis, sign) -> np.ndarray:
     pr = s.scene.prims
     g0, g1, wheel_r, facing, pillar, style = _take(pr.paramsT, pid)
-    y = s.p[1].take(sel)
+    y = _height(s, sel, pid)
     col = _take(pr.colorT, pid) * (F32(0.9) + F32(0.2) * s.tex("noise", sel, local[0] + local[2], y, 3.0))[None, :]
     vertical = axis != 1
     if (style > 0).any():
@@ -301,7 +309,7 @@ def _primitives(s: _Surface, groups: dict[int, tuple[np.ndarray, object]]) -> No
     for kind, (sel, info) in groups.items():
         pid = s.pid.take(sel)
         mat = pr.material.take(pid)
-        py = s.p[1].take(sel)
+        py = _height(s, sel, pid)
         col = np.empty((3, sel.size), F32)
         if kind == BOX:
             boxes: _Boxes = info  # type: ignore[assignment]
@@ -539,8 +547,7 @@ def _contact(s: _Surface, grid: RayGrid) -> np.ndarray:
     sc = s.scene
     ao = np.ones(len(s.idx), F32)
     pr = sc.prims
-    ground = sc.slope.lift(pr.lo[:, 2], pr.hi[:, 2])  # 0 on a flat road
-    cars = np.flatnonzero((pr.kind == BOX) & (pr.material == VEHICLE) & (pr.lo[:, 1] - ground > 0.1))
+    cars = np.flatnonzero((pr.kind == BOX) & (pr.material == VEHICLE) & (pr.lo[:, 1] - pr.lift > 0.1))
     if not sc.contact_shadows or not cars.size or not (s.pid < 0).any():
         return ao
     low, high = _ground_span(sc, pr.lo[cars, 2] - 0.3, pr.hi[cars, 2] + 0.3)

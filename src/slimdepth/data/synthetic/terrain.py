@@ -36,6 +36,10 @@ PIECE_STEP = 0.003
 #: on a bend, a long object's pieces are this share of their distance long (the sagitta of a
 #: piece on the tightest bend, 80 m radius, stays below 0.3 % of its distance)
 BEND_PIECE = 0.1
+#: overlap of the pieces of a surface where they meet (a kink of the profile, the ends of a bend), m
+JOIN = 0.01
+#: objects wider than this (the street's backdrop) shift along a bend but do not turn with it
+WIDEST_TURNING = 100.0
 F32 = np.float32
 
 
@@ -102,11 +106,13 @@ class Bend:
     def face_hits(self, edge: float, origin: tuple[float, float, float], dx: np.ndarray,
                   dz: np.ndarray) -> list[np.ndarray]:
         """Ray parameters of every crossing of the vertical surface x = edge + b(z), one array per
-        piece of b (inf where a ray does not cross that piece; a bend's parabola can be crossed twice)."""
+        piece of b (inf where a ray does not cross that piece; a bend's parabola can be crossed twice).
+        Neighbouring pieces overlap by :data:`JOIN` m, where they meet with the same slope, so that
+        float32 rounding leaves no hole at a join."""
         ox, _, oz = (float(v) for v in origin)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             straight = F32(edge - ox) / dx  # before the bend
-            hits = [np.where(F32(oz) + straight * dz <= F32(self.start), straight, F32(np.inf))]
+            hits = [np.where(F32(oz) + straight * dz <= F32(self.start + JOIN), straight, F32(np.inf))]
             if self.straight:
                 return hits
             k, u0, end = self.curvature, oz - self.start, self.start + self.length
@@ -118,10 +124,10 @@ class Bend:
             q = F32(-0.5) * (b + np.where(b >= 0, root, -root))  # the stable pair: q / a and c / q
             for t in (q / a, c / q):
                 u = F32(u0) + t * dz
-                hits.append(np.where(real & (u >= 0) & (u <= F32(self.length)), t, F32(np.inf)))
+                hits.append(np.where(real & (u >= F32(-JOIN)) & (u <= F32(self.length + JOIN)), t, F32(np.inf)))
             slope = k * self.length
             after = F32(edge + 0.5 * k * self.length * self.length + slope * (oz - end) - ox) / (dx - F32(slope) * dz)
-            hits.append(np.where(F32(oz) + after * dz >= F32(end), after, F32(np.inf)))
+            hits.append(np.where(F32(oz) + after * dz >= F32(end - JOIN), after, F32(np.inf)))
         return hits
 
 
@@ -131,18 +137,21 @@ def profile_hits(slope: Slope, origin: tuple[float, float, float], dy: np.ndarra
     ``level`` m above the road's profile (inf: none before the ground ends at z = ``end``).
 
     The flat plane y = level counts where the crossing is not beyond ``start``; otherwise the
-    sloped one, y = level + grade * (z - start), counts from ``start`` on (1 cm of overlap so that
-    float32 rounding leaves no hole at the kink). The origin must lie above the surface and before
-    ``start``, as the camera and the LiDAR do.
+    sloped one, y = level + grade * (z - start), counts from ``start`` on (:data:`JOIN` of overlap
+    so that float32 rounding leaves no hole at the kink; a ray grazing a crest may then meet the
+    plane's continuation up to grade * JOIN, below a millimetre, above the road). Neither counts
+    beyond ``end``, where the ground ends, on a bend as on a slope. The origin must lie above the
+    surface and before ``start``, as the camera and the LiDAR do.
     """
     ox, oy, oz = (float(v) for v in origin)
     f32 = np.float32
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         t1 = f32(level - oy) * (f32(1.0) / dy)
-        ok1 = (t1 > 0) & (f32(oz) + t1 * dz <= f32(slope.start))
+        z1 = f32(oz) + t1 * dz
+        ok1 = (t1 > 0) & (z1 <= f32(slope.start)) & (z1 <= f32(end))
         t2 = f32(oy - level - slope.grade * (oz - slope.start)) / (f32(slope.grade) * dz - dy)
         z2 = f32(oz) + t2 * dz
-        ok2 = (t2 > 0) & (z2 >= f32(slope.start - 0.01)) & (z2 <= f32(end))
+        ok2 = (t2 > 0) & (z2 >= f32(slope.start - JOIN)) & (z2 <= f32(end))
     return np.where(ok1, t1, np.where(ok2, t2, f32(np.inf))).astype(np.float32)
 
 
@@ -168,8 +177,13 @@ def road_hits(scene, origin: tuple[float, float, float], dx: np.ndarray, dy: np.
         walk_level = np.isfinite(t_walk)
         on_walk = walk_level & ((across_walk < left) | (across_walk > right))
         on_road = np.isfinite(t_road) & ~on_walk & (across_road >= left) & (across_road <= right)
-        # only the rays inside the road below the sidewalks' level can meet a curb face
-        inside = np.flatnonzero(walk_level & ~on_walk & ~on_road)
+        # only the rays inside the road below the sidewalks' level can meet a curb face: those
+        # that meet neither road nor sidewalk, and on a bend those that may leave the road
+        # through a face and come back before meeting the road
+        inside = walk_level & ~on_walk & ~on_road
+        if not bend.straight:
+            inside |= _may_leave(scene, origin, dx, dz, t_walk, t_road, on_road)
+        inside = np.flatnonzero(inside)
         rx, ry, rz = (a.ravel().take(inside) for a in (dx, dy, dz))
         hit = np.full(inside.size, np.inf, dtype=np.float32)
         for edge in (scene.road_left, scene.road_right):
@@ -181,28 +195,59 @@ def road_hits(scene, origin: tuple[float, float, float], dx: np.ndarray, dy: np.
                 hit = np.where(face & (t < hit), t, hit)
         t_curb = np.full(dx.shape, np.inf, dtype=np.float32)
         t_curb.ravel()[inside] = hit
-    on_curb = np.isfinite(t_curb)
+    on_road &= ~(t_curb < t_road)  # a face met first hides the road behind it
+    on_curb = np.isfinite(t_curb) & ~on_road & ~on_walk
     return t_road, t_walk, t_curb, on_road, on_walk, on_curb, across_walk
+
+
+def _may_leave(scene, origin, dx: np.ndarray, dz: np.ndarray, t_walk: np.ndarray, t_road: np.ndarray,
+               on_road: np.ndarray) -> np.ndarray:
+    """Rays that meet the road beyond a bend's start although, between the sidewalks' level and
+    the road's, they may pass outside the curbs (under the sidewalk, so through a face). Along a
+    ray the position across the road is linear before and after the bend and a parabola on it, so
+    its extremes between the two levels lie at the parabola's vertex or at the bend's two ends;
+    a ray is a candidate if any of them lies outside the curbs (the face test then decides)."""
+    bend = scene.bend
+    ox, _, oz = (float(v) for v in origin)
+    candidates = on_road & (F32(oz) + t_road * dz > F32(bend.start))
+    k, u0 = bend.curvature, oz - bend.start
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        vertex = (dx / (F32(k) * dz) - F32(u0)) / dz
+        ends = [(F32(bend.start) - F32(oz)) / dz, (F32(bend.start + bend.length) - F32(oz)) / dz]
+        outside = np.zeros(dx.shape, bool)
+        for t in (vertex, *ends):
+            t = np.minimum(np.maximum(t, t_walk), t_road)
+            across = bend.lateral(F32(ox) + t * dx, F32(oz) + t * dz)
+            outside |= (across < F32(scene.road_left)) | (across > F32(scene.road_right))
+    return candidates & outside
+
+
+def _pieces(lo: float, hi: float, start: float, ratio: float) -> list[float]:
+    """Boundaries cutting [lo, hi] at ``start`` (when inside) and beyond it at start * ratio**j,
+    by repeated multiplication (no libm, so the same on every machine); the last piece ends at ``hi``."""
+    cuts, z = [lo], max(lo, start)
+    if z > lo:
+        cuts.append(z)
+    while z * ratio < hi:
+        z = z * ratio
+        cuts.append(z)
+    return cuts + [hi]
 
 
 def _cut_long(prims: PrimTable, long: np.ndarray, start: float, ratio: float):
     """Rows of ``prims`` with every unrotated box of a long object that reaches beyond ``start``
     cut there (its head, kept whole) and beyond into pieces growing by ``ratio`` with distance;
     returns (rows, center, half, lo, hi) of the new table."""
-    n = len(prims)
     box_lo, box_hi = prims.center[:, 2] - prims.half[:, 2], prims.center[:, 2] + prims.half[:, 2]
-    from_start = np.maximum(box_lo, start)
-    cut = long & (prims.kind == BOX) & (prims.yaw[:, 1] == 0.0) & (box_hi > from_start * ratio)
-    head = cut & (box_lo < start)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        tail = np.where(cut, np.ceil(np.log(box_hi / from_start) / np.log(ratio)), 1).astype(np.int64)
-    counts = tail + head
-    rows = np.repeat(np.arange(n), counts)
-    k = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)  # index within its box
-    j = k - head[rows]  # index among the tail pieces (-1: the head)
-    grow = (box_hi / from_start)[rows] ** (1.0 / tail[rows])  # the tail's ratio, tiling it exactly
-    new_lo = np.where(j < 0, box_lo[rows], from_start[rows] * grow ** j)
-    new_hi = np.where(j < 0, from_start[rows], np.where(j == tail[rows] - 1, box_hi[rows], from_start[rows] * grow ** (j + 1)))
+    cut = long & (prims.kind == BOX) & (prims.yaw[:, 1] == 0.0) & (box_hi > np.maximum(box_lo, start) * ratio)
+    rows, new_lo, new_hi = [], [], []
+    for i in range(len(prims)):
+        bounds = _pieces(float(box_lo[i]), float(box_hi[i]), start, ratio) if cut[i] else [box_lo[i], box_hi[i]]
+        rows += [i] * (len(bounds) - 1)
+        new_lo += bounds[:-1]
+        new_hi += bounds[1:]
+    rows = np.asarray(rows, dtype=np.int64)
+    new_lo, new_hi = np.asarray(new_lo, dtype=np.float64), np.asarray(new_hi, dtype=np.float64)
     center, half = prims.center[rows].copy(), prims.half[rows].copy()
     lo, hi = prims.lo[rows].copy(), prims.hi[rows].copy()
     pieces = cut[rows]
@@ -224,48 +269,58 @@ def place_on_road(prims: PrimTable, slope: Slope = Slope(), bend: Bend = Bend())
 
     On a bend, each object (or piece) shifts sideways by b(z) at its centre and turns with the
     road there, about its centre; objects with a rounded part (a cabin, a tank barrel, a crown,
-    a head: axis-aligned primitives) only shift. On a slope, each moves up or down by the lower
-    ground height of its two ends, so nothing floats and what sinks is hidden by the ground.
+    a head: axis-aligned primitives) and objects wider than :data:`WIDEST_TURNING` m (the
+    street's backdrop) only shift. On a slope, each moves up or down by the lower ground height
+    of its two ends (taken before it turned), so nothing floats and what sinks is hidden by the
+    ground; the table records that lift, which the shader takes off the heights of windows,
+    wheels and floors. Only IEEE basic operations and square roots are used.
     """
     if (slope.flat and bend.straight) or not len(prims):
         return prims
     objects, which = np.unique(prims.obj, return_inverse=True)  # ids may start below 0
-    obj_lo, obj_hi = np.full(len(objects), np.inf), np.full(len(objects), -np.inf)
-    np.minimum.at(obj_lo, which, prims.lo[:, 2])
-    np.maximum.at(obj_hi, which, prims.hi[:, 2])
+    n_obj = len(objects)
+
+    def per_object(values: np.ndarray, index: np.ndarray, how) -> np.ndarray:
+        out = np.full(n_obj, np.inf if how is np.minimum else -np.inf)
+        how.at(out, index, values)
+        return out
+
+    obj_lo, obj_hi = per_object(prims.lo[:, 2], which, np.minimum), per_object(prims.hi[:, 2], which, np.maximum)
     long = (obj_hi - obj_lo)[which] > WHOLE_OBJECT
     step = min(PIECE_STEP / abs(slope.grade) if not slope.flat else math.inf, BEND_PIECE if not bend.straight else math.inf)
     rows, center, half, lo, hi = _cut_long(prims, long, min(slope.start, bend.start), 1.0 + step)
     kind, yaw, obj = prims.kind[rows], prims.yaw[rows].copy(), which[rows]
     whole = ~long[rows]
+    # the z-span each moving unit (a whole object, or a piece or primitive of a long one) stands on
+    unit_lo = np.where(whole, obj_lo[obj], lo[:, 2])
+    unit_hi = np.where(whole, obj_hi[obj], hi[:, 2])
     if not bend.straight:
-        # the pivot of each moving unit: the object's centre (whole) or the primitive's own
-        obj_x = np.zeros(len(objects))
-        np.add.at(obj_x, which, 0.5 * (prims.lo[:, 0] + prims.hi[:, 0]))
-        obj_x /= np.bincount(which)
-        pivot_x = np.where(whole, obj_x[obj], center[:, 0])
-        pivot_z = np.where(whole, 0.5 * (obj_lo + obj_hi)[obj], center[:, 2])
-        turns = np.ones(len(objects), bool)
-        np.logical_and.at(turns, which, (prims.kind == BOX) | (prims.kind == CYLINDER))
-        angle = np.arctan(bend.direction(pivot_z)) * np.where(whole, turns[obj], True)
-        cos, sin = np.cos(angle), np.sin(angle)
+        obj_x0 = per_object(prims.lo[:, 0], which, np.minimum)
+        obj_x1 = per_object(prims.hi[:, 0], which, np.maximum)
+        pivot_x = np.where(whole, 0.5 * (obj_x0 + obj_x1)[obj], center[:, 0])
+        pivot_z = 0.5 * (unit_lo + unit_hi)
+        turnable = (prims.kind == BOX) | (prims.kind == CYLINDER)
+        turns = per_object(np.where(turnable, 1.0, 0.0), which, np.minimum) > 0  # every part can turn
+        turns &= (obj_x1 - obj_x0) <= WIDEST_TURNING
+        d = bend.direction(pivot_z) * np.where(whole, turns[obj], True)
+        shift = bend.offset(pivot_z)
+        moved = (d != 0.0) | (shift != 0.0)  # the rest stays exactly where it was
+        cos = 1.0 / np.sqrt(1.0 + d * d)
+        sin = d * cos
         rx, rz = center[:, 0] - pivot_x, center[:, 2] - pivot_z
-        center[:, 0] = pivot_x + bend.offset(pivot_z) + cos * rx + sin * rz
-        center[:, 2] = pivot_z - sin * rx + cos * rz
-        yaw = np.stack([yaw[:, 0] * cos - yaw[:, 1] * sin, yaw[:, 1] * cos + yaw[:, 0] * sin], 1)
-        yaw[kind != BOX] = (1.0, 0.0)  # only boxes carry a yaw
+        center[:, 0] = np.where(moved, pivot_x + shift + cos * rx + sin * rz, center[:, 0])
+        center[:, 2] = np.where(moved, pivot_z - sin * rx + cos * rz, center[:, 2])
+        turned = moved & (kind == BOX)  # only boxes carry a yaw
+        yaw[turned] = np.stack([yaw[:, 0] * cos - yaw[:, 1] * sin, yaw[:, 1] * cos + yaw[:, 0] * sin], 1)[turned]
         ext = extents(kind, half, yaw)
-        lo = np.concatenate([center[:, :1] - ext[:, :1], lo[:, 1:2], center[:, 2:] - ext[:, 2:]], 1)
-        hi = np.concatenate([center[:, :1] + ext[:, :1], hi[:, 1:2], center[:, 2:] + ext[:, 2:]], 1)
+        lo[moved, 0], hi[moved, 0] = (center[:, 0] - ext[:, 0])[moved], (center[:, 0] + ext[:, 0])[moved]
+        lo[moved, 2], hi[moved, 2] = (center[:, 2] - ext[:, 2])[moved], (center[:, 2] + ext[:, 2])[moved]
+    lift = np.zeros(len(rows))
     if not slope.flat:
-        unit_lo = np.full(len(objects), np.inf)
-        unit_hi = np.full(len(objects), -np.inf)
-        np.minimum.at(unit_lo, obj, lo[:, 2])
-        np.maximum.at(unit_hi, obj, hi[:, 2])
-        dy = np.where(whole, slope.lift(unit_lo[obj], unit_hi[obj]), slope.lift(lo[:, 2], hi[:, 2]))
-        center[:, 1] += dy
-        lo[:, 1] += dy
-        hi[:, 1] += dy
+        lift = slope.lift(unit_lo, unit_hi)
+        center[:, 1] += lift
+        lo[:, 1] += lift
+        hi[:, 1] += lift
     return PrimTable(kind=kind, center=center, half=half, yaw=yaw, material=prims.material[rows],
                      label=prims.label[rows], color=prims.color[rows], color2=prims.color2[rows],
-                     params=prims.params[rows], lo=lo, hi=hi, obj=prims.obj[rows])
+                     params=prims.params[rows], lo=lo, hi=hi, obj=prims.obj[rows], lift=lift.astype(np.float32))
