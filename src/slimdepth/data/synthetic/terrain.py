@@ -209,17 +209,21 @@ def _may_leave(scene, origin, dx: np.ndarray, dz: np.ndarray, t_walk: np.ndarray
     a ray is a candidate if any of them lies outside the curbs (the face test then decides)."""
     bend = scene.bend
     ox, _, oz = (float(v) for v in origin)
-    candidates = on_road & (F32(oz) + t_road * dz > F32(bend.start))
+    with np.errstate(invalid="ignore", over="ignore"):
+        idx = np.flatnonzero(on_road & (F32(oz) + t_road * dz > F32(bend.start)))  # met beyond the start
+    rx, rz, lo, hi = (a.ravel().take(idx) for a in (dx, dz, t_walk, t_road))
     k, u0 = bend.curvature, oz - bend.start
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        vertex = (dx / (F32(k) * dz) - F32(u0)) / dz
-        ends = [(F32(bend.start) - F32(oz)) / dz, (F32(bend.start + bend.length) - F32(oz)) / dz]
-        outside = np.zeros(dx.shape, bool)
+        vertex = (rx / (F32(k) * rz) - F32(u0)) / rz
+        ends = [(F32(bend.start) - F32(oz)) / rz, (F32(bend.start + bend.length) - F32(oz)) / rz]
+        outside = np.zeros(idx.size, bool)
         for t in (vertex, *ends):
-            t = np.minimum(np.maximum(t, t_walk), t_road)
-            across = bend.lateral(F32(ox) + t * dx, F32(oz) + t * dz)
+            t = np.minimum(np.maximum(t, lo), hi)
+            across = bend.lateral(F32(ox) + t * rx, F32(oz) + t * rz)
             outside |= (across < F32(scene.road_left)) | (across > F32(scene.road_right))
-    return candidates & outside
+    leave = np.zeros(dx.shape, bool)
+    leave.ravel()[idx[outside]] = True
+    return leave
 
 
 def _pieces(lo: float, hi: float, start: float, ratio: float) -> list[float]:
