@@ -182,6 +182,10 @@ def test_frames_are_deterministic_and_distinct():
     assert digest(a) == "700b6e75379e73798d0510eb57e3a32ec34f5e3d1727f3e486779a39f5449d11"
     shadows = SceneGenerator((48, 160), seed=0, scene_options=SceneOptions(object_shadows=True)).frame(0)
     assert digest(shadows) == "039e16b6dc05a1ff14a7d42b4d1fb18cdd648efac2aa2fc4f2365ac2de2eb661"
+    # hills and bends are placed without libm too (repeated products and square roots)
+    shaped = SceneGenerator((48, 160), seed=0, scene_options=SceneOptions(slopes=1.0, bends=1.0)).frame(0)
+    assert not shaped.scene.slope.flat and not shaped.scene.bend.straight
+    assert digest(shaped) == "aef8230d1cad0f02d3698bfb7362b5c124ba74a4df1781a2b2a20b056fba74ef"
 
 
 def test_components_are_optional_and_do_not_change_the_scene():

@@ -541,13 +541,19 @@ def _shadow(s: _Surface, grid: RayGrid) -> np.ndarray:
     return lit
 
 
+def contact_bodies(pr) -> np.ndarray:
+    """The vehicle boxes that darken the ground under them: bodies, more than 0.1 m above the
+    ground their object stands on (wheels and underrun bars below do not count)."""
+    return np.flatnonzero((pr.kind == BOX) & (pr.material == VEHICLE) & (pr.lo[:, 1] - pr.lift > 0.1))
+
+
 def _contact(s: _Surface, grid: RayGrid) -> np.ndarray:
     """Sky-light factor of every visible pixel: ~0.3 on the ground under a vehicle, 0.65 within
     0.3 m of its outline, 1 elsewhere (ambient occlusion: the sky cannot reach under a car)."""
     sc = s.scene
     ao = np.ones(len(s.idx), F32)
     pr = sc.prims
-    cars = np.flatnonzero((pr.kind == BOX) & (pr.material == VEHICLE) & (pr.lo[:, 1] - pr.lift > 0.1))
+    cars = contact_bodies(pr)
     if not sc.contact_shadows or not cars.size or not (s.pid < 0).any():
         return ao
     low, high = _ground_span(sc, pr.lo[cars, 2] - 0.3, pr.hi[cars, 2] + 0.3)

@@ -228,13 +228,16 @@ def _may_leave(scene, origin, dx: np.ndarray, dz: np.ndarray, t_walk: np.ndarray
 
 def _pieces(lo: float, hi: float, start: float, ratio: float) -> list[float]:
     """Boundaries cutting [lo, hi] at ``start`` (when inside) and beyond it at start * ratio**j,
-    by repeated multiplication (no libm, so the same on every machine); the last piece ends at ``hi``."""
+    by repeated multiplication (no libm, so the same on every machine); the last piece ends at
+    ``hi``, and none is shorter than half the piece before it."""
     cuts, z = [lo], max(lo, start)
     if z > lo:
         cuts.append(z)
     while z * ratio < hi:
         z = z * ratio
         cuts.append(z)
+    if len(cuts) > 2 and cuts[-1] > start and hi - cuts[-1] < 0.5 * (cuts[-1] - cuts[-2]):
+        cuts[-1] = 0.5 * (cuts[-2] + hi)  # no sliver at the end: the last two pieces share what is left
     return cuts + [hi]
 
 
@@ -290,7 +293,10 @@ def place_on_road(prims: PrimTable, slope: Slope = Slope(), bend: Bend = Bend())
         return out
 
     obj_lo, obj_hi = per_object(prims.lo[:, 2], which, np.minimum), per_object(prims.hi[:, 2], which, np.maximum)
-    long = (obj_hi - obj_lo)[which] > WHOLE_OBJECT
+    obj_x0 = per_object(prims.lo[:, 0], which, np.minimum)
+    obj_x1 = per_object(prims.hi[:, 0], which, np.maximum)
+    wide = (obj_x1 - obj_x0) > WIDEST_TURNING  # the backdrop: moves as one and does not turn
+    long = ((obj_hi - obj_lo) > WHOLE_OBJECT)[which] & ~wide[which]
     step = min(PIECE_STEP / abs(slope.grade) if not slope.flat else math.inf, BEND_PIECE if not bend.straight else math.inf)
     rows, center, half, lo, hi = _cut_long(prims, long, min(slope.start, bend.start), 1.0 + step)
     kind, yaw, obj = prims.kind[rows], prims.yaw[rows].copy(), which[rows]
@@ -299,14 +305,12 @@ def place_on_road(prims: PrimTable, slope: Slope = Slope(), bend: Bend = Bend())
     unit_lo = np.where(whole, obj_lo[obj], lo[:, 2])
     unit_hi = np.where(whole, obj_hi[obj], hi[:, 2])
     if not bend.straight:
-        obj_x0 = per_object(prims.lo[:, 0], which, np.minimum)
-        obj_x1 = per_object(prims.hi[:, 0], which, np.maximum)
         pivot_x = np.where(whole, 0.5 * (obj_x0 + obj_x1)[obj], center[:, 0])
         pivot_z = 0.5 * (unit_lo + unit_hi)
         turnable = (prims.kind == BOX) | (prims.kind == CYLINDER)
         turns = per_object(np.where(turnable, 1.0, 0.0), which, np.minimum) > 0  # every part can turn
-        turns &= (obj_x1 - obj_x0) <= WIDEST_TURNING
-        d = bend.direction(pivot_z) * np.where(whole, turns[obj], True)
+        turns &= ~wide
+        d = bend.direction(pivot_z) * turns[obj]
         shift = bend.offset(pivot_z)
         moved = (d != 0.0) | (shift != 0.0)  # the rest stays exactly where it was
         cos = 1.0 / np.sqrt(1.0 + d * d)
