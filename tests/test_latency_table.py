@@ -18,7 +18,7 @@ import slimdepth.compress.latency_table as lt
 from slimdepth.compress.channel_cost import CostModel
 from slimdepth.compress.graph import ChannelGraph
 from slimdepth.compress.latency_cost import LatencyCost
-from slimdepth.compress.latency_prune import floor_ms
+from slimdepth.compress.latency_prune import USE_BUDGET, floor_ms
 from slimdepth.compress.latency_table import LatencyTable, aligned, build_latency_table, prune_to_shares, random_widths
 from slimdepth.compress.prune import PruneSettings, prune_checkpoint, read_prune_state
 from slimdepth.errors import ConfigError, DataError
@@ -170,7 +170,7 @@ def test_table_predicts_measured_onnx_runtime_latency(ort_table: LatencyTable) -
 
 
 @pytest.mark.parametrize("method", ["uniform", "masks"])
-def test_prune_meets_a_loose_latency_budget(tmp_path: Path, ort_table: LatencyTable, method: str, monkeypatch,
+def test_prune_to_a_latency_budget_measures_and_reaims(tmp_path: Path, ort_table: LatencyTable, method: str, monkeypatch,
                                             capsys) -> None:
     src = make_source(tmp_path, "tiny-multires", **TINY)
     table_path = ort_table.save(tmp_path / "table.json")
@@ -199,9 +199,19 @@ def test_prune_meets_a_loose_latency_budget(tmp_path: Path, ort_table: LatencyTa
     assert tries[0]["predicted_ms"] <= budget + 1e-9  # the first choice fits the prediction
     assert lat["met"] == (lat["calibrated_ms"] <= budget)
     assert lat["calibrated_ms"] == pytest.approx(lat["measured_ms"] / lat["reference_ms"] * ort_table.calibration_full_ms)
-    # a loose budget (90% of full width) is met within the tries: four, as the command's default,
-    # since sub-millisecond timings of a tiny network jitter by 20-40% on a loaded machine
-    assert lat["met"], tries
+    # Whether the budget is met is a property of this machine's timing at this minute: sub-millisecond
+    # timings of a tiny network jitter by 20-40% on a loaded machine, so "met" failed CI now and then.
+    # What the command must do holds whatever the timings: every try that missed (or left more than
+    # the budget's slack unused) re-aimed the next by budget / calibrated; it stopped early only on a
+    # fit; the network kept is the largest that fitted, else the last. (The loop's outcome under
+    # known timings is test_meet_budget_tightens_and_loosens.)
+    for before, after in zip(tries, tries[1:]):
+        assert not (USE_BUDGET * budget <= before["calibrated_ms"] <= budget)
+        assert after["target_ms"] == pytest.approx(before["target_ms"] * budget / before["calibrated_ms"])
+    fits = [t for t in tries if t["calibrated_ms"] <= budget]
+    kept = max(fits, key=lambda t: t["calibrated_ms"]) if fits else tries[-1]
+    assert lat["met"] == bool(fits) and lat["calibrated_ms"] == pytest.approx(kept["calibrated_ms"])
+    assert len(tries) == settings.max_tries or USE_BUDGET * budget <= tries[-1]["calibrated_ms"] <= budget
 
 
 # --------------------------------------------------------------------------------------------
