@@ -1,12 +1,14 @@
 """Sim-to-real transfer: models trained on synthetic street scenes, scored on real KITTI frames.
 
-Scores every run on every frame of a KITTI raw folder against the projected Velodyne sweep
-(Garg crop, 0.001-80 m), as predicted (metric) and median-scaled per frame, and prints one row
-per run; ``--flat-prior`` adds the baseline of a flat road seen from 1.65 m, ``--constant`` the
+Scores every run on every frame of each real-frame folder (a KITTI raw folder, against the
+projected Velodyne sweep, or a KITTI annotated-depth folder, rgb/ and depth/; by default both sets
+of the shared sample data: one congested drive and three frames of ordinary streets), Garg crop,
+0.001-80 m, as predicted (metric) and median-scaled per frame, and prints one table per folder; ``--flat-prior`` adds the baseline of a flat road seen from 1.65 m, ``--constant`` the
 baseline of one depth everywhere (median-scaled only: the bar a model's *shape* has to clear). ``--config`` trains
 the recipe into ``--train-out`` first (a finished run there is reused, a stopped one continued).
-Writes ``sim_to_real.json`` and one contact sheet per run (image | prediction | LiDAR) into
-``--out`` (default: RUN_sim2real beside the first run). Usage:
+Writes ``sim_to_real.json`` and one contact sheet per run (image | prediction | ground truth) into
+``--out`` (default: RUN_sim2real beside the first run), into one subfolder per real-frame folder
+when there are several (``kitti_raw/``, ``kitti_depth_annotated/``). Usage:
 
     python benchmarks/sim_to_real.py --run RUN [--run RUN2 ...] [--real DIR] [--out DIR] [--rows 6]
                                      [--flat-prior] [--constant] [--overwrite]
@@ -24,11 +26,12 @@ from typing import NoReturn
 from slimdepth.errors import ConfigError, SlimdepthError, one_line
 from slimdepth.options import check_number
 from slimdepth.report.collect import collect
-from slimdepth.report.real import open_real_frames
+from slimdepth.report.real import open_real_frames, real_folders
 from slimdepth.report.sim_to_real import ABOVE_ROAD, SimToReal, check_output_dir, sim_to_real, write_sim_to_real
 from slimdepth.train.run import train_or_reuse
 
-#: the shared sample data beside the repository (its kitti_raw/ holds 20 frames)
+#: the shared sample data beside the repository (its kitti_raw/ holds 20 frames of one drive, its
+#: kitti_depth_annotated/ 3 frames of others)
 DEFAULT_REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -48,8 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value of --config; repeatable")
     parser.add_argument("--train-out", type=Path, help="run directory --config trains into (reused when finished)")
-    parser.add_argument("--real", type=Path, default=DEFAULT_REAL,
-                        help=f"KITTI raw folder, or one holding kitti_raw/ (default: {DEFAULT_REAL})")
+    parser.add_argument("--real", type=Path, action="append", default=[],
+                        help="KITTI raw folder, KITTI annotated-depth folder (rgb/, depth/), or one holding "
+                             f"kitti_raw/ and kitti_depth_annotated/; repeatable (default: {DEFAULT_REAL})")
     parser.add_argument("--out", type=Path, help="output folder (default: RUN_sim2real beside the first run)")
     parser.add_argument("--rows", type=int, default=6, help="frames shown on each contact sheet (default: 6)")
     parser.add_argument("--flat-prior", action="store_true", help="add the flat-road baseline row")
@@ -85,7 +89,7 @@ def default_out(runs: list[Path]) -> Path:
 def print_table(result: SimToReal) -> None:
     """One row per model: metric δ1, AbsRel, RMSE; median-scaled δ1, AbsRel; scale ratio."""
     c = result.config
-    print(f"\n{result.frames} real KITTI frames in {result.real}; ground truth: projected Velodyne; "
+    print(f"\n{result.frames} real KITTI frames in {result.real}; ground truth: {result.ground_truth}; "
           f"{c.crop} crop, {c.min_depth:g}-{c.max_depth:g} m")
     width = max(12, *(len(s.name) for s in result.scores))
     print(f"{'model':{width}s} {'frames':>6s} | {'metric δ1':>9s} {'AbsRel':>7s} {'RMSE':>7s} | "
@@ -95,8 +99,8 @@ def print_table(result: SimToReal) -> None:
         metric = f"{m['d1']:9.3f} {m['abs_rel']:7.3f} {m['rmse']:7.3f}" if m else f"{'-':>9s} {'-':>7s} {'-':>7s}"
         ratio = f"{r['mean']:7.3f} ± {r['std']:6.3f}" if r else f"{'-':>16s}"
         print(f"{s.name:{width}s} {s.frames:6d} | {metric} | {ms['d1']:9.3f} {ms['abs_rel']:7.3f} | {ratio}")
-    print("ratio = median(LiDAR) / median(prediction) per frame: 1 is the right scale, > 1 predicts too near")
-    print(f"\nδ1 on the road and above it (LiDAR points nearer than {ABOVE_ROAD:g} x the flat road's depth at "
+    print("ratio = median(truth) / median(prediction) per frame: 1 is the right scale, > 1 predicts too near")
+    print(f"\nδ1 on the road and above it (ground-truth points nearer than {ABOVE_ROAD:g} x the flat road's depth at "
           "their pixel: vehicles, walls, poles); scaled = by the frame's whole-frame ratio")
     print(f"{'model':{width}s} | {'road metric':>11s} {'scaled':>7s} | {'above metric':>12s} {'scaled':>7s} | "
           f"{'share above':>11s}")
@@ -118,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         runs = check_args(args)
-        open_real_frames(args.real)  # no frames: fail before training
+        sets = real_folders(args.real or [DEFAULT_REAL])
+        for real in sets.values():
+            open_real_frames(real)  # no frames: fail before training
         out = args.out or default_out(runs)
         check_output_dir(out, args.overwrite)
         if args.config is not None:
@@ -126,11 +132,12 @@ def main(argv: list[str] | None = None) -> int:
             done = train_or_reuse(args.config, args.train_out, args.sets)
             print({"trained": "trained", "resumed": "continued the stopped run to its end",
                    "reused": "already trained: reusing it"}[done])
-        result = sim_to_real(runs, args.real, rows=args.rows, flat_prior=args.flat_prior,
-                             constant=args.constant, log=print)
-        print_table(result)
-        for path in write_sim_to_real(result, out):
-            print(f"wrote {path}")
+        for name, real in sets.items():
+            result = sim_to_real(runs, real, rows=args.rows, flat_prior=args.flat_prior,
+                                 constant=args.constant, log=print)
+            print_table(result)
+            for path in write_sim_to_real(result, out / name if len(sets) > 1 else out):
+                print(f"wrote {path}")
     except SlimdepthError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2

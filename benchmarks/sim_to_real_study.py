@@ -3,7 +3,8 @@
 Trains the same recipe (the quickstart's LiteDepth at 96x320 by default) once per data variant:
 every realism step on (``all``), each step switched off alone, the first generator's world
 (every step off) and domain randomisation added; then scores every run on real KITTI frames
-(metric and median-scaled, ``benchmarks/sim_to_real.py``'s scoring) and prints one table with
+(metric and median-scaled, ``benchmarks/sim_to_real.py``'s scoring, on each real-frame folder:
+by default the shared data's congested drive and its annotated street frames) and prints one table per folder with
 each variant's change against ``all``. Runs are resumable: a finished run is reused. Usage:
 
     python benchmarks/sim_to_real_study.py [--out runs/sim_to_real_study] [--jobs 1]
@@ -112,10 +113,11 @@ def main() -> None:
                  else f"error: {args.config}: no such recipe")
     if not args.train_only:  # a bad real-frame folder fails now, not after hours of training
         from slimdepth.errors import SlimdepthError
-        from slimdepth.report.real import open_real_frames
+        from slimdepth.report.real import open_real_frames, real_folders
 
         try:
-            open_real_frames(args.real)
+            for real in real_folders([args.real]).values():
+                open_real_frames(real)
         except SlimdepthError as err:
             sys.exit(f"error: {err}")
     if not args.score_only:
@@ -126,26 +128,32 @@ def main() -> None:
 
 
 def score(names: list[str], out: Path, real: Path) -> None:
-    """Score every variant's run on the real frames (with the flat prior and the constant as the
-    floors), print the ablation table and write ``study.json`` and each variant's contact sheet into ``out``."""
+    """Score every variant's run on each real-frame folder under ``real`` (with the flat prior and
+    the constant as the floors), print one ablation table per folder and write ``study.json``
+    (folder name -> variant -> figures) and each variant's contact sheets into ``out/sheets/FOLDER``."""
+    from slimdepth.report.real import real_folders
     from slimdepth.report.sim_to_real import CONSTANT, FLAT_PRIOR, sim_to_real, write_sim_to_real
 
-    result = sim_to_real([out / n for n in names], real, rows=4, flat_prior=True, constant=True)
-    write_sim_to_real(result, out / "sheets")
-    scores = {s.name: s for s in result.scores}
-    base = scores.get("all")
-    print(f"\n{'variant':16s} {'metric d1':>9s} {'AbsRel':>7s} {'scaled d1':>9s} {'AbsRel':>7s} {'vs all':>7s}  what")
-    rows = {}
-    floors = {FLAT_PRIOR: "depth from the image row alone (a flat road)",
-              CONSTANT: "one depth everywhere (median-scaled only)"}
-    for name in [*names, FLAT_PRIOR, CONSTANT]:
-        m, q = scores[name].metric, scores[name].median_scaled
-        delta = f"{q['d1'] - base.median_scaled['d1']:+.3f}" if base is not None and name != "all" else ""
-        what = VARIANTS[name][1] if name in VARIANTS else floors[name]
-        metric = f"{m['d1']:9.3f} {m['abs_rel']:7.3f}" if m else f"{'-':>9s} {'-':>7s}"
-        print(f"{name:16s} {metric} {q['d1']:9.3f} {q['abs_rel']:7.3f} {delta:>7s}  {what}")
-        rows[name] = {"metric": m, "median_scaled": q, "what": what}
-    (out / "study.json").write_text(json.dumps(rows, indent=2) + "\n")
+    study = {}
+    for folder, path in real_folders([real]).items():
+        result = sim_to_real([out / n for n in names], path, rows=4, flat_prior=True, constant=True)
+        write_sim_to_real(result, out / "sheets" / folder)
+        scores = {s.name: s for s in result.scores}
+        base = scores.get("all")
+        print(f"\n{folder}: {result.frames} frames, ground truth: {result.ground_truth}")
+        print(f"{'variant':16s} {'metric d1':>9s} {'AbsRel':>7s} {'scaled d1':>9s} {'AbsRel':>7s} {'vs all':>7s}  what")
+        rows = {}
+        floors = {FLAT_PRIOR: "depth from the image row alone (a flat road)",
+                  CONSTANT: "one depth everywhere (median-scaled only)"}
+        for name in [*names, FLAT_PRIOR, CONSTANT]:
+            m, q = scores[name].metric, scores[name].median_scaled
+            delta = f"{q['d1'] - base.median_scaled['d1']:+.3f}" if base is not None and name != "all" else ""
+            what = VARIANTS[name][1] if name in VARIANTS else floors[name]
+            metric = f"{m['d1']:9.3f} {m['abs_rel']:7.3f}" if m else f"{'-':>9s} {'-':>7s}"
+            print(f"{name:16s} {metric} {q['d1']:9.3f} {q['abs_rel']:7.3f} {delta:>7s}  {what}")
+            rows[name] = {"metric": m, "median_scaled": q, "what": what}
+        study[folder] = rows
+    (out / "study.json").write_text(json.dumps(study, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ and bad input is one line with exit status 2."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -21,7 +22,8 @@ from PIL import Image
 from slimdepth.deploy.exported import load_for_inference
 from slimdepth.errors import ConfigError
 from slimdepth.evaluate.conventions import crop_box, get_preset
-from slimdepth.report.real import REAL_SHEET_WIDTH, REAL_TITLE_HEIGHT, RealScorer, open_real_frames
+from slimdepth.report.real import (REAL_SHEET_WIDTH, REAL_TITLE_HEIGHT, RealScorer, open_real_frames, real_folders,
+                                   real_sets)
 from slimdepth.report.sim_to_real import CONSTANT, FLAT_PRIOR, flat_prior_depth, sim_to_real, transfer_sheet, write_sim_to_real
 from slimdepth.train.run import resolve_config, train_or_reuse
 from slimdepth.train.trainer import Trainer
@@ -60,6 +62,15 @@ def two_frames(real, tmp_path_factory) -> Path:
         for f in files:
             (day / "2011_09_26_drive_0000_sync" / rel / f.name).symlink_to(f)
     return day.parent
+
+
+@pytest.fixture(scope="module")
+def annotated(real) -> Path:
+    """The shared data's KITTI annotated-depth frames (three frames of other drives: ordinary streets)."""
+    path = real / "kitti_depth_annotated"
+    if not path.is_dir():
+        pytest.skip(f"KITTI annotated depth not found at {path}")
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +122,8 @@ def flat_road(K: np.ndarray, height: int, width: int) -> np.ndarray:
     return z
 
 
-def test_every_frame_is_scored_as_by_hand(result, run, frames) -> None:
+def predict_by_hand(run: Path, frames: list[dict]) -> list[np.ndarray]:
+    """The run's prediction of each frame: resized to its input, predicted, resized back."""
     model, size = load_for_inference(run, "cpu", None)
     preds = []
     with torch.no_grad():
@@ -119,6 +131,11 @@ def test_every_frame_is_scored_as_by_hand(result, run, frames) -> None:
             x = F.interpolate(f["image"][None], size=size, mode="bilinear", align_corners=False)
             y = F.interpolate(model.eval()(x), size=(FRAME_H, FRAME_W), mode="bilinear", align_corners=False)
             preds.append(y[0, 0].numpy())
+    return preds
+
+
+def test_every_frame_is_scored_as_by_hand(result, run, frames) -> None:
+    preds = predict_by_hand(run, frames)
     gts = [f["depth"][0].numpy() for f in frames]
     score = result.scores[0]
     assert result.frames == len(frames) == 20 and score.frames == 20  # all frames, not a sample
@@ -273,3 +290,98 @@ def test_bad_option_from_the_command_line(tmp_path) -> None:
                           cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     _one_line(proc.stderr, "--rows")
+
+
+# --------------------------------------------------------------------------------------------
+# more than one real-frame folder: the shared data's congested drive and its annotated streets
+
+
+def test_each_layout_gives_its_real_frame_folders(real, annotated, two_frames, tmp_path) -> None:
+    raw = real / "kitti_raw"
+    assert real_sets(real) == [raw, annotated]  # the shared data: both sets, the drive first
+    assert real_sets(raw) == [raw] and real_sets(annotated) == [annotated] and real_sets(two_frames) == [two_frames]
+    assert real_folders([real, two_frames]) == {"kitti_raw": raw, "kitti_depth_annotated": annotated,
+                                                two_frames.name: two_frames}
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "kitti_raw").symlink_to(two_frames, target_is_directory=True)
+    assert list(real_folders([raw, tmp_path / "b" / "kitti_raw"])) == ["kitti_raw", "kitti_raw_2"]  # names kept apart
+    with pytest.raises(ConfigError, match="given twice"):
+        real_folders([real, annotated])
+    with pytest.raises(ConfigError, match="not a directory"):
+        real_folders([tmp_path / "missing"])
+
+
+def test_annotated_frames_are_scored_as_by_hand(run, annotated) -> None:
+    dataset = open_real_frames(annotated)
+    frames = [dataset[i] for i in range(len(dataset))]
+    result = sim_to_real([run], annotated, rows=1, flat_prior=True, constant=True)
+    assert result.frames == len(frames) == 3 and result.real == annotated
+    assert result.ground_truth == result.to_dict()["ground_truth"] == "KITTI annotated depth"
+    gts = [f["depth"][0].numpy() for f in frames]
+    assert all(0.15 < (g > 0).mean() < 0.25 for g in gts)  # dense annotations, not a sweep
+    score, prior, const = (next(s for s in result.scores if s.name == n) for n in ("tiny", FLAT_PRIOR, CONSTANT))
+    assert_matches_by_hand(score, predict_by_hand(run, frames), gts)
+    assert_matches_by_hand(prior, [flat_road(f["K"].numpy(), FRAME_H, FRAME_W) for f in frames], gts)
+    # ordinary streets: most points are on the road, where a level camera's flat road is right
+    assert prior.metric["d1"] > 0.7 and prior.regions["road"]["points"] > 2 * prior.regions["above road"]["points"]
+    assert const.median_scaled["d1"] < 0.4  # measured 0.248: one depth is no bar here, the road is
+
+
+def test_script_scores_each_folder_into_its_own(run, two_frames, annotated, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    assert _script().main(["--run", str(run), "--real", str(two_frames), "--real", str(annotated), "--out", str(out),
+                           "--rows", "1", "--flat-prior"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 real KITTI frames" in printed and "ground truth: projected Velodyne" in printed
+    assert "3 real KITTI frames" in printed and "ground truth: KITTI annotated depth" in printed
+    assert sorted(p.name for p in out.iterdir()) == sorted([two_frames.name, "kitti_depth_annotated"])
+    for folder, frames in ((two_frames.name, 2), ("kitti_depth_annotated", 3)):
+        assert sorted(p.name for p in (out / folder).iterdir()) == ["sheet_tiny.png", "sim_to_real.json"]
+        saved = json.loads((out / folder / "sim_to_real.json").read_text())
+        assert saved["frames"] == frames and [m["name"] for m in saved["models"]] == ["tiny", FLAT_PRIOR]
+
+
+def _annotated_folder(root: Path, n: int = 2, size: tuple[int, int] = (48, 160)) -> Path:
+    """A small well-formed annotated folder: images and 16-bit depth PNGs (metres x 256), 10 m everywhere."""
+    for sub in ("rgb", "depth"):
+        (root / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(root / "rgb" / f"{i:04d}.png")
+        Image.fromarray(np.full(size, 2560, np.uint16)).save(root / "depth" / f"{i:04d}.png")
+    return root
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:60])
+
+
+@pytest.mark.parametrize("corrupt, fragment", [
+    (lambda r: _truncate(r / "depth" / "0001.png"), "0001.png"),
+    (lambda r: (r / "depth" / "0001.png").write_text("not a png"), "0001.png"),
+    (lambda r: Image.fromarray(np.zeros((48, 160), np.uint8)).save(r / "depth" / "0001.png"), "0001.png"),
+    (lambda r: Image.fromarray(np.full((40, 160), 2560, np.uint16)).save(r / "depth" / "0001.png"), "0001"),
+    (lambda r: (r / "depth" / "0001.png").unlink(), "0001"),
+    (lambda r: _truncate(r / "rgb" / "0000.png"), "0000.png"),
+    (lambda r: [f.unlink() for f in (r / "rgb").iterdir()], "no images"),
+])
+def test_bad_annotated_folders_are_one_line(corrupt, fragment, run, tmp_path, capsys) -> None:
+    """Each class of damage to an annotated folder: a truncated, foreign, 8-bit or wrongly sized
+    depth PNG, a missing depth file, an unreadable image, no images at all."""
+    real = _annotated_folder(tmp_path / "ann")
+    corrupt(real)
+    assert _script().main(["--run", str(run), "--real", str(real), "--out", str(tmp_path / "out")]) == 2
+    _one_line(capsys.readouterr().err, fragment)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_small_annotated_folder_is_scored(run, tmp_path, capsys) -> None:
+    """The well-formed folder the damage test starts from: 10 m everywhere, so one depth everywhere
+    is exactly right once median-scaled (δ1 1, AbsRel 0)."""
+    real = _annotated_folder(tmp_path / "ann")
+    assert _script().main(["--run", str(run), "--real", str(real), "--out", str(tmp_path / "out"), "--constant",
+                           "--rows", "1"]) == 0
+    saved = json.loads((tmp_path / "out" / "sim_to_real.json").read_text())
+    const = next(m for m in saved["models"] if m["name"] == CONSTANT)
+    assert saved["frames"] == 2 and saved["ground_truth"] == "KITTI annotated depth"
+    assert const["median_scaled"]["d1"] == 1.0 and const["median_scaled"]["abs_rel"] == pytest.approx(0.0, abs=1e-6)

@@ -30,7 +30,8 @@ from slimdepth.report.plots import png_bytes, stack_rows
 from slimdepth.report.samples import sample_indices
 from slimdepth.visualize import comparison_panel
 
-__all__ = ["REAL_SHEET_WIDTH", "RealScorer", "kitti_root", "open_real_frames", "real_frame_sheets"]
+__all__ = ["GROUND_TRUTHS", "REAL_SETS", "REAL_SHEET_WIDTH", "RealScorer", "ground_truth_of", "is_annotated_folder",
+           "kitti_root", "open_real_frames", "real_folders", "real_frame_sheets", "real_sets"]
 
 #: widest real-frame sheet in pixels (one row is image | prediction | LiDAR | error at 1242 px each)
 REAL_SHEET_WIDTH = 2000
@@ -49,8 +50,59 @@ def kitti_root(path: Path) -> Path:
     return nested if nested.is_dir() and not any(path.glob("*/*/image_02")) else path
 
 
+#: the folders of slimdepth's shared sample data that hold real frames with ground truth, in the
+#: order they are scored: one congested drive with its Velodyne sweeps, and KITTI's annotated
+#: depth of a few frames of other drives
+REAL_SETS = ("kitti_raw", "kitti_depth_annotated")
+#: what each kind of real-frame folder measures against
+GROUND_TRUTHS = {"raw": "projected Velodyne", "annotated": "KITTI annotated depth"}
+
+
+def is_annotated_folder(path: Path) -> bool:
+    """True for a folder laid out like KITTI's annotated depth as slimdepth reads it: ``rgb/`` and
+    ``depth/`` beside each other, 16-bit PNGs in metres x 256."""
+    return (path / "rgb").is_dir() and (path / "depth").is_dir()
+
+
+def real_sets(path: Path) -> list[Path]:
+    """The real-frame folders under ``path``: each of :data:`REAL_SETS` it holds (the shared sample
+    data's layout), else ``path`` itself (one KITTI raw folder or one annotated folder)."""
+    if not path.is_dir():
+        raise ConfigError(f"--real {path}: not a directory (give a KITTI raw folder: DATE/DATE_drive_*_sync/..., "
+                          "or a KITTI annotated-depth folder: rgb/ and depth/)")
+    held = [path / name for name in REAL_SETS if (path / name).is_dir()]
+    return held if held and not any(path.glob("*/*/image_02")) and not is_annotated_folder(path) else [path]
+
+
+def real_folders(paths: list[Path]) -> dict[str, Path]:
+    """Each real-frame folder under ``paths`` (:func:`real_sets`), keyed by
+    the subfolder its results go to: its name, made unique (``_2``...) when two share one."""
+    folders: dict[str, Path] = {}
+    for path in paths:
+        for real in real_sets(path):
+            if real.resolve() in (p.resolve() for p in folders.values()):
+                raise ConfigError(f"--real {real}: given twice")
+            base = real.absolute().name or "real"
+            name, n = base, 2
+            while name in folders:
+                name, n = f"{base}_{n}", n + 1
+            folders[name] = real
+    return folders
+
+
+def ground_truth_of(path: Path) -> str:
+    """How a real-frame folder's frames are measured (:data:`GROUND_TRUTHS`)."""
+    return GROUND_TRUTHS["annotated" if is_annotated_folder(path) else "raw"]
+
+
 def open_real_frames(path: Path) -> DepthDataset:
-    """The KITTI frames under ``path`` with projected Velodyne depth (a one-line error when there are none)."""
+    """The real frames under ``path`` (a one-line error when there are none): a KITTI raw folder's
+    with projected Velodyne depth, or an annotated folder's (:func:`is_annotated_folder`) with its
+    depth PNGs; the intrinsics of an annotated folder come from its ``K.txt`` when it has one, else
+    KITTI's own camera is assumed (exact for the 2011_09_26 drives at 1242x375)."""
+    if is_annotated_folder(path):
+        return build_dataset({"name": "folder", "root": str(path), "depth_encoding": "kitti", "eval_preset": "kitti",
+                              "seg_dir": None, "lidar_dir": None, "right_dir": None})
     return build_dataset({"name": "kitti", "root": str(kitti_root(path)), "gt": "velodyne"})
 
 

@@ -1,9 +1,10 @@
 """Sim-to-real transfer: models trained on synthetic street scenes, scored on real KITTI frames.
 
 Takes run directories (or checkpoints, exported files: anything :func:`~slimdepth.report.collect.collect`
-reads) and a KITTI raw folder (:func:`~slimdepth.report.real.kitti_root`), and scores every model
-on *every* frame there, not a sample, against the projected Velodyne sweep, with the KITTI
-conventions (Garg crop, 0.001-80 m): as predicted (metric, the number that shows whether the
+reads) and a real-frame folder (a KITTI raw folder, :func:`~slimdepth.report.real.kitti_root`, or
+a KITTI annotated-depth folder, :func:`~slimdepth.report.real.is_annotated_folder`), and scores
+every model on *every* frame there, not a sample, against the projected Velodyne sweep or the
+annotated depth, with the KITTI conventions (Garg crop, 0.001-80 m): as predicted (metric, the number that shows whether the
 synthetic camera taught the right scale) and median-scaled per frame (ratio = median(LiDAR) /
 median(prediction), the number that shows whether the *shape* transfers). The ratios' mean and
 spread say how far off and how unsteady the scale is. Scoring is :class:`~slimdepth.report.real.RealScorer`,
@@ -47,7 +48,8 @@ from slimdepth.options import check_number
 from slimdepth.report.collect import ModelEntry, collect
 from slimdepth.report.measure import ModelCache
 from slimdepth.report.plots import png_bytes, stack_rows
-from slimdepth.report.real import REAL_SHEET_WIDTH, REAL_TITLE_HEIGHT, RealScorer, kitti_root, open_real_frames
+from slimdepth.report.real import (REAL_SHEET_WIDTH, REAL_TITLE_HEIGHT, RealScorer, ground_truth_of, is_annotated_folder,
+                                   kitti_root, open_real_frames)
 from slimdepth.report.samples import sample_indices
 from slimdepth.visualize import auto_dilation, colorize_depth, side_by_side
 
@@ -165,15 +167,16 @@ class SimToReal:
     """Every model's :class:`TransferScore`, the conventions, and the contact sheets."""
 
     scores: list[TransferScore]
-    real: Path  # the KITTI raw root
+    real: Path  # the KITTI raw root, or the annotated folder
     frames: int  # frames in the folder
     config: EvalConfig
+    ground_truth: str = "projected Velodyne"  # or "KITTI annotated depth" (:data:`~slimdepth.report.real.GROUND_TRUTHS`)
     sheet_frames: list[str] = field(default_factory=list)
     sheets: dict[str, np.ndarray] = field(default_factory=dict)  # file stem -> full-size picture
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON form: what ``sim_to_real.json`` holds."""
-        return {"real": str(self.real), "frames": self.frames, "ground_truth": "projected Velodyne",
+        return {"real": str(self.real), "frames": self.frames, "ground_truth": self.ground_truth,
                 "conventions": self.config.to_dict(), "flat_prior_camera_height_m": CAMERA_HEIGHT,
                 "models": [s.to_dict() for s in self.scores], "sheet_frames": self.sheet_frames,
                 "sheets": [f"{stem}.png" for stem in self.sheets]}
@@ -192,8 +195,9 @@ def _file_stem(name: str) -> str:
 
 
 def transfer_sheet(frames: Sequence[dict[str, Any]], columns: Sequence[tuple[str, Sequence[torch.Tensor]]],
-                   title_height: int = REAL_TITLE_HEIGHT, width: int = REAL_SHEET_WIDTH) -> np.ndarray:
-    """One row per frame: image | each column's prediction | LiDAR, as HxWx3 uint8 at full size.
+                   title_height: int = REAL_TITLE_HEIGHT, width: int = REAL_SHEET_WIDTH, truth: str = "LiDAR") -> np.ndarray:
+    """One row per frame: image | each column's prediction | ground truth (``truth`` names it in the
+    titles), as HxWx3 uint8 at full size.
 
     ``columns`` are (title, one prediction per frame). Predictions and LiDAR share the colours
     of the LiDAR's 5th-95th percentile range (the prediction's when a frame has no point); the
@@ -217,7 +221,7 @@ def transfer_sheet(frames: Sequence[dict[str, Any]], columns: Sequence[tuple[str
         panels = [frame["image"], *(colorize_depth(p, vmin=lo, vmax=hi) for p in preds),
                   colorize_depth(lidar, vmin=lo, vmax=hi, dilate=k)]
         titles = [str(frame["meta"]["name"]), *(f"{title} (metric) {span}" for title, _ in columns),
-                  f"LiDAR {span} (points grown to {k}x{k})"]
+                  f"{truth} {span} (points grown to {k}x{k})"]
         rows.append(side_by_side(panels, titles, title_height=title_height))
     return stack_rows(rows)
 
@@ -225,7 +229,8 @@ def transfer_sheet(frames: Sequence[dict[str, Any]], columns: Sequence[tuple[str
 def sim_to_real(models: Sequence[Path | ModelEntry], real: Path, *, rows: int = 6, flat_prior: bool = False,
                 constant: bool = False, log: Log | None = None) -> SimToReal:
     """Score ``models`` (paths :func:`collect` reads, or entries) and optionally the flat prior and
-    the constant baseline on every KITTI frame under ``real``, metric and median-scaled (the
+    the constant baseline on every frame of the real-frame folder ``real`` (KITTI raw or annotated,
+    :func:`~slimdepth.report.real.open_real_frames`), metric and median-scaled (the
     constant median-scaled only); draw a contact sheet of ``rows`` frames (spread over the folder)
     per model, and one of both predictions when there are two."""
     say = log or (lambda message: None)
@@ -284,15 +289,17 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path, *, rows: int = 
         ratio = scale_ratio_stats(scorer.ratios) if name != CONSTANT else {}
         scores.append(TransferScore(name, sources[name], scorer.num_frames, both.get("metric", {}),
                                     both["median-scaled"], ratio, regions[name].metrics()))
-    result = SimToReal(scores, kitti_root(Path(real)), len(dataset), config,
-                       [str(f["meta"]["name"]) for f in shown])
+    result = SimToReal(scores, Path(real) if is_annotated_folder(Path(real)) else kitti_root(Path(real)), len(dataset), config,
+                       ground_truth_of(Path(real)), [str(f["meta"]["name"]) for f in shown])
+    truth = "annotated depth" if is_annotated_folder(Path(real)) else "LiDAR"
     for entry in entries:
         say(f"drawing the sheet of {entry.name}")
-        result.sheets[f"sheet_{_file_stem(entry.name)}"] = transfer_sheet(shown, [(entry.name, kept[entry.name])])
+        result.sheets[f"sheet_{_file_stem(entry.name)}"] = transfer_sheet(shown, [(entry.name, kept[entry.name])],
+                                                                          truth=truth)
     if len(entries) == 2:
         a, b = entries
         result.sheets[f"sheet_{_file_stem(a.name)}_vs_{_file_stem(b.name)}"] = transfer_sheet(
-            shown, [(a.name, kept[a.name]), (b.name, kept[b.name])])
+            shown, [(a.name, kept[a.name]), (b.name, kept[b.name])], truth=truth)
     return result
 
 
