@@ -266,3 +266,86 @@ def test_road_prior_head_corrects_the_flat_road_of_a_kitti_like_camera(tmp_path)
     v = (np.arange(32) + 0.5) * 96 / 32 - 0.5
     road = np.where(v > K[1, 2], K[1, 1] * 1.65 / np.maximum(v - K[1, 2], 1e-9), np.inf)
     np.testing.assert_allclose(low[:, 3], np.minimum(road, 80.0), rtol=1e-5)
+
+
+def _popup_with(road_logit: torch.Tensor, correction: float = 0.0):
+    """A PopUpHead at 24x80 whose road logits are ``road_logit`` (1x1x24x80) and whose correction is
+    a constant, and the flat road it stands things on."""
+    from slimdepth.models.blocks import PopUpHead
+
+    head = PopUpHead(4, 80.0).eval()
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return torch.cat([road_logit, torch.full_like(road_logit, correction)], 1)
+
+    del head.conv
+    head.conv = Fixed()
+    return head, head.prior(24, 80)[0, 0]
+
+
+def test_popup_head_stands_things_on_the_flat_road_at_the_depth_of_their_foot():
+    """Known answers: all road is the flat road; a column whose pixels are not road from row b up
+    is the flat road's depth at b there (below b its own row's); a soft road probability mixes the
+    two as the expectation over where the first non-road pixel lies, worked out here by a loop."""
+    import numpy as np
+
+    road = torch.full((1, 1, 24, 80), 30.0)
+    head, flat = _popup_with(road)
+    with torch.no_grad():
+        torch.testing.assert_close(head(torch.zeros(1, 4, 24, 80))[0, 0], flat.clamp(max=80.0))
+        wall = road.clone()
+        wall[..., :19, :40] = -30.0  # a wall in the left half, its foot at row 18
+        head, flat = _popup_with(wall, correction=float(np.log(2.0)))
+        y = head(torch.zeros(1, 4, 24, 80))[0, 0]
+    assert 9.0 < float(flat[18, 0]) < 12.0  # about 10 m away: the foot is below the horizon
+    torch.testing.assert_close(y[:19, :40], 2.0 * flat[18, 0].expand(19, 40))  # upright, times the correction
+    torch.testing.assert_close(y[19:, :40], 2.0 * flat[19:, :40])
+    torch.testing.assert_close(y[:, 40:], (2.0 * flat[:, 40:]).clamp(max=80.0))
+    # soft: p per row from a seeded draw; the expectation by a loop over the first non-road row
+    logits = torch.randn(1, 1, 24, 80, generator=torch.Generator().manual_seed(3)) * 2
+    head, flat = _popup_with(logits)
+    with torch.no_grad():
+        y = head(torch.zeros(1, 4, 24, 80))[0, 0].double().numpy()
+    p = torch.sigmoid(logits)[0, 0].double().numpy()
+    z = flat.double().numpy()
+    for col in (0, 17, 79):
+        for v in (0, 5, 12, 23):
+            expected, still_road = 0.0, 1.0  # walking up from the bottom row
+            for b in range(23, v - 1, -1):
+                expected += still_road * (1 - p[b, col]) * z[b, col]  # row b is the first non-road pixel
+                still_road *= p[b, col]
+            expected += still_road * z[v, col]  # road all the way up to v
+            assert y[v, col] == pytest.approx(min(expected, 80.0), rel=1e-4)
+
+
+def test_popup_option_trains_saves_and_exports(tmp_path):
+    """``road_prior: popup``: the head starts as nearly all road, gradients reach both of its
+    outputs, the option saves with the model and the exported ONNX graph (cumulative sums) matches."""
+    from slimdepth.deploy.export import ExportSettings, export_model
+    from slimdepth.deploy.exported import load_exported
+    from slimdepth.models.blocks import PopUpHead
+
+    torch.manual_seed(0)
+    model = build_model("litedepth", internal_size="none", road_prior="popup")
+    assert isinstance(model.head, PopUpHead) and model.config["road_prior"] == "popup"
+    x = torch.rand(2, 3, 96, 320)
+    model.train()
+    model.predict(x)["scales"][0].log().mean().backward()
+    grad = model.head.conv.weight.grad
+    assert grad is not None and torch.isfinite(grad).all() and (grad[0] != 0).any() and (grad[1] != 0).any()
+    model.eval()
+    with torch.no_grad():
+        low = model.predict(x)["scales"][0]
+    assert torch.isfinite(low).all() and (low > 0).all() and (low <= 80.0).all()
+    weights = save_model(model, tmp_path / "m.safetensors")
+    loaded = slimdepth.load(weights)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    export_model(model, tmp_path / "m.onnx", ExportSettings("onnx", (96, 320)))
+    runner = load_exported(tmp_path / "m.onnx")
+    with torch.no_grad():
+        torch.testing.assert_close(runner(x[:1]), model(x[:1]), rtol=1e-4, atol=1e-3)
+    for bad in ("yes", "Popup", 1, None):
+        with pytest.raises(ConfigError, match="road_prior"):
+            build_model("litedepth", road_prior=bad)

@@ -131,3 +131,42 @@ class RoadPriorHead(nn.Module):
         r = self.conv(x).clamp(-6.0, 3.0)
         y = self.prior(x.shape[-2], x.shape[-1], image_size, x.device) * torch.exp(r)
         return y if self.training else y.clamp(max=self.max_depth)
+
+
+def _sum_below(x: torch.Tensor) -> torch.Tensor:
+    """Per column, the sum of ``x`` over each row and every row below it (NxCxHxW): a reversed
+    cumulative sum down the rows, written without a flip (ONNX CumSum, no Reverse)."""
+    return x.sum(dim=2, keepdim=True) - torch.cumsum(x, dim=2) + x
+
+
+class PopUpHead(RoadPriorHead):
+    """Depth as a stixel world: the flat road, and upright things standing on it, corrected.
+
+    Per pixel the head predicts how likely it is road (``p``, from a logit) and a correction
+    ``r``. Scanning each column up from the bottom of the picture, the first pixel that is not road
+    is where something stands: every pixel at or above it gets the flat road's depth *at that row*
+    (an upright surface is as far as its foot), and the pixels below it keep their own row's. Soft:
+    the pixel's depth is the expectation over where the first non-road pixel lies,
+    ``G(v) * flat(v) + sum_{b >= v} (1 - p(b)) * G(b + 1) * flat(b)`` with ``G(v)`` the product of
+    ``p`` from row ``v`` down, then times ``exp(r)`` (r clipped to [-6, 3] as in
+    :class:`RoadPriorHead`) for what is not upright or stands behind something nearer. The
+    products are sums of logs, so the graph is convolutions, cumulative sums and exponentials.
+    The flat road is :class:`RoadPriorHead`'s: only for cameras mounted like KITTI's. It starts
+    almost all road (``p`` = 0.95) with no correction."""
+
+    def __init__(self, cin: int, max_depth: float, kernel: int = 1) -> None:
+        super().__init__(cin, max_depth, kernel)
+        self.conv = nn.Conv2d(cin, 2, kernel, padding=kernel // 2)  # road logit, correction
+        nn.init.zeros_(self.conv.weight)
+        with torch.no_grad():
+            self.conv.bias.copy_(torch.tensor([3.0, 0.0]))
+
+    def forward(self, x: torch.Tensor, image_size: tuple[int, int] | None = None) -> torch.Tensor:
+        out = self.conv(x)
+        logit, r = out[:, :1], out[:, 1:].clamp(-6.0, 3.0)
+        flat = self.prior(x.shape[-2], x.shape[-1], image_size, x.device)
+        log_g = _sum_below(F.logsigmoid(logit))  # log G(v): road from row v to the bottom
+        log_g_below = log_g - F.logsigmoid(logit)  # log G(v + 1)
+        first = torch.exp(F.logsigmoid(-logit) + log_g_below)  # row v is the first non-road pixel from the bottom
+        y = (torch.exp(log_g) * flat + _sum_below(first * flat)) * torch.exp(r)
+        return y if self.training else y.clamp(max=self.max_depth)

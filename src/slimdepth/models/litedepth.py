@@ -9,7 +9,7 @@ import torch
 from slimdepth.errors import ConfigError
 from slimdepth.models.backbones import build_encoder, check_weights_path
 from slimdepth.models.base import DepthModel, Normalize
-from slimdepth.models.blocks import ConvBNReLU, DepthHead, RoadPriorHead, upsample_to
+from slimdepth.models.blocks import ConvBNReLU, DepthHead, PopUpHead, RoadPriorHead, upsample_to
 from slimdepth.models.zoo import MAX_WIDTH, check_widths, register_model
 from slimdepth.options import check_number, parse_size
 
@@ -17,6 +17,8 @@ __all__ = ["LiteDepth", "litedepth_released"]
 
 #: encoder variants: MobileNetV3 Large, Small, and timm's Small "minimal" (LiteDepth's release)
 VARIANTS = ("large", "small", "small_minimal")
+#: the heads ``road_prior`` chooses: the flat road corrected (true), or a stixel world on it ("popup")
+ROAD_PRIORS = {True: RoadPriorHead, "popup": PopUpHead, False: None}
 
 
 @register_model("litedepth", "method 4: MobileNetV3 without its head conv, in-network resize, light decoder, ReLU output at 1/4")
@@ -28,20 +30,22 @@ class LiteDepth(DepthModel):
     is resized to the input size. ``features`` are the three decoder levels used by
     structure-aware distillation (``dec16``, ``dec8``, ``dec4``). With ``road_prior`` the head
     corrects the depth of a flat road seen by a KITTI-like camera instead of predicting depth
-    from nothing (:class:`~slimdepth.models.blocks.RoadPriorHead`)."""
+    from nothing (:class:`~slimdepth.models.blocks.RoadPriorHead`); with ``road_prior="popup"``
+    it also stands upright things on that road at the depth of their foot
+    (:class:`~slimdepth.models.blocks.PopUpHead`)."""
 
     first_conv = "encoder.features.0.0"
 
     def __init__(self, max_depth: float = 80.0, internal_size: str | tuple[int, int] | None = "128x160",
                  variant: str = "large", width: int = 64, encoder_weights: str | None = None,
-                 decoder_widths: list[int] | None = None, upsample: str = "bilinear", road_prior: bool = False) -> None:
+                 decoder_widths: list[int] | None = None, upsample: str = "bilinear", road_prior: bool | str = False) -> None:
         size = None if internal_size in (None, "none", "input") else parse_size(internal_size, "litedepth internal_size")
         if variant not in VARIANTS:
             raise ConfigError(f"litedepth variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
         if upsample not in ("bilinear", "nearest"):
             raise ConfigError(f"litedepth upsample must be 'bilinear' or 'nearest', got {upsample!r}")
-        if not isinstance(road_prior, bool):
-            raise ConfigError(f"litedepth road_prior must be true or false, got {road_prior!r}")
+        if road_prior not in ROAD_PRIORS or not isinstance(road_prior, (bool, str)):
+            raise ConfigError(f"litedepth road_prior must be true, false or 'popup', got {road_prior!r}")
         width = check_number(width, "litedepth width", integer=True, low=2, high=MAX_WIDTH)  # the decoder halves it
         # (1/4, 1/8, 1/16) decoder widths; the default derives them from ``width`` as the paper's decoder does
         widths = check_widths(decoder_widths, "litedepth decoder_widths", 3) if decoder_widths is not None else \
@@ -51,7 +55,7 @@ class LiteDepth(DepthModel):
                           "width": width, "encoder_weights": encoder_weights,
                           **({"decoder_widths": list(widths)} if decoder_widths is not None else {}),
                           **({"upsample": upsample} if upsample != "bilinear" else {}),
-                          **({"road_prior": True} if road_prior else {})})
+                          **({"road_prior": road_prior} if road_prior else {})})
         self.internal_size = size
         self.upsample = upsample
         self.normalize = Normalize()
@@ -62,8 +66,10 @@ class LiteDepth(DepthModel):
         self.fuse16 = ConvBNReLU(w16 + c16, w16, 1)
         self.fuse8 = ConvBNReLU(w16 + c8, w8, 1)
         self.fuse4 = ConvBNReLU(w8 + c4, w4, 3)
-        # road_prior: depth as a learned correction of the flat road a KITTI-like camera sees
-        self.head = RoadPriorHead(w4, max_depth) if road_prior else DepthHead(w4, max_depth, activation="relu", kernel=1)
+        # road_prior: depth as a learned correction of the flat road a KITTI-like camera sees, or
+        # of a stixel world standing on it ("popup")
+        self.head = ROAD_PRIORS[road_prior](w4, max_depth) if road_prior else \
+            DepthHead(w4, max_depth, activation="relu", kernel=1)
 
     def predict(self, x: torch.Tensor) -> dict[str, Any]:
         size = tuple(x.shape[-2:])
