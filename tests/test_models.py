@@ -223,13 +223,26 @@ def test_nearest_upsample_is_pytorchs_nearest_at_every_size(h, w, out_h, out_w):
     assert torch.equal(got, torch.nn.functional.interpolate(x, size=(out_h, out_w), mode="nearest"))
 
 
+def _assert_saves_and_exports(model, x: torch.Tensor, tmp_path) -> None:
+    """The model's weights load back to the same outputs, and its static ONNX export matches it."""
+    from slimdepth.deploy.export import ExportSettings, export_model
+    from slimdepth.deploy.exported import load_exported
+
+    weights = save_model(model, tmp_path / "m.safetensors")
+    loaded = slimdepth.load(weights)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    export_model(model, tmp_path / "m.onnx", ExportSettings("onnx", tuple(x.shape[-2:])))
+    runner = load_exported(tmp_path / "m.onnx")
+    with torch.no_grad():
+        torch.testing.assert_close(runner(x), model(x), rtol=1e-4, atol=1e-3)
+
+
 def test_road_prior_head_corrects_the_flat_road_of_a_kitti_like_camera(tmp_path):
     """``road_prior``: depth = flat road under a level KITTI-like camera x exp(r), r from one conv
     that starts at 0; the option saves with the model, and the exported ONNX graph matches."""
     import numpy as np
 
-    from slimdepth.deploy.export import ExportSettings, export_model
-    from slimdepth.deploy.exported import load_exported
     from slimdepth.geometry import kitti_like_intrinsics
 
     torch.manual_seed(0)
@@ -247,14 +260,7 @@ def test_road_prior_head_corrects_the_flat_road_of_a_kitti_like_camera(tmp_path)
         half = model.predict(x)["scales"][0][0, 0].numpy()
     np.testing.assert_allclose(half, 0.5 * low, rtol=1e-5)  # the correction is a factor
     assert model.config["road_prior"] is True and "road_prior" not in build_model("litedepth").config
-    weights = save_model(model, tmp_path / "m.safetensors")
-    loaded = slimdepth.load(weights)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x), model(x))
-    export_model(model, tmp_path / "m.onnx", ExportSettings("onnx", (96, 320)))
-    runner = load_exported(tmp_path / "m.onnx")
-    with torch.no_grad():
-        torch.testing.assert_close(runner(x), model(x), rtol=1e-4, atol=1e-3)
+    _assert_saves_and_exports(model, x, tmp_path)
     with pytest.raises(ConfigError, match="road_prior"):
         build_model("litedepth", road_prior="yes")
     # resized inside the network (to 32x40 at the head): each head row still gets the road depth
@@ -322,8 +328,6 @@ def test_popup_head_stands_things_on_the_flat_road_at_the_depth_of_their_foot():
 def test_popup_option_trains_saves_and_exports(tmp_path):
     """``road_prior: popup``: the head starts as nearly all road, gradients reach both of its
     outputs, the option saves with the model and the exported ONNX graph (cumulative sums) matches."""
-    from slimdepth.deploy.export import ExportSettings, export_model
-    from slimdepth.deploy.exported import load_exported
     from slimdepth.models.blocks import PopUpHead
 
     torch.manual_seed(0)
@@ -338,14 +342,7 @@ def test_popup_option_trains_saves_and_exports(tmp_path):
     with torch.no_grad():
         low = model.predict(x)["scales"][0]
     assert torch.isfinite(low).all() and (low > 0).all() and (low <= 80.0).all()
-    weights = save_model(model, tmp_path / "m.safetensors")
-    loaded = slimdepth.load(weights)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x), model(x))
-    export_model(model, tmp_path / "m.onnx", ExportSettings("onnx", (96, 320)))
-    runner = load_exported(tmp_path / "m.onnx")
-    with torch.no_grad():
-        torch.testing.assert_close(runner(x[:1]), model(x[:1]), rtol=1e-4, atol=1e-3)
+    _assert_saves_and_exports(model, x[:1], tmp_path)
     for bad in ("yes", "Popup", 1, None):
         with pytest.raises(ConfigError, match="road_prior"):
             build_model("litedepth", road_prior=bad)
