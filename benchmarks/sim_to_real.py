@@ -132,9 +132,10 @@ def main(argv: list[str] | None = None) -> int:
             done = train_or_reuse(args.config, args.train_out, args.sets)
             print({"trained": "trained", "resumed": "continued the stopped run to its end",
                    "reused": "already trained: reusing it"}[done])
-        for name, real in sets.items():
-            result = sim_to_real(runs, real, rows=args.rows, flat_prior=args.flat_prior,
-                                 constant=args.constant, log=print)
+        results = {name: sim_to_real(runs, real, rows=args.rows, flat_prior=args.flat_prior,
+                                     constant=args.constant, log=print)
+                   for name, real in sets.items()}  # every folder scored before anything is written
+        for name, result in results.items():
             print_table(result)
             for path in write_sim_to_real(result, out / name if len(sets) > 1 else out):
                 print(f"wrote {path}")

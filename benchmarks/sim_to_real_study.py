@@ -9,7 +9,7 @@ each variant's change against ``all``. Runs are resumable: a finished run is reu
 
     python benchmarks/sim_to_real_study.py [--out runs/sim_to_real_study] [--jobs 1]
         [--variants all,no-traffic,...] [--config configs/quickstart.yaml] [--set train.epochs=10]
-        [--real ../shared/data] [--train-only | --score-only]
+        [--real ../shared/data ...] [--train-only | --score-only]
 
 On this 2-core CPU each variant takes the quickstart's ~10 minutes, one at a time (all 13: over
 two hours; pick some with ``--variants``); on a GPU machine ``--jobs 8`` trains them side by side.
@@ -99,12 +99,14 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma-separated, from: " + ", ".join(f"{k} ({v[1]})" for k, v in VARIANTS.items()))
     parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--real", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--real", type=Path, action="append", default=[],
+                        help="real-frame folder(s) as in benchmarks/sim_to_real.py; repeatable (default: ../shared/data)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="recipe override for every variant, e.g. train.epochs=10; repeatable")
     parser.add_argument("--train-only", action="store_true")
     parser.add_argument("--score-only", action="store_true")
     args = parser.parse_args()
+    args.real = args.real or [ROOT.parent / "shared" / "data"]
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown or args.jobs < 1 or not args.config.is_file():
@@ -116,7 +118,7 @@ def main() -> None:
         from slimdepth.report.real import open_real_frames, real_folders
 
         try:
-            for real in real_folders([args.real]).values():
+            for real in real_folders(args.real).values():
                 open_real_frames(real)
         except SlimdepthError as err:
             sys.exit(f"error: {err}")
@@ -124,18 +126,23 @@ def main() -> None:
         train_all(names, args.config, args.out, args.jobs, args.overrides)
     if args.train_only:
         return
-    score(names, args.out, args.real)
+    from slimdepth.errors import SlimdepthError, one_line
+
+    try:
+        score(names, args.out, args.real)
+    except SlimdepthError as err:  # a damaged frame is found only when it is scored
+        sys.exit(f"error: {one_line(err)}")
 
 
-def score(names: list[str], out: Path, real: Path) -> None:
-    """Score every variant's run on each real-frame folder under ``real`` (with the flat prior and
+def score(names: list[str], out: Path, real: list[Path]) -> None:
+    """Score every variant's run on each real-frame folder under the paths ``real`` (with the flat prior and
     the constant as the floors), print one ablation table per folder and write ``study.json``
     (folder name -> variant -> figures) and each variant's contact sheets into ``out/sheets/FOLDER``."""
     from slimdepth.report.real import real_folders
     from slimdepth.report.sim_to_real import CONSTANT, FLAT_PRIOR, sim_to_real, write_sim_to_real
 
     study = {}
-    for folder, path in real_folders([real]).items():
+    for folder, path in real_folders(real).items():
         result = sim_to_real([out / n for n in names], path, rows=4, flat_prior=True, constant=True)
         write_sim_to_real(result, out / "sheets" / folder)
         scores = {s.name: s for s in result.scores}

@@ -205,12 +205,14 @@ def test_prune_to_a_latency_budget_measures_and_reaims(tmp_path: Path, ort_table
     # the budget's slack unused) re-aimed the next by budget / calibrated; it stopped early only on a
     # fit; the network kept is the largest that fitted, else the last. (The loop's outcome under
     # known timings is test_meet_budget_tightens_and_loosens.)
+    assert tries[0]["target_ms"] == pytest.approx(budget)  # the first try aims at the budget itself
     for before, after in zip(tries, tries[1:]):
         assert not (USE_BUDGET * budget <= before["calibrated_ms"] <= budget)
         assert after["target_ms"] == pytest.approx(before["target_ms"] * budget / before["calibrated_ms"])
     fits = [t for t in tries if t["calibrated_ms"] <= budget]
     kept = max(fits, key=lambda t: t["calibrated_ms"]) if fits else tries[-1]
     assert lat["met"] == bool(fits) and lat["calibrated_ms"] == pytest.approx(kept["calibrated_ms"])
+    assert lat["predicted_ms"] == pytest.approx(kept["predicted_ms"])
     assert len(tries) == settings.max_tries or USE_BUDGET * budget <= tries[-1]["calibrated_ms"] <= budget
 
 

@@ -299,15 +299,17 @@ def test_popup_head_stands_things_on_the_flat_road_at_the_depth_of_their_foot():
     road = torch.full((1, 1, 24, 80), 30.0)
     head, flat = _popup_with(road)
     with torch.no_grad():
-        torch.testing.assert_close(head(torch.zeros(1, 4, 24, 80))[0, 0], flat.clamp(max=80.0))
+        # (road logits clip at 15: p = 1 - 3e-7 per row, so all road is the flat road to 1e-5)
+        torch.testing.assert_close(head(torch.zeros(1, 4, 24, 80))[0, 0], flat.clamp(max=80.0), rtol=1e-5, atol=0)
         wall = road.clone()
         wall[..., :19, :40] = -30.0  # a wall in the left half, its foot at row 18
         head, flat = _popup_with(wall, correction=float(np.log(2.0)))
         y = head(torch.zeros(1, 4, 24, 80))[0, 0]
     assert 9.0 < float(flat[18, 0]) < 12.0  # about 10 m away: the foot is below the horizon
-    torch.testing.assert_close(y[:19, :40], 2.0 * flat[18, 0].expand(19, 40))  # upright, times the correction
-    torch.testing.assert_close(y[19:, :40], 2.0 * flat[19:, :40])
-    torch.testing.assert_close(y[:, 40:], (2.0 * flat[:, 40:]).clamp(max=80.0))
+    close = {"rtol": 1e-5, "atol": 0.0}
+    torch.testing.assert_close(y[:19, :40], 2.0 * flat[18, 0].expand(19, 40), **close)  # upright, times the correction
+    torch.testing.assert_close(y[19:, :40], 2.0 * flat[19:, :40], **close)
+    torch.testing.assert_close(y[:, 40:], (2.0 * flat[:, 40:]).clamp(max=80.0), **close)
     # soft: p per row from a seeded draw; the expectation by a loop over the first non-road row
     logits = torch.randn(1, 1, 24, 80, generator=torch.Generator().manual_seed(3)) * 2
     head, flat = _popup_with(logits)
@@ -315,6 +317,17 @@ def test_popup_head_stands_things_on_the_flat_road_at_the_depth_of_their_foot():
         y = head(torch.zeros(1, 4, 24, 80))[0, 0].double().numpy()
     p = torch.sigmoid(logits)[0, 0].double().numpy()
     z = flat.double().numpy()
+    _assert_expectation(y, p, z)
+    # far past the clip (+-15): the sky and walls of a real column say "not road" very loudly
+    loud = logits * 40
+    head, _ = _popup_with(loud)
+    with torch.no_grad():
+        y = head(torch.zeros(1, 4, 24, 80))[0, 0].double().numpy()
+    _assert_expectation(y, torch.sigmoid(loud.clamp(-15, 15))[0, 0].double().numpy(), z)
+
+
+def _assert_expectation(y, p, z) -> None:
+    """y (24x80) is the expected flat-road depth at the first non-road row from the bottom, by a loop."""
     for col in (0, 17, 79):
         for v in (0, 5, 12, 23):
             expected, still_road = 0.0, 1.0  # walking up from the bottom row
@@ -322,7 +335,7 @@ def test_popup_head_stands_things_on_the_flat_road_at_the_depth_of_their_foot():
                 expected += still_road * (1 - p[b, col]) * z[b, col]  # row b is the first non-road pixel
                 still_road *= p[b, col]
             expected += still_road * z[v, col]  # road all the way up to v
-            assert y[v, col] == pytest.approx(min(expected, 80.0), rel=1e-4)
+            assert y[v, col] == pytest.approx(min(expected, 80.0), rel=1e-5)
 
 
 def test_popup_option_trains_saves_and_exports(tmp_path):
@@ -341,8 +354,14 @@ def test_popup_option_trains_saves_and_exports(tmp_path):
     model.eval()
     with torch.no_grad():
         low = model.predict(x)["scales"][0]
-    assert torch.isfinite(low).all() and (low > 0).all() and (low <= 80.0).all()
+        flat = model.head.prior(24, 80)
+    assert torch.isfinite(low).all() and (low > 0).all()
+    # it starts as road everywhere at p = sigmoid(3): the bottom row is exactly the flat road, and a
+    # row k rows up is at least the flat road's depth k rows down times p ** (k + 1)
+    torch.testing.assert_close(low[..., -1, :], flat[..., -1, :].expand_as(low[..., -1, :]))
+    p = torch.sigmoid(torch.tensor(3.0))
+    assert (low[..., -6, :] >= 0.999 * p ** 6 * flat[..., -6, :]).all() and (low <= flat + 1e-4).all()
     _assert_saves_and_exports(model, x[:1], tmp_path)
-    for bad in ("yes", "Popup", 1, None):
+    for bad in ("yes", "Popup", "true", 1, None, ["popup"], {"popup": 1}):
         with pytest.raises(ConfigError, match="road_prior"):
             build_model("litedepth", road_prior=bad)

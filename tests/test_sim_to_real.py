@@ -307,6 +307,14 @@ def test_each_layout_gives_its_real_frame_folders(real, annotated, two_frames, t
     assert list(real_folders([raw, tmp_path / "b" / "kitti_raw"])) == ["kitti_raw", "kitti_raw_2"]  # names kept apart
     with pytest.raises(ConfigError, match="given twice"):
         real_folders([real, annotated])
+    assert list(real_folders([two_frames / "2011_09_26" / ".."])) == [two_frames.name]  # never ".."
+    # a KITTI raw root that also holds rgb/ and depth/ folders is still read as the raw drive
+    mixed = tmp_path / "mixed"
+    (mixed / "rgb").mkdir(parents=True)
+    (mixed / "depth").mkdir()
+    (mixed / "2011_09_26").symlink_to(two_frames / "2011_09_26", target_is_directory=True)
+    assert real_sets(mixed) == [mixed] and len(open_real_frames(mixed)) == 2
+    assert open_real_frames(mixed)[0]["meta"]["dataset"] == "kitti"
     with pytest.raises(ConfigError, match="not a directory"):
         real_folders([tmp_path / "missing"])
 
@@ -341,14 +349,17 @@ def test_script_scores_each_folder_into_its_own(run, two_frames, annotated, tmp_
         assert saved["frames"] == frames and [m["name"] for m in saved["models"]] == ["tiny", FLAT_PRIOR]
 
 
-def _annotated_folder(root: Path, n: int = 2, size: tuple[int, int] = (48, 160)) -> Path:
-    """A small well-formed annotated folder: images and 16-bit depth PNGs (metres x 256), 10 m everywhere."""
+def _annotated_folder(root: Path, n: int = 2, size: tuple[int, int] = (48, 160), mm: bool = False) -> Path:
+    """A small well-formed annotated folder: images and 16-bit depth PNGs, 10 m everywhere, in
+    KITTI's metres x 256 (or millimetres, said in meta.json, with ``mm``)."""
     for sub in ("rgb", "depth"):
-        (root / sub).mkdir(parents=True)
+        (root / sub).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for i in range(n):
         Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(root / "rgb" / f"{i:04d}.png")
-        Image.fromarray(np.full(size, 2560, np.uint16)).save(root / "depth" / f"{i:04d}.png")
+        Image.fromarray(np.full(size, 10000 if mm else 2560, np.uint16)).save(root / "depth" / f"{i:04d}.png")
+    if mm:
+        (root / "meta.json").write_text(json.dumps({"depth_encoding": "mm"}))
     return root
 
 
@@ -364,6 +375,8 @@ def _truncate(path: Path) -> None:
     (lambda r: (r / "depth" / "0001.png").unlink(), "0001"),
     (lambda r: _truncate(r / "rgb" / "0000.png"), "0000.png"),
     (lambda r: [f.unlink() for f in (r / "rgb").iterdir()], "no images"),
+    (lambda r: _annotated_folder(r, size=(48, 64)), "not KITTI frames"),  # NYU-shaped frames
+    (lambda r: (r / "meta.json").write_text('{"depth_encoding": "cm"}'), "depth_encoding"),
 ])
 def test_bad_annotated_folders_are_one_line(corrupt, fragment, run, tmp_path, capsys) -> None:
     """Each class of damage to an annotated folder: a truncated, foreign, 8-bit or wrongly sized
@@ -375,13 +388,21 @@ def test_bad_annotated_folders_are_one_line(corrupt, fragment, run, tmp_path, ca
     assert not (tmp_path / "out").exists()
 
 
-def test_a_small_annotated_folder_is_scored(run, tmp_path, capsys) -> None:
-    """The well-formed folder the damage test starts from: 10 m everywhere, so one depth everywhere
-    is exactly right once median-scaled (δ1 1, AbsRel 0)."""
-    real = _annotated_folder(tmp_path / "ann")
+@pytest.mark.parametrize("mm", [False, True])
+def test_a_small_annotated_folder_is_scored(mm, run, tmp_path, capsys) -> None:
+    """The well-formed folder the damage test starts from, 10 m everywhere in either encoding: the
+    flat prior's metric figures are those of the flat road of KITTI's camera at 48x160 against 10 m
+    (so the depths were read in metres), and one depth everywhere is exactly right median-scaled."""
+    from slimdepth.geometry import kitti_like_intrinsics
+
+    real = _annotated_folder(tmp_path / "ann", mm=mm)
     assert _script().main(["--run", str(run), "--real", str(real), "--out", str(tmp_path / "out"), "--constant",
-                           "--rows", "1"]) == 0
+                           "--flat-prior", "--rows", "1"]) == 0
     saved = json.loads((tmp_path / "out" / "sim_to_real.json").read_text())
-    const = next(m for m in saved["models"] if m["name"] == CONSTANT)
+    const, prior = (next(m for m in saved["models"] if m["name"] == n) for n in (CONSTANT, FLAT_PRIOR))
     assert saved["frames"] == 2 and saved["ground_truth"] == "KITTI annotated depth"
     assert const["median_scaled"]["d1"] == 1.0 and const["median_scaled"]["abs_rel"] == pytest.approx(0.0, abs=1e-6)
+    gt = np.full((48, 160), 10.0)
+    metric, _ = by_hand([flat_road(kitti_like_intrinsics(48, 160), 48, 160)] * 2, [gt, gt], median_scaling=False)
+    for key in ("d1", "abs_rel", "rmse"):
+        assert prior["metric"][key] == pytest.approx(metric[key], rel=1e-5)

@@ -13,8 +13,8 @@ def report(
     inputs: list[Path] = typer.Argument(..., help="Run directories, pipeline directories, checkpoints or exported files."),
     out: Path = typer.Option(..., "--out", help="The report file (.html, or .md with --format md)."),
     fmt: str = typer.Option("html", "--format", help="html (a self-contained page) or md (a README-ready table)."),
-    real: Path = typer.Option(None, "--real", help="KITTI raw folder: add predictions on real frames, scored against "
-                              "the projected Velodyne depth."),
+    real: Path = typer.Option(None, "--real", help="KITTI raw folder (scored against the projected Velodyne depth) or "
+                              "KITTI annotated-depth folder (rgb/, depth/): add predictions on real frames."),
     real_num: int = typer.Option(8, "--real-num", help="Real frames per model."),
     runtime: str = typer.Option("", "--runtime", help="Measure latency on these runtimes (comma-separated: torch, ort, "
                                 "ort-int8, openvino, litert, ...)."),

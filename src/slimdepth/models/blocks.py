@@ -133,10 +133,14 @@ class RoadPriorHead(nn.Module):
         return y if self.training else y.clamp(max=self.max_depth)
 
 
+#: the road logit is clipped to this (p within 3e-7 of 0 or 1), so no column's sum of logs is huge
+ROAD_LOGIT = 15.0
+
+
 def _sum_below(x: torch.Tensor) -> torch.Tensor:
-    """Per column, the sum of ``x`` over each row and every row below it (NxCxHxW): a reversed
-    cumulative sum down the rows, written without a flip (ONNX CumSum, no Reverse)."""
-    return x.sum(dim=2, keepdim=True) - torch.cumsum(x, dim=2) + x
+    """Per column, the sum of ``x`` over each row and every row below it (NxCxHxW): a cumulative sum
+    up from the bottom row, so each row adds only the rows below it (no cancellation)."""
+    return torch.flip(torch.cumsum(torch.flip(x, [2]), dim=2), [2])
 
 
 class PopUpHead(RoadPriorHead):
@@ -150,7 +154,8 @@ class PopUpHead(RoadPriorHead):
     ``G(v) * flat(v) + sum_{b >= v} (1 - p(b)) * G(b + 1) * flat(b)`` with ``G(v)`` the product of
     ``p`` from row ``v`` down, then times ``exp(r)`` (r clipped to [-6, 3] as in
     :class:`RoadPriorHead`) for what is not upright or stands behind something nearer. The
-    products are sums of logs, so the graph is convolutions, cumulative sums and exponentials.
+    products are sums of logs (the road logit clipped to +-:data:`ROAD_LOGIT`), so the graph is
+    convolutions, flips, cumulative sums and exponentials.
     The flat road is :class:`RoadPriorHead`'s: only for cameras mounted like KITTI's. It starts
     almost all road (``p`` = 0.95) with no correction."""
 
@@ -163,7 +168,7 @@ class PopUpHead(RoadPriorHead):
 
     def forward(self, x: torch.Tensor, image_size: tuple[int, int] | None = None) -> torch.Tensor:
         out = self.conv(x)
-        logit, r = out[:, :1], out[:, 1:].clamp(-6.0, 3.0)
+        logit, r = out[:, :1].clamp(-ROAD_LOGIT, ROAD_LOGIT), out[:, 1:].clamp(-6.0, 3.0)
         flat = self.prior(x.shape[-2], x.shape[-1], image_size, x.device)
         log_g = _sum_below(F.logsigmoid(logit))  # log G(v): road from row v to the bottom
         log_g_below = log_g - F.logsigmoid(logit)  # log G(v + 1)

@@ -44,7 +44,7 @@ class LiteDepth(DepthModel):
             raise ConfigError(f"litedepth variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
         if upsample not in ("bilinear", "nearest"):
             raise ConfigError(f"litedepth upsample must be 'bilinear' or 'nearest', got {upsample!r}")
-        if road_prior not in ROAD_PRIORS or not isinstance(road_prior, (bool, str)):
+        if not isinstance(road_prior, (bool, str)) or road_prior not in ROAD_PRIORS:
             raise ConfigError(f"litedepth road_prior must be true, false or 'popup', got {road_prior!r}")
         width = check_number(width, "litedepth width", integer=True, low=2, high=MAX_WIDTH)  # the decoder halves it
         # (1/4, 1/8, 1/16) decoder widths; the default derives them from ``width`` as the paper's decoder does

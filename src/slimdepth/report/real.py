@@ -1,7 +1,8 @@
 """Real KITTI frames in the report: how a model trained elsewhere does on real images.
 
 The frames come from slimdepth's KITTI reader (:class:`slimdepth.data.kitti.KittiDataset`,
-ground truth = the Velodyne sweep projected as the devkit does), spread evenly over the folder.
+ground truth = the Velodyne sweep projected as the devkit does) or, for a KITTI annotated-depth
+folder, from the folder reader (ground truth = KITTI's annotated depth), spread evenly over the folder.
 Each model predicts at its input size, resized back to the frame (as evaluation does), and is
 scored per frame with the KITTI conventions (Garg crop, 80 m cap) twice: median-scaled
 (ratio = median(LiDAR) / median(prediction) per frame, as monodepth2 reports models whose
@@ -12,6 +13,7 @@ beside the projected LiDAR and the abs-rel error at the LiDAR points.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,6 +21,7 @@ from pathlib import Path
 import torch
 
 from slimdepth.data.base import DepthDataset
+from slimdepth.data.folder import read_folder_meta
 from slimdepth.data.registry import build_dataset
 from slimdepth.errors import ConfigError
 from slimdepth.evaluate.conventions import EvalConfig, evaluate_batch, preset_for
@@ -58,10 +61,14 @@ REAL_SETS = ("kitti_raw", "kitti_depth_annotated")
 GROUND_TRUTHS = {"raw": "projected Velodyne", "annotated": "KITTI annotated depth"}
 
 
+#: width / height of a KITTI frame (1242x375; the other dates' 1224x370 ... 1242x376 are alike)
+KITTI_ASPECT = 1242 / 375
+
+
 def is_annotated_folder(path: Path) -> bool:
     """True for a folder laid out like KITTI's annotated depth as slimdepth reads it: ``rgb/`` and
-    ``depth/`` beside each other, 16-bit PNGs in metres x 256."""
-    return (path / "rgb").is_dir() and (path / "depth").is_dir()
+    ``depth/`` beside each other (16-bit PNGs in metres x 256), and no KITTI raw drive inside."""
+    return (path / "rgb").is_dir() and (path / "depth").is_dir() and not any(path.glob("*/*/image_02"))
 
 
 def real_sets(path: Path) -> list[Path]:
@@ -82,7 +89,7 @@ def real_folders(paths: list[Path]) -> dict[str, Path]:
         for real in real_sets(path):
             if real.resolve() in (p.resolve() for p in folders.values()):
                 raise ConfigError(f"--real {real}: given twice")
-            base = real.absolute().name or "real"
+            base = Path(os.path.normpath(real.absolute())).name or "real"  # "x/.." is x's parent
             name, n = base, 2
             while name in folders:
                 name, n = f"{base}_{n}", n + 1
@@ -98,12 +105,22 @@ def ground_truth_of(path: Path) -> str:
 def open_real_frames(path: Path) -> DepthDataset:
     """The real frames under ``path`` (a one-line error when there are none): a KITTI raw folder's
     with projected Velodyne depth, or an annotated folder's (:func:`is_annotated_folder`) with its
-    depth PNGs; the intrinsics of an annotated folder come from its ``K.txt`` when it has one, else
-    KITTI's own camera is assumed (exact for the 2011_09_26 drives at 1242x375)."""
-    if is_annotated_folder(path):
-        return build_dataset({"name": "folder", "root": str(path), "depth_encoding": "kitti", "eval_preset": "kitti",
-                              "seg_dir": None, "lidar_dir": None, "right_dir": None})
-    return build_dataset({"name": "kitti", "root": str(kitti_root(path)), "gt": "velodyne"})
+    depth PNGs, read as KITTI's metres x 256 unless its ``meta.json`` says otherwise. An annotated
+    folder's intrinsics are those the folder reader finds (``K.txt``, ``K/<frame>.txt``,
+    ``intrinsics.txt``), else KITTI's camera scaled to the frame (exact at 1242x375); frames that are
+    not KITTI-shaped (NYU's 640x480, say) are refused, since the scoring assumes KITTI's camera."""
+    if not is_annotated_folder(path):
+        return build_dataset({"name": "kitti", "root": str(kitti_root(path)), "gt": "velodyne"})
+    spec: dict[str, object] = {"name": "folder", "root": str(path), "eval_preset": "kitti",
+                               "seg_dir": None, "lidar_dir": None, "right_dir": None}
+    if "depth_encoding" not in read_folder_meta(path):
+        spec["depth_encoding"] = "kitti"
+    dataset = build_dataset(spec)
+    h, w = dataset[0]["image"].shape[-2:]
+    if abs(w / h / KITTI_ASPECT - 1.0) > 0.1:
+        raise ConfigError(f"--real {path}: its frames are {w}x{h}, not KITTI frames (about 1242x375); "
+                          "the real-frame scoring assumes KITTI's camera")
+    return dataset
 
 
 @dataclass
@@ -167,7 +184,8 @@ def real_frame_sheets(models: Sequence[ModelEntry], cache: ModelCache, dataset: 
         sheets.append((f"{entry.name}: {scored} real frames (prediction median-scaled to the LiDAR)",
                        png_bytes(stack_rows(rows), REAL_SHEET_WIDTH)))
     names = ", ".join(str(f["meta"]["name"]) for f in frames)
-    info = (f"{len(frames)} KITTI frames ({names}); ground truth: projected Velodyne; "
+    truth = "KITTI annotated depth" if frames and frames[0]["meta"].get("dataset") == "folder" else "projected Velodyne"
+    info = (f"{len(frames)} KITTI frames ({names}); ground truth: {truth}; "
             f"conventions: {metric_config.preset} preset (crop {metric_config.crop}, "
             f"{metric_config.min_depth:g}-{metric_config.max_depth:g} m)")
     return sheets, info

@@ -5,7 +5,7 @@ reads) and a real-frame folder (a KITTI raw folder, :func:`~slimdepth.report.rea
 a KITTI annotated-depth folder, :func:`~slimdepth.report.real.is_annotated_folder`), and scores
 every model on *every* frame there, not a sample, against the projected Velodyne sweep or the
 annotated depth, with the KITTI conventions (Garg crop, 0.001-80 m): as predicted (metric, the number that shows whether the
-synthetic camera taught the right scale) and median-scaled per frame (ratio = median(LiDAR) /
+synthetic camera taught the right scale) and median-scaled per frame (ratio = median(ground truth) /
 median(prediction), the number that shows whether the *shape* transfers). The ratios' mean and
 spread say how far off and how unsteady the scale is. Scoring is :class:`~slimdepth.report.real.RealScorer`,
 shared with ``slimdepth report``.
@@ -284,7 +284,7 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path, *, rows: int = 
     scores = []
     for name, scorer in scorers.items():
         if scorer.num_frames == 0:
-            raise DataError(f"{real}: none of the {len(dataset)} frames has a LiDAR point inside the KITTI crop")
+            raise DataError(f"{real}: none of the {len(dataset)} frames has a ground-truth point inside the KITTI crop")
         both = scorer.metrics()
         ratio = scale_ratio_stats(scorer.ratios) if name != CONSTANT else {}
         scores.append(TransferScore(name, sources[name], scorer.num_frames, both.get("metric", {}),
