@@ -141,6 +141,8 @@ def score(names: list[str], out: Path, real: list[Path]) -> None:
     from slimdepth.report.real import real_folders
     from slimdepth.report.sim_to_real import CONSTANT, FLAT_PRIOR, sim_to_real, write_sim_to_real
 
+    floors = {FLAT_PRIOR: "depth from the image row alone (a flat road)",
+              CONSTANT: "one depth everywhere (median-scaled only)"}
     study = {}
     for folder, path in real_folders(real).items():
         result = sim_to_real([out / n for n in names], path, rows=4, flat_prior=True, constant=True)
@@ -150,8 +152,6 @@ def score(names: list[str], out: Path, real: list[Path]) -> None:
         print(f"\n{folder}: {result.frames} frames, ground truth: {result.ground_truth}")
         print(f"{'variant':16s} {'metric d1':>9s} {'AbsRel':>7s} {'scaled d1':>9s} {'AbsRel':>7s} {'vs all':>7s}  what")
         rows = {}
-        floors = {FLAT_PRIOR: "depth from the image row alone (a flat road)",
-                  CONSTANT: "one depth everywhere (median-scaled only)"}
         for name in [*names, FLAT_PRIOR, CONSTANT]:
             m, q = scores[name].metric, scores[name].median_scaled
             delta = f"{q['d1'] - base.median_scaled['d1']:+.3f}" if base is not None and name != "all" else ""

@@ -57,8 +57,9 @@ def kitti_root(path: Path) -> Path:
 #: order they are scored: one congested drive with its Velodyne sweeps, and KITTI's annotated
 #: depth of a few frames of other drives
 REAL_SETS = ("kitti_raw", "kitti_depth_annotated")
-#: what each kind of real-frame folder measures against
-GROUND_TRUTHS = {"raw": "projected Velodyne", "annotated": "KITTI annotated depth"}
+#: what each reader's real frames are measured against, by dataset name: as the tables and the
+#: sheets' titles say it
+GROUND_TRUTHS = {"kitti": ("projected Velodyne", "LiDAR"), "folder": ("KITTI annotated depth", "annotated depth")}
 
 
 #: width / height of a KITTI frame (1242x375; the other dates' 1224x370 ... 1242x376 are alike)
@@ -97,9 +98,10 @@ def real_folders(paths: list[Path]) -> dict[str, Path]:
     return folders
 
 
-def ground_truth_of(path: Path) -> str:
-    """How a real-frame folder's frames are measured (:data:`GROUND_TRUTHS`)."""
-    return GROUND_TRUTHS["annotated" if is_annotated_folder(path) else "raw"]
+def ground_truth_of(dataset: DepthDataset) -> tuple[str, str]:
+    """What the real frames of ``dataset`` (from :func:`open_real_frames`) are measured against:
+    the long name and the short one (:data:`GROUND_TRUTHS`)."""
+    return GROUND_TRUTHS[dataset.dataset_name]
 
 
 def open_real_frames(path: Path) -> DepthDataset:
@@ -184,8 +186,7 @@ def real_frame_sheets(models: Sequence[ModelEntry], cache: ModelCache, dataset: 
         sheets.append((f"{entry.name}: {scored} real frames (prediction median-scaled to the LiDAR)",
                        png_bytes(stack_rows(rows), REAL_SHEET_WIDTH)))
     names = ", ".join(str(f["meta"]["name"]) for f in frames)
-    truth = "KITTI annotated depth" if frames and frames[0]["meta"].get("dataset") == "folder" else "projected Velodyne"
-    info = (f"{len(frames)} KITTI frames ({names}); ground truth: {truth}; "
+    info = (f"{len(frames)} KITTI frames ({names}); ground truth: {ground_truth_of(dataset)[0]}; "
             f"conventions: {metric_config.preset} preset (crop {metric_config.crop}, "
             f"{metric_config.min_depth:g}-{metric_config.max_depth:g} m)")
     return sheets, info

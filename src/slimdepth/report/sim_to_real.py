@@ -48,8 +48,8 @@ from slimdepth.options import check_number
 from slimdepth.report.collect import ModelEntry, collect
 from slimdepth.report.measure import ModelCache
 from slimdepth.report.plots import png_bytes, stack_rows
-from slimdepth.report.real import (REAL_SHEET_WIDTH, REAL_TITLE_HEIGHT, RealScorer, ground_truth_of, is_annotated_folder,
-                                   kitti_root, open_real_frames)
+from slimdepth.report.real import (REAL_SHEET_WIDTH, REAL_TITLE_HEIGHT, RealScorer, ground_truth_of, kitti_root,
+                                   open_real_frames)
 from slimdepth.report.samples import sample_indices
 from slimdepth.visualize import auto_dilation, colorize_depth, side_by_side
 
@@ -289,17 +289,17 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path, *, rows: int = 
         ratio = scale_ratio_stats(scorer.ratios) if name != CONSTANT else {}
         scores.append(TransferScore(name, sources[name], scorer.num_frames, both.get("metric", {}),
                                     both["median-scaled"], ratio, regions[name].metrics()))
-    result = SimToReal(scores, Path(real) if is_annotated_folder(Path(real)) else kitti_root(Path(real)), len(dataset), config,
-                       ground_truth_of(Path(real)), [str(f["meta"]["name"]) for f in shown])
-    truth = "annotated depth" if is_annotated_folder(Path(real)) else "LiDAR"
+    truth, short = ground_truth_of(dataset)
+    root = Path(real) if dataset.dataset_name == "folder" else kitti_root(Path(real))
+    result = SimToReal(scores, root, len(dataset), config, truth, [str(f["meta"]["name"]) for f in shown])
     for entry in entries:
         say(f"drawing the sheet of {entry.name}")
         result.sheets[f"sheet_{_file_stem(entry.name)}"] = transfer_sheet(shown, [(entry.name, kept[entry.name])],
-                                                                          truth=truth)
+                                                                          truth=short)
     if len(entries) == 2:
         a, b = entries
         result.sheets[f"sheet_{_file_stem(a.name)}_vs_{_file_stem(b.name)}"] = transfer_sheet(
-            shown, [(a.name, kept[a.name]), (b.name, kept[b.name])], truth=truth)
+            shown, [(a.name, kept[a.name]), (b.name, kept[b.name])], truth=short)
     return result
 
 
