@@ -41,6 +41,7 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "no-contact-shadows": ("contact_shadows=false", "no darkening of the ground under vehicles"),
     "heavy-traffic": ("traffic=2", "twice the traffic: every lane queued"),
     "highway-only": ("layouts=highway", "highways only"),
+    "road-wear": ("road_wear=0.7", "worn asphalt (wheel paths, patches, stains, a tint) on 70% of the frames"),
 }
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -271,6 +271,8 @@ SPEC_VALUES = {
                         st.sampled_from(["hilly", "yes"])),
     "bends": st.one_of(st.floats(min_value=1.0001), st.floats(max_value=-1e-6), st.just(float("inf")),
                        st.sampled_from(["curvy", "left"])),
+    "road_wear": st.one_of(st.floats(min_value=1.0001), st.floats(max_value=-1e-6), st.just(float("nan")),
+                           st.sampled_from(["worn", "old"]), st.booleans()),
 }
 
 

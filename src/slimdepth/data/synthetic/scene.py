@@ -55,6 +55,27 @@ class Marking:
     phase: float = 0.0
 
 
+@dataclass(frozen=True)
+class RoadWear:
+    """Worn asphalt (``road_wear`` frames): what makes a real road read as a road up close.
+
+    ``tracks`` are the x of the wheel paths (two per lane, 0.8 m from its centre), ``track_gain``
+    their albedo factor (polished or oily: 0.75-1.2) over ``track_width`` metres; repair
+    ``patches`` fill a share of the cells of a 3.5 x 9 m grid (hashed from ``seed``) with a
+    rectangle of fresher or older asphalt (albedo x ``patch_gain``); ``stains`` is the amplitude
+    of blotches a metre or two across; ``tint`` colours the asphalt (real roads are not grey).
+    """
+
+    tracks: tuple[float, ...]
+    track_gain: float
+    track_width: float
+    patches: float
+    patch_gain: float
+    stains: float
+    tint: tuple[float, float, float]
+    seed: int
+
+
 @dataclass
 class Scene:
     """Everything needed to render one frame from any viewpoint."""
@@ -90,6 +111,7 @@ class Scene:
     object_shadows: bool = False  # every primitive casts, onto objects as well as the ground
     slope: Slope = Slope()  # the road ahead: flat everywhere, or changing grade (a hill or a dip)
     bend: Bend = Bend()  # the road ahead: straight everywhere, or curving left or right
+    wear: RoadWear | None = None  # worn asphalt (``road_wear`` frames), else as laid
 
     def yard_is_grass(self, x: np.ndarray) -> np.ndarray:
         """Whether the yard beyond the sidewalk at lateral position ``x`` is grass (else paving)."""
@@ -190,7 +212,9 @@ class SceneOptions:
     rising or falling by 2-7 % (a hill or a dip; objects stand on it), which a flat-road prior
     gets wrong (0, the default: every road flat, version 2's frames);
     ``bends`` is the share of frames whose road curves ahead: straight to 10-50 m, then bending
-    left or right on a 80-500 m radius up to 20 degrees, and straight on (0, the default).
+    left or right on a 80-500 m radius up to 20 degrees, and straight on (0, the default);
+    ``road_wear`` is the share of frames whose asphalt is worn (:class:`RoadWear`: wheel paths,
+    repair patches, stains, a tint), as real roads are (0, the default).
     """
 
     traffic: float = 1.0
@@ -203,9 +227,11 @@ class SceneOptions:
     object_shadows: bool = False
     slopes: float = 0.0
     bends: float = 0.0
+    road_wear: float = 0.0
 
     def __post_init__(self) -> None:
-        for name, high in (("traffic", 2.0), ("randomize", 1.0), ("haze", 10.0), ("slopes", 1.0), ("bends", 1.0)):
+        for name, high in (("traffic", 2.0), ("randomize", 1.0), ("haze", 10.0), ("slopes", 1.0), ("bends", 1.0),
+                           ("road_wear", 1.0)):
             value = check_number(getattr(self, name), f"synthetic: {name}", low=0.0, high=high,
                                  expected=f"in [0, {high:g}]")
             object.__setattr__(self, name, value)
@@ -484,11 +510,22 @@ def sample_scene(rng: np.random.Generator, height: int, width: int, options: Sce
         curvature = (1.0 if rng.random() < 0.5 else -1.0) / _u(rng, 80.0, 500.0)
         bend = Bend(_u(rng, 10.0, 50.0), curvature, BEND_TURN / abs(curvature))
     prims = place_on_road(prims, slope, bend)
+    wear = None
+    if opts.road_wear > 0 and rng.random() < opts.road_wear:  # drawn last: other frames stay as they were
+        centres = [x_lane(k) + lane_w / 2 for k in range(n_lanes)]
+        wear = RoadWear(
+            tracks=tuple(c + side * 0.8 for c in centres for side in (-1.0, 1.0)),
+            track_gain=_u(rng, 0.75, 1.2), track_width=_u(rng, 0.4, 0.8),
+            patches=_u(rng, 0.0, 0.5), patch_gain=_u(rng, 0.55, 0.85) if rng.random() < 0.6 else _u(rng, 1.1, 1.3),
+            stains=_u(rng, 0.1, 0.5),
+            tint=(_u(rng, 0.88, 1.12), _u(rng, 0.88, 1.12), _u(rng, 0.88, 1.12)),
+            seed=int(rng.integers(2**31)),
+        )
     return Scene(
         height=height, width=width, K=kitti_like_intrinsics(height, width), rig_rotation=rig,
         camera_origin=(0.0, cam_h, 0.0), road_left=road_left, road_right=road_right, curb_height=curb,
         walk_left=walk_left, walk_right=walk_right, yard_grass=yard_grass, far=far, markings=markings,
         crosswalk=crosswalk, prims=prims, exposure=exposure, layout=layout, contact_shadows=opts.contact_shadows,
-        object_shadows=opts.object_shadows, slope=slope, bend=bend,
+        object_shadows=opts.object_shadows, slope=slope, bend=bend, wear=wear,
         **light, **ground,
     )

@@ -183,7 +183,13 @@ def _ground(s: _Surface) -> None:
         if sc.crosswalk is not None:
             z0, z1 = sc.crosswalk
             paint |= (zr > z0) & (zr < z1) & (_mod(xr, F32(1.2)) < F32(0.6))
-        col = sc.asphalt[:, None] * tone[None, :]
+        asphalt = sc.asphalt
+        if sc.wear is not None:
+            worn = tone * _wear(s, sc.wear, road, xr, zr)
+            asphalt = asphalt * np.asarray(sc.wear.tint, F32)
+        else:
+            worn = tone
+        col = asphalt[:, None] * worn[None, :]
         _put(col, paint, F32(0.56) + F32(0.14) * tone[paint])
         _put(s.albedo, road, col)
     walk = np.flatnonzero(s.pid == PID_SIDEWALK)
@@ -199,6 +205,29 @@ def _ground(s: _Surface) -> None:
     curb = np.flatnonzero(s.pid == PID_CURB)
     if curb.size:
         _put(s.albedo, curb, F32(0.5) * s.tex("noise", curb, z.take(curb), s.p[1].take(curb), 2.0) + F32(0.2))
+
+
+def _wear(s: _Surface, wear, road: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Albedo factor of worn asphalt at road points (x across the road, z along it, metres):
+    wheel paths (a parabolic profile across each), repair patches (rectangles in hashed cells of
+    a 3.5 x 9 m grid) and stains (value noise, blotches about 1.5 m across)."""
+    factor = F32(1.0) + F32(wear.stains) * (F32(2.0) * s.tex("noise", road, x, z, 12.0) - F32(1.0))
+    half = F32(wear.track_width / 2)
+    for c in wear.tracks:
+        d = (x - F32(c)) / half
+        on = np.abs(d) < F32(1.0)
+        factor[on] *= F32(1.0) + F32(wear.track_gain - 1.0) * (F32(1.0) - d[on] * d[on])
+    if wear.patches > 0:
+        fx, fz = x / F32(3.5), z / F32(9.0)
+        ix, iz = np.floor(fx), np.floor(fz)
+        cx, cz = ix.astype(np.int64), iz.astype(np.int64)
+        u0, v0 = textures.hash01(cx, cz, wear.seed + 1) * 0.5, textures.hash01(cx, cz, wear.seed + 2) * 0.5
+        u1 = u0 + 0.25 + 0.5 * textures.hash01(cx, cz, wear.seed + 3)
+        v1 = v0 + 0.25 + 0.5 * textures.hash01(cx, cz, wear.seed + 4)
+        u, v = fx - ix, fz - iz
+        inside = (textures.hash01(cx, cz, wear.seed) < wear.patches) & (u > u0) & (u < u1) & (v > v0) & (v < v1)
+        factor[inside] *= F32(wear.patch_gain)
+    return factor
 
 
 def _facade(s: _Surface, sel: np.ndarray, pid: np.ndarray, local, half, axis, sign) -> np.ndarray:
