@@ -389,3 +389,16 @@ def test_camera_choices_from_a_spec_string():
     for spec in ("camera=plain,jpeg=3", "camera=off,noise=0.5"):  # strengths are refused, not dropped
         with pytest.raises(ConfigError, match="takes no effect strengths"):
             build_dataset(f"synthetic,num=1,size=32x96,{spec}")
+
+
+def test_the_dataset_spec_takes_every_generator_option():
+    """A scene or camera option the generator has but the spec does not take is unreachable from
+    recipes (``road_wear`` was, for a while)."""
+    import inspect
+
+    from slimdepth.data.synthetic.generator import CAMERA_KEYS, SCENE_KEYS, SyntheticDataset
+
+    params = inspect.signature(SyntheticDataset).parameters
+    assert set(SCENE_KEYS) | set(CAMERA_KEYS) <= set(params)
+    worn = build_dataset("synthetic,num=1,size=32x96,road_wear=1")
+    assert worn.generator.scene_options.road_wear == 1.0
