@@ -19,6 +19,7 @@ from slimdepth.errors import ConfigError, DataError
 from slimdepth.labels import IGNORE_LABEL
 from slimdepth.losses.common import as_float, zero_loss
 from slimdepth.losses.depth import berhu, log_berhu, robust_loss, silog
+from slimdepth.losses.road import road_loss
 from slimdepth.losses.segmentation import segmentation_loss
 from slimdepth.losses.structure import gradient_loss, virtual_normal_loss
 from slimdepth.losses.weighting import LearnableLossWeights
@@ -35,7 +36,7 @@ for _name, _loss in (("silog", silog), ("berhu", berhu), ("log_berhu", log_berhu
 #: the same, as a plain mapping
 LOSS_FUNCTIONS: dict[str, Any] = {name: LOSS_TERMS.get(name) for name in LOSS_TERMS}
 
-_TOP_KEYS = {"terms", "learnable_weights", "scale_weights", "seg_weights", "seg"}
+_TOP_KEYS = {"terms", "learnable_weights", "scale_weights", "seg_weights", "seg", "road_weight"}
 _SEG_KEYS = {"ignore_index", "class_weights"}
 
 
@@ -118,7 +119,8 @@ class DepthCriterion(nn.Module):
          "learnable_weights": false,
          "scale_weights": [0.125, 0.25, 0.5, 1.0],   # alpha_i, coarsest first
          "seg_weights": [0.1],                       # beta_i, coarsest first
-         "seg": {"ignore_index": 255, "class_weights": null}}
+         "seg": {"ignore_index": 255, "class_weights": null},
+         "road_weight": 0.0}
 
     Each term is ``{"type": ..., "weight": w, "name": optional unique name, **options}`` with
     the options of the matching function (``virtual_normal`` also takes ``seed`` for its own
@@ -140,6 +142,10 @@ class DepthCriterion(nn.Module):
     (Chiu et al. 2020, method 5). ``seg_weights`` defaults to 1 per segmentation output when
     both the outputs and the batch carry ``seg`` (otherwise no segmentation loss); when given,
     its length must match the outputs and both must carry ``seg``.
+
+    ``road_weight`` (> 0) adds that times :func:`~slimdepth.losses.road.road_loss`: the road
+    logits of a stixel head (``outputs["road"]``, LiteDepth with ``road_prior: popup``) against
+    the ground that the true depth and ``K`` show (no labels needed; for KITTI-like cameras).
 
     ``learnable_weights: true`` (LiteDepth, method 4): each depth term k gets its own learnable
     s_k and the depth part becomes sum_k 0.5/s_k^2 * w_k * L_k + log(1 + s_k^2) with
@@ -165,8 +171,10 @@ class DepthCriterion(nn.Module):
         seg_weights: Sequence[float] | None = None,
         seg_ignore_index: int = IGNORE_LABEL,
         seg_class_weights: Sequence[float] | None = None,
+        road_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        self.road_weight = road_weight
         self.terms = list(terms)
         self.scale_weights = list(scale_weights) if scale_weights is not None else None
         self.seg_weights = list(seg_weights) if seg_weights is not None else None
@@ -269,6 +277,8 @@ class DepthCriterion(nn.Module):
             total = torch.stack(term_totals).sum()
 
         total = total + self._seg_part(outputs, batch, logs)
+        if self.road_weight > 0:
+            total = total + self.road_weight * self._road_part(outputs, batch, K, logs)
         logs["total"] = total.detach()
         names = list(logs)
         values = torch.stack([v.float().reshape(()) for v in logs.values()]).cpu().tolist()  # one sync
@@ -276,6 +286,17 @@ class DepthCriterion(nn.Module):
         if self.learnable is not None:
             out.update(self.learnable.as_dict())
         return total, out
+
+    @staticmethod
+    def _road_part(outputs: Mapping[str, Any], batch: Mapping[str, Any], K: Tensor | None,
+                   logs: dict[str, Tensor]) -> Tensor:
+        if outputs.get("road") is None:
+            raise DataError("road_weight needs a model with road logits (outputs['road']): LiteDepth with road_prior: popup")
+        if K is None:
+            raise DataError("road_weight needs camera intrinsics batch['K'] (B, 3, 3), but the batch has none")
+        value = road_loss(outputs["road"], batch["depth"], K, batch.get("mask"))
+        logs["road"] = value.detach()
+        return value
 
     def _seg_part(self, outputs: Mapping[str, Any], batch: Mapping[str, Any], logs: dict[str, Tensor]) -> Tensor:
         seg_out = self._as_list(outputs.get("seg"), "seg")
@@ -344,6 +365,7 @@ def build_criterion(config: Mapping[str, Any]) -> DepthCriterion:
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
         raise ConfigError(f"loss config seg.ignore_index must be an integer, got {ignore_index!r}")
     class_weights = _weights_list(seg_cfg.get("class_weights"), "loss config seg.class_weights")
+    road_weight = check_number(config.get("road_weight", 0.0), "loss config road_weight", low=0.0)
     if not terms and not seg_weights:
         raise ConfigError("loss config has no depth terms and no seg_weights: nothing to optimise")
     return DepthCriterion(
@@ -353,4 +375,5 @@ def build_criterion(config: Mapping[str, Any]) -> DepthCriterion:
         seg_weights=seg_weights,
         seg_ignore_index=ignore_index,
         seg_class_weights=class_weights,
+        road_weight=road_weight,
     )

@@ -21,7 +21,7 @@ from slimdepth.options import check_number
 #: ImageNet statistics of torchvision's pretrained weights (RGB, [0, 1] inputs)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-OUTPUT_KEYS = ("depth", "scales", "seg", "features")
+OUTPUT_KEYS = ("depth", "scales", "seg", "features", "road")
 #: the largest max_depth a model accepts (metres): far beyond any camera's range
 MAX_DEPTH = 1e5
 
@@ -60,7 +60,8 @@ class DepthModel(nn.Module):
         check_number(self.max_depth, "max_depth (metres)", high=MAX_DEPTH)  # float32 heads overflow long before 1e38
 
     def predict(self, x: torch.Tensor) -> dict[str, Any]:  # pragma: no cover - abstract
-        """All outputs: ``depth`` (B,1,H,W) metres, and ``scales``/``seg``/``features`` when the model has them."""
+        """All outputs: ``depth`` (B,1,H,W) metres, and ``scales``/``seg``/``features``/``road`` (a stixel
+        head's road logits) when the model has them."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, outputs: Sequence[str] = ()) -> torch.Tensor | dict[str, Any]:

@@ -167,6 +167,10 @@ class PopUpHead(RoadPriorHead):
             self.conv.bias.copy_(torch.tensor([3.0, 0.0]))
 
     def forward(self, x: torch.Tensor, image_size: tuple[int, int] | None = None) -> torch.Tensor:
+        return self.parts(x, image_size)[0]
+
+    def parts(self, x: torch.Tensor, image_size: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The depth and the clipped road logit (for a loss on where the road is)."""
         out = self.conv(x)
         logit, r = out[:, :1].clamp(-ROAD_LOGIT, ROAD_LOGIT), out[:, 1:].clamp(-6.0, 3.0)
         flat = self.prior(x.shape[-2], x.shape[-1], image_size, x.device)
@@ -174,4 +178,4 @@ class PopUpHead(RoadPriorHead):
         log_g_below = log_g - F.logsigmoid(logit)  # log G(v + 1)
         first = torch.exp(F.logsigmoid(-logit) + log_g_below)  # row v is the first non-road pixel from the bottom
         y = (torch.exp(log_g) * flat + _sum_below(first * flat)) * torch.exp(r)
-        return y if self.training else y.clamp(max=self.max_depth)
+        return (y if self.training else y.clamp(max=self.max_depth)), logit

@@ -71,6 +71,11 @@ class LiteDepth(DepthModel):
         self.head = ROAD_PRIORS[road_prior](w4, max_depth) if road_prior else \
             DepthHead(w4, max_depth, activation="relu", kernel=1)
 
+    @property
+    def road_logits(self) -> bool:
+        """Whether :meth:`predict` hands out ``road`` (the stixel head's road logits, for ``loss.road_weight``)."""
+        return isinstance(self.head, PopUpHead)
+
     def predict(self, x: torch.Tensor) -> dict[str, Any]:
         size = tuple(x.shape[-2:])
         if self.internal_size is not None and size != self.internal_size:
@@ -79,8 +84,15 @@ class LiteDepth(DepthModel):
         d16 = self.fuse16(torch.cat([upsample_to(self.reduce32(f32), f16), f16], 1))
         d8 = self.fuse8(torch.cat([upsample_to(d16, f8), f8], 1))
         d4 = self.fuse4(torch.cat([upsample_to(d8, f4), f4], 1))
-        low = self.head(d4, size) if isinstance(self.head, RoadPriorHead) else self.head(d4)
-        return {"depth": upsample_to(low, size, self.upsample), "scales": [low], "features": {"dec16": d16, "dec8": d8, "dec4": d4}}
+        road = None
+        if isinstance(self.head, PopUpHead):
+            low, road = self.head.parts(d4, size)
+        else:
+            low = self.head(d4, size) if isinstance(self.head, RoadPriorHead) else self.head(d4)
+        out = {"depth": upsample_to(low, size, self.upsample), "scales": [low], "features": {"dec16": d16, "dec8": d8, "dec4": d4}}
+        if road is not None:
+            out["road"] = road  # the stixel head's road logits, for loss.road_weight
+        return out
 
 
 @register_model("litedepth-released", "LiteDepth as released for MAI2022: minimal MobileNetV3-Small, decoder 8/24/72, "

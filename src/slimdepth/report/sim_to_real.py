@@ -42,7 +42,9 @@ from slimdepth.colormap import depth_range
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.evaluate.conventions import EvalConfig, preset_for, scale_ratio_stats
 from slimdepth.evaluate.loop import predict_depth
-from slimdepth.fileio import as_intrinsics, atomic_path
+from slimdepth.fileio import atomic_path
+from slimdepth.flat_road import ABOVE_ROAD, above_road
+from slimdepth.flat_road import flat_road_depth as flat_prior_depth
 from slimdepth.geometry import KITTI_CAMERA_HEIGHT
 from slimdepth.options import check_number
 from slimdepth.report.collect import ModelEntry, collect
@@ -70,36 +72,8 @@ BATCH = 4
 Log = Callable[[str], None]
 
 
-def flat_prior_depth(K: Any, height: int, width: int, camera_height: float = CAMERA_HEIGHT,
-                     max_depth: float = 80.0) -> torch.Tensor:
-    """Depth (1xHxW, metres) of a flat road seen by a level camera ``camera_height`` m above it:
-    z = fy * h / (v - cy) for rows v below the horizon (v > cy), capped at ``max_depth``, and
-    ``max_depth`` on and above the horizon. The baseline that needs no image at all."""
-    Km = as_intrinsics(K)
-    fy, cy = float(Km[1, 1]), float(Km[1, 2])
-    v = torch.arange(height, dtype=torch.float64)[:, None]
-    below = v > cy
-    z = torch.where(below, fy * camera_height / torch.where(below, v - cy, torch.ones_like(v)),
-                    torch.full_like(v, max_depth)).clamp(max=max_depth)
-    return z.expand(height, width)[None].float()
-
-
 #: the two parts of each frame's LiDAR points scored apart
 REGIONS = ("road", "above road")
-#: a LiDAR point nearer than this share of the flat road's depth at its pixel stands above the road
-ABOVE_ROAD = 0.8
-
-
-def above_road(gt: torch.Tensor, K: Any, camera_height: float = CAMERA_HEIGHT, share: float = ABOVE_ROAD
-               ) -> torch.Tensor:
-    """Boolean map (like ``gt``) of the valid ground-truth points that stand above the road:
-    vehicles, walls, poles, people. A point on a flat road lies at the flat road's depth for its
-    row; one nearer than ``share`` of it (or at or above the horizon) is on something standing
-    there. Needs only the intrinsics and the camera height, no labels: the split that tells
-    whether a model sees the objects or only the ground."""
-    h, w = gt.shape[-2:]
-    flat = flat_prior_depth(K, h, w, camera_height, max_depth=math.inf)
-    return (gt > 0) & (gt < share * flat)
 
 
 @dataclass

@@ -56,7 +56,7 @@ SCHEMA: dict[str, Any] = {
         "val_limit": Field(int, min=1, nullable=True),
     },
     "loss": {"terms": list, "learnable_weights": bool, "scale_weights": (list, type(None)),
-             "seg_weights": (list, type(None)), "seg": (dict, type(None))},
+             "seg_weights": (list, type(None)), "seg": (dict, type(None)), "road_weight": Field(float, min=0.0)},
     "optim": {"name": ("adamw", "sgd"), "lr": Field(float, min=0.0), "weight_decay": Field(float, min=0.0),
               "momentum": Field(float, min=0.0, max=1.0), "nesterov": bool,
               "grad_clip": Field(float, min=0.0, nullable=True)},

@@ -291,8 +291,11 @@ class Trainer:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         # ask the model only for what the loss reads, so that DDP sees unsupervised heads as unused
+        road = bool(self.cfg["loss"].get("road_weight"))
+        if road and not getattr(self.model, "road_logits", False):
+            raise ConfigError("loss.road_weight needs a model with road logits: litedepth with model.road_prior: popup")
         self.outputs = ("depth",) + (("scales",) if self.cfg["loss"].get("scale_weights") else ()) + (
-            ("seg",) if self.data_has_seg else ())
+            ("seg",) if self.data_has_seg else ()) + (("road",) if road else ())
         self.criterion = self._make_criterion().to(self.device)
         extra = [p for p in self.criterion.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.model, self.cfg["optim"], extra_groups=self.hooks.param_groups() or None,

@@ -1,0 +1,47 @@
+"""The flat road a level KITTI-like camera sees, and which ground-truth points stand above it.
+
+Shared by the sim-to-real benchmark (the flat-road baseline and its road / above-road split) and
+the road loss of the stixel head (:mod:`slimdepth.losses.road`), so that the road a model is
+taught is the road it is scored on.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from slimdepth.fileio import as_intrinsics
+from slimdepth.geometry import KITTI_CAMERA_HEIGHT
+
+__all__ = ["ABOVE_ROAD", "above_road", "flat_road_depth"]
+
+#: a point nearer than this share of the flat road's depth at its pixel stands above the road
+ABOVE_ROAD = 0.8
+
+
+def flat_road_depth(K: Any, height: int, width: int, camera_height: float = KITTI_CAMERA_HEIGHT,
+                    max_depth: float = 80.0) -> torch.Tensor:
+    """Depth (1xHxW, metres) of a flat road seen by a level camera ``camera_height`` m above it:
+    z = fy * h / (v - cy) for rows v below the horizon (v > cy), capped at ``max_depth``, and
+    ``max_depth`` on and above the horizon. The baseline that needs no image at all."""
+    Km = as_intrinsics(K)
+    fy, cy = float(Km[1, 1]), float(Km[1, 2])
+    v = torch.arange(height, dtype=torch.float64)[:, None]
+    below = v > cy
+    z = torch.where(below, fy * camera_height / torch.where(below, v - cy, torch.ones_like(v)),
+                    torch.full_like(v, max_depth)).clamp(max=max_depth)
+    return z.expand(height, width)[None].float()
+
+
+def above_road(gt: torch.Tensor, K: Any, camera_height: float = KITTI_CAMERA_HEIGHT, share: float = ABOVE_ROAD
+               ) -> torch.Tensor:
+    """Boolean map (like ``gt``) of the valid ground-truth points that stand above the road:
+    vehicles, walls, poles, people. A point on a flat road lies at the flat road's depth for its
+    row; one nearer than ``share`` of it (or at or above the horizon) is on something standing
+    there; a raised sidewalk (about 0.9 of it) still counts as road. Needs only the intrinsics
+    and the camera height, no labels."""
+    h, w = gt.shape[-2:]
+    flat = flat_road_depth(K, h, w, camera_height, max_depth=math.inf).to(gt.device)
+    return (gt > 0) & (gt < share * flat)
