@@ -131,15 +131,45 @@ def test_the_popup_head_hands_out_its_road_logits():
 
 def test_training_with_the_road_loss_logs_it_and_lowers_it(tmp_path):
     recipe = write_recipe(tmp_path, model={"name": "litedepth", "internal_size": "none", "road_prior": "popup"},
-                          loss__road_weight=1.0, train__epochs=4, optim__lr=3e-3)
+                          loss__road_weight=1.0, train__epochs=3, optim__lr=3e-3,
+                          data__train="synthetic,num=16,size=32x96,lidar=false",
+                          data__val="synthetic,num=4,size=32x96,split=val,lidar=false")
     Trainer(resolve_config(recipe, []), tmp_path / "run").fit()
     road = [float(r["road"]) for r in csv.DictReader((tmp_path / "run" / "log.csv").open())]
-    assert len(road) == 16 and all(np.isfinite(road))
+    assert len(road) == 12 and all(np.isfinite(road))
     assert sum(road[-4:]) < sum(road[:4])
 
 
-def test_the_road_loss_without_a_stixel_head_is_refused_before_any_work(tmp_path):
-    recipe = write_recipe(tmp_path, loss__road_weight=0.5)  # tiny-multires: no road logits
-    with pytest.raises(ConfigError, match="road_prior: popup"):
-        Trainer(resolve_config(recipe, []), tmp_path / "run").fit()
+def test_the_road_loss_is_refused_before_any_work_without_a_stixel_head_or_with_rotation(tmp_path, monkeypatch):
+    """Checked in the constructor before the data are built (a data spec that cannot be built
+    would fail otherwise): no stixel head, a rotate op, a bad weight."""
+    import slimdepth.train.trainer as trainer_module
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data were built before the road loss was checked")
+
+    monkeypatch.setattr(trainer_module, "build_dataset", no_data)
+    popup = {"name": "litedepth", "internal_size": "none", "road_prior": "popup"}
+    cases = [({}, "road_prior: popup"),  # tiny-multires
+             ({"model": dict(popup, road_prior=True)}, "road_prior: popup"),
+             ({"model": popup, "data__augment": [{"op": "hflip"}, {"op": "rotate", "degrees": 5}]}, "rotate"),
+             ({"model": popup, "data__augment": {"ops": ["rotate"]}}, "rotate")]
+    for changes, fragment in cases:
+        recipe = write_recipe(tmp_path, loss__road_weight=0.5, **changes)
+        with pytest.raises(ConfigError, match=fragment) as err:
+            Trainer(resolve_config(recipe, []), tmp_path / "run")
+        assert "\n" not in str(err.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_batched_split_is_the_benchmarks_split_frame_by_frame():
+    from slimdepth.flat_road import above_road, above_road_batch
+
+    g = torch.Generator().manual_seed(3)
+    K = torch.stack([_K(9.5), _K(4.5, fy=80.0)])
+    depth = torch.rand(2, 1, H, W, generator=g) * 40
+    depth[0, 0, 0] = 0.0
+    batched = above_road_batch(depth, K)
+    for b in range(2):
+        torch.testing.assert_close(batched[b], above_road(depth[b], K[b].numpy()))
+    assert batched.any() and (~batched).any()

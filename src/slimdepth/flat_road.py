@@ -15,10 +15,20 @@ import torch
 from slimdepth.fileio import as_intrinsics
 from slimdepth.geometry import KITTI_CAMERA_HEIGHT
 
-__all__ = ["ABOVE_ROAD", "above_road", "flat_road_depth"]
+__all__ = ["ABOVE_ROAD", "above_road", "above_road_batch", "flat_road_depth"]
 
 #: a point nearer than this share of the flat road's depth at its pixel stands above the road
 ABOVE_ROAD = 0.8
+
+
+def _flat_rows(fy: torch.Tensor, cy: torch.Tensor, height: int, camera_height: float, max_depth: float) -> torch.Tensor:
+    """(B, H) float64: the flat road's depth on each row for cameras with focal ``fy`` and centre row
+    ``cy`` (B each), ``max_depth`` on and above the horizon."""
+    v = torch.arange(height, dtype=torch.float64, device=fy.device)[None, :] - cy.double()[:, None]
+    below = v > 0
+    z = torch.where(below, fy.double()[:, None] * camera_height / torch.where(below, v, torch.ones_like(v)),
+                    torch.full_like(v, max_depth))
+    return z.clamp(max=max_depth)
 
 
 def flat_road_depth(K: Any, height: int, width: int, camera_height: float = KITTI_CAMERA_HEIGHT,
@@ -27,12 +37,8 @@ def flat_road_depth(K: Any, height: int, width: int, camera_height: float = KITT
     z = fy * h / (v - cy) for rows v below the horizon (v > cy), capped at ``max_depth``, and
     ``max_depth`` on and above the horizon. The baseline that needs no image at all."""
     Km = as_intrinsics(K)
-    fy, cy = float(Km[1, 1]), float(Km[1, 2])
-    v = torch.arange(height, dtype=torch.float64)[:, None]
-    below = v > cy
-    z = torch.where(below, fy * camera_height / torch.where(below, v - cy, torch.ones_like(v)),
-                    torch.full_like(v, max_depth)).clamp(max=max_depth)
-    return z.expand(height, width)[None].float()
+    rows = _flat_rows(torch.tensor([Km[1, 1]]), torch.tensor([Km[1, 2]]), height, camera_height, max_depth)
+    return rows[0][:, None].expand(height, width)[None].float()
 
 
 def above_road(gt: torch.Tensor, K: Any, camera_height: float = KITTI_CAMERA_HEIGHT, share: float = ABOVE_ROAD
@@ -45,3 +51,10 @@ def above_road(gt: torch.Tensor, K: Any, camera_height: float = KITTI_CAMERA_HEI
     h, w = gt.shape[-2:]
     flat = flat_road_depth(K, h, w, camera_height, max_depth=math.inf).to(gt.device)
     return (gt > 0) & (gt < share * flat)
+
+
+def above_road_batch(gt: torch.Tensor, K: torch.Tensor, camera_height: float = KITTI_CAMERA_HEIGHT,
+                     share: float = ABOVE_ROAD) -> torch.Tensor:
+    """:func:`above_road` for a batch, on ``gt``'s device: ``gt`` (B, 1, H, W), ``K`` (B, 3, 3)."""
+    flat = _flat_rows(K[:, 1, 1].to(gt.device), K[:, 1, 2].to(gt.device), gt.shape[-2], camera_height, math.inf)
+    return (gt > 0) & (gt < share * flat.float()[:, None, :, None])

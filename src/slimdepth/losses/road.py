@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from slimdepth.errors import DataError
-from slimdepth.flat_road import above_road
+from slimdepth.flat_road import above_road_batch
 from slimdepth.losses.common import as_float, valid_mask, zero_loss
 
 __all__ = ["ground_target", "road_loss"]
@@ -27,8 +27,7 @@ def ground_target(depth: Tensor, K: Tensor) -> Tensor:
         raise DataError(f"the road loss needs depth (B, 1, H, W) and K (B, 3, 3), got {tuple(depth.shape)} and "
                         f"{tuple(K.shape)}")
     gt = as_float(depth).detach()
-    above = torch.stack([above_road(gt[i], K[i].detach().cpu().double().numpy()) for i in range(len(gt))])
-    return (gt > 0) & ~above
+    return (gt > 0) & ~above_road_batch(gt, K.detach())
 
 
 def road_loss(logits: Tensor, depth: Tensor, K: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -3,7 +3,8 @@
 Normalisation is the model's first layer (so it can be folded into the first convolution for
 export). ``model(x)`` returns the depth tensor (B, 1, H, W); ``model(x, outputs=(...))`` returns
 a dict with any of ``depth``, ``scales`` (lower-resolution depth maps, coarsest first),
-``seg`` (segmentation logits) and ``features`` (named decoder features for distillation).
+``seg`` (segmentation logits), ``features`` (named decoder features for distillation) and
+``road`` (a stixel head's road logits, for the road loss).
 """
 
 from __future__ import annotations

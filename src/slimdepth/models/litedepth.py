@@ -72,7 +72,7 @@ class LiteDepth(DepthModel):
             DepthHead(w4, max_depth, activation="relu", kernel=1)
 
     @property
-    def road_logits(self) -> bool:
+    def has_road_logits(self) -> bool:
         """Whether :meth:`predict` hands out ``road`` (the stixel head's road logits, for ``loss.road_weight``)."""
         return isinstance(self.head, PopUpHead)
 

@@ -37,7 +37,7 @@ from slimdepth.fileio import atomic_path, write_rgb
 from slimdepth.losses import build_criterion
 from slimdepth.models.checkpoint import FORMAT, save_model, write_sidecar
 from slimdepth.models.zoo import build_model
-from slimdepth.options import parse_size
+from slimdepth.options import check_number, parse_size
 from slimdepth.train.config import save_config
 from slimdepth.train.data import CachedDataset, TrainView
 from slimdepth.train.optim import build_optimizer, build_scheduler, clip_gradients
@@ -224,6 +224,7 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.position = 0  # samples of this rank's epoch already consumed
+        self.road = self._check_road_loss()
         self._build_data()
         self._build_model()
         self.best: float | None = None
@@ -238,6 +239,25 @@ class Trainer:
         random.seed(seed)
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
+
+    def _check_road_loss(self) -> bool:
+        """Whether ``loss.road_weight`` is on; checked before any data or model is built: it needs a
+        stixel head (LiteDepth ``road_prior: popup``) and no rotation in the augmentation (its
+        flat road assumes a level camera, and a rotated frame's K does not record the roll)."""
+        weight = check_number(self.cfg["loss"].get("road_weight", 0.0) or 0.0, "loss.road_weight", low=0.0)
+        if not weight:
+            return False
+        mcfg = self.cfg["model"]
+        if self._given_model is None and not (mcfg.get("name") == "litedepth" and mcfg.get("road_prior") == "popup"):
+            raise ConfigError("loss.road_weight needs a model with road logits: litedepth with model.road_prior: popup")
+        augment = self.cfg["data"].get("augment") or []
+        if isinstance(augment, dict):
+            augment = augment.get("ops") or []
+        ops = [item.get("op") if isinstance(item, dict) else item for item in augment]
+        if "rotate" in ops:
+            raise ConfigError("loss.road_weight assumes a level camera: remove the rotate augmentation (a rotated "
+                              "frame's intrinsics do not record the roll)")
+        return True
 
     def _build_data(self) -> None:
         dcfg = self.cfg["data"]
@@ -291,11 +311,10 @@ class Trainer:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         # ask the model only for what the loss reads, so that DDP sees unsupervised heads as unused
-        road = bool(self.cfg["loss"].get("road_weight"))
-        if road and not getattr(self.model, "road_logits", False):
+        if self.road and not getattr(self.model, "has_road_logits", False):
             raise ConfigError("loss.road_weight needs a model with road logits: litedepth with model.road_prior: popup")
         self.outputs = ("depth",) + (("scales",) if self.cfg["loss"].get("scale_weights") else ()) + (
-            ("seg",) if self.data_has_seg else ()) + (("road",) if road else ())
+            ("seg",) if self.data_has_seg else ()) + (("road",) if self.road else ())
         self.criterion = self._make_criterion().to(self.device)
         extra = [p for p in self.criterion.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.model, self.cfg["optim"], extra_groups=self.hooks.param_groups() or None,
