@@ -49,8 +49,8 @@ def above_road(gt: torch.Tensor, K: Any, camera_height: float = KITTI_CAMERA_HEI
     there; a raised sidewalk (about 0.9 of it) still counts as road. Needs only the intrinsics
     and the camera height, no labels."""
     h, w = gt.shape[-2:]
-    flat = flat_road_depth(K, h, w, camera_height, max_depth=math.inf).to(gt.device)
-    return (gt > 0) & (gt < share * flat)
+    one = above_road_batch(gt.reshape(1, 1, h, w), torch.as_tensor(as_intrinsics(K))[None], camera_height, share)
+    return one.reshape(gt.shape)
 
 
 def above_road_batch(gt: torch.Tensor, K: torch.Tensor, camera_height: float = KITTI_CAMERA_HEIGHT,

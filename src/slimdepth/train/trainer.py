@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
+from slimdepth.data.augment import RandomRotation, build_augmentation
 from slimdepth.data.registry import build_dataset
 from slimdepth.data.sample import collate_samples
 from slimdepth.errors import ConfigError, DataError
@@ -248,13 +249,11 @@ class Trainer:
         if not weight:
             return False
         mcfg = self.cfg["model"]
-        if self._given_model is None and not (mcfg.get("name") == "litedepth" and mcfg.get("road_prior") == "popup"):
+        stixel = (getattr(self._given_model, "has_road_logits", False) if self._given_model is not None
+                  else mcfg.get("name") == "litedepth" and mcfg.get("road_prior") == "popup")
+        if not stixel:
             raise ConfigError("loss.road_weight needs a model with road logits: litedepth with model.road_prior: popup")
-        augment = self.cfg["data"].get("augment") or []
-        if isinstance(augment, dict):
-            augment = augment.get("ops") or []
-        ops = [item.get("op") if isinstance(item, dict) else item for item in augment]
-        if "rotate" in ops:
+        if any(isinstance(op, RandomRotation) for op in build_augmentation(self.cfg["data"].get("augment")).transforms):
             raise ConfigError("loss.road_weight assumes a level camera: remove the rotate augmentation (a rotated "
                               "frame's intrinsics do not record the roll)")
         return True
@@ -311,8 +310,6 @@ class Trainer:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         # ask the model only for what the loss reads, so that DDP sees unsupervised heads as unused
-        if self.road and not getattr(self.model, "has_road_logits", False):
-            raise ConfigError("loss.road_weight needs a model with road logits: litedepth with model.road_prior: popup")
         self.outputs = ("depth",) + (("scales",) if self.cfg["loss"].get("scale_weights") else ()) + (
             ("seg",) if self.data_has_seg else ()) + (("road",) if self.road else ())
         self.criterion = self._make_criterion().to(self.device)
