@@ -20,7 +20,7 @@ from slimdepth.data.synthetic import SceneGenerator, write_synthetic
 from slimdepth.data.synthetic.generator import generator_options
 from slimdepth.data.synthetic.primitives import CONCRETE, ELLIPSOID, RAIL, TUBE, VEHICLE
 from slimdepth.data.synthetic import shading
-from slimdepth.data.synthetic.raycast import BOX, CYLINDER, PinholeGrid, RayGrid, _hit_box, _hit_cylinder, _hit_ellipsoid, cast
+from slimdepth.data.synthetic.raycast import BOX, CYLINDER, PinholeGrid, RayGrid, cast, hit_distances
 from slimdepth.data.synthetic.camera import CameraOptions
 from slimdepth.data.synthetic.scene import SceneOptions
 from slimdepth.errors import ConfigError, DataError
@@ -131,14 +131,7 @@ class _OneRay(RayGrid):
 def _hits_reference(pr, k: int, point, L) -> bool:
     """The ray caster's own hit test for primitive ``k``, from ``point`` along ``L``."""
     ray = _OneRay(point, L)
-    with np.errstate(invalid="ignore"):  # a ray parallel to a cap: inf * 0 in the cap test
-        if pr.kind[k] == BOX:
-            t = _hit_box(ray.origin, ray, (slice(0, 1), slice(0, 1)), pr.center[k], pr.half[k], pr.yaw[k])
-        elif pr.kind[k] == ELLIPSOID:
-            t = _hit_ellipsoid(ray.origin, ray.dx, ray.dy, ray.dz, pr.center[k], pr.half[k])
-        else:
-            axis = 1 if pr.kind[k] == CYLINDER else 2
-            t = _hit_cylinder(ray.origin, (ray.dx, ray.dy, ray.dz), pr.center[k], pr.half[k], axis)
+    t = hit_distances(pr, k, ray)
     return bool(np.isfinite(t).any())
 
 

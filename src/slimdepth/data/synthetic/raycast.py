@@ -11,12 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from slimdepth.data.synthetic.scene import (
     BOX, CYLINDER, ELLIPSOID, PID_CURB, TUBE, PID_ROAD, PID_SIDEWALK, PID_SKY, PID_YARD, Scene,
 )
+from slimdepth.data.synthetic.primitives import PrimTable
 from slimdepth.data.synthetic.terrain import road_hits
 
+F32 = np.float32
+INF32 = np.float32(np.inf)
 NEAR = 0.05  # objects closer than this to the origin are treated as straddling it
 
 
@@ -200,24 +204,14 @@ class SphericalGrid(RayGrid):
 def _ground(scene: Scene, grid: RayGrid) -> Hits:
     """Road (y = 0, or the shape of a slope or bend) between the curbs, raised sidewalks and
     yards beyond, and the curb faces."""
-    ox, oy, oz = grid.origin
-    dx, dy = grid.dx, grid.dy
     if scene.slope.flat and scene.bend.straight:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            down = dy < 0
-            inv = np.float32(1.0) / dy
-            t_walk = np.float32(scene.curb_height - oy) * inv
-            t_road = np.float32(-oy) * inv
-            x_walk = np.float32(ox) + t_walk * dx
-            x_road = np.float32(ox) + t_road * dx
-            left, right = np.float32(scene.road_left), np.float32(scene.road_right)
-            on_walk = down & ((x_walk < left) | (x_walk > right))
-            on_road = down & ~on_walk & (x_road >= left) & (x_road <= right)
-            on_curb = down & ~on_walk & ~on_road
-            edge = np.where(x_road < left, left, right)
-            t_curb = (edge - np.float32(ox)) / dx
-    else:
-        t_road, t_walk, t_curb, on_road, on_walk, on_curb, x_walk = road_hits(scene, grid.origin, dx, dy, grid.dz)
+        t = np.empty(grid.shape, np.float32)
+        pid = np.empty(grid.shape, np.int32)
+        ox, oy, _ = grid.origin
+        _flat_ground(grid.dx, grid.dy, F32(ox), F32(scene.curb_height - oy), F32(-oy), F32(scene.road_left),
+                     F32(scene.road_right), F32(scene.walk_left), F32(scene.walk_right), t, pid)
+        return Hits(t=t, pid=pid)
+    t_road, t_walk, t_curb, on_road, on_walk, on_curb, x_walk = road_hits(scene, grid.origin, grid.dx, grid.dy, grid.dz)
     t = np.where(on_road, t_road, np.where(on_walk, t_walk, np.where(on_curb, t_curb, np.float32(np.inf))))
     yard = on_walk & ((x_walk < np.float32(scene.walk_left)) | (x_walk > np.float32(scene.walk_right)))
     pid = np.full(t.shape, PID_SKY, dtype=np.int32)
@@ -231,66 +225,146 @@ def _ground(scene: Scene, grid: RayGrid) -> Hits:
     return Hits(t=t, pid=pid)
 
 
-def _hit_box(o, grid: RayGrid, sl, center, half, cs) -> np.ndarray:
-    """Slab test in the box's frame; returns the entry distance (inf = miss or inside)."""
-    px, py, pz = o[0] - center[0], o[1] - center[1], o[2] - center[2]
-    c, s = cs
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if s == 0.0:
-            ix, iy, iz = (inv[sl] for inv in grid.inverse)
-            lx, lz = px, pz
-        else:
-            dx, dz = grid.dx[sl], grid.dz[sl]
-            ix = np.float32(1.0) / (np.float32(c) * dx - np.float32(s) * dz)
-            iz = np.float32(1.0) / (np.float32(s) * dx + np.float32(c) * dz)
-            iy = grid.inverse[1][sl]
-            lx, lz = c * px - s * pz, s * px + c * pz
-        near = far = None
-        for p, inv, h in ((lx, ix, half[0]), (py, iy, half[1]), (lz, iz, half[2])):
-            t1 = np.float32(-h - p) * inv
-            t2 = np.float32(h - p) * inv
-            lo, hi = np.minimum(t1, t2), np.maximum(t1, t2)
-            near = lo if near is None else np.maximum(near, lo)
-            far = hi if far is None else np.minimum(far, hi)
-    near[~((near <= far) & (near > 0))] = np.inf
-    return near
+@njit(cache=True, error_model="numpy")
+def _flat_ground(dx, dy, ox, walk_h, road_h, left, right, walk_left, walk_right, t, pid):
+    """The flat, straight street along every ray (``walk_h``, ``road_h``: the sidewalks' and the
+    road's height below the origin, negated): the road between the curbs at ``left`` and
+    ``right``, the sidewalks beyond (yards beyond ``walk_left`` and ``walk_right``) and, for rays
+    that cross the sidewalks' level over the road, the curb face through which they leave it."""
+    for r in range(dx.shape[0]):
+        for c in range(dx.shape[1]):
+            d, e = dx[r, c], dy[r, c]
+            tt, p = INF32, PID_SKY
+            if e < 0:
+                inv = F32(1.0) / e
+                t_walk, t_road = walk_h * inv, road_h * inv
+                x_walk, x_road = ox + t_walk * d, ox + t_road * d
+                if x_walk < left or x_walk > right:
+                    tt, p = t_walk, (PID_YARD if (x_walk < walk_left or x_walk > walk_right) else PID_SIDEWALK)
+                elif x_road >= left and x_road <= right:
+                    tt, p = t_road, PID_ROAD
+                else:
+                    tt, p = ((left if x_road < left else right) - ox) / d, PID_CURB
+            if not tt > 0:
+                tt = INF32
+            if not np.isfinite(tt):
+                p = PID_SKY
+            t[r, c], pid[r, c] = tt, p
 
 
-def _hit_cylinder(o, d, center, half, axis: int) -> np.ndarray:
+@njit(cache=True, error_model="numpy")
+def _min(a, b):
+    """NumPy's minimum of two floats: NaN if either is NaN."""
+    return a if (a < b or a != a) else b
+
+
+@njit(cache=True, error_model="numpy")
+def _max(a, b):
+    """NumPy's maximum of two floats: NaN if either is NaN."""
+    return a if (a > b or a != a) else b
+
+
+@njit(cache=True, error_model="numpy")
+def _box_t(lx, ly, lz, half, c, s, dx, dy, dz, ix, iy, iz):
+    """Slab test in the box's frame (``lx, ly, lz``: the origin relative to the centre, turned
+    into the box's frame); the entry distance, inf on a miss or from inside."""
+    if s != 0.0:  # turn the ray into the box's frame too
+        ix = F32(1.0) / (F32(c) * dx - F32(s) * dz)
+        iz = F32(1.0) / (F32(s) * dx + F32(c) * dz)
+    t1, t2 = F32(-half[0] - lx) * ix, F32(half[0] - lx) * ix
+    near, far = _min(t1, t2), _max(t1, t2)
+    t1, t2 = F32(-half[1] - ly) * iy, F32(half[1] - ly) * iy
+    near, far = _max(near, _min(t1, t2)), _min(far, _max(t1, t2))
+    t1, t2 = F32(-half[2] - lz) * iz, F32(half[2] - lz) * iz
+    near, far = _max(near, _min(t1, t2)), _min(far, _max(t1, t2))
+    return near if (near <= far and near > 0) else INF32
+
+
+@njit(cache=True, error_model="numpy")
+def _cylinder_t(o, center, half, axis, di, dj, da):
     """A cylinder along world ``axis`` (1: upright, radius half[0]; 2: lying along the road, a
-    tube): its side, and the end cap that faces the origin. ``d`` holds the rays' (dx, dy, dz)."""
+    tube): its side, and the end cap that faces the origin; ``di, dj, da``: the ray's components
+    across (x and the other axis) and along it."""
     j = 2 if axis == 1 else 1  # the cross-section is the x-j plane
-    di, dj, da = d[0], d[j], d[axis]
     pi, pj = o[0] - center[0], o[j] - center[j]
     r, lo, hi = half[0], center[axis] - half[axis], center[axis] + half[axis]
     a = di * di + dj * dj
-    b = np.float32(pi) * di + np.float32(pj) * dj
-    cc = np.float32(pi * pi + pj * pj - r * r)
-    disc = b * b - a * cc
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = (-b - np.sqrt(np.maximum(disc, 0))) / a
-    along = np.float32(o[axis]) + t * da
-    side = (disc >= 0) & (t > 0) & (along >= lo) & (along <= hi)
-    t = np.where(side, t, np.float32(np.inf))
+    b = F32(pi) * di + F32(pj) * dj
+    disc = b * b - a * F32(pi * pi + pj * pj - r * r)
+    t = (-b - np.sqrt(_max(disc, F32(0.0)))) / a
+    along = F32(o[axis]) + t * da
+    if not (disc >= 0 and t > 0 and along >= lo and along <= hi):
+        t = INF32
     if o[axis] < lo or o[axis] > hi:  # one end cap faces the origin (an upright one's top)
         end = lo if o[axis] < lo else hi
-        with np.errstate(divide="ignore", invalid="ignore"):
-            tc = np.float32(end - o[axis]) / da
-        qi, qj = np.float32(pi) + tc * di, np.float32(pj) + tc * dj
-        cap = (tc > 0) & (qi * qi + qj * qj <= r * r) & (tc < t)
-        t = np.where(cap, tc, t)
+        tc = F32(end - o[axis]) / da
+        qi, qj = F32(pi) + tc * di, F32(pj) + tc * dj
+        if tc > 0 and qi * qi + qj * qj <= r * r and tc < t:
+            t = tc
     return t
 
 
-def _hit_ellipsoid(o, dx, dy, dz, center, half) -> np.ndarray:
-    qx, qy, qz = ((o[i] - center[i]) / half[i] for i in range(3))
-    ex, ey, ez = dx * np.float32(1.0 / half[0]), dy * np.float32(1.0 / half[1]), dz * np.float32(1.0 / half[2])
+@njit(cache=True, error_model="numpy")
+def _ellipsoid_t(o, center, half, dx, dy, dz):
+    qx, qy, qz = (o[0] - center[0]) / half[0], (o[1] - center[1]) / half[1], (o[2] - center[2]) / half[2]
+    ex, ey, ez = dx * F32(1.0 / half[0]), dy * F32(1.0 / half[1]), dz * F32(1.0 / half[2])
     a = ex * ex + ey * ey + ez * ez
-    b = np.float32(qx) * ex + np.float32(qy) * ey + np.float32(qz) * ez
-    disc = b * b - a * np.float32(qx * qx + qy * qy + qz * qz - 1.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = (-b - np.sqrt(np.maximum(disc, 0))) / a
-    return np.where((disc >= 0) & (t > 0), t, np.float32(np.inf))
+    b = F32(qx) * ex + F32(qy) * ey + F32(qz) * ez
+    disc = b * b - a * F32(qx * qx + qy * qy + qz * qz - 1.0)
+    t = (-b - np.sqrt(_max(disc, F32(0.0)))) / a
+    return t if (disc >= 0 and t > 0) else INF32
+
+
+@njit(cache=True, error_model="numpy")
+def _cast_primitives(order, wins, near, kind, center, half, yaw, o, dx, dy, dz, ix, iy, iz, t, pid, cull):
+    """Test the primitives ``order`` (front to back) on the rays of their windows, keeping the
+    nearest hit per ray in ``t`` and ``pid``. With ``cull`` a primitive is skipped when every
+    ray of its window already hits something nearer than ``near`` (its nearest possible t)."""
+    for k in order:
+        r0, r1, c0, c1 = wins[k, 0], wins[k, 1], wins[k, 2], wins[k, 3]
+        if cull:
+            most = -INF32
+            for r in range(r0, r1):
+                for c in range(c0, c1):
+                    most = _max(most, t[r, c])
+            if near[k] >= most:
+                continue  # everything in its window is already nearer than any point of it
+        kk, nk = kind[k], near[k] if cull else -np.inf
+        if kk == BOX:
+            px, py, pz = o[0] - center[k, 0], o[1] - center[k, 1], o[2] - center[k, 2]
+            cs, sn = yaw[k, 0], yaw[k, 1]
+            lx, lz = (px, pz) if sn == 0.0 else (cs * px - sn * pz, sn * px + cs * pz)
+            hk = half[k]
+            for r in range(r0, r1):
+                for c in range(c0, c1):
+                    if t[r, c] <= nk:
+                        continue  # this ray already hits something nearer than the primitive can be
+                    tk = _box_t(lx, py, lz, hk, cs, sn, dx[r, c], dy[r, c], dz[r, c], ix[r, c], iy[r, c], iz[r, c])
+                    if tk < t[r, c]:
+                        t[r, c] = tk
+                        pid[r, c] = k
+        elif kk == ELLIPSOID:
+            for r in range(r0, r1):
+                for c in range(c0, c1):
+                    if t[r, c] <= nk:
+                        continue
+                    tk = _ellipsoid_t(o, center[k], half[k], dx[r, c], dy[r, c], dz[r, c])
+                    if tk < t[r, c]:
+                        t[r, c] = tk
+                        pid[r, c] = k
+        else:
+            axis = 1 if kk == CYLINDER else 2
+            for r in range(r0, r1):
+                for c in range(c0, c1):
+                    if t[r, c] <= nk:
+                        continue
+                    if axis == 1:
+                        tk = _cylinder_t(o, center[k], half[k], 1, dx[r, c], dz[r, c], dy[r, c])
+                    else:  # a tube
+                        tk = _cylinder_t(o, center[k], half[k], 2, dx[r, c], dy[r, c], dz[r, c])
+                    if tk < t[r, c]:
+                        t[r, c] = tk
+                        pid[r, c] = k
 
 
 def cast(scene: Scene, grid: RayGrid, cull: bool = True, max_t: float = np.inf) -> Hits:
@@ -305,27 +379,25 @@ def cast(scene: Scene, grid: RayGrid, cull: bool = True, max_t: float = np.inf) 
     prims = scene.prims
     if len(prims) == 0:
         return hits
+    if not set(np.unique(prims.kind)) <= {BOX, CYLINDER, TUBE, ELLIPSOID}:  # pragma: no cover
+        raise ValueError(f"unknown primitive kind in {np.unique(prims.kind)}")
     wins = grid.windows(prims.lo, prims.hi)
     near = grid.nearest(prims.lo, prims.hi) * (1.0 - 1e-5)  # a margin for float32 rounding of t
-    o = grid.origin
     seen = np.nonzero((wins[:, 1] > wins[:, 0]) & (wins[:, 3] > wins[:, 2]) & (near < max_t))[0]
     # front to back, so that primitives hidden behind nearer ones are skipped without a test
-    for k in seen[np.argsort(near[seen], kind="stable")]:
-        r0, r1, c0, c1 = wins[k]
-        sl = (slice(r0, r1), slice(c0, c1))
-        if cull and near[k] >= hits.t[sl].max():
-            continue  # everything in its window is already nearer than any point of it
-        kind = prims.kind[k]
-        if kind == BOX:
-            t = _hit_box(o, grid, sl, prims.center[k], prims.half[k], prims.yaw[k])
-        elif kind == CYLINDER or kind == TUBE:
-            t = _hit_cylinder(o, (grid.dx[sl], grid.dy[sl], grid.dz[sl]), prims.center[k], prims.half[k],
-                              1 if kind == CYLINDER else 2)
-        elif kind == ELLIPSOID:
-            t = _hit_ellipsoid(o, grid.dx[sl], grid.dy[sl], grid.dz[sl], prims.center[k], prims.half[k])
-        else:  # pragma: no cover
-            raise ValueError(f"unknown primitive kind {kind}")
-        closer = t < hits.t[sl]
-        np.copyto(hits.t[sl], t, where=closer)
-        np.copyto(hits.pid[sl], np.int32(k), where=closer)
+    order = seen[np.argsort(near[seen], kind="stable")]
+    _cast_primitives(order, wins, near, prims.kind, prims.center, prims.half, prims.yaw,
+                     np.asarray(grid.origin, dtype=np.float64), grid.dx, grid.dy, grid.dz, *grid.inverse,
+                     hits.t, hits.pid, cull)
     return hits
+
+
+def hit_distances(pr: PrimTable, k: int, grid: RayGrid) -> np.ndarray:
+    """Distance along every ray of ``grid`` to primitive ``k`` of ``pr`` alone (inf = miss): the
+    caster's own hit test, without windows or culling (a reference for other intersection code)."""
+    h, w = grid.shape
+    t = np.full((h, w), np.inf, np.float32)
+    _cast_primitives(np.array([k]), np.array([[0, h, 0, w]] * len(pr)), np.zeros(len(pr)), pr.kind, pr.center,
+                     pr.half, pr.yaw, np.asarray(grid.origin, dtype=np.float64), grid.dx, grid.dy, grid.dz,
+                     *grid.inverse, t, np.zeros((h, w), np.int32), False)
+    return t
