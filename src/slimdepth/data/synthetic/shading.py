@@ -9,9 +9,10 @@ row-wise (n, 3) equivalents. Only IEEE basic operations are used on per-pixel va
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from slimdepth.data.synthetic import textures
-from slimdepth.data.synthetic.raycast import Hits, PinholeGrid, RayGrid
+from slimdepth.data.synthetic.raycast import INF32, Hits, PinholeGrid, RayGrid, _max, _min
 from slimdepth.data.synthetic.scene import (
     BOX, CONCRETE, CYLINDER, ELLIPSOID, FACADE, FOLIAGE, HEAD, PERSON, PID_CURB, PID_ROAD, PID_SIDEWALK, PID_SKY,
     PID_YARD, POLE_METAL, RAIL, SIGN_PANEL, TRUNK, TUBE, VEHICLE, Scene,
@@ -437,56 +438,89 @@ _CORNERS = np.array([[i & 1, (i >> 1) & 1, (i >> 2) & 1] for i in range(8)], dty
 
 
 def _blocks(pr, k: int, o: list[np.ndarray], L: np.ndarray) -> np.ndarray:
-    """Whether the rays ``o + t L`` (t > 0; ``o`` relative to primitive ``k``'s centre) meet it:
-    a box by its slabs, an ellipsoid or a cylinder (upright, or a tube along z) by its quadratic."""
-    kind = pr.kind[k]
+    """Whether the rays ``o + t L`` (t > 0; ``o`` relative to primitive ``k``'s centre) meet it."""
+    return _blocks_all(pr.kind[k], pr.yaw[k], pr.half[k], np.asarray(L, dtype=np.float64), *o)
+
+
+@njit(cache=True, error_model="numpy")
+def _blocks_all(kind, yaw, half, L, o0, o1, o2):
+    out = np.empty(len(o0), np.bool_)
+    for i in range(len(o0)):
+        out[i] = _blocked(kind, yaw, half, L, o0[i], o1[i], o2[i])
+    return out
+
+
+@njit(cache=True, error_model="numpy")
+def _blocked(kind, yaw, half, L, o0, o1, o2):
+    """Whether the ray ``o + t L`` (t > 0; ``o`` relative to a primitive's centre, float32) meets
+    it: a box by its slabs, an ellipsoid or a cylinder (upright, or a tube along z) by its quadratic."""
     if kind == BOX:
-        c, sn = float(pr.yaw[k, 0]), float(pr.yaw[k, 1])
-        lx, lz = F32(c) * o[0] - F32(sn) * o[2], F32(sn) * o[0] + F32(c) * o[2]
-        dirs = (c * L[0] - sn * L[2], L[1], sn * L[0] + c * L[2])
-        near = far = None
-        for p, dcomp, hh in ((lx, dirs[0], pr.half[k, 0]), (o[1], dirs[1], pr.half[k, 1]), (lz, dirs[2], pr.half[k, 2])):
-            a, b = _slab(p, dcomp, hh)
-            near = a if near is None else np.maximum(near, a)
-            far = b if far is None else np.minimum(far, b)
-        return (near <= far) & (far > 0)
+        c, sn = yaw[0], yaw[1]
+        lx, lz = F32(c) * o0 - F32(sn) * o2, F32(sn) * o0 + F32(c) * o2
+        a0, b0 = _slab(lx, c * L[0] - sn * L[2], half[0])
+        a1, b1 = _slab(o1, L[1], half[1])
+        a2, b2 = _slab(lz, sn * L[0] + c * L[2], half[2])
+        near, far = _max(_max(a0, a1), a2), _min(_min(b0, b1), b2)
+        return near <= far and far > 0
     if kind == ELLIPSOID:
-        r = pr.half[k]
-        qx, qy, qz = o[0] * F32(1 / r[0]), o[1] * F32(1 / r[1]), o[2] * F32(1 / r[2])
-        ex, ey, ez = L[0] / r[0], L[1] / r[1], L[2] / r[2]
+        qx, qy, qz = o0 * F32(1 / half[0]), o1 * F32(1 / half[1]), o2 * F32(1 / half[2])
+        ex, ey, ez = L[0] / half[0], L[1] / half[1], L[2] / half[2]
         b = qx * F32(ex) + qy * F32(ey) + qz * F32(ez)
-        c = qx * qx + qy * qy + qz * qz - F32(1.0)
-        disc = b * b - F32(ex * ex + ey * ey + ez * ez) * c
-        return (disc >= 0) & ((b < 0) | (c < 0))  # ahead of the point, or the point is inside
+        cc = qx * qx + qy * qy + qz * qz - F32(1.0)
+        disc = b * b - F32(ex * ex + ey * ey + ez * ez) * cc
+        return disc >= 0 and (b < 0 or cc < 0)  # ahead of the point, or the point is inside
     # a cylinder along y (upright) or z (a tube): the line meets the infinite cylinder over
     # [t1, t2] and the slab of its length over [ta, tb]; it is blocked where both overlap at t > 0
     axis = 1 if kind == CYLINDER else 2
     j = 2 if axis == 1 else 1
-    r = F32(pr.half[k, 0])
-    cc = o[0] * o[0] + o[j] * o[j] - r * r
+    oj, oa = (o2, o1) if axis == 1 else (o1, o2)
+    r = F32(half[0])
+    cc = o0 * o0 + oj * oj - r * r
     a = F32(L[0] * L[0] + L[j] * L[j])
     if a == 0:  # the light runs along the axis: inside the circle or not
-        t1 = np.where(cc <= 0, F32(-np.inf), F32(np.inf))
-        t2 = np.where(cc <= 0, F32(np.inf), F32(-np.inf))
+        t1, t2 = (-INF32, INF32) if cc <= 0 else (INF32, -INF32)
     else:
-        b = o[0] * F32(L[0]) + o[j] * F32(L[j])
+        b = o0 * F32(L[0]) + oj * F32(L[j])
         disc = b * b - a * cc
-        root = np.sqrt(np.maximum(disc, F32(0.0)))
-        t1 = np.where(disc >= 0, (-b - root) / a, F32(np.inf))
-        t2 = np.where(disc >= 0, (-b + root) / a, F32(-np.inf))
-    ta, tb = _slab(o[axis], L[axis], pr.half[k, axis])
-    near, far = np.maximum(t1, ta), np.minimum(t2, tb)
-    return (near <= far) & (far > 0)
+        root = np.sqrt(_max(disc, F32(0.0)))
+        t1 = (-b - root) / a if disc >= 0 else INF32
+        t2 = (-b + root) / a if disc >= 0 else -INF32
+    ta, tb = _slab(oa, L[axis], half[axis])
+    near, far = _max(t1, ta), _min(t2, tb)
+    return near <= far and far > 0
 
 
-def _slab(p: np.ndarray, dcomp: float, hh: float) -> tuple[np.ndarray, np.ndarray]:
+@njit(cache=True, error_model="numpy")
+def _slab(p, dcomp, hh):
     """The t interval in which ``p + t dcomp`` lies in [-hh, hh]; parallel: all t or none."""
     if dcomp == 0:
-        inside = np.abs(p) <= hh
-        return np.where(inside, F32(-np.inf), F32(np.inf)), np.where(inside, F32(np.inf), F32(-np.inf))
+        return (-INF32, INF32) if abs(p) <= hh else (INF32, -INF32)
     iv = F32(1.0 / dcomp)
     t1, t2 = (F32(-hh) - p) * iv, (F32(hh) - p) * iv
-    return np.minimum(t1, t2), np.maximum(t1, t2)
+    return _min(t1, t2), _max(t1, t2)
+
+
+@njit(cache=True, error_model="numpy")
+def _cast_shadows(casters, wins, pos, p0, p1, p2, pid, lit, kind, centerT, yaw, half, L,
+                  objects, u, v, w, bound_lo, bound_hi):
+    """Shade (``lit`` = 0) the points of ``pos`` (an image map of visible-point indices, -1 =
+    none) inside each caster's window that it blocks from the sun; shaded points leave the map.
+    With ``objects``, only points inside the caster's outline seen from the sun (``u, v`` within
+    its bounds), not beyond it towards the sun (``w``) and not on the caster itself."""
+    for i in range(len(casters)):
+        k = casters[i]
+        for r in range(wins[i, 0], wins[i, 1]):
+            for c in range(wins[i, 2], wins[i, 3]):
+                q = pos[r, c]
+                if q < 0:
+                    continue
+                if objects and not (u[q] >= bound_lo[i, 0] and u[q] <= bound_hi[i, 0] and v[q] >= bound_lo[i, 1]
+                                    and v[q] <= bound_hi[i, 1] and w[q] <= bound_hi[i, 2] and pid[q] != k):
+                    continue
+                if _blocked(kind[k], yaw[k], half[k], L, p0[q] - centerT[0, k], p1[q] - centerT[1, k],
+                            p2[q] - centerT[2, k]):
+                    lit[q] = 0.0
+                    pos[r, c] = -1
 
 
 def _ground_span(scene, z0: np.ndarray, z1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -548,25 +582,11 @@ def _shadow(s: _Surface, grid: RayGrid) -> np.ndarray:
     else:
         wins, pos = _ground_windows(s, grid, swept_lo, swept_hi)
         pos = pos.copy()  # the shared map stays whole for the contact shadows
-    for i, k in enumerate(casters):
-        r0, r1, c0, c1 = wins[i]
-        if r1 <= r0 or c1 <= c0:
-            continue
-        q = pos[r0:r1, c0:c1].ravel()
-        q = q[q >= 0]
-        if not q.size:
-            continue
-        if sc.object_shadows:
-            uq, vq = u.take(q), v.take(q)
-            q = q[(uq >= bound_lo[i, 0]) & (uq <= bound_hi[i, 0]) & (vq >= bound_lo[i, 1]) & (vq <= bound_hi[i, 1])]
-            if q.size:  # not beyond the caster towards the sun, and not on the caster itself
-                q = q[(w.take(q) <= bound_hi[i, 2]) & (s.pid.take(q) != k)]
-            if not q.size:
-                continue
-        o = [s.p[d].take(q) - pr.centerT[d, k] for d in range(3)]
-        shaded = q[_blocks(pr, k, o, L)]
-        lit[shaded] = 0.0
-        pos.ravel()[s.idx.take(shaded)] = -1
+    if not sc.object_shadows:
+        u = v = w = np.empty(0, F32)
+        bound_lo = bound_hi = np.empty((0, 3))
+    _cast_shadows(casters, wins, pos, *s.p, s.pid, lit, pr.kind, pr.centerT, pr.yaw, pr.half, L,
+                  sc.object_shadows, u, v, w, bound_lo, bound_hi)
     return lit
 
 
