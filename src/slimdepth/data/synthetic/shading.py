@@ -92,27 +92,34 @@ class _Boxes:
 
     def __init__(self, s: _Surface, sel: np.ndarray, pid: np.ndarray) -> None:
         pr = s.scene.prims
-        c, sn = _take(pr.yawT[0], pid), _take(pr.yawT[1], pid)
-        rx = s.p[0].take(sel) - _take(pr.centerT[0], pid)
-        rz = s.p[2].take(sel) - _take(pr.centerT[2], pid)
-        self.local = [c * rx - sn * rz, s.p[1].take(sel) - _take(pr.centerT[1], pid), sn * rx + c * rz]
+        self.local = [np.empty(sel.size, F32) for _ in range(3)]
         self.half = _take(pr.halfT, pid)
-        ax = np.abs(self.local[0]) / self.half[0]
-        ay = np.abs(self.local[1]) / self.half[1]
-        az = np.abs(self.local[2]) / self.half[2]
-        xface = (ax >= ay) & (ax >= az)
-        yface = ~xface & (ay >= az)
-        self.axis = np.where(xface, 0, np.where(yface, 1, 2)).astype(np.int8)
-        comp = np.where(xface, self.local[0], np.where(yface, self.local[1], self.local[2]))
-        self.sign = np.where(comp >= 0, F32(1.0), F32(-1.0))
-        nx = np.where(xface, self.sign, F32(0.0))
-        nz = np.where(self.axis == 2, self.sign, F32(0.0))
-        s.n[0][sel] = c * nx + sn * nz
-        s.n[1][sel] = np.where(yface, self.sign, F32(0.0))
-        s.n[2][sel] = c * nz - sn * nx
+        self.axis = np.empty(sel.size, np.int8)
+        self.sign = np.empty(sel.size, F32)
+        _box_frames(sel, pid, *s.p, pr.yawT, pr.centerT, self.half, *s.n, *self.local, self.axis, self.sign)
 
     def subset(self, k: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
         return [a[k] for a in self.local], self.half[:, k], self.axis[k], self.sign[k]
+
+
+@njit(cache=True, error_model="numpy")
+def _box_frames(sel, pid, p0, p1, p2, yawT, centerT, half, n0, n1, n2, l0, l1, l2, axis, sign):
+    """For the box points ``sel`` (on boxes ``pid``): their coordinates in the box's frame, the
+    face they lie on (the axis along which they are furthest out, relative to the half sizes
+    ``half``) and its outward sign, and the face's world normal."""
+    for i in range(len(sel)):
+        q, k = sel[i], pid[i]
+        c, sn = yawT[0, k], yawT[1, k]
+        rx, rz = p0[q] - centerT[0, k], p2[q] - centerT[2, k]
+        x, y, z = c * rx - sn * rz, p1[q] - centerT[1, k], sn * rx + c * rz
+        ax, ay, az = abs(x) / half[0, i], abs(y) / half[1, i], abs(z) / half[2, i]
+        xface = ax >= ay and ax >= az
+        yface = not xface and ay >= az
+        a = 0 if xface else (1 if yface else 2)
+        sg = F32(1.0) if (x if xface else (y if yface else z)) >= 0 else F32(-1.0)
+        nx, nz = sg if xface else F32(0.0), sg if a == 2 else F32(0.0)
+        n0[q], n1[q], n2[q] = c * nx + sn * nz, sg if yface else F32(0.0), c * nz - sn * nx
+        l0[i], l1[i], l2[i], axis[i], sign[i] = x, y, z, a, sg
 
 
 def _normals(s: _Surface) -> dict[int, tuple[np.ndarray, object]]:
@@ -609,20 +616,25 @@ def _contact(s: _Surface, grid: RayGrid) -> np.ndarray:
     lo = np.stack([pr.lo[cars, 0] - 0.3, low, pr.lo[cars, 2] - 0.3], 1)
     hi = np.stack([pr.hi[cars, 0] + 0.3, sc.curb_height + high, pr.hi[cars, 2] + 0.3], 1)
     wins, pos = _ground_windows(s, grid, lo, hi)
-    for k, (r0, r1, c0, c1) in zip(cars, wins):
-        if r1 <= r0 or c1 <= c0:
-            continue
-        q = pos[r0:r1, c0:c1].ravel()
-        q = q[q >= 0]
-        if not q.size:
-            continue
-        c, sn = float(pr.yaw[k, 0]), float(pr.yaw[k, 1])
-        rx, rz = s.p[0].take(q) - pr.centerT[0, k], s.p[2].take(q) - pr.centerT[2, k]
-        ax = np.abs(F32(c) * rx - F32(sn) * rz) - F32(pr.half[k, 0])
-        az = np.abs(F32(sn) * rx + F32(c) * rz) - F32(pr.half[k, 2])
-        out = np.maximum(ax, az)  # < 0 under the body, < 0.3 m near its outline
-        ao[q] = np.minimum(ao.take(q), np.where(out < 0, F32(0.3), np.where(out < F32(0.3), F32(0.65), F32(1.0))))
+    _darken_under(cars, wins, pos, s.p[0], s.p[2], ao, pr.centerT, pr.yaw, pr.half)
     return ao
+
+
+@njit(cache=True, error_model="numpy")
+def _darken_under(cars, wins, pos, p0, p2, ao, centerT, yaw, half):
+    """Sky-light factor ``ao`` of the ground points of ``pos`` in each car's window: 0.3 under
+    its body, 0.65 within 0.3 m of its outline (the body's distance in its own frame)."""
+    for i in range(len(cars)):
+        k = cars[i]
+        c, sn = F32(yaw[k, 0]), F32(yaw[k, 1])
+        for r in range(wins[i, 0], wins[i, 1]):
+            for col in range(wins[i, 2], wins[i, 3]):
+                q = pos[r, col]
+                if q < 0:
+                    continue
+                rx, rz = p0[q] - centerT[0, k], p2[q] - centerT[2, k]
+                out = _max(abs(c * rx - sn * rz) - F32(half[k, 0]), abs(sn * rx + c * rz) - F32(half[k, 2]))
+                ao[q] = _min(ao[q], F32(0.3) if out < 0 else (F32(0.65) if out < F32(0.3) else F32(1.0)))
 
 
 def sky(scene: Scene, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray) -> np.ndarray:
