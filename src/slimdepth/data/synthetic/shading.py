@@ -64,12 +64,12 @@ class _Surface:
         self.scene = scene
         self.idx = np.flatnonzero(hits.pid.ravel() != PID_SKY)
         self.pid = hits.pid.ravel().take(self.idx)
-        t = hits.t.ravel().take(self.idx)
-        self.d = [a.ravel().take(self.idx) for a in (grid.dx, grid.dy, grid.dz)]
-        self.dlen = np.sqrt(self.d[0] * self.d[0] + self.d[1] * self.d[1] + self.d[2] * self.d[2])
-        self.dist = t * self.dlen
-        self.p = [F32(grid.origin[i]) + t * self.d[i] for i in range(3)]
         n = len(self.idx)
+        self.d = [np.empty(n, F32) for _ in range(3)]
+        self.p = [np.empty(n, F32) for _ in range(3)]
+        self.dlen, self.dist = np.empty(n, F32), np.empty(n, F32)
+        _gather_points(self.idx, hits.t.ravel(), grid.dx.ravel(), grid.dy.ravel(), grid.dz.ravel(),
+                       np.asarray(grid.origin, F32), *self.d, *self.p, self.dlen, self.dist)
         self.n = [np.zeros(n, F32), np.ones(n, F32), np.zeros(n, F32)]
         self.albedo = np.empty((3, n), F32)
         self.pixel_size = F32(1.0 / grid.K[0, 0])  # metres per pixel at distance 1
@@ -78,13 +78,33 @@ class _Surface:
 
     def finish_normals(self) -> None:
         """Pixel footprint in metres, widened at grazing angles (needs the normals)."""
-        cos = np.abs(self.n[0] * self.d[0] + self.n[1] * self.d[1] + self.n[2] * self.d[2]) / self.dlen
-        self.fp = self.dist * self.pixel_size / np.sqrt(np.maximum(cos, F32(1 / 16)))
+        self.fp = np.empty(len(self.idx), F32)
+        _footprints(*self.n, *self.d, self.dlen, self.dist, self.pixel_size, self.fp)
 
     def tex(self, name: str, sel: np.ndarray, u: np.ndarray, v: np.ndarray, metres: float) -> np.ndarray:
         """Sample texture ``name`` (one tile = ``metres``) at surface coords (u, v) in metres."""
         k = F32(textures.SIZE / metres)
         return textures.texture(name).sample(u * k, v * k, self.fp.take(sel) * k)
+
+
+@njit(cache=True, error_model="numpy")
+def _gather_points(idx, t, dx, dy, dz, origin, d0, d1, d2, p0, p1, p2, dlen, dist):
+    """Ray directions, hit points, direction lengths and distances of the visible pixels ``idx``."""
+    for i in range(len(idx)):
+        j = idx[i]
+        ti, a, b, c = t[j], dx[j], dy[j], dz[j]
+        d0[i], d1[i], d2[i] = a, b, c
+        dlen[i] = np.sqrt(a * a + b * b + c * c)
+        dist[i] = ti * dlen[i]
+        p0[i], p1[i], p2[i] = origin[0] + ti * a, origin[1] + ti * b, origin[2] + ti * c
+
+
+@njit(cache=True, error_model="numpy")
+def _footprints(n0, n1, n2, d0, d1, d2, dlen, dist, pixel_size, fp):
+    """Pixel footprint in metres, widened at grazing angles (by 4 at most)."""
+    for i in range(len(fp)):
+        cos = abs(n0[i] * d0[i] + n1[i] * d1[i] + n2[i] * d2[i]) / dlen[i]
+        fp[i] = dist[i] * pixel_size / np.sqrt(_max(cos, F32(1 / 16)))
 
 
 class _Boxes:
@@ -650,6 +670,20 @@ def sky(scene: Scene, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray) -> np.ndar
     return col + (F32(0.95) - col) * cloud[None, :]
 
 
+@njit(cache=True, error_model="numpy")
+def _light(idx, albedo, n0, n1, n2, L, shadow, contact, dist, haze_distance, ambient, sun_color, haze, out):
+    """Radiance of the visible pixels ``idx`` into ``out`` (3, H*W): albedo lit by the sun
+    (N.L, unless shadowed) and the sky (more from above, less under cars), then haze by distance."""
+    for i in range(len(idx)):
+        sun = _max(n0[i] * L[0] + n1[i] * L[1] + n2[i] * L[2], F32(0.0)) * shadow[i]
+        skylight = (F32(0.55) + F32(0.225) * (n1[i] + F32(1.0))) * contact[i]
+        x = dist[i] / haze_distance
+        trans = F32(1.0) / (F32(1.0) + x + F32(0.5) * x * x)
+        for c in range(3):
+            light = ambient[c] * skylight + sun_color[c] * sun
+            out[c, idx[i]] = (albedo[c, i] * light - haze[c]) * trans + haze[c]
+
+
 def shade(scene: Scene, grid: PinholeGrid, hits: Hits) -> np.ndarray:
     """Linear radiance, channel-first (3, H, W) float32, before exposure and tone mapping."""
     h, w = grid.shape
@@ -659,16 +693,8 @@ def shade(scene: Scene, grid: PinholeGrid, hits: Hits) -> np.ndarray:
     s.finish_normals()
     _ground(s)
     _primitives(s, groups)
-    L = scene.sun
-    ndotl = np.maximum(s.n[0] * F32(L[0]) + s.n[1] * F32(L[1]) + s.n[2] * F32(L[2]), F32(0.0))
-    sun = ndotl * _shadow(s, grid)
-    skylight = (F32(0.55) + F32(0.225) * (s.n[1] + F32(1.0))) * _contact(s, grid)
-    x = s.dist / F32(scene.haze_distance)
-    trans = F32(1.0) / (F32(1.0) + x + F32(0.5) * x * x)
-    haze = scene.sky_horizon * F32(0.9)
-    for c in range(3):
-        light = scene.ambient[c] * skylight + scene.sun_color[c] * sun
-        out[c][s.idx] = (s.albedo[c] * light - haze[c]) * trans + haze[c]
+    _light(s.idx, s.albedo, *s.n, np.asarray(scene.sun, F32), _shadow(s, grid), _contact(s, grid), s.dist,
+           F32(scene.haze_distance), scene.ambient, scene.sun_color, scene.sky_horizon * F32(0.9), out)
     skyidx = np.flatnonzero(hits.pid.ravel() == PID_SKY)
     _put(out, skyidx, sky(scene, grid.dx.ravel().take(skyidx), grid.dy.ravel().take(skyidx), grid.dz.ravel().take(skyidx)))
     return out.reshape(3, h, w)
