@@ -16,11 +16,10 @@ from numba import njit
 from slimdepth.data.synthetic.scene import (
     BOX, CYLINDER, ELLIPSOID, PID_CURB, TUBE, PID_ROAD, PID_SIDEWALK, PID_SKY, PID_YARD, Scene,
 )
+from slimdepth.data.synthetic.fmath import F32, INF32, fmax, fmin
 from slimdepth.data.synthetic.primitives import PrimTable
 from slimdepth.data.synthetic.terrain import road_hits
 
-F32 = np.float32
-INF32 = np.float32(np.inf)
 NEAR = 0.05  # objects closer than this to the origin are treated as straddling it
 
 
@@ -253,18 +252,6 @@ def _flat_ground(dx, dy, ox, walk_h, road_h, left, right, walk_left, walk_right,
 
 
 @njit(cache=True, error_model="numpy")
-def _min(a, b):
-    """NumPy's minimum of two floats: NaN if either is NaN."""
-    return a if (a < b or a != a) else b
-
-
-@njit(cache=True, error_model="numpy")
-def _max(a, b):
-    """NumPy's maximum of two floats: NaN if either is NaN."""
-    return a if (a > b or a != a) else b
-
-
-@njit(cache=True, error_model="numpy")
 def _box_t(lx, ly, lz, half, c, s, dx, dy, dz, ix, iy, iz):
     """Slab test in the box's frame (``lx, ly, lz``: the origin relative to the centre, turned
     into the box's frame); the entry distance, inf on a miss or from inside."""
@@ -272,11 +259,11 @@ def _box_t(lx, ly, lz, half, c, s, dx, dy, dz, ix, iy, iz):
         ix = F32(1.0) / (F32(c) * dx - F32(s) * dz)
         iz = F32(1.0) / (F32(s) * dx + F32(c) * dz)
     t1, t2 = F32(-half[0] - lx) * ix, F32(half[0] - lx) * ix
-    near, far = _min(t1, t2), _max(t1, t2)
+    near, far = fmin(t1, t2), fmax(t1, t2)
     t1, t2 = F32(-half[1] - ly) * iy, F32(half[1] - ly) * iy
-    near, far = _max(near, _min(t1, t2)), _min(far, _max(t1, t2))
+    near, far = fmax(near, fmin(t1, t2)), fmin(far, fmax(t1, t2))
     t1, t2 = F32(-half[2] - lz) * iz, F32(half[2] - lz) * iz
-    near, far = _max(near, _min(t1, t2)), _min(far, _max(t1, t2))
+    near, far = fmax(near, fmin(t1, t2)), fmin(far, fmax(t1, t2))
     return near if (near <= far and near > 0) else INF32
 
 
@@ -291,7 +278,7 @@ def _cylinder_t(o, center, half, axis, di, dj, da):
     a = di * di + dj * dj
     b = F32(pi) * di + F32(pj) * dj
     disc = b * b - a * F32(pi * pi + pj * pj - r * r)
-    t = (-b - np.sqrt(_max(disc, F32(0.0)))) / a
+    t = (-b - np.sqrt(fmax(disc, F32(0.0)))) / a
     along = F32(o[axis]) + t * da
     if not (disc >= 0 and t > 0 and along >= lo and along <= hi):
         t = INF32
@@ -311,7 +298,7 @@ def _ellipsoid_t(o, center, half, dx, dy, dz):
     a = ex * ex + ey * ey + ez * ez
     b = F32(qx) * ex + F32(qy) * ey + F32(qz) * ez
     disc = b * b - a * F32(qx * qx + qy * qy + qz * qz - 1.0)
-    t = (-b - np.sqrt(_max(disc, F32(0.0)))) / a
+    t = (-b - np.sqrt(fmax(disc, F32(0.0)))) / a
     return t if (disc >= 0 and t > 0) else INF32
 
 
@@ -326,7 +313,7 @@ def _cast_primitives(order, wins, near, kind, center, half, yaw, o, dx, dy, dz, 
             most = -INF32
             for r in range(r0, r1):
                 for c in range(c0, c1):
-                    most = _max(most, t[r, c])
+                    most = fmax(most, t[r, c])
             if near[k] >= most:
                 continue  # everything in its window is already nearer than any point of it
         kk, nk = kind[k], near[k] if cull else -np.inf

@@ -12,13 +12,15 @@ import numpy as np
 from numba import njit
 
 from slimdepth.data.synthetic import textures
-from slimdepth.data.synthetic.raycast import INF32, Hits, PinholeGrid, RayGrid, _max, _min
+from slimdepth.data.synthetic.fmath import INF32, fmax, fmin, fmod
+from slimdepth.data.synthetic.raycast import Hits, PinholeGrid, RayGrid
 from slimdepth.data.synthetic.scene import (
     BOX, CONCRETE, CYLINDER, ELLIPSOID, FACADE, FOLIAGE, HEAD, PERSON, PID_CURB, PID_ROAD, PID_SIDEWALK, PID_SKY,
     PID_YARD, POLE_METAL, RAIL, SIGN_PANEL, TRUNK, TUBE, VEHICLE, Scene,
 )
 
 F32 = np.float32
+T_NOISE, T_COARSE, T_BRICKS, T_PLASTER = (textures.TEX[n] for n in ("noise", "coarse", "bricks", "plaster"))
 
 
 def _clamp01(x: np.ndarray) -> np.ndarray:
@@ -104,7 +106,7 @@ def _footprints(n0, n1, n2, d0, d1, d2, dlen, dist, pixel_size, fp):
     """Pixel footprint in metres, widened at grazing angles (by 4 at most)."""
     for i in range(len(fp)):
         cos = abs(n0[i] * d0[i] + n1[i] * d1[i] + n2[i] * d2[i]) / dlen[i]
-        fp[i] = dist[i] * pixel_size / np.sqrt(_max(cos, F32(1 / 16)))
+        fp[i] = dist[i] * pixel_size / np.sqrt(fmax(cos, F32(1 / 16)))
 
 
 class _Boxes:
@@ -259,41 +261,63 @@ def _wear(s: _Surface, wear, road: np.ndarray, x: np.ndarray, z: np.ndarray) -> 
 
 
 def _facade(s: _Surface, sel: np.ndarray, pid: np.ndarray, local, half, axis, sign) -> np.ndarray:
+    """Buildings: brick or plaster walls with framed windows on every floor (shop windows and
+    a door at street level), dark roofs."""
     pr = s.scene.prims
-    floor_h, win_w, win_h, spacing, brick, shop = _take(pr.paramsT, pid)
-    # Coordinate along the face (from one edge) and height above the ground.
-    across = axis == 0
-    along = np.where(across, local[2] + half[2], local[0] + half[0])
-    length = F32(2.0) * np.where(across, half[2], half[0])
-    y = _height(s, sel, pid)
-    tex = np.where(brick > 0, s.tex("bricks", sel, along, y, 2.0), s.tex("plaster", sel, along, y, 4.0))
-    col = _take(pr.colorT, pid) * tex[None, :]
-    vertical = axis != 1
-    gf = floor_h + F32(0.4)
-    level = np.floor((y - gf) / floor_h)
-    v = y - gf - level * floor_h
-    a = _mod(along, spacing) - (spacing - win_w) * F32(0.5)
-    inside = vertical & (along > 0.8) & (along < length - 0.8) & (y > gf) & (y < F32(2.0) * half[1] - 0.6)
-    frame = inside & (a > -0.08) & (a < win_w + 0.08) & (v > 0.82) & (v < 0.98 + win_h)
-    win = frame & (a > 0) & (a < win_w) & (v > 0.9) & (v < 0.9 + win_h)
-    glass = win
-    if (shop > 0).any():
-        shop_a = _mod(along, F32(5.0))
-        glass = win | (vertical & (shop > 0) & (along > 0.8) & (along < length - 0.8) & (y > 0.5) & (y < 2.8)
-                       & (shop_a > 0.6) & (shop_a < 4.4))
-    door = vertical & (shop == 0) & (np.abs(along - length * F32(0.5)) < 0.6) & (y < 2.2)
-    _put(col, frame & ~win, F32(0.75))
-    if glass.any():
-        g = np.flatnonzero(glass)
-        refl = F32(0.6) + F32(0.4) * s.tex("coarse", sel.take(g), along.take(g), y.take(g), 20.0)
-        _put(col, g, _take(pr.color2T, pid.take(g)) * refl[None, :] + F32(0.04))
-    if door.any():
-        _put(col, door, _take(pr.color2T, pid[door]) * F32(2.0))
-    roof = np.flatnonzero(~vertical)
-    if roof.size:
-        r = sel.take(roof)
-        _put(col, roof, F32(0.18) * s.tex("noise", r, s.p[0].take(r), s.p[2].take(r), 8.0) + F32(0.05))
+    col = np.empty((3, sel.size), F32)
+    _facade_colors(sel, pid, *local, half, axis, s.p[0], _height(s, sel, pid), s.p[2], s.fp, pr.paramsT, pr.colorT,
+                   pr.color2T, *textures.atlas(), col)
     return col
+
+
+@njit(cache=True, error_model="numpy")
+def _tex(data, starts, tex, u, v, footprint, metres):
+    """Texture ``tex`` (one tile = ``metres``) at surface coords (u, v) in metres (as _Surface.tex)."""
+    k = F32(textures.SIZE / metres)
+    return textures.texel(data, starts, tex, u * k, v * k, footprint * k)
+
+
+@njit(cache=True, error_model="numpy")
+def _facade_colors(sel, pid, l0, l1, l2, half, axis, p0, height, p2, fp, params, color, color2, data, starts, col):
+    for i in range(len(sel)):
+        q, k = sel[i], pid[i]
+        floor_h, win_w, win_h, spacing, brick, shop = params[0, k], params[1, k], params[2, k], params[3, k], params[4, k], params[5, k]
+        # coordinate along the face (from one edge) and height above the ground
+        across = axis[i] == 0
+        along = l2[i] + half[2, i] if across else l0[i] + half[0, i]
+        length = F32(2.0) * (half[2, i] if across else half[0, i])
+        y = height[i]
+        if brick > 0:
+            tone = _tex(data, starts, T_BRICKS, along, y, fp[q], 2.0)
+        else:
+            tone = _tex(data, starts, T_PLASTER, along, y, fp[q], 4.0)
+        rgb = (color[0, k] * tone, color[1, k] * tone, color[2, k] * tone)
+        vertical = axis[i] != 1
+        gf = floor_h + F32(0.4)
+        level = np.floor((y - gf) / floor_h)
+        v = y - gf - level * floor_h
+        a = fmod(along, spacing) - (spacing - win_w) * F32(0.5)
+        inside = (vertical and along > F32(0.8) and along < length - F32(0.8) and y > gf
+                  and y < F32(2.0) * half[1, i] - F32(0.6))
+        frame = inside and a > F32(-0.08) and a < win_w + F32(0.08) and v > F32(0.82) and v < F32(0.98) + win_h
+        win = frame and a > 0 and a < win_w and v > F32(0.9) and v < F32(0.9) + win_h
+        glass = win
+        if shop > 0:
+            shop_a = fmod(along, F32(5.0))
+            glass = win or (vertical and along > F32(0.8) and along < length - F32(0.8) and y > F32(0.5)
+                            and y < F32(2.8) and shop_a > F32(0.6) and shop_a < F32(4.4))
+        door = vertical and shop == 0 and abs(along - length * F32(0.5)) < F32(0.6) and y < F32(2.2)
+        if frame and not win:
+            rgb = (F32(0.75), F32(0.75), F32(0.75))
+        if glass:
+            refl = F32(0.6) + F32(0.4) * _tex(data, starts, T_COARSE, along, y, fp[q], 20.0)
+            rgb = (color2[0, k] * refl + F32(0.04), color2[1, k] * refl + F32(0.04), color2[2, k] * refl + F32(0.04))
+        if door:
+            rgb = (color2[0, k] * F32(2.0), color2[1, k] * F32(2.0), color2[2, k] * F32(2.0))
+        if not vertical:
+            roof = F32(0.18) * _tex(data, starts, T_NOISE, p0[q], p2[q], fp[q], 8.0) + F32(0.05)
+            rgb = (roof, roof, roof)
+        col[0, i], col[1, i], col[2, i] = rgb
 
 
 def _concrete(s: _Surface, sel: np.ndarray, pid: np.ndarray, local, half, axis, sign) -> np.ndarray:
@@ -487,7 +511,7 @@ def _blocked(kind, yaw, half, L, o0, o1, o2):
         a0, b0 = _slab(lx, c * L[0] - sn * L[2], half[0])
         a1, b1 = _slab(o1, L[1], half[1])
         a2, b2 = _slab(lz, sn * L[0] + c * L[2], half[2])
-        near, far = _max(_max(a0, a1), a2), _min(_min(b0, b1), b2)
+        near, far = fmax(fmax(a0, a1), a2), fmin(fmin(b0, b1), b2)
         return near <= far and far > 0
     if kind == ELLIPSOID:
         qx, qy, qz = o0 * F32(1 / half[0]), o1 * F32(1 / half[1]), o2 * F32(1 / half[2])
@@ -509,11 +533,11 @@ def _blocked(kind, yaw, half, L, o0, o1, o2):
     else:
         b = o0 * F32(L[0]) + oj * F32(L[j])
         disc = b * b - a * cc
-        root = np.sqrt(_max(disc, F32(0.0)))
+        root = np.sqrt(fmax(disc, F32(0.0)))
         t1 = (-b - root) / a if disc >= 0 else INF32
         t2 = (-b + root) / a if disc >= 0 else -INF32
     ta, tb = _slab(oa, L[axis], half[axis])
-    near, far = _max(t1, ta), _min(t2, tb)
+    near, far = fmax(t1, ta), fmin(t2, tb)
     return near <= far and far > 0
 
 
@@ -524,7 +548,7 @@ def _slab(p, dcomp, hh):
         return (-INF32, INF32) if abs(p) <= hh else (INF32, -INF32)
     iv = F32(1.0 / dcomp)
     t1, t2 = (F32(-hh) - p) * iv, (F32(hh) - p) * iv
-    return _min(t1, t2), _max(t1, t2)
+    return fmin(t1, t2), fmax(t1, t2)
 
 
 @njit(cache=True, error_model="numpy")
@@ -653,8 +677,8 @@ def _darken_under(cars, wins, pos, p0, p2, ao, centerT, yaw, half):
                 if q < 0:
                     continue
                 rx, rz = p0[q] - centerT[0, k], p2[q] - centerT[2, k]
-                out = _max(abs(c * rx - sn * rz) - F32(half[k, 0]), abs(sn * rx + c * rz) - F32(half[k, 2]))
-                ao[q] = _min(ao[q], F32(0.3) if out < 0 else (F32(0.65) if out < F32(0.3) else F32(1.0)))
+                out = fmax(abs(c * rx - sn * rz) - F32(half[k, 0]), abs(sn * rx + c * rz) - F32(half[k, 2]))
+                ao[q] = fmin(ao[q], F32(0.3) if out < 0 else (F32(0.65) if out < F32(0.3) else F32(1.0)))
 
 
 def sky(scene: Scene, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray) -> np.ndarray:
@@ -675,7 +699,7 @@ def _light(idx, albedo, n0, n1, n2, L, shadow, contact, dist, haze_distance, amb
     """Radiance of the visible pixels ``idx`` into ``out`` (3, H*W): albedo lit by the sun
     (N.L, unless shadowed) and the sky (more from above, less under cars), then haze by distance."""
     for i in range(len(idx)):
-        sun = _max(n0[i] * L[0] + n1[i] * L[1] + n2[i] * L[2], F32(0.0)) * shadow[i]
+        sun = fmax(n0[i] * L[0] + n1[i] * L[1] + n2[i] * L[2], F32(0.0)) * shadow[i]
         skylight = (F32(0.55) + F32(0.225) * (n1[i] + F32(1.0))) * contact[i]
         x = dist[i] / haze_distance
         trans = F32(1.0) / (F32(1.0) + x + F32(0.5) * x * x)

@@ -7,9 +7,13 @@ Lookups pick a mip level from the pixel footprint, which keeps distant surfaces 
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
+from numba import njit
+
+from slimdepth.data.synthetic.fmath import fmax
 
 SIZE = 256  # texels per side of every texture (a power of two, so wrapping is a bit mask)
 _MASK32 = np.uint64(0xFFFFFFFF)
@@ -116,6 +120,30 @@ def _bake_all() -> dict[str, MipTexture]:
         "clouds": fbm(4, 6, 59, gain=0.55),
     }
     return {name: MipTexture(arr) for name, arr in raw.items()}
+
+
+NAMES = ("noise", "coarse", "asphalt", "bricks", "tiles", "leaves", "grass", "bark", "plaster", "clouds")
+TEX = {name: i for i, name in enumerate(NAMES)}  # a texture's row in the atlas
+
+
+@lru_cache(maxsize=None)
+def atlas() -> tuple[np.ndarray, np.ndarray]:
+    """Every texture's mip pyramid in one flat float32 array, and each (texture, level)'s start
+    in it, (len(NAMES), levels) int64: what compiled shading code samples with :func:`texel`."""
+    baked = [texture(name) for name in NAMES]
+    starts = np.cumsum([0] + [len(t.data) for t in baked[:-1]])
+    return np.concatenate([t.data for t in baked]), np.stack([t.offsets + s for t, s in zip(baked, starts)])
+
+
+@njit(cache=True, error_model="numpy")
+def texel(data, starts, tex, u, v, footprint):
+    """:meth:`MipTexture.sample` of one point of texture ``tex`` of the :func:`atlas`."""
+    _, exponent = math.frexp(fmax(footprint, np.float32(1.0)))
+    level = min(exponent - 1, starts.shape[1] - 1)
+    size = SIZE >> level
+    iu = (np.int64(np.floor(u)) >> level) & (size - 1)
+    iv = (np.int64(np.floor(v)) >> level) & (size - 1)
+    return data[starts[tex, level] + iv * size + iu]
 
 
 def texture(name: str) -> MipTexture:
