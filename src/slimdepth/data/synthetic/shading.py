@@ -337,48 +337,61 @@ def _concrete(s: _Surface, sel: np.ndarray, pid: np.ndarray, local, half, axis, 
 
 
 def _vehicle(s: _Surface, sel: np.ndarray, pid: np.ndarray, local, half, axis, sign) -> np.ndarray:
+    """Vehicle boxes: paint, a glass band with pillars, wheels on the sides, lamps, bumpers and
+    plates on the ends of lower bodies, tarpaulins with straps, striped underrun bars."""
     pr = s.scene.prims
-    g0, g1, wheel_r, facing, pillar, style = _take(pr.paramsT, pid)
-    y = _height(s, sel, pid)
-    col = _take(pr.colorT, pid) * (F32(0.9) + F32(0.2) * s.tex("noise", sel, local[0] + local[2], y, 3.0))[None, :]
-    vertical = axis != 1
-    if (style > 0).any():
-        # tarpaulins: straps every metre and sagging folds; underrun bars: red and white stripes
-        fabric = style == F32(2.0)
-        strap = fabric & vertical & (_mod(local[0] + local[2], F32(1.1)) < F32(0.08))
-        fold = F32(0.8) + F32(0.4) * s.tex("coarse", sel, local[0] + local[2], y, 2.0)
-        col = np.where(fabric[None, :], col * fold[None, :], col)
-        _put(col, strap, F32(0.12))
-        stripes = (style == F32(1.0)) & vertical & (np.abs(local[0]) < half[0] - F32(0.4))
-        red = stripes & (_mod(local[0] + y, F32(0.5)) < F32(0.25))
-        _put(col, stripes & ~red, (0.8, 0.78, 0.72))
-        _put(col, red, (0.6, 0.04, 0.03))
-    # Glass band (windows) with pillars at the ends of each face.
-    side = axis == 0
-    along = np.where(side, local[2], local[0])
-    along_half = np.where(side, half[2], half[0])
-    glass = np.flatnonzero(vertical & (y > g0) & (y < g1) & (np.abs(along) < along_half - pillar))
-    if glass.size:
-        refl = F32(0.06) * s.tex("coarse", sel.take(glass), along.take(glass), y.take(glass), 6.0)
-        _put(col, glass, _take(pr.color2T, pid.take(glass)) + refl[None, :])
-    # Wheels on the sides; bumpers, lights and plates on the ends of lower bodies.
-    wz = half[2] - np.minimum(F32(0.75) + wheel_r, half[2] * F32(0.3))
-    dz = np.abs(local[2]) - wz
-    dy = y - wheel_r
-    r2 = dz * dz + dy * dy
-    tyre = side & (r2 < wheel_r * wheel_r)
-    _put(col, tyre, F32(0.03))
-    _put(col, tyre & (r2 < F32(0.3) * wheel_r * wheel_r), F32(0.3))
-    lower = vertical & (g0 == 0)
-    _put(col, lower & (y < 0.35), F32(0.05))
-    ends = lower & (axis == 2)
-    ax = np.abs(local[0])
-    front = (sign * facing) > 0
-    lamp = ends & (y > 0.62) & (y < 0.78) & (ax > half[0] - 0.38) & (ax < half[0] - 0.08)
-    _put(col, lamp & front, (0.9, 0.88, 0.8))
-    _put(col, lamp & ~front, (0.55, 0.02, 0.02))
-    _put(col, ends & (y > 0.38) & (y < 0.5) & (ax < 0.26), F32(0.8))
+    col = np.empty((3, sel.size), F32)
+    _vehicle_colors(sel, pid, *local, half, axis, sign, _height(s, sel, pid), s.fp, pr.paramsT, pr.colorT,
+                    pr.color2T, *textures.atlas(), col)
     return col
+
+
+@njit(cache=True, error_model="numpy")
+def _vehicle_colors(sel, pid, l0, l1, l2, half, axis, sign, height, fp, params, color, color2, data, starts, col):
+    for i in range(len(sel)):
+        q, k = sel[i], pid[i]
+        g0, g1, wheel_r, facing, pillar, style = params[0, k], params[1, k], params[2, k], params[3, k], params[4, k], params[5, k]
+        x, z, y = l0[i], l2[i], height[i]
+        paint = F32(0.9) + F32(0.2) * _tex(data, starts, T_NOISE, x + z, y, fp[q], 3.0)
+        rgb = (color[0, k] * paint, color[1, k] * paint, color[2, k] * paint)
+        vertical = axis[i] != 1
+        if style == F32(2.0):  # a tarpaulin: sagging folds, straps every metre
+            fold = F32(0.8) + F32(0.4) * _tex(data, starts, T_COARSE, x + z, y, fp[q], 2.0)
+            rgb = (rgb[0] * fold, rgb[1] * fold, rgb[2] * fold)
+            if vertical and fmod(x + z, F32(1.1)) < F32(0.08):
+                rgb = (F32(0.12), F32(0.12), F32(0.12))
+        if style == F32(1.0) and vertical and abs(x) < half[0, i] - F32(0.4):  # an underrun bar: red and white
+            if fmod(x + y, F32(0.5)) < F32(0.25):
+                rgb = (F32(0.6), F32(0.04), F32(0.03))
+            else:
+                rgb = (F32(0.8), F32(0.78), F32(0.72))
+        # glass band (windows) with pillars at the ends of each face
+        side = axis[i] == 0
+        along, along_half = (z, half[2, i]) if side else (x, half[0, i])
+        if vertical and y > g0 and y < g1 and abs(along) < along_half - pillar:
+            refl = F32(0.06) * _tex(data, starts, T_COARSE, along, y, fp[q], 6.0)
+            rgb = (color2[0, k] + refl, color2[1, k] + refl, color2[2, k] + refl)
+        # wheels on the sides; bumpers, lights and plates on the ends of lower bodies
+        wz = half[2, i] - fmin(F32(0.75) + wheel_r, half[2, i] * F32(0.3))
+        dz, dy = abs(z) - wz, y - wheel_r
+        r2 = dz * dz + dy * dy
+        if side and r2 < wheel_r * wheel_r:
+            rgb = (F32(0.03), F32(0.03), F32(0.03))
+            if r2 < F32(0.3) * wheel_r * wheel_r:
+                rgb = (F32(0.3), F32(0.3), F32(0.3))
+        lower = vertical and g0 == 0
+        if lower and y < F32(0.35):
+            rgb = (F32(0.05), F32(0.05), F32(0.05))
+        ends = lower and axis[i] == 2
+        ax = abs(x)
+        if ends and y > F32(0.62) and y < F32(0.78) and ax > half[0, i] - F32(0.38) and ax < half[0, i] - F32(0.08):
+            if sign[i] * facing > 0:
+                rgb = (F32(0.9), F32(0.88), F32(0.8))
+            else:
+                rgb = (F32(0.55), F32(0.02), F32(0.02))
+        if ends and y > F32(0.38) and y < F32(0.5) and ax < F32(0.26):
+            rgb = (F32(0.8), F32(0.8), F32(0.8))
+        col[0, i], col[1, i], col[2, i] = rgb
 
 
 def _leaves(s: _Surface, sel: np.ndarray, pid: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
