@@ -323,17 +323,24 @@ def _facade_colors(sel, pid, l0, l1, l2, half, axis, p0, height, p2, fp, params,
 def _concrete(s: _Surface, sel: np.ndarray, pid: np.ndarray, local, half, axis, sign) -> np.ndarray:
     """Bridges, barriers and walls: stained concrete, noise-wall panels or fence slats."""
     pr = s.scene.prims
-    style, period = _take(pr.paramsT[0], pid), _take(pr.paramsT[1], pid)
-    along = np.where(axis == 0, local[2], local[0])
-    y = _height(s, sel, pid)
-    stain = F32(0.75) + F32(0.3) * s.tex("coarse", sel, along, y, 12.0)
-    tex = s.tex("plaster", sel, along, y, 3.0) * stain
-    col = _take(pr.colorT, pid) * tex[None, :]
-    joint = (style > F32(0.5)) & (np.abs(_mod(along, np.maximum(period, F32(0.05))) - F32(0.5) * period) <
-                                  np.where(style > F32(1.5), F32(0.25) * period, F32(0.03)))
-    if joint.any():
-        _put(col, joint, _take(pr.color2T, pid.take(np.flatnonzero(joint))))
+    col = np.empty((3, sel.size), F32)
+    _concrete_colors(sel, pid, local[0], local[2], axis, _height(s, sel, pid), s.fp, pr.paramsT, pr.colorT,
+                     pr.color2T, *textures.atlas(), col)
     return col
+
+
+@njit(cache=True, error_model="numpy")
+def _concrete_colors(sel, pid, l0, l2, axis, height, fp, params, color, color2, data, starts, col):
+    for i in range(len(sel)):
+        q, k = sel[i], pid[i]
+        style, period = params[0, k], params[1, k]  # 0 plain, 1 joints (panels), 2 slats (a fence)
+        along, y = l2[i] if axis[i] == 0 else l0[i], height[i]
+        stain = F32(0.75) + F32(0.3) * _tex(data, starts, T_COARSE, along, y, fp[q], 12.0)
+        tone = _tex(data, starts, T_PLASTER, along, y, fp[q], 3.0) * stain
+        width = F32(0.25) * period if style > F32(1.5) else F32(0.03)
+        joint = style > F32(0.5) and abs(fmod(along, fmax(period, F32(0.05))) - F32(0.5) * period) < width
+        for c in range(3):
+            col[c, i] = color2[c, k] if joint else color[c, k] * tone
 
 
 def _vehicle(s: _Surface, sel: np.ndarray, pid: np.ndarray, local, half, axis, sign) -> np.ndarray:
