@@ -85,8 +85,15 @@ class _Surface:
 
     def tex(self, name: str, sel: np.ndarray, u: np.ndarray, v: np.ndarray, metres: float) -> np.ndarray:
         """Sample texture ``name`` (one tile = ``metres``) at surface coords (u, v) in metres."""
-        k = F32(textures.SIZE / metres)
-        return textures.texture(name).sample(u * k, v * k, self.fp.take(sel) * k)
+        out = np.empty(len(sel), F32)
+        _sample(textures.TEX[name], sel, u, v, self.fp, float(metres), *textures.atlas(), out)
+        return out
+
+
+@njit(cache=True, error_model="numpy")
+def _sample(tex, sel, u, v, fp, metres, data, starts, out):
+    for i in range(len(sel)):
+        out[i] = _tex(data, starts, tex, u[i], v[i], fp[sel[i]], metres)
 
 
 @njit(cache=True, error_model="numpy")
