@@ -14,20 +14,25 @@ from numba import njit
 F32 = np.float32
 INF32 = np.float32(np.inf)
 
+# Compiled once per machine and cached beside the source (or in numba's user cache); IEEE
+# division (inf and NaN, not ZeroDivisionError); no GIL, so the right view's helper thread
+# renders beside the left one.
+kernel = njit(cache=True, error_model="numpy", nogil=True)
 
-@njit(cache=True, error_model="numpy")
+
+@kernel
 def fmin(a, b):
     """``np.minimum`` of two floats: NaN if either is NaN."""
     return a if (a < b or a != a) else b
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def fmax(a, b):
     """``np.maximum`` of two floats: NaN if either is NaN."""
     return a if (a > b or a != a) else b
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def fmod(a, period):
     """``a`` modulo a positive ``period``, as the shading code's ``_mod``: a - floor(a / p) * p."""
     return a - np.floor(a / period) * period

@@ -11,12 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
 from slimdepth.data.synthetic.scene import (
     BOX, CYLINDER, ELLIPSOID, PID_CURB, TUBE, PID_ROAD, PID_SIDEWALK, PID_SKY, PID_YARD, Scene,
 )
-from slimdepth.data.synthetic.fmath import F32, INF32, fmax, fmin
+from slimdepth.data.synthetic.fmath import F32, INF32, fmax, fmin, kernel
 from slimdepth.data.synthetic.primitives import PrimTable
 from slimdepth.data.synthetic.terrain import road_hits
 
@@ -224,7 +223,7 @@ def _ground(scene: Scene, grid: RayGrid) -> Hits:
     return Hits(t=t, pid=pid)
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _flat_ground(dx, dy, ox, walk_h, road_h, left, right, walk_left, walk_right, t, pid):
     """The flat, straight street along every ray (``walk_h``, ``road_h``: the sidewalks' and the
     road's height below the origin, negated): the road between the curbs at ``left`` and
@@ -251,7 +250,7 @@ def _flat_ground(dx, dy, ox, walk_h, road_h, left, right, walk_left, walk_right,
             t[r, c], pid[r, c] = tt, p
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _box_t(lx, ly, lz, half, c, s, dx, dy, dz, ix, iy, iz):
     """Slab test in the box's frame (``lx, ly, lz``: the origin relative to the centre, turned
     into the box's frame); the entry distance, inf on a miss or from inside."""
@@ -267,7 +266,7 @@ def _box_t(lx, ly, lz, half, c, s, dx, dy, dz, ix, iy, iz):
     return near if (near <= far and near > 0) else INF32
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _cylinder_t(o, center, half, axis, di, dj, da):
     """A cylinder along world ``axis`` (1: upright, radius half[0]; 2: lying along the road, a
     tube): its side, and the end cap that faces the origin; ``di, dj, da``: the ray's components
@@ -291,7 +290,7 @@ def _cylinder_t(o, center, half, axis, di, dj, da):
     return t
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _ellipsoid_t(o, center, half, dx, dy, dz):
     qx, qy, qz = (o[0] - center[0]) / half[0], (o[1] - center[1]) / half[1], (o[2] - center[2]) / half[2]
     ex, ey, ez = dx * F32(1.0 / half[0]), dy * F32(1.0 / half[1]), dz * F32(1.0 / half[2])
@@ -302,7 +301,7 @@ def _ellipsoid_t(o, center, half, dx, dy, dz):
     return t if (disc >= 0 and t > 0) else INF32
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _cast_primitives(order, wins, near, kind, center, half, yaw, o, dx, dy, dz, ix, iy, iz, t, pid, cull):
     """Test the primitives ``order`` (front to back) on the rays of their windows, keeping the
     nearest hit per ray in ``t`` and ``pid``. With ``cull`` a primitive is skipped when every

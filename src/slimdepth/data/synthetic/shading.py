@@ -9,10 +9,9 @@ row-wise (n, 3) equivalents. Only IEEE basic operations are used on per-pixel va
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from slimdepth.data.synthetic import textures
-from slimdepth.data.synthetic.fmath import INF32, fmax, fmin, fmod
+from slimdepth.data.synthetic.fmath import INF32, fmax, fmin, fmod, kernel
 from slimdepth.data.synthetic.raycast import Hits, PinholeGrid, RayGrid
 from slimdepth.data.synthetic.scene import (
     BOX, CONCRETE, CYLINDER, ELLIPSOID, FACADE, FOLIAGE, HEAD, PERSON, PID_CURB, PID_ROAD, PID_SIDEWALK, PID_SKY,
@@ -90,13 +89,13 @@ class _Surface:
         return out
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _sample(tex, sel, u, v, fp, metres, data, starts, out):
     for i in range(len(sel)):
         out[i] = _tex(data, starts, tex, u[i], v[i], fp[sel[i]], metres)
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _gather_points(idx, t, dx, dy, dz, origin, d0, d1, d2, p0, p1, p2, dlen, dist):
     """Ray directions, hit points, direction lengths and distances of the visible pixels ``idx``."""
     for i in range(len(idx)):
@@ -108,7 +107,7 @@ def _gather_points(idx, t, dx, dy, dz, origin, d0, d1, d2, p0, p1, p2, dlen, dis
         p0[i], p1[i], p2[i] = origin[0] + ti * a, origin[1] + ti * b, origin[2] + ti * c
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _footprints(n0, n1, n2, d0, d1, d2, dlen, dist, pixel_size, fp):
     """Pixel footprint in metres, widened at grazing angles (by 4 at most)."""
     for i in range(len(fp)):
@@ -131,7 +130,7 @@ class _Boxes:
         return [a[k] for a in self.local], self.half[:, k], self.axis[k], self.sign[k]
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _box_frames(sel, pid, p0, p1, p2, yawT, centerT, half, n0, n1, n2, l0, l1, l2, axis, sign):
     """For the box points ``sel`` (on boxes ``pid``): their coordinates in the box's frame, the
     face they lie on (the axis along which they are furthest out, relative to the half sizes
@@ -277,14 +276,14 @@ def _facade(s: _Surface, sel: np.ndarray, pid: np.ndarray, local, half, axis, si
     return col
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _tex(data, starts, tex, u, v, footprint, metres):
     """Texture ``tex`` (one tile = ``metres``) at surface coords (u, v) in metres (as _Surface.tex)."""
     k = F32(textures.SIZE / metres)
     return textures.texel(data, starts, tex, u * k, v * k, footprint * k)
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _facade_colors(sel, pid, l0, l1, l2, half, axis, p0, height, p2, fp, params, color, color2, data, starts, col):
     for i in range(len(sel)):
         q, k = sel[i], pid[i]
@@ -336,7 +335,7 @@ def _concrete(s: _Surface, sel: np.ndarray, pid: np.ndarray, local, half, axis, 
     return col
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _concrete_colors(sel, pid, l0, l2, axis, height, fp, params, color, color2, data, starts, col):
     for i in range(len(sel)):
         q, k = sel[i], pid[i]
@@ -360,7 +359,7 @@ def _vehicle(s: _Surface, sel: np.ndarray, pid: np.ndarray, local, half, axis, s
     return col
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _vehicle_colors(sel, pid, l0, l1, l2, half, axis, sign, height, fp, params, color, color2, data, starts, col):
     for i in range(len(sel)):
         q, k = sel[i], pid[i]
@@ -520,7 +519,7 @@ def _blocks(pr, k: int, o: list[np.ndarray], L: np.ndarray) -> np.ndarray:
     return _blocks_all(pr.kind[k], pr.yaw[k], pr.half[k], np.asarray(L, dtype=np.float64), *o)
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _blocks_all(kind, yaw, half, L, o0, o1, o2):
     out = np.empty(len(o0), np.bool_)
     for i in range(len(o0)):
@@ -528,7 +527,7 @@ def _blocks_all(kind, yaw, half, L, o0, o1, o2):
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _blocked(kind, yaw, half, L, o0, o1, o2):
     """Whether the ray ``o + t L`` (t > 0; ``o`` relative to a primitive's centre, float32) meets
     it: a box by its slabs, an ellipsoid or a cylinder (upright, or a tube along z) by its quadratic."""
@@ -568,7 +567,7 @@ def _blocked(kind, yaw, half, L, o0, o1, o2):
     return near <= far and far > 0
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _slab(p, dcomp, hh):
     """The t interval in which ``p + t dcomp`` lies in [-hh, hh]; parallel: all t or none."""
     if dcomp == 0:
@@ -578,7 +577,7 @@ def _slab(p, dcomp, hh):
     return fmin(t1, t2), fmax(t1, t2)
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _cast_shadows(casters, wins, pos, p0, p1, p2, pid, lit, kind, centerT, yaw, half, L,
                   objects, u, v, w, bound_lo, bound_hi):
     """Shade (``lit`` = 0) the points of ``pos`` (an image map of visible-point indices, -1 =
@@ -691,7 +690,7 @@ def _contact(s: _Surface, grid: RayGrid) -> np.ndarray:
     return ao
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _darken_under(cars, wins, pos, p0, p2, ao, centerT, yaw, half):
     """Sky-light factor ``ao`` of the ground points of ``pos`` in each car's window: 0.3 under
     its body, 0.65 within 0.3 m of its outline (the body's distance in its own frame)."""
@@ -721,7 +720,7 @@ def sky(scene: Scene, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray) -> np.ndar
     return col + (F32(0.95) - col) * cloud[None, :]
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _light(idx, albedo, n0, n1, n2, L, shadow, contact, dist, haze_distance, ambient, sun_color, haze, out):
     """Radiance of the visible pixels ``idx`` into ``out`` (3, H*W): albedo lit by the sun
     (N.L, unless shadowed) and the sky (more from above, less under cars), then haze by distance."""

@@ -11,9 +11,8 @@ import math
 from functools import lru_cache
 
 import numpy as np
-from numba import njit
 
-from slimdepth.data.synthetic.fmath import fmax
+from slimdepth.data.synthetic.fmath import fmax, kernel
 
 SIZE = 256  # texels per side of every texture (a power of two, so wrapping is a bit mask)
 _MASK32 = np.uint64(0xFFFFFFFF)
@@ -135,7 +134,7 @@ def atlas() -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([t.data for t in baked]), np.stack([t.offsets + s for t, s in zip(baked, starts)])
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def texel(data, starts, tex, u, v, footprint):
     """:meth:`MipTexture.sample` of one point of texture ``tex`` of the :func:`atlas`."""
     _, exponent = math.frexp(fmax(footprint, np.float32(1.0)))
