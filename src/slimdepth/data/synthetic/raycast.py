@@ -2,8 +2,10 @@
 
 Rays come in 2-D grids (a pinhole camera's pixels, or a spinning LiDAR's beams x azimuths).
 Each primitive is tested only inside a conservative window of the grid computed from its
-bounding box, which keeps the cost close to the number of pixels an object covers. Hit
-distances use only IEEE basic operations; windows may use anything since they only cull.
+bounding box, which keeps the cost close to the number of pixels an object covers; the tests
+run in compiled loops (numba, see ``fmath``), front to back, skipping rays that already hit
+something nearer. Hit distances use only IEEE basic operations; windows may use anything since
+they only cull.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Colour of every visible surface: procedural materials, sun + sky light, shadows, sky, haze.
 
 Works on the flat list of visible pixels so that each material's code runs once over exactly
-the pixels that show it. Colours are channel-first (3, n) arrays and primitive attributes are
-gathered with ``np.take(..., axis=1)``: both are several times faster in NumPy than the
-row-wise (n, 3) equivalents. Only IEEE basic operations are used on per-pixel values.
+the pixels that show it. Colours are channel-first (3, n) arrays. The costly parts (box frames,
+the facade, vehicle and concrete materials, texture lookups, shadow rays, contact shadows and
+the lighting) are compiled loops (numba, see ``fmath``), one pass per job; the rarer materials
+stay NumPy, with primitive attributes gathered by ``np.take(..., axis=1)``. Only IEEE basic
+operations are used on per-pixel values, in the same order in both.
 """
 
 from __future__ import annotations
