@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slimdepth.data.synthetic import CLASS_NAMES, SceneGenerator
-from slimdepth.data.synthetic import shading
+from slimdepth.data.synthetic import shading, shadows
 from slimdepth.data.synthetic.primitives import BOX, CONCRETE, CYLINDER, VEHICLE, PrimBuilder
 from slimdepth.data.synthetic.raycast import PID_CURB, PID_ROAD, PID_SIDEWALK, PID_SKY, PID_YARD, PinholeGrid, cast
 from slimdepth.data.synthetic.scene import SceneOptions
@@ -305,7 +305,7 @@ def test_shadows_on_a_shaped_ground_agree_with_a_brute_force_ray_to_the_sun(shap
         surf = shading._Surface(scene, grid, cast(scene, grid))
         shading._normals(surf)
         surf.finish_normals()
-        lit = shading._shadow(surf, grid)
+        lit = shadows.sunlit(surf, grid)
         pr = scene.prims
         casters = [k for k in range(len(pr)) if pr.kind[k] == BOX or (pr.kind[k] != CYLINDER and pr.material[k] == shading.FOLIAGE)]
         start = min(scene.slope.start, scene.bend.start)
@@ -458,7 +458,7 @@ def test_lifted_vehicles_keep_their_contact_shadows(sloped):
     gen, frames = sloped
     for f in frames:
         flat = SceneGenerator(SIZE, seed=2).scene(f.index).prims  # the same scene drawn without a slope
-        sloped_bodies, flat_bodies = shading.contact_bodies(f.scene.prims), shading.contact_bodies(flat)
+        sloped_bodies, flat_bodies = shadows.contact_bodies(f.scene.prims), shadows.contact_bodies(flat)
         assert len(sloped_bodies) == len(flat_bodies) > 0
         np.testing.assert_array_equal(f.scene.prims.obj[sloped_bodies], flat.obj[flat_bodies])
 

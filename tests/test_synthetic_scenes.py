@@ -19,7 +19,7 @@ from slimdepth.data.registry import build_dataset
 from slimdepth.data.synthetic import SceneGenerator, write_synthetic
 from slimdepth.data.synthetic.generator import generator_options
 from slimdepth.data.synthetic.primitives import CONCRETE, ELLIPSOID, RAIL, TUBE, VEHICLE
-from slimdepth.data.synthetic import shading
+from slimdepth.data.synthetic import shading, shadows
 from slimdepth.data.synthetic.raycast import BOX, CYLINDER, PinholeGrid, RayGrid, cast, hit_distances
 from slimdepth.data.synthetic.camera import CameraOptions
 from slimdepth.data.synthetic.scene import SceneOptions
@@ -174,7 +174,7 @@ def test_shadow_rays_meet_each_kind_of_primitive_as_the_ray_caster_does(L):
         p[: 100, 1] = pr.center[k][1] - rng.uniform(0, 3, 100)  # many below it, in its shadow
         p = p.astype(np.float32)
         o = [(p[:, d] - np.float32(pr.center[k][d])).astype(np.float32) for d in range(3)]
-        got = shading._blocks(pr, k, o, L)
+        got = shadows.blocks(pr, k, o, L)
         side = _inside(pr, k, p.astype(np.float64), 1e-3)
         assert got[side == 1].all()
         checked["inside"] += int((side == 1).sum())
@@ -204,7 +204,7 @@ def test_object_shadows_agree_with_a_brute_force_ray_to_the_sun():
         surf = shading._Surface(scene, grid, cast(scene, grid))
         shading._normals(surf)
         surf.finish_normals()
-        lit = shading._shadow(surf, grid)
+        lit = shadows.sunlit(surf, grid)
         L = np.asarray(scene.sun)
         facing = (surf.n[0] * L[0] + surf.n[1] * L[1] + surf.n[2] * L[2]) > 0
         for j in rng.choice(np.flatnonzero(facing), size=min(120, int(facing.sum())), replace=False):
