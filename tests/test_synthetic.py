@@ -188,6 +188,23 @@ def test_frames_are_deterministic_and_distinct():
     assert digest(shaped) == "aef8230d1cad0f02d3698bfb7362b5c124ba74a4df1781a2b2a20b056fba74ef"
 
 
+
+@pytest.mark.parametrize(("seed", "options", "index", "pinned"), [
+    (12, dict(traffic=2.0, slopes=0.5, bends=0.5), 3, "34bf20a0c242b6de9d051953bb6595697dae12ca667fb6e152a22e7f835bb144"),
+    (13, dict(object_shadows=True, randomize=0.5), 2, "f0f803d25281044678462a29c208521a2166a9af747006a018a4e1f6151bd40f"),
+    (14, dict(layouts="highway", road_wear=1.0), 5, "b92ef9a58e0f0a4bc9384e8d4d1041f1962d8bed10d75c1e196989522d8fe46c"),
+], ids=["dense-hills-bends", "object-shadows-randomized", "worn-highway"])
+def test_compiled_renderer_gives_the_numpy_renderers_bits(seed, options, index, pinned):
+    """Hashes printed by the NumPy renderer (commit df6aa7f) before its hot loops were compiled
+    with numba: dense traffic on hills and bends, shadows onto objects with randomised colours,
+    a worn highway; every component, both views."""
+    f = SceneGenerator((64, 208), seed=seed, scene_options=SceneOptions(**options)).frame(index)
+    h = hashlib.sha256()
+    for key in ("rgb", "depth", "seg", "lidar", "right"):
+        h.update(getattr(f, key).tobytes())
+    assert h.hexdigest() == pinned
+
+
 def test_components_are_optional_and_do_not_change_the_scene():
     full = SceneGenerator((48, 160), seed=2).frame(4)
     slim = SceneGenerator((48, 160), seed=2, components=("depth",)).frame(4)

@@ -107,7 +107,7 @@ class SceneGenerator:
     ``size`` is (H, W); ``split`` ("train", "val", "test") selects a disjoint family of frames
     for the same seed; ``components`` chooses what to render besides the RGB image (each costs
     time: ``right`` renders a second view, ``lidar`` casts a 64-beam scan). With ``threaded``
-    the right view renders on a helper thread (NumPy releases the GIL in its array loops), which
+    the right view renders on a helper thread (its compiled loops release the GIL), which
     uses a second core; the output is identical either way.
     """
 

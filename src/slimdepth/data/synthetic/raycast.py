@@ -294,6 +294,7 @@ def _cylinder_t(o, center, half, axis, di, dj, da):
 
 @kernel
 def _ellipsoid_t(o, center, half, dx, dy, dz):
+    """An ellipsoid (semi-axes ``half``) along one ray: the entry distance, inf on a miss."""
     qx, qy, qz = (o[0] - center[0]) / half[0], (o[1] - center[1]) / half[1], (o[2] - center[2]) / half[2]
     ex, ey, ez = dx * F32(1.0 / half[0]), dy * F32(1.0 / half[1]), dz * F32(1.0 / half[2])
     a = ex * ex + ey * ey + ez * ez
@@ -307,7 +308,8 @@ def _ellipsoid_t(o, center, half, dx, dy, dz):
 def _cast_primitives(order, wins, near, kind, center, half, yaw, o, dx, dy, dz, ix, iy, iz, t, pid, cull):
     """Test the primitives ``order`` (front to back) on the rays of their windows, keeping the
     nearest hit per ray in ``t`` and ``pid``. With ``cull`` a primitive is skipped when every
-    ray of its window already hits something nearer than ``near`` (its nearest possible t)."""
+    ray of its window already hits something nearer than ``near`` (its nearest possible t), and
+    so is a single ray that does."""
     for k in order:
         r0, r1, c0, c1 = wins[k, 0], wins[k, 1], wins[k, 2], wins[k, 3]
         if cull:
@@ -359,8 +361,9 @@ def cast(scene: Scene, grid: RayGrid, cull: bool = True, max_t: float = np.inf) 
     """Nearest surface along every ray of ``grid``.
 
     With ``cull`` (the default) a primitive is skipped when every ray of its window already
-    hits something nearer than the box can be: the same depths, a third fewer tests in dense
-    traffic. Primitives are tested front to back either way. Primitives that lie wholly beyond
+    hits something nearer than the box can be, and a ray of its window when that ray does: the
+    same depths (both rely on the nearest possible t, less a 1e-5 margin, being a lower bound
+    of the computed hit), a third fewer tests in dense traffic. Primitives are tested front to back either way. Primitives that lie wholly beyond
     ``max_t`` are not tested: hits beyond it may then be wrong (a sensor's range limit).
     """
     hits = _ground(scene, grid)

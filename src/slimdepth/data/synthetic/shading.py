@@ -76,7 +76,7 @@ class _Surface:
         self.albedo = np.empty((3, n), F32)
         self.pixel_size = F32(1.0 / grid.K[0, 0])  # metres per pixel at distance 1
         self.fp: np.ndarray | None = None
-        self.ground_pos: np.ndarray | None = None  # see _ground_windows
+        self.ground_pos: np.ndarray | None = None  # see shadows._ground_windows
 
     def finish_normals(self) -> None:
         """Pixel footprint in metres, widened at grazing angles (needs the normals)."""
@@ -92,6 +92,7 @@ class _Surface:
 
 @kernel
 def _sample(tex, sel, u, v, fp, metres, data, starts, out):
+    """Texture ``tex`` of the atlas (``data``, ``starts``) at the points ``sel`` into ``out``."""
     for i in range(len(sel)):
         out[i] = _tex(data, starts, tex, u[i], v[i], fp[sel[i]], metres)
 
@@ -286,6 +287,8 @@ def _tex(data, starts, tex, u, v, footprint, metres):
 
 @kernel
 def _facade_colors(sel, pid, l0, l1, l2, half, axis, p0, height, p2, fp, params, color, color2, data, starts, col):
+    """Albedo (into ``col``, 3 x n) of the facade points ``sel`` on boxes ``pid``; the NumPy
+    version's masks are tested per point in the same order, later ones painting over earlier."""
     for i in range(len(sel)):
         q, k = sel[i], pid[i]
         floor_h, win_w, win_h, spacing, brick, shop = params[0, k], params[1, k], params[2, k], params[3, k], params[4, k], params[5, k]
@@ -338,6 +341,7 @@ def _concrete(s: _Surface, sel: np.ndarray, pid: np.ndarray, local, half, axis, 
 
 @kernel
 def _concrete_colors(sel, pid, l0, l2, axis, height, fp, params, color, color2, data, starts, col):
+    """Albedo (into ``col``, 3 x n) of the concrete points ``sel`` on boxes ``pid``."""
     for i in range(len(sel)):
         q, k = sel[i], pid[i]
         style, period = params[0, k], params[1, k]  # 0 plain, 1 joints (panels), 2 slats (a fence)
@@ -362,6 +366,8 @@ def _vehicle(s: _Surface, sel: np.ndarray, pid: np.ndarray, local, half, axis, s
 
 @kernel
 def _vehicle_colors(sel, pid, l0, l1, l2, half, axis, sign, height, fp, params, color, color2, data, starts, col):
+    """Albedo (into ``col``, 3 x n) of the vehicle points ``sel`` on boxes ``pid``; parts are
+    painted in order, later ones over earlier (glass over paint, wheels over glass, lamps last)."""
     for i in range(len(sel)):
         q, k = sel[i], pid[i]
         g0, g1, wheel_r, facing, pillar, style = params[0, k], params[1, k], params[2, k], params[3, k], params[4, k], params[5, k]

@@ -37,11 +37,12 @@ _CORNERS = np.array([[i & 1, (i >> 1) & 1, (i >> 2) & 1] for i in range(8)], dty
 
 def blocks(pr, k: int, o: list[np.ndarray], L: np.ndarray) -> np.ndarray:
     """Whether the rays ``o + t L`` (t > 0; ``o`` relative to primitive ``k``'s centre) meet it."""
-    return _blocks_all(pr.kind[k], pr.yaw[k], pr.half[k], np.asarray(L, dtype=np.float64), *o)
+    return _blocks_all(pr.kind[k], pr.yaw[k], pr.half[k], np.asarray(L, dtype=np.float64), *(np.asarray(a, F32) for a in o))
 
 
 @kernel
 def _blocks_all(kind, yaw, half, L, o0, o1, o2):
+    """:func:`_blocked` for every ray ``o + t L`` of the float32 arrays ``o0, o1, o2``."""
     out = np.empty(len(o0), np.bool_)
     for i in range(len(o0)):
         out[i] = _blocked(kind, yaw, half, L, o0[i], o1[i], o2[i])

@@ -104,25 +104,25 @@ def _leaves() -> np.ndarray:
     return np.where(n < 0.42, 0.35, 0.7 + 0.8 * (n - 0.42))
 
 
+_BUILDERS = {
+    "noise": lambda: fbm(8, 5, 1),
+    "coarse": lambda: fbm(4, 3, 3),
+    "asphalt": _asphalt,
+    "bricks": _bricks,
+    "tiles": _tiles,
+    "leaves": _leaves,
+    "grass": lambda: 0.6 + 0.8 * fbm(64, 3, 43),
+    "bark": lambda: 0.55 + 0.9 * fbm(16, 4, 47, aspect=8),
+    "plaster": lambda: 0.85 + 0.3 * fbm(16, 5, 53),
+    "clouds": lambda: fbm(4, 6, 59, gain=0.55),
+}
+NAMES = tuple(_BUILDERS)
+TEX = {name: i for i, name in enumerate(NAMES)}  # a texture's row in the atlas
+
+
 @lru_cache(maxsize=None)
 def _bake_all() -> dict[str, MipTexture]:
-    raw = {
-        "noise": fbm(8, 5, 1),
-        "coarse": fbm(4, 3, 3),
-        "asphalt": _asphalt(),
-        "bricks": _bricks(),
-        "tiles": _tiles(),
-        "leaves": _leaves(),
-        "grass": 0.6 + 0.8 * fbm(64, 3, 43),
-        "bark": 0.55 + 0.9 * fbm(16, 4, 47, aspect=8),
-        "plaster": 0.85 + 0.3 * fbm(16, 5, 53),
-        "clouds": fbm(4, 6, 59, gain=0.55),
-    }
-    return {name: MipTexture(arr) for name, arr in raw.items()}
-
-
-NAMES = ("noise", "coarse", "asphalt", "bricks", "tiles", "leaves", "grass", "bark", "plaster", "clouds")
-TEX = {name: i for i, name in enumerate(NAMES)}  # a texture's row in the atlas
+    return {name: MipTexture(build()) for name, build in _BUILDERS.items()}
 
 
 @lru_cache(maxsize=None)
@@ -139,6 +139,8 @@ def texel(data, starts, tex, u, v, footprint):
     """:meth:`MipTexture.sample` of one point of texture ``tex`` of the :func:`atlas`."""
     _, exponent = math.frexp(fmax(footprint, np.float32(1.0)))
     level = min(exponent - 1, starts.shape[1] - 1)
+    if level < 0:  # a NaN or infinite footprint: NumPy's index -1, the 1x1 level
+        level = starts.shape[1] - 1
     size = SIZE >> level
     iu = (np.int64(np.floor(u)) >> level) & (size - 1)
     iv = (np.int64(np.floor(v)) >> level) & (size - 1)
