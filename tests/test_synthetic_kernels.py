@@ -122,3 +122,21 @@ def test_kernels_are_cached_under_a_stamp_of_the_whole_package(tmp_path):
     assert fmath.source_hash(str(copy)) == fmath.package_stamp()
     (copy / "textures.py").write_text((copy / "textures.py").read_text() + "# an edit\n")
     assert fmath.source_hash(str(copy)) != fmath.package_stamp()
+
+
+def test_the_kernel_cache_falls_back_to_the_first_writable_place(tmp_path, monkeypatch):
+    """A read-only install (no writable __pycache__) must not fail at import: the locator takes
+    the next writable place, and gives way to numba's own locators when there is none."""
+    from slimdepth.data.synthetic import fmath
+
+    locator_class = type(shading._light._cache._impl.locator)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    usable = tmp_path / "cache"
+    monkeypatch.setattr(fmath, "_cache_dirs", lambda: [str(blocker / "sub"), str(usable)])
+    locator = locator_class.from_function(shading._light.py_func, shading.__file__)
+    assert locator.get_cache_path() == str(usable) and usable.is_dir()
+    monkeypatch.setattr(fmath, "_cache_dirs", lambda: [str(blocker / "sub")])
+    assert locator_class.from_function(shading._light.py_func, shading.__file__) is None
+    # functions outside the package keep numba's own caching
+    assert locator_class.from_function(test_fmod_is_the_shading_mod_bit_for_bit, __file__) is None
