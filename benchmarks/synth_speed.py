@@ -14,7 +14,8 @@ separate processes, round by round in turn, and prints each one's median frames/
 ratio: this VM's speed drifts by 20% between minutes, so only the ratio is comparable.
 ``--option KEY=VALUE`` (repeatable; scene or camera options of the dataset spec) times this
 tree with those options against its defaults the same way, or, with ``--against``, against
-the other tree's defaults.
+the other tree's defaults. ``--parts`` prints the median time of each part of a default frame
+(scene, camera settings, ray casting, shading, camera model, labels, LiDAR) instead.
 """
 
 from __future__ import annotations
@@ -88,6 +89,39 @@ print(1.0 / statistics.median(times))
 """
 
 
+def time_parts(size: tuple[int, int], frames: int) -> dict[str, float]:
+    """Median ms of each part of a default frame, in the order ``SceneGenerator.frame`` runs them."""
+    import numpy as np
+
+    from slimdepth.data.synthetic import lidar
+    from slimdepth.data.synthetic.camera import develop
+    from slimdepth.data.synthetic.generator import _labels
+    from slimdepth.data.synthetic.raycast import PinholeGrid, cast
+    from slimdepth.data.synthetic.shading import shade
+
+    gen = SceneGenerator(size, seed=0, components=("depth", "seg", "lidar"), threaded=False)
+    for i in range(3):  # textures, compiled loops
+        gen.frame(i)
+    times: dict[str, list[float]] = {}
+
+    def timed(name: str, fn):
+        t = time.perf_counter()
+        out = fn()
+        times.setdefault(name, []).append((time.perf_counter() - t) * 1000)
+        return out
+
+    for i in range(3, 3 + frames):
+        scene = timed("scene", lambda: gen.scene(i))
+        camera = timed("camera settings", lambda: gen.camera(i, scene))
+        grid = PinholeGrid(scene.K, *size, scene.camera_rotation, scene.camera_origin)
+        hits = timed("ray casting", lambda: cast(scene, grid))
+        radiance = timed("shading", lambda: shade(scene, grid, hits))
+        timed("camera model", lambda: develop(radiance, camera, np.random.default_rng(i)))
+        timed("labels", lambda: _labels(scene, grid, hits))
+        timed("lidar", lambda: lidar.lidar_depth(scene, np.random.default_rng(i), gen.lidar_dropout))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def parse_options(items: list[str]) -> dict[str, object]:
     """``KEY=VALUE`` strings read as in a dataset spec (``slimdepth data synth --option``), checked
     by the generator; a bad one ends the script with a one-line error."""
@@ -137,6 +171,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="a scene or camera option to time against the defaults (repeatable)")
+    parser.add_argument("--parts", action="store_true", help="time each part of a default frame")
     args = parser.parse_args()
     size = parse_size(args.size)
     if args.frames < 1 or args.rounds < 1:
@@ -152,6 +187,14 @@ def main() -> None:
         compare(size, args.frames, args.rounds, [("options", here, options), ("defaults", here, {})])
         return
     torch.set_num_threads(1)
+    if args.parts:
+        parts = time_parts(size, args.frames)
+        print(f"parts of a default frame (rgb + depth + seg + lidar) at {size[0]}x{size[1]}, 1 thread, "
+              f"median of {args.frames} frames")
+        for name, ms in parts.items():
+            print(f"{name:16s} {ms:7.2f} ms")
+        print(f"{'sum':16s} {sum(parts.values()):7.2f} ms ({1000 / sum(parts.values()):.1f} frames/s)")
+        return
     print(f"synthetic generator at {size[0]}x{size[1]}, {os.cpu_count()} CPU cores, median of {args.frames} frames")
     print(f"{'components':30s} {'setup':34s} {'ms/frame':>9s} {'frames/s':>9s} {'vs 20 fps':>9s}")
     for label, comps, threaded in VARIANTS:
