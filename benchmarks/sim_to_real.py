@@ -6,12 +6,15 @@ of the shared sample data: one congested drive and three frames of ordinary stre
 0.001-80 m, as predicted (metric) and median-scaled per frame, and prints one table per folder; ``--flat-prior`` adds the baseline of a flat road seen from 1.65 m, ``--constant`` the
 baseline of one depth everywhere (median-scaled only: the bar a model's *shape* has to clear). ``--config`` trains
 the recipe into ``--train-out`` first (a finished run there is reused, a stopped one continued).
+``--control`` also scores the runs on built-in frames of the drive's kind at KITTI's size (queued
+traffic, against the simulated LiDAR; or the ``synthetic,...`` spec given), beside the real ones: a
+model that holds there and fails on the drive has learnt the task but not how real frames look.
 Writes ``sim_to_real.json`` and one contact sheet per run (image | prediction | ground truth) into
 ``--out`` (default: RUN_sim2real beside the first run), into one subfolder per real-frame folder
 when there are several (``kitti_raw/``, ``kitti_depth_annotated/``). Usage:
 
     python benchmarks/sim_to_real.py --run RUN [--run RUN2 ...] [--real DIR] [--out DIR] [--rows 6]
-                                     [--flat-prior] [--constant] [--overwrite]
+                                     [--flat-prior] [--constant] [--control [SPEC]] [--overwrite]
     python benchmarks/sim_to_real.py --config configs/quickstart.yaml [--set KEY=VALUE ...] --train-out RUN [...]
 """
 
@@ -26,13 +29,15 @@ from typing import NoReturn
 from slimdepth.errors import ConfigError, SlimdepthError, one_line
 from slimdepth.options import check_number
 from slimdepth.report.collect import collect
-from slimdepth.report.real import open_real_frames, real_folders
+from slimdepth.report.real import SYNTHETIC_CONTROL, open_real_frames, open_synthetic_frames, real_folders
 from slimdepth.report.sim_to_real import ABOVE_ROAD, SimToReal, check_output_dir, sim_to_real, write_sim_to_real
 from slimdepth.train.run import train_or_reuse
 
 #: the shared sample data beside the repository (its kitti_raw/ holds 20 frames of one drive, its
 #: kitti_depth_annotated/ 3 frames of others)
 DEFAULT_REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: the results folder of the synthetic control (``--control``)
+CONTROL = "synthetic_control"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,6 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--flat-prior", action="store_true", help="add the flat-road baseline row")
     parser.add_argument("--constant", action="store_true",
                         help="add the one-depth-everywhere baseline row (median-scaled only)")
+    parser.add_argument("--control", nargs="?", const=SYNTHETIC_CONTROL, metavar="SPEC",
+                        help="also score built-in frames scored like the real ones, into synthetic_control/: the "
+                             f"drive's kind of street at KITTI's size by default ({SYNTHETIC_CONTROL}), or the "
+                             "synthetic,... spec given")
     parser.add_argument("--overwrite", action="store_true", help="write into an --out that is not empty")
     return parser.parse_args(argv)
 
@@ -89,7 +98,8 @@ def default_out(runs: list[Path]) -> Path:
 def print_table(result: SimToReal) -> None:
     """One row per model: metric δ1, AbsRel, RMSE; median-scaled δ1, AbsRel; scale ratio."""
     c = result.config
-    print(f"\n{result.frames} real KITTI frames in {result.real}; ground truth: {result.ground_truth}; "
+    kind = "synthetic" if isinstance(result.real, str) else "real KITTI"
+    print(f"\n{result.frames} {kind} frames in {result.real}; ground truth: {result.ground_truth}; "
           f"{c.crop} crop, {c.min_depth:g}-{c.max_depth:g} m")
     width = max(12, *(len(s.name) for s in result.scores))
     print(f"{'model':{width}s} {'frames':>6s} | {'metric δ1':>9s} {'AbsRel':>7s} {'RMSE':>7s} | "
@@ -122,9 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         runs = check_args(args)
-        sets = real_folders(args.real or [DEFAULT_REAL])
+        sets: dict[str, Path | str] = dict(real_folders(args.real or [DEFAULT_REAL]))
         for real in sets.values():
-            open_real_frames(real)  # no frames: fail before training
+            open_real_frames(Path(real))  # no frames: fail before training
+        if args.control is not None:
+            open_synthetic_frames(args.control)  # a bad spec: fail before training
+            name, n = CONTROL, 2
+            while name in sets:  # a real folder of that name
+                name, n = f"{CONTROL}_{n}", n + 1
+            sets[name] = args.control
         out = args.out or default_out(runs)
         check_output_dir(out, args.overwrite)
         if args.config is not None:

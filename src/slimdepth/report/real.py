@@ -23,6 +23,7 @@ import torch
 from slimdepth.data.base import DepthDataset
 from slimdepth.data.folder import read_folder_meta
 from slimdepth.data.registry import build_dataset
+from slimdepth.data.synthetic.generator import SyntheticDataset
 from slimdepth.errors import ConfigError
 from slimdepth.evaluate.conventions import EvalConfig, evaluate_batch, preset_for
 from slimdepth.evaluate.loop import predict_depth
@@ -33,8 +34,9 @@ from slimdepth.report.plots import png_bytes, stack_rows
 from slimdepth.report.samples import sample_indices
 from slimdepth.visualize import comparison_panel
 
-__all__ = ["GROUND_TRUTHS", "REAL_SETS", "REAL_SHEET_WIDTH", "RealScorer", "ground_truth_of", "is_annotated_folder",
-           "kitti_root", "open_real_frames", "real_folders", "real_frame_sheets", "real_sets"]
+__all__ = ["GROUND_TRUTHS", "REAL_SETS", "REAL_SHEET_WIDTH", "SYNTHETIC_CONTROL", "RealScorer", "ground_truth_of",
+           "is_annotated_folder", "kitti_root", "open_frames", "open_real_frames", "open_synthetic_frames",
+           "real_folders", "real_frame_sheets", "real_sets"]
 
 #: widest real-frame sheet in pixels (one row is image | prediction | LiDAR | error at 1242 px each)
 REAL_SHEET_WIDTH = 2000
@@ -59,7 +61,16 @@ def kitti_root(path: Path) -> Path:
 REAL_SETS = ("kitti_raw", "kitti_depth_annotated")
 #: what each reader's real frames are measured against, by dataset name: as the tables and the
 #: sheets' titles say it
-GROUND_TRUTHS = {"kitti": ("projected Velodyne", "LiDAR"), "folder": ("KITTI annotated depth", "annotated depth")}
+GROUND_TRUTHS = {"kitti": ("projected Velodyne", "LiDAR"), "folder": ("KITTI annotated depth", "annotated depth"),
+                 "synthetic": ("exact synthetic depth", "synthetic depth"),
+                 "synthetic lidar": ("simulated 64-beam LiDAR", "simulated LiDAR")}
+
+#: the synthetic control scored beside the real frames: built-in frames of the congested drive's kind
+#: (queued traffic, ``traffic=2``: 71% of the ground-truth points stand above the road, the drive's
+#: 72%) at KITTI's frame size, against the simulated 64-beam LiDAR as the drive is against its
+#: Velodyne, from the test split (no training or validation frame). A model that scores well here and
+#: badly on the drive has learnt the task but not how real frames look.
+SYNTHETIC_CONTROL = "synthetic,num=20,size=375x1242,split=test,traffic=2,depth=lidar,seg=false"
 
 
 #: width / height of a KITTI frame (1242x375; the other dates' 1224x370 ... 1242x376 are alike)
@@ -99,9 +110,50 @@ def real_folders(paths: list[Path]) -> dict[str, Path]:
 
 
 def ground_truth_of(dataset: DepthDataset) -> tuple[str, str]:
-    """What the real frames of ``dataset`` (from :func:`open_real_frames`) are measured against:
-    the long name and the short one (:data:`GROUND_TRUTHS`)."""
-    return GROUND_TRUTHS[dataset.dataset_name]
+    """What the frames of ``dataset`` (from :func:`open_frames`) are measured against: the long
+    name and the short one (:data:`GROUND_TRUTHS`)."""
+    name = dataset.dataset_name
+    if name == "synthetic" and getattr(dataset, "depth_source", "dense") == "lidar":
+        name = "synthetic lidar"
+    return GROUND_TRUTHS[name]
+
+
+def open_frames(source: Path | str) -> DepthDataset:
+    """The frames a sim-to-real score is measured on: a ``synthetic,...`` dataset spec
+    (:func:`open_synthetic_frames`) or a real-frame folder (:func:`open_real_frames`)."""
+    if is_synthetic_spec(source):
+        return open_synthetic_frames(str(source))
+    return open_real_frames(Path(source))
+
+
+def is_synthetic_spec(source: object) -> bool:
+    """Whether ``source`` is a dataset spec of the built-in scenes (``synthetic`` or ``synthetic,...``)."""
+    return isinstance(source, str) and source.strip().split(",")[0].strip() == "synthetic"
+
+
+def _check_kitti_shaped(h: int, w: int, what: str) -> None:
+    """Refuse frames of another shape than KITTI's (NYU's 640x480, say): the scoring assumes its camera."""
+    if abs(w / h / KITTI_ASPECT - 1.0) > 0.1:
+        raise ConfigError(f"{what}: its frames are {w}x{h}, not KITTI frames (about 1242x375); "
+                          "the real-frame scoring assumes KITTI's camera")
+
+
+def open_synthetic_frames(spec: str) -> DepthDataset:
+    """Built-in frames from a ``synthetic,...`` spec (:data:`SYNTHETIC_CONTROL`, say), scored as the
+    real ones are: KITTI's conventions (Garg crop, 0.001-80 m) and camera, so frames must be
+    KITTI-shaped. The synthetic camera is KITTI's (height and intrinsics), so the flat prior and the
+    road split mean the same on both."""
+    if not is_synthetic_spec(spec):
+        raise ConfigError(f"--control {spec!r}: not a spec of the built-in scenes (synthetic,KEY=VALUE,...)")
+    try:
+        dataset = build_dataset(spec)
+    except ConfigError as exc:
+        raise ConfigError(f"--control: {exc}") from None
+    if not isinstance(dataset, SyntheticDataset):  # labels=false: images alone cannot be scored
+        raise ConfigError(f"--control {spec!r}: the control frames need their depth (drop labels=false)")
+    _check_kitti_shaped(*dataset.generator.size, f"--control {spec!r}")
+    dataset.eval_preset = "kitti"
+    return dataset
 
 
 def open_real_frames(path: Path) -> DepthDataset:
@@ -118,10 +170,7 @@ def open_real_frames(path: Path) -> DepthDataset:
     if "depth_encoding" not in read_folder_meta(path):
         spec["depth_encoding"] = "kitti"
     dataset = build_dataset(spec)
-    h, w = dataset[0]["image"].shape[-2:]
-    if abs(w / h / KITTI_ASPECT - 1.0) > 0.1:
-        raise ConfigError(f"--real {path}: its frames are {w}x{h}, not KITTI frames (about 1242x375); "
-                          "the real-frame scoring assumes KITTI's camera")
+    _check_kitti_shaped(*dataset[0]["image"].shape[-2:], f"--real {path}")
     return dataset
 
 

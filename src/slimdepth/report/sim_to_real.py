@@ -10,6 +10,12 @@ median(prediction), the number that shows whether the *shape* transfers). The ra
 spread say how far off and how unsteady the scale is. Scoring is :class:`~slimdepth.report.real.RealScorer`,
 shared with ``slimdepth report``.
 
+A *synthetic control* (a ``synthetic,...`` spec in place of the folder, by default
+:data:`~slimdepth.report.real.SYNTHETIC_CONTROL`: built-in frames of the congested drive's kind at
+KITTI's size, against the simulated LiDAR) is scored the same way, with the same camera and
+conventions. A model that holds there and fails on the real frames has learnt the task; what does
+not carry over is how real frames look.
+
 The *flat prior* is the baseline a model has to beat: every pixel below the horizon is the
 flat road seen by a level camera ``CAMERA_HEIGHT`` m above it (z = fy * h / (v - cy), v the row
 index as in :func:`slimdepth.geometry.backproject`), capped at 80 m; the horizon and above are
@@ -51,7 +57,7 @@ from slimdepth.report.collect import ModelEntry, collect
 from slimdepth.report.measure import ModelCache
 from slimdepth.report.plots import png_bytes, stack_rows
 from slimdepth.report.real import (REAL_SHEET_WIDTH, REAL_TITLE_HEIGHT, RealScorer, ground_truth_of, kitti_root,
-                                   open_real_frames)
+                                   open_frames)
 from slimdepth.report.samples import sample_indices
 from slimdepth.visualize import auto_dilation, colorize_depth, side_by_side
 
@@ -141,7 +147,7 @@ class SimToReal:
     """Every model's :class:`TransferScore`, the conventions, and the contact sheets."""
 
     scores: list[TransferScore]
-    real: Path  # the KITTI raw root, or the annotated folder
+    real: Path | str  # the KITTI raw root, the annotated folder, or the synthetic spec
     frames: int  # frames in the folder
     config: EvalConfig
     ground_truth: str = "projected Velodyne"  # or "KITTI annotated depth" (:data:`~slimdepth.report.real.GROUND_TRUTHS`)
@@ -200,16 +206,17 @@ def transfer_sheet(frames: Sequence[dict[str, Any]], columns: Sequence[tuple[str
     return stack_rows(rows)
 
 
-def sim_to_real(models: Sequence[Path | ModelEntry], real: Path, *, rows: int = 6, flat_prior: bool = False,
+def sim_to_real(models: Sequence[Path | ModelEntry], real: Path | str, *, rows: int = 6, flat_prior: bool = False,
                 constant: bool = False, log: Log | None = None) -> SimToReal:
     """Score ``models`` (paths :func:`collect` reads, or entries) and optionally the flat prior and
     the constant baseline on every frame of the real-frame folder ``real`` (KITTI raw or annotated,
-    :func:`~slimdepth.report.real.open_real_frames`), metric and median-scaled (the
-    constant median-scaled only); draw a contact sheet of ``rows`` frames (spread over the folder)
-    per model, and one of both predictions when there are two."""
+    :func:`~slimdepth.report.real.open_real_frames`), or of the built-in frames a ``synthetic,...``
+    spec names (a control: :data:`~slimdepth.report.real.SYNTHETIC_CONTROL`), metric and
+    median-scaled (the constant median-scaled only); draw a contact sheet of ``rows`` frames
+    (spread over the set) per model, and one of both predictions when there are two."""
     say = log or (lambda message: None)
     check_number(rows, "--rows", integer=True, low=1)
-    dataset = open_real_frames(Path(real))  # a bad folder fails before any model is loaded
+    dataset = open_frames(real)  # a bad folder or spec fails before any model is loaded
     entries = [m for m in models if isinstance(m, ModelEntry)]
     paths = [Path(m) for m in models if not isinstance(m, ModelEntry)]
     entries += collect(paths).models if paths else []
@@ -264,7 +271,8 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path, *, rows: int = 
         scores.append(TransferScore(name, sources[name], scorer.num_frames, both.get("metric", {}),
                                     both["median-scaled"], ratio, regions[name].metrics()))
     truth, short = ground_truth_of(dataset)
-    root = Path(real) if dataset.dataset_name == "folder" else kitti_root(Path(real))
+    root = (str(real) if dataset.dataset_name == "synthetic" else Path(real) if dataset.dataset_name == "folder"
+            else kitti_root(Path(real)))
     result = SimToReal(scores, root, len(dataset), config, truth, [str(f["meta"]["name"]) for f in shown])
     for entry in entries:
         say(f"drawing the sheet of {entry.name}")
