@@ -11,7 +11,8 @@ traffic, against the simulated LiDAR; or the ``synthetic,...`` spec given), besi
 model that holds there and fails on the drive has learnt the task but not how real frames look.
 Writes ``sim_to_real.json`` and one contact sheet per run (image | prediction | ground truth) into
 ``--out`` (default: RUN_sim2real beside the first run), into one subfolder per real-frame folder
-when there are several (``kitti_raw/``, ``kitti_depth_annotated/``). Usage:
+when there are several (``kitti_raw/``, ``kitti_depth_annotated/``; always with ``--control``, whose
+results go to ``synthetic_control/``). Usage:
 
     python benchmarks/sim_to_real.py --run RUN [--run RUN2 ...] [--real DIR] [--out DIR] [--rows 6]
                                      [--flat-prior] [--constant] [--control [SPEC]] [--overwrite]
@@ -67,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--control", nargs="?", const=SYNTHETIC_CONTROL, metavar="SPEC",
                         help="also score built-in frames scored like the real ones, into synthetic_control/: the "
                              f"drive's kind of street at KITTI's size by default ({SYNTHETIC_CONTROL}), or the "
-                             "synthetic,... spec given")
+                             "synthetic,... spec given (always the test split)")
     parser.add_argument("--overwrite", action="store_true", help="write into an --out that is not empty")
     return parser.parse_args(argv)
 

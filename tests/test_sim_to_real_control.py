@@ -59,15 +59,19 @@ def test_the_default_control_is_the_drives_kind_of_street_at_kitti_size() -> Non
     assert ground_truth_of(open_frames(SMALL)) == ("exact synthetic depth", "synthetic depth")
 
 
-def test_control_frames_are_the_generators_frames_with_kittis_camera() -> None:
-    """The frames scored are the dataset's own (same bits), and their K is KITTI's camera scaled
-    to the frame, so the flat prior and the road split mean what they mean on real frames."""
+def test_control_frames_are_the_test_splits_with_kittis_camera() -> None:
+    """A spec without a split scores the test split's frames (never the train split a run learns
+    from), and their K is KITTI's camera scaled to the frame, so the flat prior and the road split
+    mean what they mean on real frames."""
     from slimdepth.geometry import kitti_like_intrinsics
 
-    control, plain = open_frames(SMALL), build_dataset(SMALL)
+    no_split = SMALL.replace(",split=test", "")
+    control, test, train = open_frames(no_split), build_dataset(SMALL), build_dataset(f"{no_split},split=train")
+    assert control.generator.split == "test"
     for i in range(2):
-        a, b = control[i], plain[i]
+        a, b = control[i], test[i]
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["depth"], b["depth"])
+        assert not torch.equal(a["image"], train[i]["image"])
         np.testing.assert_allclose(np.asarray(a["K"]), kitti_like_intrinsics(32, 106), rtol=1e-5)
 
 
@@ -100,36 +104,58 @@ def test_control_is_scored_as_by_hand_and_the_flat_prior_fits_a_flat_world(run) 
 
 
 def test_script_scores_the_control_beside_the_real_frames(run, tmp_path, capsys) -> None:
-    real = _annotated_folder(tmp_path / "ann", size=(48, 160))
+    """Into synthetic_control/ beside the real folder's results (renamed when a real folder has
+    that name); the spec is stored as written, without the spaces around it."""
+    real = _annotated_folder(tmp_path / "synthetic_control", size=(48, 160))
     out = tmp_path / "out"
-    assert _script().main(["--run", str(run), "--real", str(real), "--control", SMALL, "--flat-prior",
+    assert _script().main(["--run", str(run), "--real", str(real), "--control", f"  {SMALL} ", "--flat-prior",
                            "--rows", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "2 real KITTI frames" in printed and f"2 synthetic frames in {SMALL}; ground truth: exact" in printed
-    assert sorted(p.name for p in out.iterdir()) == ["ann", "synthetic_control"]
-    saved = json.loads((out / "synthetic_control" / "sim_to_real.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == ["synthetic_control", "synthetic_control_2"]
+    assert json.loads((out / "synthetic_control" / "sim_to_real.json").read_text())["ground_truth"] == \
+        "KITTI annotated depth"
+    saved = json.loads((out / "synthetic_control_2" / "sim_to_real.json").read_text())
     assert saved["real"] == SMALL and saved["frames"] == 2 and saved["conventions"]["crop"] == "garg"
-    assert sorted(p.name for p in (out / "synthetic_control").iterdir()) == ["sheet_tiny.png", "sim_to_real.json"]
+    assert sorted(p.name for p in (out / "synthetic_control_2").iterdir()) == ["sheet_tiny.png", "sim_to_real.json"]
     assert _script().parse_args(["--control"]).control == SYNTHETIC_CONTROL  # the flag alone: the default
 
 
-@pytest.mark.parametrize("spec, fragment", [
+#: bad control specs and a part of the one-line error that the spec itself does not contain
+BAD_SPECS = [
     ("kitti:/nowhere", "not a spec of the built-in scenes"),
-    ("synthetic,num=0,size=32x106", "num"),
+    ("synthetic:/nowhere", "takes no path"),
+    ("synthetic,num=0,size=32x106", "must be a positive integer"),
     ("synthetic,num=2,size=480x640", "not KITTI frames"),
-    ("synthetic,num=2,size=32x106,colour=red", "colour"),
-    ("synthetic,num=2,size=32x106,labels=false", "labels=false"),
-    ("synthetic,num=2,size=32x106,split=holdout", "split"),
-    ("synthetic,num=2,size=32x106,depth=radar", "depth"),
-    ("synthetic,num=2,size=thin", "size"),
-    ("synthetic,num=2,size=32x106,traffic", "KEY=VALUE"),
-])
+    ("synthetic,num=2,size=32x106,colour=red", "did you mean 'color_cast'"),
+    ("synthetic,num=2,size=32x106,labels=false", "need their depth"),
+    ("synthetic,num=2,size=32x106,split=train", "from the test split"),
+    ("synthetic,num=2,size=32x106,split=val", "from the test split"),
+    ("synthetic,num=2,size=32x106,split=holdout", "from the test split"),
+    ("synthetic,num=2,size=32x106,depth=radar", "'dense' or 'lidar'"),
+    ("synthetic,num=2,size=thin", "must be HxW"),
+    ("synthetic,num=2,size=32x106,traffic", "is not KEY=VALUE"),
+]
+
+
+@pytest.mark.parametrize("spec, fragment", BAD_SPECS)
 def test_bad_control_specs_are_one_line_before_anything_is_written(spec, fragment, run, tmp_path, capsys) -> None:
     real = _annotated_folder(tmp_path / "ann")
     assert _script().main(["--run", str(run), "--real", str(real), "--control", spec,
                            "--out", str(tmp_path / "out")]) == 2
     _one_line(capsys.readouterr().err, fragment)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("spec, fragment", BAD_SPECS[:3])
+def test_a_bad_control_spec_stops_the_script_before_it_trains(spec, fragment, tmp_path, capsys) -> None:
+    real = _annotated_folder(tmp_path / "ann")
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(json.dumps(TINY_RECIPE))  # JSON is YAML
+    assert _script().main(["--config", str(recipe), "--train-out", str(tmp_path / "trained"), "--real", str(real),
+                           "--control", spec, "--out", str(tmp_path / "out")]) == 2
+    _one_line(capsys.readouterr().err, fragment)
+    assert not (tmp_path / "trained").exists() and not (tmp_path / "out").exists()
 
 
 def _spec_value(value: object) -> str:

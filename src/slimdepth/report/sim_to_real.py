@@ -271,7 +271,7 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path | str, *, rows: 
         scores.append(TransferScore(name, sources[name], scorer.num_frames, both.get("metric", {}),
                                     both["median-scaled"], ratio, regions[name].metrics()))
     truth, short = ground_truth_of(dataset)
-    root = (str(real) if dataset.dataset_name == "synthetic" else Path(real) if dataset.dataset_name == "folder"
+    root = (str(real).strip() if dataset.dataset_name == "synthetic" else Path(real) if dataset.dataset_name == "folder"
             else kitti_root(Path(real)))
     result = SimToReal(scores, root, len(dataset), config, truth, [str(f["meta"]["name"]) for f in shown])
     for entry in entries:
