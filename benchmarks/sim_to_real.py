@@ -30,15 +30,14 @@ from typing import NoReturn
 from slimdepth.errors import ConfigError, SlimdepthError, one_line
 from slimdepth.options import check_number
 from slimdepth.report.collect import collect
-from slimdepth.report.real import SYNTHETIC_CONTROL, open_real_frames, open_synthetic_frames, real_folders
+from slimdepth.report.real import (SYNTHETIC_CONTROL, open_real_frames, open_synthetic_frames, real_folders,
+                                   with_control)
 from slimdepth.report.sim_to_real import ABOVE_ROAD, SimToReal, check_output_dir, sim_to_real, write_sim_to_real
 from slimdepth.train.run import train_or_reuse
 
 #: the shared sample data beside the repository (its kitti_raw/ holds 20 frames of one drive, its
 #: kitti_depth_annotated/ 3 frames of others)
 DEFAULT_REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-#: the results folder of the synthetic control (``--control``)
-CONTROL = "synthetic_control"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -133,15 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         runs = check_args(args)
-        sets: dict[str, Path | str] = dict(real_folders(args.real or [DEFAULT_REAL]))
-        for real in sets.values():
-            open_real_frames(Path(real))  # no frames: fail before training
+        folders = real_folders(args.real or [DEFAULT_REAL])
+        for real in folders.values():
+            open_real_frames(real)  # no frames: fail before training
         if args.control is not None:
             open_synthetic_frames(args.control)  # a bad spec: fail before training
-            name, n = CONTROL, 2
-            while name in sets:  # a real folder of that name
-                name, n = f"{CONTROL}_{n}", n + 1
-            sets[name] = args.control
+        sets = with_control(folders, args.control)
         out = args.out or default_out(runs)
         check_output_dir(out, args.overwrite)
         if args.config is not None:

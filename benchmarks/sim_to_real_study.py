@@ -5,11 +5,13 @@ every realism step on (``all``), each step switched off alone, the first generat
 (every step off) and domain randomisation added; then scores every run on real KITTI frames
 (metric and median-scaled, ``benchmarks/sim_to_real.py``'s scoring, on each real-frame folder:
 by default the shared data's congested drive and its annotated street frames) and prints one table per folder with
-each variant's change against ``all``. Runs are resumable: a finished run is reused. Usage:
+each variant's change against ``all``; ``--control`` adds a table for the synthetic control (built-in
+frames of the drive's kind scored like the real ones), so a step's effect on the gap between
+renders and real frames reads off side by side. Runs are resumable: a finished run is reused. Usage:
 
     python benchmarks/sim_to_real_study.py [--out runs/sim_to_real_study] [--jobs 1]
         [--variants all,no-traffic,...] [--config configs/quickstart.yaml] [--set train.epochs=10]
-        [--real ../shared/data ...] [--train-only | --score-only]
+        [--real ../shared/data ...] [--control [SPEC]] [--train-only | --score-only]
 
 On this 2-core CPU each variant takes the quickstart's ~10 minutes, one at a time (all 13: over
 two hours; pick some with ``--variants``); on a GPU machine ``--jobs 8`` trains them side by side.
@@ -104,6 +106,8 @@ def main() -> None:
                         help="real-frame folder(s) as in benchmarks/sim_to_real.py; repeatable (default: ../shared/data)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="recipe override for every variant, e.g. train.epochs=10; repeatable")
+    parser.add_argument("--control", nargs="?", const="default", metavar="SPEC",
+                        help="also score the synthetic control, as benchmarks/sim_to_real.py --control does")
     parser.add_argument("--train-only", action="store_true")
     parser.add_argument("--score-only", action="store_true")
     args = parser.parse_args()
@@ -116,11 +120,14 @@ def main() -> None:
                  else f"error: {args.config}: no such recipe")
     if not args.train_only:  # a bad real-frame folder fails now, not after hours of training
         from slimdepth.errors import SlimdepthError
-        from slimdepth.report.real import open_real_frames, real_folders
+        from slimdepth.report.real import SYNTHETIC_CONTROL, open_real_frames, open_synthetic_frames, real_folders
 
         try:
             for real in real_folders(args.real).values():
                 open_real_frames(real)
+            if args.control is not None:
+                args.control = SYNTHETIC_CONTROL if args.control == "default" else args.control
+                open_synthetic_frames(args.control)
         except SlimdepthError as err:
             sys.exit(f"error: {err}")
     if not args.score_only:
@@ -130,22 +137,23 @@ def main() -> None:
     from slimdepth.errors import SlimdepthError, one_line
 
     try:
-        score(names, args.out, args.real)
+        score(names, args.out, args.real, args.control)
     except SlimdepthError as err:  # a damaged frame is found only when it is scored
         sys.exit(f"error: {one_line(err)}")
 
 
-def score(names: list[str], out: Path, real: list[Path]) -> None:
+def score(names: list[str], out: Path, real: list[Path], control: str | None = None) -> None:
     """Score every variant's run on each real-frame folder under the paths ``real`` (with the flat prior and
-    the constant as the floors), print one ablation table per folder and write ``study.json``
-    (folder name -> variant -> figures) and each variant's contact sheets into ``out/sheets/FOLDER``."""
-    from slimdepth.report.real import real_folders
+    the constant as the floors), and on the synthetic ``control`` spec when given (as ``synthetic_control``),
+    print one ablation table per set and write ``study.json`` (set name -> variant -> figures) and each
+    variant's contact sheets into ``out/sheets/SET``."""
+    from slimdepth.report.real import real_folders, with_control
     from slimdepth.report.sim_to_real import CONSTANT, FLAT_PRIOR, sim_to_real, write_sim_to_real
 
     floors = {FLAT_PRIOR: "depth from the image row alone (a flat road)",
               CONSTANT: "one depth everywhere (median-scaled only)"}
     study = {}
-    for folder, path in real_folders(real).items():
+    for folder, path in with_control(real_folders(real), control).items():
         result = sim_to_real([out / n for n in names], path, rows=4, flat_prior=True, constant=True)
         write_sim_to_real(result, out / "sheets" / folder)
         scores = {s.name: s for s in result.scores}

@@ -20,7 +20,7 @@ from slimdepth.data.registry import build_dataset
 from slimdepth.deploy.exported import load_for_inference
 from slimdepth.errors import ConfigError
 from slimdepth.evaluate.conventions import preset_for
-from slimdepth.report.real import SYNTHETIC_CONTROL, ground_truth_of, open_frames, open_synthetic_frames
+from slimdepth.report.real import SYNTHETIC_CONTROL, ground_truth_of, open_frames, open_synthetic_frames, with_control
 from slimdepth.report.sim_to_real import FLAT_PRIOR, sim_to_real
 from slimdepth.train.run import resolve_config
 from slimdepth.train.trainer import Trainer
@@ -119,6 +119,14 @@ def test_script_scores_the_control_beside_the_real_frames(run, tmp_path, capsys)
     assert saved["real"] == SMALL and saved["frames"] == 2 and saved["conventions"]["crop"] == "garg"
     assert sorted(p.name for p in (out / "synthetic_control_2").iterdir()) == ["sheet_tiny.png", "sim_to_real.json"]
     assert _script().parse_args(["--control"]).control == SYNTHETIC_CONTROL  # the flag alone: the default
+
+
+def test_the_control_joins_the_real_sets_under_a_name_of_its_own() -> None:
+    real = {"kitti_raw": Path("a"), "synthetic_control": Path("b"), "synthetic_control_2": Path("c")}
+    assert with_control(real, None) == real
+    both = with_control(real, SMALL)
+    assert list(both) == [*real, "synthetic_control_3"] and both["synthetic_control_3"] == SMALL
+    assert list(with_control({"kitti_raw": Path("a")}, SMALL)) == ["kitti_raw", "synthetic_control"]
 
 
 #: bad control specs and a part of the one-line error that the spec itself does not contain

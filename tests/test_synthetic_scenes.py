@@ -329,7 +329,9 @@ def test_every_study_variant_is_a_valid_spec_and_changes_the_frames():
 
 
 @pytest.mark.parametrize("args, fragment", [(["--variants", "all,fog"], "fog"),
-                                            (["--real", "/nonexistent/kitti"], "not a directory")])
+                                            (["--real", "/nonexistent/kitti"], "not a directory"),
+                                            (["--control", "synthetic,num=2,size=32x106,split=train"], "test split"),
+                                            (["--control", "synthetic,num=2,size=48x64"], "not KITTI frames")])
 def test_study_script_rejects_bad_input_in_one_line_before_training(tmp_path, args, fragment):
     import subprocess
     import sys

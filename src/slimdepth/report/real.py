@@ -36,7 +36,7 @@ from slimdepth.visualize import comparison_panel
 
 __all__ = ["GROUND_TRUTHS", "REAL_SETS", "REAL_SHEET_WIDTH", "SYNTHETIC_CONTROL", "RealScorer", "ground_truth_of",
            "is_annotated_folder", "kitti_root", "open_frames", "open_real_frames", "open_synthetic_frames",
-           "real_folders", "real_frame_sheets", "real_sets"]
+           "real_folders", "real_frame_sheets", "real_sets", "with_control"]
 
 #: widest real-frame sheet in pixels (one row is image | prediction | LiDAR | error at 1242 px each)
 REAL_SHEET_WIDTH = 2000
@@ -71,6 +71,8 @@ GROUND_TRUTHS = {"kitti": ("projected Velodyne", "LiDAR"), "folder": ("KITTI ann
 #: Velodyne, from the test split (no training or validation frame). A model that scores well here and
 #: badly on the drive has learnt the task but not how real frames look.
 SYNTHETIC_CONTROL = "synthetic,num=20,size=375x1242,split=test,traffic=2,depth=lidar,seg=false"
+#: the results folder of the synthetic control
+CONTROL_FOLDER = "synthetic_control"
 #: the only split a control is drawn from (the one a spec without ``split`` gets): the training and
 #: validation frames of every seed are the train and val splits
 CONTROL_SPLIT = "test"
@@ -110,6 +112,18 @@ def real_folders(paths: list[Path]) -> dict[str, Path]:
                 name, n = f"{base}_{n}", n + 1
             folders[name] = real
     return folders
+
+
+def with_control(sets: dict[str, Path], spec: str | None) -> dict[str, Path | str]:
+    """The real-frame folders ``sets`` (:func:`real_folders`) and, with a ``spec``, the synthetic
+    control under :data:`CONTROL_FOLDER` (``_2``... when a real folder has that name), in scoring order."""
+    out: dict[str, Path | str] = dict(sets)
+    if spec is not None:
+        name, n = CONTROL_FOLDER, 2
+        while name in out:
+            name, n = f"{CONTROL_FOLDER}_{n}", n + 1
+        out[name] = spec
+    return out
 
 
 def ground_truth_of(dataset: DepthDataset) -> tuple[str, str]:
