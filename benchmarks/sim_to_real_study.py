@@ -123,11 +123,11 @@ def main() -> None:
         from slimdepth.report.real import SYNTHETIC_CONTROL, open_real_frames, open_synthetic_frames, real_folders
 
         try:
-            for real in real_folders(args.real).values():
-                open_real_frames(real)
-            if args.control is not None:
+            if args.control is not None:  # a spec is checked without any data at hand
                 args.control = SYNTHETIC_CONTROL if args.control == "default" else args.control
                 open_synthetic_frames(args.control)
+            for real in real_folders(args.real).values():
+                open_real_frames(real)
         except SlimdepthError as err:
             sys.exit(f"error: {err}")
     if not args.score_only:
