@@ -126,6 +126,13 @@ def print_table(result: SimToReal) -> None:
         counts = [s.regions[r]["points"] if r in s.regions else 0 for r in ("road", "above road")]
         share = counts[1] / sum(counts) if sum(counts) else math.nan
         print(f"{s.name:{width}s} | {cells(road, 11)} | {cells(above, 12)} | {share:11.2f}")
+    stixel = [s for s in result.scores if s.road]
+    if stixel:
+        print("\nthe stixel head's road probability p over every pixel of every frame (below 0.5: not road, "
+              "something stands there)")
+        print(f"{'model':{width}s} | {'median p':>8s} {'p < 0.5':>8s}")
+        for s in stixel:
+            print(f"{s.name:{width}s} | {s.road['median']:8.3f} {s.road['below_half']:8.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:

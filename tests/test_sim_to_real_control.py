@@ -21,7 +21,7 @@ from slimdepth.deploy.exported import load_for_inference
 from slimdepth.errors import ConfigError
 from slimdepth.evaluate.conventions import preset_for
 from slimdepth.report.real import SYNTHETIC_CONTROL, ground_truth_of, open_frames, open_synthetic_frames, with_control
-from slimdepth.report.sim_to_real import FLAT_PRIOR, sim_to_real
+from slimdepth.report.sim_to_real import FLAT_PRIOR, road_probability, sim_to_real, transfer_sheet
 from slimdepth.train.run import resolve_config
 from slimdepth.train.trainer import Trainer
 from tests.helpers import TINY_RECIPE
@@ -31,6 +31,16 @@ from tests.test_synthetic_scenes import SPEC_VALUES
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sim_to_real.py"
 #: a small control: two dense-depth frames of queued traffic, KITTI-shaped (106 / 32 = 3.31)
 SMALL = "synthetic,num=2,size=32x106,split=test,traffic=2,seg=false,lidar=false"
+
+
+@pytest.fixture(scope="module")
+def stixel_run(tmp_path_factory) -> Path:
+    """A real (tiny) run of LiteDepth with the stixel head (``road_prior=popup``) at 32x96."""
+    out = tmp_path_factory.mktemp("runs") / "stixel"
+    recipe = {**TINY_RECIPE, "model": {"name": "litedepth", "road_prior": "popup", "internal_size": "none",
+                                       "max_depth": 80.0}}
+    Trainer(resolve_config(None, [], recipe), out).fit()
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +188,43 @@ def test_every_bad_scene_option_of_a_control_is_a_one_line_config_error(item) ->
     with pytest.raises(ConfigError) as err:
         open_synthetic_frames(spec)
     assert "\n" not in str(err.value) and (key in str(err.value) or "camera" in str(err.value))
+
+
+def test_a_stixel_heads_road_probability_is_scored_and_drawn(stixel_run, run) -> None:
+    """The median and the share below 0.5 of p over every pixel of every frame equal NumPy over
+    sigmoid(the head's logits); the sheet gains a grey panel of p (each head cell a block of the
+    frame) after the prediction; a model without road logits gets neither."""
+    result = sim_to_real([stixel_run, run], SMALL, rows=2)
+    stixel, plain = result.scores
+    frames = [open_frames(SMALL)[i] for i in range(2)]
+    model, size = load_for_inference(stixel_run, "cpu", None)
+    with torch.no_grad():
+        logits = [model.eval().predict(F.interpolate(f["image"][None], size=size, mode="bilinear",
+                                                     align_corners=False))["road"][0] for f in frames]
+    p = np.concatenate([torch.sigmoid(x).numpy().ravel() for x in logits]).astype(np.float64)
+    assert stixel.road["pixels"] == p.size == 2 * 8 * 24  # the head works at a quarter of 32x96
+    assert stixel.road["below_half"] == pytest.approx(np.mean(p < 0.5))
+    assert stixel.road["median"] == pytest.approx(np.sort(p)[(p.size - 1) // 2], abs=1e-6)  # torch: the lower median
+    assert plain.road == {} and "road_probability" not in plain.to_dict()
+    assert stixel.to_dict()["road_probability"] == stixel.road
+    maps = road_probability(model, [f["image"] for f in frames], size)
+    assert road_probability(load_for_inference(run, "cpu", None)[0], [frames[0]["image"]], size) is None
+    assert len(maps) == 2 and all(torch.allclose(m, torch.sigmoid(x), atol=1e-6) for m, x in zip(maps, logits))
+    sheet, plain_sheet = result.sheets["sheet_stixel"], result.sheets["sheet_tiny"]
+    assert sheet.shape[1] == 4 * 106 + 3 * 4 and plain_sheet.shape[1] == 3 * 106 + 2 * 4
+
+
+def test_the_road_panel_shows_each_head_cell_as_a_block() -> None:
+    """A checkerboard of p at the head's 8x24 cells is drawn as blocks over the 32x106 frame
+    (nearest, never blended), in grey (black = 0, white = 1), right after its column's prediction."""
+    frame = open_frames(SMALL)[0]
+    frame = {"image": frame["image"], "depth": frame["depth"], "meta": frame["meta"]}
+    p = torch.from_numpy((np.indices((8, 24)).sum(0) % 2).astype(np.float32))[None]  # 0/1 checkerboard
+    sheet = transfer_sheet([frame], [("m", [frame["depth"]])], road={"m": [p]})
+    assert sheet.shape[1] == 4 * 106 + 3 * 4
+    panel = sheet[48:, 2 * (106 + 4):3 * 106 + 2 * 4]
+    rows = np.floor(np.arange(32) * 8 / 32).astype(int)  # nearest: the cell each pixel falls in
+    cols = np.floor(np.arange(106) * 24 / 106).astype(int)
+    expected = (np.indices((8, 24)).sum(0) % 2)[rows][:, cols] * 255
+    assert np.array_equal(panel[..., 0], expected) and np.array_equal(panel[..., 1], expected)
+    assert transfer_sheet([frame], [("m", [frame["depth"]])]).shape[1] == 3 * 106 + 2 * 4

@@ -21,6 +21,17 @@ from slimdepth.evaluate.metrics import MetricAccumulator
 from slimdepth.evaluate.preds import EvalReport
 
 
+def input_batch(images: Sequence[torch.Tensor], input_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Images (3, H, W) in [0, 1] as one float batch at ``input_size`` (bilinear, images already
+    that size untouched), or at their own size, which must then be one."""
+    sizes = [tuple(im.shape[-2:]) for im in images]
+    size = tuple(input_size) if input_size is not None else sizes[0]
+    if input_size is None and any(s != size for s in sizes):
+        raise DataError("images of different sizes need an input size to be batched")
+    return torch.stack([F.interpolate(im[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+                        if tuple(im.shape[-2:]) != size else im.float() for im in images])
+
+
 @torch.inference_mode()
 def predict_depth(
     model: torch.nn.Module,
@@ -37,11 +48,8 @@ def predict_depth(
     if not images:
         return []
     sizes = [tuple(im.shape[-2:]) for im in images]
-    size = tuple(input_size) if input_size is not None else sizes[0]
-    if input_size is None and any(s != size for s in sizes):
-        raise DataError("images of different sizes need an input size to be batched")
-    batch = torch.stack([F.interpolate(im[None].float(), size=size, mode="bilinear", align_corners=False)[0]
-                         if tuple(im.shape[-2:]) != size else im.float() for im in images]).to(device)
+    batch = input_batch(images, input_size).to(device)
+    size = tuple(batch.shape[-2:])
     depth = model(batch)
     if flip:
         depth = 0.5 * (depth + model(batch.flip(-1)).flip(-1))

@@ -27,7 +27,8 @@ not above the constant's has learnt no shape that holds on these frames.
 Pictures: one contact sheet per model, one row per chosen frame, real image | prediction
 (metric, coloured on the LiDAR's robust range so that equal colours mean equal metres) | LiDAR
 points (grown into blocks that survive the shrinking of the sheet); with exactly two models a
-third sheet puts both predictions side by side. Sheets are full-resolution arrays here; they are
+third sheet puts both predictions side by side. A stixel head's sheet adds its road probability
+after the prediction, and its score says how sure the head is of the road (:class:`RoadProbability`). Sheets are full-resolution arrays here; they are
 shrunk to :data:`~slimdepth.report.real.REAL_SHEET_WIDTH` when written.
 """
 
@@ -36,18 +37,19 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from slimdepth.colormap import depth_range
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.evaluate.conventions import EvalConfig, preset_for, scale_ratio_stats
-from slimdepth.evaluate.loop import predict_depth
+from slimdepth.evaluate.loop import input_batch, predict_depth
 from slimdepth.fileio import atomic_path
 from slimdepth.flat_road import ABOVE_ROAD, above_road
 from slimdepth.flat_road import flat_road_depth as flat_prior_depth
@@ -61,8 +63,8 @@ from slimdepth.report.real import (REAL_SHEET_WIDTH, REAL_TITLE_HEIGHT, RealScor
 from slimdepth.report.samples import sample_indices
 from slimdepth.visualize import auto_dilation, colorize_depth, side_by_side
 
-__all__ = ["ABOVE_ROAD", "CAMERA_HEIGHT", "CONSTANT", "FLAT_PRIOR", "REGIONS", "RegionScorer", "SimToReal", "TransferScore", "above_road", "check_output_dir", "flat_prior_depth",
-           "sim_to_real", "transfer_sheet", "write_sim_to_real"]
+__all__ = ["ABOVE_ROAD", "CAMERA_HEIGHT", "CONSTANT", "FLAT_PRIOR", "REGIONS", "RegionScorer", "RoadProbability", "SimToReal", "TransferScore", "above_road", "check_output_dir", "flat_prior_depth",
+           "road_probability", "sim_to_real", "transfer_sheet", "write_sim_to_real"]
 
 #: height of KITTI's colour cameras above the road, metres (the synthetic scenes' rig uses it too)
 CAMERA_HEIGHT = KITTI_CAMERA_HEIGHT
@@ -95,12 +97,15 @@ class TransferScore:
     #: the same on the LiDAR points on the road and on those above it (:func:`above_road`); "scaled"
     #: uses each frame's whole-frame ratio, so the two parts share one scale
     regions: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    #: a stixel head's road probability over every pixel of every frame (:class:`RoadProbability`);
+    #: empty for any other model
+    road: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON form (NaN as null)."""
-        return _json_safe({"name": self.name, "source": self.source, "frames": self.frames, "metric": self.metric,
-                           "median_scaled": self.median_scaled, "scale_ratio": self.ratio,
-                           "regions": self.regions})
+        """Plain JSON form (NaN as null); ``road_probability`` only for a stixel head."""
+        out = {"name": self.name, "source": self.source, "frames": self.frames, "metric": self.metric,
+               "median_scaled": self.median_scaled, "scale_ratio": self.ratio, "regions": self.regions}
+        return _json_safe({**out, "road_probability": self.road} if self.road else out)
 
 
 class RegionScorer:
@@ -142,6 +147,35 @@ class RegionScorer:
         return out
 
 
+@torch.inference_mode()
+def road_probability(model: torch.nn.Module, images: Sequence[torch.Tensor],
+                     input_size: tuple[int, int] | None = None) -> list[torch.Tensor] | None:
+    """The stixel head's road probability ``p`` (1, h, w: the head's resolution, a quarter of the
+    input's) of each image in [0, 1], resized to ``input_size`` as :func:`predict_depth` does;
+    None for a model without road logits (another head, an exported file)."""
+    if not getattr(model, "has_road_logits", False):
+        return None
+    return list(torch.sigmoid(model.predict(input_batch(images, input_size))["road"].float()))
+
+
+class RoadProbability:
+    """How sure a stixel head is of the road: over every pixel of every frame, the median of ``p``
+    and the share below 0.5 (what it calls "not road", where something may stand)."""
+
+    def __init__(self) -> None:
+        self._values: list[torch.Tensor] = []
+
+    def add(self, p: torch.Tensor) -> None:
+        self._values.append(p.flatten())
+
+    def metrics(self) -> dict[str, float]:
+        """``{"median": ..., "below_half": ..., "pixels": n}``; empty when nothing was added."""
+        if not self._values:
+            return {}
+        p = torch.cat(self._values).double()
+        return {"median": float(p.median()), "below_half": float((p < 0.5).double().mean()), "pixels": int(p.numel())}
+
+
 @dataclass
 class SimToReal:
     """Every model's :class:`TransferScore`, the conventions, and the contact sheets."""
@@ -175,11 +209,14 @@ def _file_stem(name: str) -> str:
 
 
 def transfer_sheet(frames: Sequence[dict[str, Any]], columns: Sequence[tuple[str, Sequence[torch.Tensor]]],
-                   title_height: int = REAL_TITLE_HEIGHT, width: int = REAL_SHEET_WIDTH, truth: str = "LiDAR") -> np.ndarray:
-    """One row per frame: image | each column's prediction | ground truth (``truth`` names it in the
-    titles), as HxWx3 uint8 at full size.
+                   title_height: int = REAL_TITLE_HEIGHT, width: int = REAL_SHEET_WIDTH, truth: str = "LiDAR",
+                   road: Mapping[str, Sequence[torch.Tensor]] | None = None) -> np.ndarray:
+    """One row per frame: image | each column's prediction (and its road probability) | ground
+    truth (``truth`` names it in the titles), as HxWx3 uint8 at full size.
 
-    ``columns`` are (title, one prediction per frame). Predictions and LiDAR share the colours
+    ``columns`` are (title, one prediction per frame); ``road`` maps a column's title to one road
+    probability map per frame (:func:`road_probability`: grey, white = road, each of the head's
+    cells a block of the frame), drawn right after that column's prediction. Predictions and LiDAR share the colours
     of the LiDAR's 5th-95th percentile range (the prediction's when a frame has no point); the
     points are grown so that they survive the shrinking to ``width`` pixels. Each row is
     ``title_height + H`` tall and ``sum(widths) + 4 * (panels - 1)`` wide (see
@@ -195,13 +232,20 @@ def transfer_sheet(frames: Sequence[dict[str, Any]], columns: Sequence[tuple[str
             lo, hi = depth_range(lidar)
         except DataError:  # no LiDAR point in this frame: colour on the predictions
             lo, hi = depth_range(*preds)
-        full_width = frame["image"].shape[-1] * (len(columns) + 2)
+        h, w = frame["image"].shape[-2:]
+        maps = [road[title][i] if road and title in road else None for title, _ in columns]
+        full_width = w * (len(columns) + 2 + sum(m is not None for m in maps))
         k = auto_dilation(True, width / full_width)
         span = f"{lo:.1f}-{hi:.1f} m"
-        panels = [frame["image"], *(colorize_depth(p, vmin=lo, vmax=hi) for p in preds),
-                  colorize_depth(lidar, vmin=lo, vmax=hi, dilate=k)]
-        titles = [str(frame["meta"]["name"]), *(f"{title} (metric) {span}" for title, _ in columns),
-                  f"{truth} {span} (points grown to {k}x{k})"]
+        panels, titles = [frame["image"]], [str(frame["meta"]["name"])]
+        for (title, _), pred, p in zip(columns, preds, maps):
+            panels.append(colorize_depth(pred, vmin=lo, vmax=hi))
+            titles.append(f"{title} (metric) {span}")
+            if p is not None:
+                panels.append(F.interpolate(p[None].float(), size=(h, w), mode="nearest")[0, 0].numpy())
+                titles.append(f"{title}: road probability (white = road)")
+        panels.append(colorize_depth(lidar, vmin=lo, vmax=hi, dilate=k))
+        titles.append(f"{truth} {span} (points grown to {k}x{k})")
         rows.append(side_by_side(panels, titles, title_height=title_height))
     return stack_rows(rows)
 
@@ -239,15 +283,22 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path | str, *, rows: 
     keep = set(sample_indices(len(dataset), rows))
     shown: list[dict[str, Any]] = []
     kept: dict[str, list[torch.Tensor]] = {entry.name: [] for entry in entries}
+    roads = {entry.name: RoadProbability() for entry in entries}
+    kept_road: dict[str, list[torch.Tensor]] = {entry.name: [] for entry in entries}
     for start in range(0, len(dataset), BATCH):
         frames = [dataset[i] for i in range(start, min(start + BATCH, len(dataset)))]
         say(f"frames {start + 1}-{start + len(frames)} of {len(dataset)}")
         for entry, model, size in loaded:
-            for j, pred in enumerate(predict_depth(model, [f["image"] for f in frames], size)):
+            images = [f["image"] for f in frames]
+            for j, pred in enumerate(predict_depth(model, images, size)):
                 ratio = scorers[entry.name].add(pred, frames[j]["depth"])
                 regions[entry.name].add(pred, frames[j]["depth"], frames[j]["K"], ratio)
                 if start + j in keep:
                     kept[entry.name].append(pred)
+            for j, p in enumerate(road_probability(model, images, size) or []):  # stixel heads only
+                roads[entry.name].add(p)
+                if start + j in keep:
+                    kept_road[entry.name].append(p)
         if flat_prior:
             for frame in frames:
                 h, w = frame["depth"].shape[-2:]
@@ -269,15 +320,17 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path | str, *, rows: 
         both = scorer.metrics()
         ratio = scale_ratio_stats(scorer.ratios) if name != CONSTANT else {}
         scores.append(TransferScore(name, sources[name], scorer.num_frames, both.get("metric", {}),
-                                    both["median-scaled"], ratio, regions[name].metrics()))
+                                    both["median-scaled"], ratio, regions[name].metrics(),
+                                    roads[name].metrics() if name in roads else {}))
     truth, short = ground_truth_of(dataset)
     root = (str(real).strip() if dataset.dataset_name == "synthetic" else Path(real) if dataset.dataset_name == "folder"
             else kitti_root(Path(real)))
     result = SimToReal(scores, root, len(dataset), config, truth, [str(f["meta"]["name"]) for f in shown])
     for entry in entries:
         say(f"drawing the sheet of {entry.name}")
-        result.sheets[f"sheet_{_file_stem(entry.name)}"] = transfer_sheet(shown, [(entry.name, kept[entry.name])],
-                                                                          truth=short)
+        result.sheets[f"sheet_{_file_stem(entry.name)}"] = transfer_sheet(
+            shown, [(entry.name, kept[entry.name])], truth=short,
+            road={entry.name: kept_road[entry.name]} if kept_road[entry.name] else None)
     if len(entries) == 2:
         a, b = entries
         result.sheets[f"sheet_{_file_stem(a.name)}_vs_{_file_stem(b.name)}"] = transfer_sheet(
