@@ -5,7 +5,6 @@ drive's kind of street at KITTI's size, and a bad spec is one line with nothing 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -25,37 +24,31 @@ from slimdepth.report.sim_to_real import FLAT_PRIOR, road_probability, sim_to_re
 from slimdepth.train.run import resolve_config
 from slimdepth.train.trainer import Trainer
 from tests.helpers import TINY_RECIPE
-from tests.test_sim_to_real import _annotated_folder, _one_line, by_hand, flat_road
+from tests.test_sim_to_real import _annotated_folder, _one_line, _script, by_hand, flat_road
 from tests.test_synthetic_scenes import SPEC_VALUES
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sim_to_real.py"
 #: a small control: two dense-depth frames of queued traffic, KITTI-shaped (106 / 32 = 3.31)
 SMALL = "synthetic,num=2,size=32x106,split=test,traffic=2,seg=false,lidar=false"
 
 
+def _train(tmp_path_factory, name: str, model: dict) -> Path:
+    """A real (tiny) training run of ``model`` at 32x96 on synthetic scenes."""
+    out = tmp_path_factory.mktemp("runs") / name
+    Trainer(resolve_config(None, [], {**TINY_RECIPE, "model": model}), out).fit()
+    return out
+
+
 @pytest.fixture(scope="module")
 def stixel_run(tmp_path_factory) -> Path:
-    """A real (tiny) run of LiteDepth with the stixel head (``road_prior=popup``) at 32x96."""
-    out = tmp_path_factory.mktemp("runs") / "stixel"
-    recipe = {**TINY_RECIPE, "model": {"name": "litedepth", "road_prior": "popup", "internal_size": "none",
-                                       "max_depth": 80.0}}
-    Trainer(resolve_config(None, [], recipe), out).fit()
-    return out
+    """LiteDepth with the stixel head (``road_prior=popup``)."""
+    return _train(tmp_path_factory, "stixel", {"name": "litedepth", "road_prior": "popup", "internal_size": "none",
+                                               "max_depth": 80.0})
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    """A real (tiny) training run: tiny-multires at 32x96 on synthetic scenes."""
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    Trainer(resolve_config(None, [], TINY_RECIPE), out).fit()
-    return out
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("sim_to_real_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """tiny-multires, as the real-frame tests train it."""
+    return _train(tmp_path_factory, "tiny", TINY_RECIPE["model"])
 
 
 def test_the_default_control_is_the_drives_kind_of_street_at_kitti_size() -> None:
