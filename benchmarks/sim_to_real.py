@@ -96,7 +96,8 @@ def default_out(runs: list[Path]) -> Path:
 
 
 def print_table(result: SimToReal) -> None:
-    """One row per model: metric δ1, AbsRel, RMSE; median-scaled δ1, AbsRel; scale ratio."""
+    """One row per model: metric δ1, AbsRel, RMSE; median-scaled δ1, AbsRel; scale ratio. Then δ1 on
+    the road and above it, and for stixel heads how sure they are of the road."""
     c = result.config
     kind = "synthetic" if isinstance(result.real, str) else "real KITTI"
     print(f"\n{result.frames} {kind} frames in {result.real}; ground truth: {result.ground_truth}; "

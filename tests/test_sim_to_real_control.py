@@ -20,7 +20,7 @@ from slimdepth.deploy.exported import load_for_inference
 from slimdepth.errors import ConfigError
 from slimdepth.evaluate.conventions import preset_for
 from slimdepth.report.real import SYNTHETIC_CONTROL, ground_truth_of, open_frames, open_synthetic_frames, with_control
-from slimdepth.report.sim_to_real import FLAT_PRIOR, road_probability, sim_to_real, transfer_sheet
+from slimdepth.report.sim_to_real import FLAT_PRIOR, RoadProbability, road_probability, sim_to_real, transfer_sheet
 from slimdepth.train.run import resolve_config
 from slimdepth.train.trainer import Trainer
 from tests.helpers import TINY_RECIPE
@@ -183,13 +183,25 @@ def test_every_bad_scene_option_of_a_control_is_a_one_line_config_error(item) ->
     assert "\n" not in str(err.value) and (key in str(err.value) or "camera" in str(err.value))
 
 
-def test_a_stixel_heads_road_probability_is_scored_and_drawn(stixel_run, run) -> None:
-    """The median and the share below 0.5 of p over every pixel of every frame equal NumPy over
-    sigmoid(the head's logits); the sheet gains a grey panel of p (each head cell a block of the
-    frame) after the prediction; a model without road logits gets neither."""
-    result = sim_to_real([stixel_run, run], SMALL, rows=2)
+def test_road_probability_figures_of_known_values() -> None:
+    road = RoadProbability()
+    assert road.metrics() == {}
+    road.add(torch.tensor([[0.1, 0.6]]))
+    road.add(torch.tensor([0.3, 0.9, 0.4, 0.5]))  # 0.5 is road: "below" is strict
+    assert road.metrics() == {"median": pytest.approx(0.4), "below_half": 0.5, "pixels": 6}
+
+
+def test_a_stixel_heads_road_probability_is_scored_over_every_frame_and_drawn(stixel_run, run, monkeypatch) -> None:
+    """Over every frame, one frame per batch (not only the one on the sheet): the median and the
+    share below 0.5 of p equal NumPy over sigmoid(the head's logits); the sheet's row shows that
+    frame's p after the prediction; a model without road logits gets neither."""
+    import slimdepth.report.sim_to_real as s2r
+
+    monkeypatch.setattr(s2r, "BATCH", 1)
+    result = sim_to_real([stixel_run, run], SMALL, rows=1)
     stixel, plain = result.scores
-    frames = [open_frames(SMALL)[i] for i in range(2)]
+    dataset = open_frames(SMALL)
+    frames = [dataset[i] for i in range(2)]
     model, size = load_for_inference(stixel_run, "cpu", None)
     with torch.no_grad():
         logits = [model.eval().predict(F.interpolate(f["image"][None], size=size, mode="bilinear",
@@ -201,10 +213,27 @@ def test_a_stixel_heads_road_probability_is_scored_and_drawn(stixel_run, run) ->
     assert plain.road == {} and "road_probability" not in plain.to_dict()
     assert stixel.to_dict()["road_probability"] == stixel.road
     maps = road_probability(model, [f["image"] for f in frames], size)
-    assert road_probability(load_for_inference(run, "cpu", None)[0], [frames[0]["image"]], size) is None
     assert len(maps) == 2 and all(torch.allclose(m, torch.sigmoid(x), atol=1e-6) for m, x in zip(maps, logits))
+    assert road_probability(load_for_inference(run, "cpu", None)[0], [frames[0]["image"]], size) is None
+    (shown,) = [i for i in range(2) if dataset.names()[i] == result.sheet_frames[0]]
     sheet, plain_sheet = result.sheets["sheet_stixel"], result.sheets["sheet_tiny"]
     assert sheet.shape[1] == 4 * 106 + 3 * 4 and plain_sheet.shape[1] == 3 * 106 + 2 * 4
+    panel = sheet[48:, 2 * (106 + 4):3 * 106 + 2 * 4, 0]
+    expected = np.rint(255 * F.interpolate(maps[shown][None], size=(32, 106), mode="nearest")[0, 0].numpy())
+    assert np.abs(panel.astype(int) - expected).max() <= 1
+
+
+def test_the_script_prints_a_stixel_heads_road_figures(stixel_run, run, tmp_path, capsys) -> None:
+    assert _script().main(["--run", str(stixel_run), "--run", str(run), "--real", str(_annotated_folder(tmp_path / "a")),
+                           "--rows", "1", "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    saved = json.loads((tmp_path / "out" / "sim_to_real.json").read_text())["models"]
+    head = next(i for i, line in enumerate(printed) if line.startswith("the stixel head's road probability"))
+    assert printed[head + 1].split() == ["model", "|", "median", "p", "p", "<", "0.5"]
+    road = saved[0]["road_probability"]
+    assert printed[head + 2].split() == ["stixel", "|", f"{road['median']:.3f}", f"{road['below_half']:.3f}"]
+    assert len(printed) == head + 3 or not printed[head + 3].startswith("tiny")  # no row for the plain head
+    assert "road_probability" not in saved[1]
 
 
 def test_the_road_panel_shows_each_head_cell_as_a_block() -> None:

@@ -54,6 +54,7 @@ from slimdepth.fileio import atomic_path
 from slimdepth.flat_road import ABOVE_ROAD, above_road
 from slimdepth.flat_road import flat_road_depth as flat_prior_depth
 from slimdepth.geometry import KITTI_CAMERA_HEIGHT
+from slimdepth.models.base import model_device
 from slimdepth.options import check_number
 from slimdepth.report.collect import ModelEntry, collect
 from slimdepth.report.measure import ModelCache
@@ -151,11 +152,13 @@ class RegionScorer:
 def road_probability(model: torch.nn.Module, images: Sequence[torch.Tensor],
                      input_size: tuple[int, int] | None = None) -> list[torch.Tensor] | None:
     """The stixel head's road probability ``p`` (1, h, w: the head's resolution, a quarter of the
-    input's) of each image in [0, 1], resized to ``input_size`` as :func:`predict_depth` does;
-    None for a model without road logits (another head, an exported file)."""
+    size the network works at) of each image in [0, 1], resized to ``input_size`` as
+    :func:`predict_depth` does; ``model`` in eval mode, as there. None for a model without road
+    logits (another head, or an exported file, whose graph hands out depth alone)."""
     if not getattr(model, "has_road_logits", False):
         return None
-    return list(torch.sigmoid(model.predict(input_batch(images, input_size))["road"].float()))
+    batch = input_batch(images, input_size).to(model_device(model))
+    return list(torch.sigmoid(model.predict(batch)["road"].float()).cpu())
 
 
 class RoadProbability:
@@ -166,14 +169,15 @@ class RoadProbability:
         self._values: list[torch.Tensor] = []
 
     def add(self, p: torch.Tensor) -> None:
-        self._values.append(p.flatten())
+        """Every pixel of one frame's map (or any tensor of probabilities)."""
+        self._values.append(p.detach().flatten().float())
 
     def metrics(self) -> dict[str, float]:
         """``{"median": ..., "below_half": ..., "pixels": n}``; empty when nothing was added."""
         if not self._values:
             return {}
-        p = torch.cat(self._values).double()
-        return {"median": float(p.median()), "below_half": float((p < 0.5).double().mean()), "pixels": int(p.numel())}
+        p = torch.cat(self._values)
+        return {"median": float(p.median()), "below_half": int((p < 0.5).sum()) / p.numel(), "pixels": int(p.numel())}
 
 
 @dataclass
