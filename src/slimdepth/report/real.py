@@ -107,11 +107,16 @@ def real_folders(paths: list[Path]) -> dict[str, Path]:
             if real.resolve() in (p.resolve() for p in folders.values()):
                 raise ConfigError(f"--real {real}: given twice")
             base = Path(os.path.normpath(real.absolute())).name or "real"  # "x/.." is x's parent
-            name, n = base, 2
-            while name in folders:
-                name, n = f"{base}_{n}", n + 1
-            folders[name] = real
+            folders[_unique(base, folders)] = real
     return folders
+
+
+def _unique(base: str, taken: dict) -> str:
+    """``base``, or ``base_2``, ``base_3``... : the first name not in ``taken``."""
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}_{n}", n + 1
+    return name
 
 
 def with_control(sets: dict[str, Path], spec: str | None) -> dict[str, Path | str]:
@@ -119,10 +124,7 @@ def with_control(sets: dict[str, Path], spec: str | None) -> dict[str, Path | st
     control under :data:`CONTROL_FOLDER` (``_2``... when a real folder has that name), in scoring order."""
     out: dict[str, Path | str] = dict(sets)
     if spec is not None:
-        name, n = CONTROL_FOLDER, 2
-        while name in out:
-            name, n = f"{CONTROL_FOLDER}_{n}", n + 1
-        out[name] = spec
+        out[_unique(CONTROL_FOLDER, out)] = spec
     return out
 
 
