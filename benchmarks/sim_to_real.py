@@ -3,7 +3,8 @@
 Scores every run on every frame of each real-frame folder (a KITTI raw folder, against the
 projected Velodyne sweep, or a KITTI annotated-depth folder, rgb/ and depth/; by default both sets
 of the shared sample data: one congested drive and three frames of ordinary streets), Garg crop,
-0.001-80 m, as predicted (metric) and median-scaled per frame, and prints one table per folder; ``--flat-prior`` adds the baseline of a flat road seen from 1.65 m, ``--constant`` the
+0.001-80 m, as predicted (metric) and median-scaled per frame, and prints per folder the whole
+frame, the road and the points above it, and those by distance (0-8, 8-20, 20-80 m); ``--flat-prior`` adds the baseline of a flat road seen from 1.65 m, ``--constant`` the
 baseline of one depth everywhere (median-scaled only: the bar a model's *shape* has to clear). ``--config`` trains
 the recipe into ``--train-out`` first (a finished run there is reused, a stopped one continued).
 ``--control`` also scores the runs on built-in frames of the drive's kind at KITTI's size (queued
@@ -25,14 +26,14 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import NoReturn
 
-from slimdepth.errors import ConfigError, SlimdepthError, one_line
+from slimdepth.errors import ConfigError, OneLineArgumentParser, SlimdepthError, one_line
 from slimdepth.options import check_number
 from slimdepth.report.collect import collect
 from slimdepth.report.real import (SYNTHETIC_CONTROL, open_real_frames, open_synthetic_frames, real_folders,
                                    with_control)
-from slimdepth.report.sim_to_real import ABOVE_ROAD, SimToReal, check_output_dir, sim_to_real, write_sim_to_real
+from slimdepth.report.sim_to_real import (ABOVE_ROAD, DISTANCE_BANDS, SimToReal, band_region, check_output_dir, sim_to_real,
+                                         write_sim_to_real)
 from slimdepth.train.run import train_or_reuse
 
 #: the shared sample data beside the repository (its kitti_raw/ holds 20 frames of one drive, its
@@ -40,16 +41,8 @@ from slimdepth.train.run import train_or_reuse
 DEFAULT_REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad option as one line (``error: ...``), exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = _Parser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, action="append", default=[],
                         help="run directory (or checkpoint) to score; repeatable")
     parser.add_argument("--config", type=Path, help="recipe to train first (as `slimdepth train`)")
@@ -97,7 +90,7 @@ def default_out(runs: list[Path]) -> Path:
 
 def print_table(result: SimToReal) -> None:
     """One row per model: metric δ1, AbsRel, RMSE; median-scaled δ1, AbsRel; scale ratio. Then δ1 on
-    the road and above it, and for stixel heads how sure they are of the road."""
+    the road and above it, the latter by distance, and for stixel heads how sure they are of the road."""
     c = result.config
     kind = "synthetic" if isinstance(result.real, str) else "real KITTI"
     print(f"\n{result.frames} {kind} frames in {result.real}; ground truth: {result.ground_truth}; "
@@ -127,6 +120,22 @@ def print_table(result: SimToReal) -> None:
         counts = [s.regions[r]["points"] if r in s.regions else 0 for r in ("road", "above road")]
         share = counts[1] / sum(counts) if sum(counts) else math.nan
         print(f"{s.name:{width}s} | {cells(road, 11)} | {cells(above, 12)} | {share:11.2f}")
+    bands = [band_region(*band) for band in DISTANCE_BANDS]
+    print("\nthe points above the road by distance: the share of them in each band, δ1 as predicted, and "
+          "the band's own ratio (median over frames); ratio < 1: that band is predicted too far")
+    print(f"{'model':{width}s} | " + " | ".join(f"{b[len('above road '):]:>22s}" for b in bands))
+    print(f"{'':{width}s} | " + " | ".join(f"{'share':>6s} {'δ1':>6s} {'ratio':>8s}" for _ in bands))
+    for s in result.scores:
+        total = sum(s.regions[b]["points"] for b in bands if b in s.regions)
+        cells = []
+        for b in bands:
+            part = s.regions.get(b)
+            if part is None or "metric" not in part:
+                share = f"{part['points'] / total:6.2f}" if part and total else f"{'-':>6s}"
+                cells.append(f"{share} {'-':>6s} {'-':>8s}")
+            else:
+                cells.append(f"{part['points'] / total:6.2f} {part['metric']['d1']:6.3f} {part['ratio']['median']:8.2f}")
+        print(f"{s.name:{width}s} | " + " | ".join(cells))
     stixel = [s for s in result.scores if s.road]
     if stixel:
         print("\nthe stixel head's road probability p over every pixel of every frame (below 0.5: not road, "

@@ -24,7 +24,8 @@ from slimdepth.errors import ConfigError
 from slimdepth.evaluate.conventions import crop_box, get_preset
 from slimdepth.report.real import (REAL_SHEET_WIDTH, REAL_TITLE_HEIGHT, RealScorer, open_real_frames, real_folders,
                                    real_sets)
-from slimdepth.report.sim_to_real import CONSTANT, FLAT_PRIOR, flat_prior_depth, sim_to_real, transfer_sheet, write_sim_to_real
+from slimdepth.report.sim_to_real import (CONSTANT, DISTANCE_BANDS, FLAT_PRIOR, PARTS, band_region, flat_prior_depth, sim_to_real,
+                                         transfer_sheet, write_sim_to_real)
 from slimdepth.train.run import resolve_config, train_or_reuse
 from slimdepth.train.trainer import Trainer
 from tests.conftest import shared_data_dir
@@ -192,9 +193,13 @@ def test_road_and_above_road_split_the_lidar_points(result, frames) -> None:
     # that lie over 25% *beyond* the plane: few, if the camera is level and 1.65 m up (0.7% here)
     assert road["metric"]["d1"] > 0.95
     assert 0.5 < above["points"] / total < 0.9  # measured 0.72
-    for score in result.scores:  # the model is split the same way and scored on both parts
-        assert set(score.regions) == {"road", "above road"}
+    for score in result.scores:  # the model is split the same way and scored on every part
+        assert set(score.regions) == set(PARTS)
         assert score.regions["road"]["points"] == road["points"]
+    # every point above the road lies in one distance band (none beyond 80 m: the flat road caps there)
+    bands = [prior.regions[band_region(*b)]["points"] for b in DISTANCE_BANDS]
+    assert sum(bands) == above["points"]
+    assert bands[0] > 0.5 * above["points"]  # measured 0.69: the drive's vehicles stand within 8 m
 
 
 def test_median_scaling_removes_a_constant_factor(frames) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "SlimdepthError", "first_line", "one_line"]
+import argparse
+import sys
+from typing import NoReturn
+
+__all__ = ["ConfigError", "DataError", "OneLineArgumentParser", "SlimdepthError", "first_line", "one_line"]
 
 
 class SlimdepthError(Exception):
@@ -44,3 +48,12 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     failure, whose message may run to a dump of the graph."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[0][:limit] if lines else type(exc).__name__
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse for the benchmark scripts: a bad option is one line (``error: ...``), exit status 2,
+    as the CLI reports every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)

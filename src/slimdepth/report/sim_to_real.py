@@ -64,7 +64,7 @@ from slimdepth.report.real import (REAL_SHEET_WIDTH, REAL_TITLE_HEIGHT, RealScor
 from slimdepth.report.samples import sample_indices
 from slimdepth.visualize import auto_dilation, colorize_depth, side_by_side
 
-__all__ = ["ABOVE_ROAD", "CAMERA_HEIGHT", "CONSTANT", "FLAT_PRIOR", "REGIONS", "RegionScorer", "RoadProbability", "SimToReal", "TransferScore", "above_road", "check_output_dir", "flat_prior_depth",
+__all__ = ["ABOVE_ROAD", "CAMERA_HEIGHT", "CONSTANT", "DISTANCE_BANDS", "FLAT_PRIOR", "PARTS", "REGIONS", "RegionScorer", "RoadProbability", "SimToReal", "TransferScore", "above_road", "band_region", "check_output_dir", "flat_prior_depth",
            "road_probability", "sim_to_real", "transfer_sheet", "write_sim_to_real"]
 
 #: height of KITTI's colour cameras above the road, metres (the synthetic scenes' rig uses it too)
@@ -83,6 +83,19 @@ Log = Callable[[str], None]
 
 #: the two parts of each frame's LiDAR points scored apart
 REGIONS = ("road", "above road")
+#: distance bands (metres, lower bound included) the points above the road are also scored in:
+#: the real drive's vehicles stand mostly within 8 m, where a camera 1.65 m up cannot see the foot
+#: of anything nearer than 5.9 m (KITTI's 375 rows), and a model's errors differ by distance
+DISTANCE_BANDS = ((0.0, 8.0), (8.0, 20.0), (20.0, 80.0))
+
+
+def band_region(low: float, high: float) -> str:
+    """The name of the points above the road from ``low`` up to (not including) ``high`` metres."""
+    return f"above road {low:g}-{high:g} m"
+
+
+#: every part :class:`RegionScorer` scores: the two regions, then the above-road bands
+PARTS = REGIONS + tuple(band_region(*band) for band in DISTANCE_BANDS)
 
 
 @dataclass
@@ -95,8 +108,9 @@ class TransferScore:
     metric: dict[str, float]  # empty for the constant baseline (scored median-scaled only)
     median_scaled: dict[str, float]
     ratio: dict[str, float]  # per-frame median(LiDAR) / median(prediction): mean, std, median, ... (empty: constant)
-    #: the same on the LiDAR points on the road and on those above it (:func:`above_road`); "scaled"
-    #: uses each frame's whole-frame ratio, so the two parts share one scale
+    #: the same on the LiDAR points on the road and on those above it (:func:`above_road`), and on
+    #: the latter by distance (:data:`PARTS`); "scaled" uses each frame's whole-frame ratio, so the
+    #: parts share one scale, and "ratio" is the part's own median(truth) / median(prediction)
     regions: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     #: a stixel head's road probability over every pixel of every frame (:class:`RoadProbability`);
     #: empty for any other model
@@ -110,41 +124,49 @@ class TransferScore:
 
 
 class RegionScorer:
-    """Scores the road points and the points above the road of each frame apart, as predicted
-    and scaled by the frame's whole-frame median ratio."""
+    """Scores the road points and the points above the road of each frame apart (and the latter
+    in :data:`DISTANCE_BANDS` too), as predicted and scaled by the frame's whole-frame median
+    ratio, keeping each part's own per-frame ratio median(truth) / median(prediction): below 1,
+    that part is predicted too far."""
 
     def __init__(self, config: EvalConfig, metric: bool = True) -> None:
-        hows = ("metric", "scaled") if metric else ("scaled",)
-        self._scorers = {(region, how): RealScorer(config, scalings=("metric",))
-                         for region in REGIONS for how in hows}
-        self._points = dict.fromkeys(REGIONS, 0)
+        hows = ("metric", "scaled", "own") if metric else ("scaled",)
+        self._scorers = {(part, how): RealScorer(config, scalings=("median-scaled",) if how == "own" else ("metric",))
+                         for part in PARTS for how in hows}
+        self._points = dict.fromkeys(PARTS, 0)
 
     def add(self, pred: torch.Tensor, gt: torch.Tensor, K: Any, ratio: float) -> None:
         """One frame: ``ratio`` is its whole-frame median-scaling ratio (NaN: the frame did not count)."""
         if math.isnan(ratio):
             return
         above = above_road(gt, K)
-        for region, mask in (("road", ~above), ("above road", above)):
-            part = torch.where(mask, gt, torch.zeros_like(gt))
-            if not (part > 0).any():
+        masks = [("road", ~above), ("above road", above)]
+        masks += [(band_region(low, high), above & (gt >= low) & (gt < high)) for low, high in DISTANCE_BANDS]
+        for part, mask in masks:
+            truth = torch.where(mask, gt, torch.zeros_like(gt))
+            if not (truth > 0).any():
                 continue
-            self._points[region] += int((part > 0).sum())
-            if (region, "metric") in self._scorers:
-                self._scorers[(region, "metric")].add(pred, part)
-            self._scorers[(region, "scaled")].add(pred * ratio, part)
+            self._points[part] += int((truth > 0).sum())
+            if (part, "metric") in self._scorers:
+                self._scorers[(part, "metric")].add(pred, truth)
+                self._scorers[(part, "own")].add(pred, truth)
+            self._scorers[(part, "scaled")].add(pred * ratio, truth)
 
     def metrics(self) -> dict[str, dict[str, dict[str, float]]]:
-        """``{"road": {"metric": {...}, "scaled": {...}, "frames": n, "points": n}, "above road": {...}}``
-        (points: the LiDAR points of that part before the evaluation crop; no ``metric`` when the
-        scorer was made without it)."""
+        """``{"road": {"metric": {...}, "scaled": {...}, "ratio": {...}, "frames": n, "points": n},
+        "above road": {...}, "above road 0-8 m": {...}, ...}`` (points: the LiDAR points of that
+        part before the evaluation crop; frames: those with a point of it inside the crop; ratio:
+        :func:`scale_ratio_stats` of its own per-frame ratios; no ``metric`` and ``ratio`` when the
+        scorer was made without metric scores)."""
         out: dict[str, dict[str, Any]] = {}
-        for region in REGIONS:
-            scaled = self._scorers[(region, "scaled")]
+        for part in PARTS:
+            scaled = self._scorers[(part, "scaled")]
             if scaled.num_frames:
-                out[region] = {"scaled": scaled.metrics()["metric"], "frames": scaled.num_frames,
-                               "points": self._points[region]}
-                if (region, "metric") in self._scorers:
-                    out[region]["metric"] = self._scorers[(region, "metric")].metrics()["metric"]
+                out[part] = {"scaled": scaled.metrics()["metric"], "frames": scaled.num_frames,
+                             "points": self._points[part]}
+                if (part, "metric") in self._scorers:
+                    out[part]["metric"] = self._scorers[(part, "metric")].metrics()["metric"]
+                    out[part]["ratio"] = scale_ratio_stats(self._scorers[(part, "own")].ratios)
         return out
 
 
@@ -255,13 +277,18 @@ def transfer_sheet(frames: Sequence[dict[str, Any]], columns: Sequence[tuple[str
 
 
 def sim_to_real(models: Sequence[Path | ModelEntry], real: Path | str, *, rows: int = 6, flat_prior: bool = False,
-                constant: bool = False, log: Log | None = None) -> SimToReal:
+                constant: bool = False, log: Log | None = None,
+                transform: Callable[[dict[str, Any]], torch.Tensor] | None = None) -> SimToReal:
     """Score ``models`` (paths :func:`collect` reads, or entries) and optionally the flat prior and
     the constant baseline on every frame of the real-frame folder ``real`` (KITTI raw or annotated,
     :func:`~slimdepth.report.real.open_real_frames`), or of the built-in frames a ``synthetic,...``
     spec names (a control: :data:`~slimdepth.report.real.SYNTHETIC_CONTROL`), metric and
     median-scaled (the constant median-scaled only); draw a contact sheet of ``rows`` frames
-    (spread over the set) per model, and one of both predictions when there are two."""
+    (spread over the set) per model, and one of both predictions when there are two.
+
+    ``transform`` gives the image the models see from each frame (a test-time probe,
+    :func:`~slimdepth.report.probe.apply_probe`); the sheets show that image. The baselines use
+    no image, so it leaves them as they are."""
     say = log or (lambda message: None)
     check_number(rows, "--rows", integer=True, low=1)
     dataset = open_frames(real)  # a bad folder or spec fails before any model is loaded
@@ -291,6 +318,8 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path | str, *, rows: 
     kept_road: dict[str, list[torch.Tensor]] = {entry.name: [] for entry in entries}
     for start in range(0, len(dataset), BATCH):
         frames = [dataset[i] for i in range(start, min(start + BATCH, len(dataset)))]
+        if transform is not None:
+            frames = [{**f, "image": transform(f)} for f in frames]
         say(f"frames {start + 1}-{start + len(frames)} of {len(dataset)}")
         for entry, model, size in loaded:
             images = [f["image"] for f in frames]

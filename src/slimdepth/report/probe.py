@@ -1,0 +1,118 @@
+"""Test-time probes of a sim-to-real gap: the frames changed in one controlled way (a gamma, a
+gain, a contrast or a saturation, on the whole frame or only around the near objects) and every
+model scored again (:func:`~slimdepth.report.sim_to_real.sim_to_real` with ``transform``). Which
+change moves which part of the frame says what in the image a model reads depth from: a model
+whose near vehicles come nearer when only they are darkened reads darkness as nearness."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from slimdepth.data.photometric import _grey
+from slimdepth.errors import ConfigError
+from slimdepth.flat_road import above_road
+
+__all__ = ["DEFAULT_PROBES", "NEAR_DEPTH", "NEAR_GROW", "PROBE_OPS", "PROBE_PLACES", "Probe", "apply_probe",
+           "near_mask", "parse_probe"]
+
+#: what a probe may change: x ** value, x * value, the distance from the frame's mean grey times
+#: value, the distance from each pixel's grey times value (0: grey frames)
+PROBE_OPS = ("gamma", "gain", "contrast", "saturation")
+#: where: the whole frame, only the near objects (:func:`near_mask`), or everything but them
+PROBE_PLACES = ("all", "near", "rest")
+#: the near objects are the ground-truth points above the road nearer than this (metres): the
+#: first distance band of the benchmark, where a camera 1.65 m up sees no vehicle's foot
+NEAR_DEPTH = 8.0
+#: ... grown by this many pixels each way (at the frame's size), so that sparse LiDAR points
+#: become the surfaces they lie on
+NEAR_GROW = 7
+#: the probes the script runs when none is named
+DEFAULT_PROBES = ("as-is", "gamma=2.2", "gamma=0.45", "gamma=2.2@near", "gamma=2.2@rest", "gain=0.5",
+                  "contrast=0.5", "saturation=0")
+#: the largest value any op takes (a gamma of 10 is already black)
+MAX_VALUE = 10.0
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One change of the frames: ``op`` at ``value`` on ``where``; ``op`` None leaves them as they are."""
+
+    op: str | None = None
+    value: float = 1.0
+    where: str = "all"
+
+    @property
+    def name(self) -> str:
+        """The spelling :func:`parse_probe` reads back: ``as-is``, ``gamma=2.2``, ``gamma=2.2@near``."""
+        if self.op is None:
+            return "as-is"
+        return f"{self.op}={self.value:g}" + ("" if self.where == "all" else f"@{self.where}")
+
+
+def parse_probe(text: str) -> Probe:
+    """``as-is`` or ``OP=VALUE[@WHERE]`` (OP in :data:`PROBE_OPS`, WHERE in :data:`PROBE_PLACES`;
+    gamma above 0, the others from 0, all at most 10); anything else is a one-line ConfigError."""
+    spec = str(text).strip()
+    if spec == "as-is":
+        return Probe()
+    op, eq, rest = spec.partition("=")
+    op = op.strip()
+    if not eq or op not in PROBE_OPS:
+        raise ConfigError(f"--probe {text!r}: write as-is or OP=VALUE[@WHERE] with OP one of {', '.join(PROBE_OPS)}")
+    value_text, at, where = rest.partition("@")
+    where = where.strip() if at else "all"
+    if where not in PROBE_PLACES:
+        raise ConfigError(f"--probe {text!r}: the place after @ must be one of {', '.join(PROBE_PLACES)}")
+    try:
+        value = float(value_text)
+    except ValueError:
+        raise ConfigError(f"--probe {text!r}: {value_text.strip()!r} is not a number") from None
+    low_ok = value > 0 if op == "gamma" else value >= 0
+    if not (math.isfinite(value) and low_ok and value <= MAX_VALUE):
+        bound = "above 0" if op == "gamma" else "from 0"
+        raise ConfigError(f"--probe {text!r}: {op} must be {bound} up to {MAX_VALUE:g}")
+    return Probe(op, value, where)
+
+
+def near_mask(depth: torch.Tensor, K: Any, near: float = NEAR_DEPTH, grow: int = NEAR_GROW) -> torch.Tensor:
+    """HxW boolean map of the near objects: the ground-truth points (``depth``, 1xHxW or HxW,
+    metres, 0 = none) that stand above the road (:func:`~slimdepth.flat_road.above_road`) nearer
+    than ``near`` metres, each grown to a square of ``2 * grow + 1`` pixels."""
+    gt = depth.reshape(depth.shape[-2:]).float()
+    points = above_road(gt, K) & (gt < near)
+    if grow <= 0:
+        return points
+    return F.max_pool2d(points[None, None].float(), 2 * grow + 1, stride=1, padding=grow)[0, 0] > 0
+
+
+def _change(image: torch.Tensor, op: str, value: float) -> torch.Tensor:
+    if op == "gamma":
+        return image.clamp(0.0, 1.0) ** value
+    if op == "gain":
+        return (image * value).clamp(0.0, 1.0)
+    if op == "contrast":
+        mean = _grey(image).mean()
+        return ((image - mean) * value + mean).clamp(0.0, 1.0)
+    grey = _grey(image)  # saturation
+    return ((image - grey) * value + grey).clamp(0.0, 1.0)
+
+
+def apply_probe(probe: Probe, frame: dict[str, Any]) -> torch.Tensor:
+    """The frame's image (3xHxW in [0, 1]) as the probe changes it; ``near`` and ``rest`` need
+    the frame's ``depth`` and ``K`` (:func:`near_mask`), and a frame without near objects is left
+    alone by ``near`` and changed everywhere by ``rest``."""
+    image = frame["image"].float()
+    if probe.op is None:
+        return image
+    changed = _change(image, probe.op, probe.value)
+    if probe.where == "all":
+        return changed
+    mask = near_mask(frame["depth"], frame["K"])
+    if probe.where == "rest":
+        mask = ~mask
+    return torch.where(mask[None], changed, image)

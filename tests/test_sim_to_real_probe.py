@@ -1,0 +1,199 @@
+"""Test-time probes of the sim-to-real gap (``benchmarks/sim_to_real_probe.py``): each change of
+the frames on known values, the near objects' mask on a hand-made KITTI frame, the scores of the
+changed frames against NumPy by hand, and bad probes as one-line errors with nothing written.
+Needs no real data: the frames are a small synthetic control."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from slimdepth.deploy.exported import load_for_inference
+from slimdepth.errors import ConfigError
+from slimdepth.report.probe import (DEFAULT_PROBES, NEAR_GROW, PROBE_OPS, PROBE_PLACES, Probe, apply_probe, near_mask,
+                                    parse_probe)
+from slimdepth.report.real import REAL_TITLE_HEIGHT, open_frames
+from slimdepth.report.sim_to_real import sim_to_real
+from tests.helpers import TINY_RECIPE
+from tests.test_sim_to_real import _one_line, by_hand
+from tests.test_sim_to_real_bands import BLOCKS, K, _frame
+from tests.test_sim_to_real_control import SMALL, _train
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sim_to_real_probe.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("sim_to_real_probe_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    return _train(tmp_path_factory, "tiny", TINY_RECIPE["model"])
+
+
+def _image(h: int = 4, w: int = 6) -> torch.Tensor:
+    """A colour ramp: every pixel different, none at 0 or 1."""
+    t = torch.linspace(0.1, 0.9, h * w).reshape(h, w)
+    return torch.stack([t, t.flip(0), 0.5 * torch.ones_like(t)])
+
+
+def test_each_change_on_known_values() -> None:
+    x = _image()
+    frame = {"image": x}
+    assert torch.allclose(apply_probe(parse_probe("gamma=2"), frame), x ** 2)
+    assert torch.allclose(apply_probe(parse_probe("gain=0.5"), frame), x * 0.5)
+    assert torch.allclose(apply_probe(parse_probe("gain=4"), frame), (x * 4).clamp(max=1.0))
+    grey = 0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]
+    flat = apply_probe(parse_probe("contrast=0"), frame)  # every pixel the frame's mean grey
+    assert torch.allclose(flat, torch.full_like(x, float(grey.mean())))
+    assert torch.allclose(apply_probe(parse_probe("contrast=0.5"), frame), (x - grey.mean()) * 0.5 + grey.mean())
+    g = apply_probe(parse_probe("saturation=0"), frame)  # ITU-R 601 luma in all three channels
+    assert torch.allclose(g, grey.expand(3, -1, -1))
+    assert apply_probe(parse_probe("as-is"), frame) is not None and torch.equal(apply_probe(Probe(), frame), x)
+    for op in PROBE_OPS:  # 1 changes nothing, whatever the op
+        assert torch.allclose(apply_probe(parse_probe(f"{op}=1"), frame), x), op
+
+
+def test_near_mask_is_the_near_objects_grown() -> None:
+    gt, _ = _frame()
+    mask = near_mask(gt, K)
+    r, c, _ = BLOCKS[(0.0, 8.0)]  # the 5 m block; the 12 m and 30 m ones and the road stay out
+    expected = torch.zeros(gt.shape[-2:], dtype=torch.bool)
+    expected[r.start - NEAR_GROW:r.stop + NEAR_GROW, c.start - NEAR_GROW:c.stop + NEAR_GROW] = True
+    assert torch.equal(mask, expected)
+    assert torch.equal(near_mask(gt, K, grow=0), (gt[0] > 0) & (gt[0] < 8) & (torch.arange(gt.shape[1]) < 300)[:, None])
+
+
+def test_near_and_rest_change_complementary_parts() -> None:
+    gt, _ = _frame()
+    image = torch.rand(3, *gt.shape[-2:], generator=torch.Generator().manual_seed(0))
+    frame = {"image": image, "depth": gt, "K": K}
+    mask = near_mask(gt, K)
+    near = apply_probe(parse_probe("gamma=2.2@near"), frame)
+    rest = apply_probe(parse_probe("gamma=2.2@rest"), frame)
+    whole = apply_probe(parse_probe("gamma=2.2"), frame)
+    assert torch.equal(near[:, mask], whole[:, mask]) and torch.equal(near[:, ~mask], image[:, ~mask])
+    assert torch.equal(rest[:, ~mask], whole[:, ~mask]) and torch.equal(rest[:, mask], image[:, mask])
+    nothing_near = {**frame, "depth": torch.where(gt < 8, torch.zeros_like(gt), gt)}
+    assert torch.equal(apply_probe(parse_probe("gamma=2.2@near"), nothing_near), image)
+
+
+@settings(max_examples=60, deadline=None)
+@given(op=st.sampled_from(PROBE_OPS), value=st.floats(0.01, 10.0, allow_nan=False).map(lambda v: round(v, 3)),
+       where=st.sampled_from(PROBE_PLACES))
+def test_a_probes_name_reads_back_as_itself(op, value, where) -> None:
+    probe = Probe(op, value, where)
+    assert parse_probe(probe.name) == probe
+    assert ("@" in probe.name) == (where != "all")
+
+
+BAD_PROBES = [
+    ("hue=2", "OP=VALUE"), ("gamma", "OP=VALUE"), ("=2", "OP=VALUE"), ("gamma=", "not a number"),
+    ("gamma=two", "'two' is not a number"), ("gamma=0", "above 0"), ("gamma=-1", "above 0"), ("gain=-0.1", "from 0"),
+    ("contrast=11", "up to 10"), ("saturation=nan", "from 0"), ("gamma=inf", "above 0"), ("gamma=2@far", "after @"),
+    ("gamma=2@", "after @"), ("as is", "OP=VALUE"), ("gamma=1e999", "above 0"),
+]
+
+
+@pytest.mark.parametrize("text, fragment", BAD_PROBES)
+def test_bad_probes_are_one_line_config_errors(text, fragment) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_probe(text)
+    message = str(caught.value)
+    assert "\n" not in message and fragment in message and message.startswith("--probe ")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(max_size=20))
+def test_any_text_is_a_probe_or_a_one_line_error(text) -> None:
+    try:
+        probe = parse_probe(text)
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith("--probe ")
+    else:
+        assert probe.op in (None, *PROBE_OPS) and probe.where in PROBE_PLACES
+
+
+def test_changed_frames_are_scored_as_by_hand_and_shown_on_the_sheet(run) -> None:
+    probe = parse_probe("gamma=2.2")
+    result = sim_to_real([run], SMALL, rows=1, flat_prior=True, transform=partial(apply_probe, probe))
+    frames = [open_frames(SMALL)[i] for i in range(2)]
+    changed = [{**f, "image": f["image"] ** 2.2} for f in frames]
+    tiny, prior = result.scores
+    expected, _ = by_hand(_predict(run, changed), [f["depth"][0].numpy() for f in frames], median_scaling=False)
+    for key in ("d1", "abs_rel", "rmse"):
+        assert tiny.metric[key] == pytest.approx(expected[key], rel=1e-5), key
+    plain = sim_to_real([run], SMALL, rows=1, flat_prior=True)
+    assert plain.scores[0].metric["d1"] != tiny.metric["d1"] or plain.scores[0].metric["rmse"] != tiny.metric["rmse"]
+    assert prior.metric == plain.scores[1].metric  # the baselines use no image
+    shown = result.sheets["sheet_tiny"][REAL_TITLE_HEIGHT:REAL_TITLE_HEIGHT + 32, :106].astype(float)
+    first = frames[0]["image"] ** 2.2  # the first frame is on the sheet, as the model saw it
+    assert np.abs(shown - first.permute(1, 2, 0).numpy() * 255).mean() < 2.0
+    assert np.abs(shown - frames[0]["image"].permute(1, 2, 0).numpy() * 255).mean() > 5.0
+
+
+def _predict(run: Path, frames: list[dict]) -> list[np.ndarray]:
+    """The run's prediction of each 32x106 frame: resized to its input, predicted, resized back."""
+    model, size = load_for_inference(run, "cpu", None)
+    with torch.no_grad():
+        return [F.interpolate(model.eval()(F.interpolate(f["image"][None], size=size, mode="bilinear",
+                                                         align_corners=False)),
+                              size=(32, 106), mode="bilinear", align_corners=False)[0, 0].numpy() for f in frames]
+
+
+def test_script_prints_each_probe_against_the_frames_as_they_are(run, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    assert _script().main(["--run", str(run), "--real", f" {SMALL} ", "--probe", "gamma=2.2", "--probe",
+                           "saturation=0@rest", "--rows", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    saved = json.loads((out / "probe.json").read_text())
+    assert saved["real"] == SMALL and list(saved["probes"]) == ["as-is", "gamma=2.2", "saturation=0@rest"]
+    assert sorted(p.name for p in out.iterdir()) == ["as-is", "gamma=2.2", "probe.json", "saturation=0_at_rest"]
+    base, gamma = saved["probes"]["as-is"]["tiny"], saved["probes"]["gamma=2.2"]["tiny"]
+    detail = json.loads((out / "gamma=2.2" / "sim_to_real.json").read_text())["models"][0]
+    assert gamma["metric_d1"] == detail["metric"]["d1"] and gamma["ratio"] == detail["scale_ratio"]["mean"]
+    row = next(line for line in printed.splitlines() if line.startswith("gamma=2.2 "))
+    assert f"{gamma['metric_d1']:.3f} ({gamma['metric_d1'] - base['metric_d1']:+.3f})" in row
+
+
+def test_the_default_probes_start_from_the_frames_as_they_are() -> None:
+    args = _script().parse_args(["--run", "x"])
+    assert args.probe == [] and DEFAULT_PROBES[0] == "as-is"
+    assert [parse_probe(p).name for p in DEFAULT_PROBES] == list(DEFAULT_PROBES)  # each spelt as it reads back
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--probe", "gamma=0"], "above 0"), (["--probe", "gain=1", "--probe", "gain=1.0"], "given twice"),
+    (["--rows", "0"], "--rows"), (["--real", "synthetic,num=2,size=32x106,split=train"], "test split"),
+    (["--real", "/no/such/folder"], "/no/such/folder"), (["--probe", "blur=2"], "OP=VALUE"),
+])
+def test_bad_options_are_one_line_and_write_nothing(extra, fragment, run, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    assert _script().main(["--run", str(run), "--real", SMALL, "--out", str(out), *extra]) == 2
+    _one_line(capsys.readouterr().err, fragment)
+    assert not out.exists()
+
+
+def test_a_missing_run_and_a_full_out_are_refused(run, tmp_path, capsys) -> None:
+    assert _script().main(["--run", str(tmp_path / "nope"), "--real", SMALL]) == 2
+    _one_line(capsys.readouterr().err, "nope")
+    assert _script().main(["--real", SMALL]) == 2
+    _one_line(capsys.readouterr().err, "--run")
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "mine.txt").write_text("keep")
+    assert _script().main(["--run", str(run), "--real", SMALL, "--out", str(full)]) == 2
+    _one_line(capsys.readouterr().err, "not empty")
+    assert [p.name for p in full.iterdir()] == ["mine.txt"] and (full / "mine.txt").read_text() == "keep"
