@@ -19,6 +19,7 @@ from slimdepth.data.augment import (
     GaussianNoise,
     RandomConvolution,
     RandomCrop,
+    RandomGamma,
     RandomGrayscale,
     RandomHorizontalFlip,
     RandomRotation,
@@ -446,6 +447,8 @@ def test_no_op_creates_valid_pixels(config, size, seed):
         RandomGrayscale(1.0),
         GaussianBlur(1.0),
         RandomConvolution(1.0),
+        RandomGamma(1.0),
+        RandomGamma(1.0, gamma=(0.3, 3.0), grid=(3, 4)),
     ],
     ids=repr,
 )
@@ -537,8 +540,33 @@ def test_random_conv_keeps_the_statistics_and_the_regions():
     torch.testing.assert_close(RandomConvolution(1.0, mix=(0.0, 0.0))(pixel, generator=0)["image"], pixel["image"])
 
 
+def test_gamma_raises_to_the_drawn_gamma_globally_or_in_a_smooth_field():
+    src = scene_sample()
+    out = RandomGamma(1.0, gamma=(0.5, 2.0))(src, generator=4)
+    (g,) = out["meta"]["augment"][0]["gamma"]
+    assert 0.5 <= g <= 2.0
+    torch.testing.assert_close(out["image"], src["image"].clamp(0, 1) ** g)
+    assert torch.equal(RandomGamma(1.0, gamma=(0.5, 2.0))(src, generator=4)["image"], out["image"])  # the seed fixes it
+    assert RandomGamma(0.0)(src, generator=4) is src
+    # a 2x3 grid on a flat grey frame: each corner pixel takes its corner cell's gamma exactly, the
+    # field is smooth between (bilinear, corners aligned) and every gamma lies in the range
+    flat = {"image": torch.full((3, 9, 13), 0.5)}
+    out = RandomGamma(1.0, gamma=(0.25, 4.0), grid=(2, 3))(flat, generator=1)
+    gammas = torch.tensor(out["meta"]["augment"][0]["gamma"]).view(2, 3)
+    assert ((gammas >= 0.25) & (gammas <= 4.0)).all() and gammas.std() > 0
+    field = torch.log(out["image"][0]) / math.log(0.5)  # the gamma each pixel got
+    for (r, c), (gr, gc) in {(0, 0): (0, 0), (0, -1): (0, 2), (-1, 0): (1, 0), (-1, -1): (1, 2), (0, 6): (0, 1)}.items():
+        assert field[r, c].item() == pytest.approx(gammas[gr, gc].item(), rel=1e-4)
+    assert field.min() >= gammas.min() - 1e-4 and field.max() <= gammas.max() + 1e-4
+    assert torch.allclose(out["image"][0], out["image"][2])  # one field for all three channels
+    # log-uniform: over many draws, half the gammas lie below the geometric mean of the range
+    draws = [RandomGamma(1.0, gamma=(0.25, 4.0))({"image": torch.full((3, 1, 1), 0.5)}, generator=s)
+             ["meta"]["augment"][0]["gamma"][0] for s in range(400)]
+    assert 0.42 < np.mean(np.array(draws) < 1.0) < 0.58
+
+
 PHOTOMETRIC_KEYS = {"grayscale": ["p"], "blur": ["p", "sigma"], "noise": ["p", "std"],
-                    "random_conv": ["p", "kernel_sizes", "mix"]}
+                    "random_conv": ["p", "kernel_sizes", "mix"], "gamma": ["p", "gamma", "grid"]}
 
 
 @given(

@@ -51,7 +51,7 @@ from slimdepth.data.augment_base import (
     Augmentation, Sample, SizeLike, _fit, _interval, _non_negative, _probability, _randint, _record, _size, _uniform,
 )
 from slimdepth.data.photometric import (
-    ColorJitter, GaussianBlur, GaussianNoise, RandomConvolution, RandomGrayscale, RGBMultiplier,
+    ColorJitter, GaussianBlur, GaussianNoise, RandomConvolution, RandomGamma, RandomGrayscale, RGBMultiplier,
 )
 from slimdepth.data.sample import IGNORE_LABEL, key_kind, sample_size, sparse_keys
 from slimdepth.errors import ConfigError
@@ -68,6 +68,7 @@ __all__ = [
     "RGBMultiplier",
     "RandomConvolution",
     "RandomCrop",
+    "RandomGamma",
     "RandomGrayscale",
     "RandomHorizontalFlip",
     "RandomRotation",
@@ -476,6 +477,7 @@ _OPS: dict[str, type[Augmentation]] = {
     "color_jitter": ColorJitter,
     "rgb_multiplier": RGBMultiplier,
     "grayscale": RandomGrayscale,
+    "gamma": RandomGamma,
     "blur": GaussianBlur,
     "noise": GaussianNoise,
     "random_conv": RandomConvolution,

@@ -18,8 +18,10 @@ from slimdepth.data.augment_base import (
 )
 from slimdepth.data.sample import key_kind
 from slimdepth.errors import ConfigError
+from slimdepth.options import check_number
 
-__all__ = ["ColorJitter", "GaussianBlur", "GaussianNoise", "RGBMultiplier", "RandomConvolution", "RandomGrayscale"]
+__all__ = ["ColorJitter", "GaussianBlur", "GaussianNoise", "RGBMultiplier", "RandomConvolution", "RandomGamma",
+           "RandomGrayscale"]
 
 def _grey(image: torch.Tensor) -> torch.Tensor:
     """ITU-R 601 luma, 1xHxW."""
@@ -105,6 +107,52 @@ class RandomGrayscale(Augmentation):
         if torch.rand((), generator=generator, dtype=torch.float64).item() >= self.p:
             return sample
         return _map_images(sample, lambda img: _grey(img).expand(3, -1, -1).clone(), {"op": "grayscale"})
+
+
+MAX_GAMMA_GRID = 64  # cells of a local gamma field per side: finer is noise, not a tone curve
+
+
+@dataclass
+class RandomGamma(Augmentation):
+    """With probability ``p`` raise the image to a gamma drawn log-uniform in ``gamma`` (x ** g:
+    above 1 darker, below 1 brighter), one for the whole frame or, with ``grid`` (rows, columns)
+    larger than (1, 1), one per cell of that grid, bilinearly blended into a smooth field.
+
+    Changes the tone curve, and with a grid how bright one part of the frame is against another,
+    while edges and shapes stay: a model that reads depth from how bright a surface is (on real
+    frames darkening only the near vehicles brings them from too far to about right; see the
+    sim-to-real probes) has to learn other cues. The same gammas serve every image-like key.
+    """
+
+    p: float = 0.5
+    gamma: tuple[float, float] = (0.5, 2.0)
+    grid: tuple[int, int] = (1, 1)
+
+    def __post_init__(self) -> None:
+        self.p = _probability(self.p, "gamma p")
+        self.gamma = _interval(self.gamma, "gamma gamma (low, high)", positive=True)
+        if self.gamma[1] > 10.0:
+            raise ConfigError(f"gamma gamma must be at most 10 (a gamma of 10 is already black), got {self.gamma}")
+        grid = self.grid
+        if not isinstance(grid, Sequence) or isinstance(grid, str) or len(grid) != 2:
+            raise ConfigError(f"gamma grid must be a pair (rows, columns), got {grid!r}")
+        self.grid = tuple(int(check_number(n, "gamma grid", integer=True, low=1, high=MAX_GAMMA_GRID))
+                          for n in grid)
+
+    def apply(self, sample: Sample, generator: torch.Generator | None) -> Sample:
+        if torch.rand((), generator=generator, dtype=torch.float64).item() >= self.p:
+            return sample
+        low, high = math.log(self.gamma[0]), math.log(self.gamma[1])
+        rows, cols = self.grid
+        logs = low + (high - low) * torch.rand((1, 1, rows, cols), generator=generator, dtype=torch.float64)
+        gammas = logs.exp().float()
+
+        def toned(img: torch.Tensor) -> torch.Tensor:
+            field = gammas[0] if rows == cols == 1 else F.interpolate(
+                gammas, size=img.shape[-2:], mode="bilinear", align_corners=True)[0]
+            return img.clamp(0.0, 1.0) ** field
+
+        return _map_images(sample, toned, {"op": "gamma", "gamma": gammas.flatten().tolist()})
 
 
 MAX_BLUR_SIGMA = 20.0  # pixels: beyond this the image is a flat blur
