@@ -126,7 +126,7 @@ def print_table(result: SimToReal) -> None:
     print(f"{'model':{width}s} | " + " | ".join(f"{b[len('above road '):]:>22s}" for b in bands))
     print(f"{'':{width}s} | " + " | ".join(f"{'share':>6s} {'δ1':>6s} {'ratio':>8s}" for _ in bands))
     for s in result.scores:
-        total = sum(s.regions[b]["points"] for b in bands if b in s.regions)
+        total = s.regions.get("above road", {}).get("points", 0)  # (points at 80 m or more are in no band)
         cells = []
         for b in bands:
             part = s.regions.get(b)

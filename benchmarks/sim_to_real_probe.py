@@ -7,7 +7,7 @@ objects (``@near``: the ground-truth points above the road nearer than 8 m, grow
 everywhere but there (``@rest``). Prints, per probe and run, the whole frame's δ1 (metric and
 median-scaled), the scale ratio, and the near objects' δ1 and own ratio, each against the frames as
 they are; writes ``probe.json`` and each probe's ``sim_to_real.json`` and sheets (showing the
-changed images) into ``--out``/PROBE/. The probes need no training and change nothing on disk but
+changed images) into ``--out``/PROBE/ (``@`` spelt ``_at_``: ``gamma=2.2_at_near/``). The probes need no training and change nothing on disk but
 ``--out``. Usage:
 
     python benchmarks/sim_to_real_probe.py --run RUN [--run RUN2 ...] [--real DIR | --real SPEC]
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from functools import partial
 from pathlib import Path
@@ -58,8 +59,8 @@ def check_args(args: argparse.Namespace) -> tuple[list[Probe], Path | str]:
         raise ConfigError("nothing to probe: give --run RUN")
     check_number(args.rows, "--rows", integer=True, low=1)
     probes = [parse_probe(text) for text in args.probe or DEFAULT_PROBES]
-    if probes[0].op is not None:
-        probes.insert(0, Probe())  # the frames as they are: what every probe is read against
+    # the frames as they are come first, once: what every probe is read against
+    probes = [Probe()] + [p for p in probes if p.op is not None]
     names = [p.name for p in probes]
     twice = next((n for n in names if names.count(n) > 1), None)
     if twice is not None:
@@ -73,12 +74,16 @@ def check_args(args: argparse.Namespace) -> tuple[list[Probe], Path | str]:
 def summary(result: SimToReal) -> dict[str, dict[str, float]]:
     """Per model: whole-frame metric and scaled δ1, mean ratio, and the near band's δ1 and ratio
     (None when the frames have no near point)."""
+    def number(value: float | None) -> float | None:
+        return value if value is not None and math.isfinite(value) else None
+
     out = {}
     for s in result.scores:
         near = s.regions.get(NEAR, {})
-        out[s.name] = {"metric_d1": s.metric["d1"], "scaled_d1": s.median_scaled["d1"], "ratio": s.ratio["mean"],
-                       "near_d1": near["metric"]["d1"] if near else None,
-                       "near_ratio": near["ratio"]["median"] if near else None,
+        out[s.name] = {"metric_d1": number(s.metric["d1"]), "scaled_d1": number(s.median_scaled["d1"]),
+                       "ratio": number(s.ratio["mean"]),
+                       "near_d1": number(near["metric"]["d1"]) if near else None,
+                       "near_ratio": number(near["ratio"]["median"]) if near else None,
                        "near_points": near.get("points", 0)}
     return out
 
@@ -97,6 +102,8 @@ def print_probes(table: dict[str, dict[str, dict[str, float]]]) -> None:
                 value, before = row[key], base[model][key]
                 if value is None:
                     text = "-"
+                elif before is None:
+                    text = f"{value:{fmt}}"
                 else:
                     text = f"{value:{fmt}}" if probe == "as-is" else f"{value:{fmt}} ({value - before:+{fmt}})"
                 cells.append(f"{text:>{15 if 'd1' in key else 13}s}")
@@ -123,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             write_sim_to_real(result, out / name.replace("@", "_at_"))
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / "probe.json") as tmp:
-            tmp.write_text(json.dumps({"real": str(real), "probes": table}, indent=2) + "\n")
+            tmp.write_text(json.dumps({"real": str(real), "probes": table}, indent=2, allow_nan=False) + "\n")
         print(f"wrote {out / 'probe.json'} and one folder per probe")
     except SlimdepthError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)

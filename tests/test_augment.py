@@ -563,6 +563,12 @@ def test_gamma_raises_to_the_drawn_gamma_globally_or_in_a_smooth_field():
     draws = [RandomGamma(1.0, gamma=(0.25, 4.0))({"image": torch.full((3, 1, 1), 0.5)}, generator=s)
              ["meta"]["augment"][0]["gamma"][0] for s in range(400)]
     assert 0.42 < np.mean(np.array(draws) < 1.0) < 0.58
+    for bad, fragment in (((0.5, 11.0), "at most 10"), ((0.0, 2.0), "> 0"), ((2.0, 1.0), "low <= high")):
+        with pytest.raises(ConfigError, match=fragment):
+            RandomGamma(1.0, gamma=bad)
+    for grid in ((0, 3), (3, 65), (2.5, 3), (3,), "3x8"):
+        with pytest.raises(ConfigError, match="gamma grid"):
+            RandomGamma(1.0, grid=grid)
 
 
 PHOTOMETRIC_KEYS = {"grayscale": ["p"], "blur": ["p", "sigma"], "noise": ["p", "std"],

@@ -199,7 +199,7 @@ def test_road_and_above_road_split_the_lidar_points(result, frames) -> None:
     # every point above the road lies in one distance band (none beyond 80 m: the flat road caps there)
     bands = [prior.regions[band_region(*b)]["points"] for b in DISTANCE_BANDS]
     assert sum(bands) == above["points"]
-    assert bands[0] > 0.5 * above["points"]  # measured 0.69: the drive's vehicles stand within 8 m
+    assert bands[0] > 0.5 * above["points"]  # measured 0.71: the drive's vehicles stand within 8 m
 
 
 def test_median_scaling_removes_a_constant_factor(frames) -> None:

@@ -96,6 +96,30 @@ def test_a_band_without_points_is_left_out_and_the_ratios_are_per_frame() -> Non
     assert near["ratio"]["mean"] == pytest.approx(3.0) and near["ratio"]["median"] == pytest.approx(3.0)
 
 
+def test_a_point_on_a_bands_edge_belongs_to_the_band_above() -> None:
+    gt, pred = _frame()
+    edges = {(190, 900): 8.0, (190, 901): 20.0, (190, 902): 7.999, (190, 903): 19.999}
+    for (r, c), z in edges.items():
+        gt[0, r, c] = pred[0, r, c] = z
+    scorer = RegionScorer(get_preset("kitti"))
+    scorer.add(pred, gt, K, ratio=1.0)
+    parts = scorer.metrics()
+    sizes = {band: (r.stop - r.start) * (c.stop - c.start) for band, (r, c, _) in BLOCKS.items()}
+    # 7.999 joins 0-8 m, 8.0 and 19.999 join 8-20 m, 20.0 joins 20-80 m
+    assert [parts[band_region(*b)]["points"] - sizes[b] for b in DISTANCE_BANDS] == [1, 2, 1]
+
+
+def test_a_band_whose_prediction_cannot_be_scaled_keeps_its_other_figures() -> None:
+    """A part whose predictions are all non-positive has no ratio of its own; the scoring goes on."""
+    gt, pred = _frame()
+    r, c, _ = BLOCKS[(20.0, 80.0)]
+    pred[0, r, c] = -1.0
+    scorer = RegionScorer(get_preset("kitti"))
+    scorer.add(pred, gt, K, ratio=1.0)
+    far = scorer.metrics()[band_region(20.0, 80.0)]
+    assert far["points"] == 24 * 80 and far["metric"]["d1"] == 0.0 and far["ratio"]["count"] == 0
+
+
 def test_a_scaled_only_scorer_has_no_metric_and_no_ratio() -> None:
     gt, pred = _frame()
     scorer = RegionScorer(get_preset("kitti"), metric=False)

@@ -44,9 +44,10 @@ def run(tmp_path_factory) -> Path:
 
 
 def _image(h: int = 4, w: int = 6) -> torch.Tensor:
-    """A colour ramp: every pixel different, none at 0 or 1."""
+    """A colour ramp: every pixel different, none at 0 or 1, and channel means (0.5, 0.5, 0.2)
+    unlike the mean grey (0.466), so a contrast about the wrong mean shows."""
     t = torch.linspace(0.1, 0.9, h * w).reshape(h, w)
-    return torch.stack([t, t.flip(0), 0.5 * torch.ones_like(t)])
+    return torch.stack([t, t.flip(0), 0.2 * torch.ones_like(t)])
 
 
 def test_each_change_on_known_values() -> None:
@@ -74,6 +75,10 @@ def test_near_mask_is_the_near_objects_grown() -> None:
     expected[r.start - NEAR_GROW:r.stop + NEAR_GROW, c.start - NEAR_GROW:c.stop + NEAR_GROW] = True
     assert torch.equal(mask, expected)
     assert torch.equal(near_mask(gt, K, grow=0), (gt[0] > 0) & (gt[0] < 8) & (torch.arange(gt.shape[1]) < 300)[:, None])
+    edge = gt.clone()
+    edge[0, 190, 900], edge[0, 190, 950] = 8.0, 7.99  # on the band's edge: 8 m is not near, 7.99 m is
+    points = near_mask(edge, K, grow=0)
+    assert not points[190, 900] and points[190, 950]
 
 
 def test_near_and_rest_change_complementary_parts() -> None:
@@ -161,11 +166,19 @@ def test_script_prints_each_probe_against_the_frames_as_they_are(run, tmp_path, 
     saved = json.loads((out / "probe.json").read_text())
     assert saved["real"] == SMALL and list(saved["probes"]) == ["as-is", "gamma=2.2", "saturation=0@rest"]
     assert sorted(p.name for p in out.iterdir()) == ["as-is", "gamma=2.2", "probe.json", "saturation=0_at_rest"]
+    assert "NaN" not in (out / "probe.json").read_text()
     base, gamma = saved["probes"]["as-is"]["tiny"], saved["probes"]["gamma=2.2"]["tiny"]
     detail = json.loads((out / "gamma=2.2" / "sim_to_real.json").read_text())["models"][0]
     assert gamma["metric_d1"] == detail["metric"]["d1"] and gamma["ratio"] == detail["scale_ratio"]["mean"]
     row = next(line for line in printed.splitlines() if line.startswith("gamma=2.2 "))
     assert f"{gamma['metric_d1']:.3f} ({gamma['metric_d1'] - base['metric_d1']:+.3f})" in row
+
+
+def test_as_is_is_always_first_and_never_twice(run, tmp_path) -> None:
+    script = _script()
+    for probes in (["gamma=2"], ["gamma=2", "as-is"], ["as-is", "gamma=2"]):
+        args = script.parse_args(["--run", str(run), "--real", SMALL, *sum((["--probe", p] for p in probes), [])])
+        assert [p.name for p in script.check_args(args)[0]] == ["as-is", "gamma=2"], probes
 
 
 def test_the_default_probes_start_from_the_frames_as_they_are() -> None:

@@ -225,7 +225,7 @@ class RealScorer:
         frame at a fraction of the cost when the ground truth is sparse (a LiDAR sweep, one part of it)."""
         ratio = math.nan
         configs = self._configs
-        if pred.shape == gt.shape:  # (a mismatch is left to evaluate_batch, which names it)
+        if pred.shape == gt.shape and gt.dim() == 3 and gt.shape[0] == 1:  # else evaluate_batch names the fault
             mask = valid_mask(gt, self.config)
             if bool(mask.any()):
                 pred, gt = pred[mask][None, None], gt[mask][None, None]

@@ -149,7 +149,10 @@ class RegionScorer:
             self._points[part] += int((truth > 0).sum())
             if (part, "metric") in self._scorers:
                 self._scorers[(part, "metric")].add(pred, truth)
-                self._scorers[(part, "own")].add(pred, truth)
+                try:
+                    self._scorers[(part, "own")].add(pred, truth)
+                except DataError:  # nothing positive predicted on this part: it has no ratio of its own
+                    pass
             self._scorers[(part, "scaled")].add(pred * ratio, truth)
 
     def metrics(self) -> dict[str, dict[str, dict[str, float]]]:
