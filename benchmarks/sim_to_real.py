@@ -27,7 +27,7 @@ import math
 import sys
 from pathlib import Path
 
-from slimdepth.errors import ConfigError, OneLineArgumentParser, SlimdepthError, one_line
+from slimdepth.errors import ConfigError, OneLineArgumentParser, run_script
 from slimdepth.options import check_number
 from slimdepth.report.collect import collect
 from slimdepth.report.real import (SYNTHETIC_CONTROL, open_real_frames, open_synthetic_frames, real_folders,
@@ -145,40 +145,34 @@ def print_table(result: SimToReal) -> None:
             print(f"{s.name:{width}s} | {s.road['median']:8.3f} {s.road['below_half']:8.3f}")
 
 
+def score(args: argparse.Namespace) -> None:
+    """Check everything, then train (when asked), score every set and write the results."""
+    runs = check_args(args)
+    folders = real_folders(args.real or [DEFAULT_REAL])
+    for real in folders.values():
+        open_real_frames(real)  # no frames: fail before training
+    if args.control is not None:
+        open_synthetic_frames(args.control)  # a bad spec: fail before training
+    sets = with_control(folders, args.control)
+    out = args.out or default_out(runs)
+    check_output_dir(out, args.overwrite)
+    if args.config is not None:
+        print(f"training {args.config} into {args.train_out}")
+        done = train_or_reuse(args.config, args.train_out, args.sets)
+        print({"trained": "trained", "resumed": "continued the stopped run to its end",
+               "reused": "already trained: reusing it"}[done])
+    results = {name: sim_to_real(runs, real, rows=args.rows, flat_prior=args.flat_prior,
+                                 constant=args.constant, log=print)
+               for name, real in sets.items()}  # every folder scored before anything is written
+    for name, result in results.items():
+        print_table(result)
+        for path in write_sim_to_real(result, out / name if len(sets) > 1 else out):
+            print(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        runs = check_args(args)
-        folders = real_folders(args.real or [DEFAULT_REAL])
-        for real in folders.values():
-            open_real_frames(real)  # no frames: fail before training
-        if args.control is not None:
-            open_synthetic_frames(args.control)  # a bad spec: fail before training
-        sets = with_control(folders, args.control)
-        out = args.out or default_out(runs)
-        check_output_dir(out, args.overwrite)
-        if args.config is not None:
-            print(f"training {args.config} into {args.train_out}")
-            done = train_or_reuse(args.config, args.train_out, args.sets)
-            print({"trained": "trained", "resumed": "continued the stopped run to its end",
-                   "reused": "already trained: reusing it"}[done])
-        results = {name: sim_to_real(runs, real, rows=args.rows, flat_prior=args.flat_prior,
-                                     constant=args.constant, log=print)
-                   for name, real in sets.items()}  # every folder scored before anything is written
-        for name, result in results.items():
-            print_table(result)
-            for path in write_sim_to_real(result, out / name if len(sets) > 1 else out):
-                print(f"wrote {path}")
-    except SlimdepthError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # a folder that cannot be written
-        print(f"error: {exc.filename or ''}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; the same command continues a stopped training", file=sys.stderr)
-        return 130
-    return 0
+    return run_script(lambda: score(args), "interrupted; the same command continues a stopped training")
 
 
 if __name__ == "__main__":

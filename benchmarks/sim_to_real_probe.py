@@ -23,7 +23,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from slimdepth.errors import ConfigError, OneLineArgumentParser, SlimdepthError, one_line
+from slimdepth.errors import ConfigError, OneLineArgumentParser, run_script
 from slimdepth.fileio import atomic_path
 from slimdepth.options import check_number
 from slimdepth.report.collect import collect
@@ -112,36 +112,30 @@ def print_probes(table: dict[str, dict[str, dict[str, float]]]) -> None:
           "median(truth) / median(prediction), below 1: predicted too far")
 
 
+def score(args: argparse.Namespace) -> None:
+    """Check everything, then score the frames as they are and after each probe, print and write."""
+    probes, real = check_args(args)
+    first = args.run[0].resolve()
+    out = args.out or first.parent / f"{first.stem if first.is_file() else first.name}_probe"
+    check_output_dir(out, args.overwrite)
+    table, results = {}, {}
+    for probe in probes:
+        print(f"probe {probe.name}")
+        result = sim_to_real(list(args.run), real, rows=args.rows,
+                             transform=partial(apply_probe, probe) if probe.op else None)
+        results[probe.name], table[probe.name] = result, summary(result)
+    print_probes(table)
+    for name, result in results.items():
+        write_sim_to_real(result, out / name.replace("@", "_at_"))
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "probe.json") as tmp:
+        tmp.write_text(json.dumps({"real": str(real), "probes": table}, indent=2, allow_nan=False) + "\n")
+    print(f"wrote {out / 'probe.json'} and one folder per probe")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        probes, real = check_args(args)
-        first = args.run[0].resolve()
-        out = args.out or first.parent / f"{first.stem if first.is_file() else first.name}_probe"
-        check_output_dir(out, args.overwrite)
-        table, results = {}, {}
-        for probe in probes:
-            print(f"probe {probe.name}")
-            result = sim_to_real(list(args.run), real, rows=args.rows,
-                                 transform=partial(apply_probe, probe) if probe.op else None)
-            results[probe.name], table[probe.name] = result, summary(result)
-        print_probes(table)
-        for name, result in results.items():
-            write_sim_to_real(result, out / name.replace("@", "_at_"))
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "probe.json") as tmp:
-            tmp.write_text(json.dumps({"real": str(real), "probes": table}, indent=2, allow_nan=False) + "\n")
-        print(f"wrote {out / 'probe.json'} and one folder per probe")
-    except SlimdepthError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: {exc.filename or ''}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run_script(lambda: score(args), "interrupted")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import NoReturn
 
-__all__ = ["ConfigError", "DataError", "OneLineArgumentParser", "SlimdepthError", "first_line", "one_line"]
+__all__ = ["ConfigError", "DataError", "OneLineArgumentParser", "SlimdepthError", "first_line", "one_line",
+           "run_script"]
 
 
 class SlimdepthError(Exception):
@@ -57,3 +59,20 @@ class OneLineArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         print(f"error: {message} (see --help)", file=sys.stderr)
         sys.exit(2)
+
+
+def run_script(body: Callable[[], None], interrupted: str = "interrupted") -> int:
+    """Run a benchmark script's work: exit status 0, or 2 with one ``error: ...`` line on bad input
+    or a folder that cannot be written, or 130 with ``interrupted`` on Ctrl-C."""
+    try:
+        body()
+    except SlimdepthError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a folder that cannot be written
+        print(f"error: {exc.filename or ''}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return 130
+    return 0
