@@ -8,8 +8,10 @@ import math
 import pytest
 import torch
 
+from slimdepth.errors import DataError
 from slimdepth.evaluate.conventions import get_preset
 from slimdepth.flat_road import above_road
+from slimdepth.report.real import RealScorer
 from slimdepth.report.sim_to_real import DISTANCE_BANDS, PARTS, RegionScorer, band_region
 
 #: KITTI's left colour camera of 2011_09_26 at its 375x1242 frames
@@ -125,3 +127,20 @@ def test_a_scaled_only_scorer_has_no_metric_and_no_ratio() -> None:
     scorer = RegionScorer(get_preset("kitti"), metric=False)
     scorer.add(pred, gt, K, ratio=1.0)
     assert all(set(part) == {"scaled", "frames", "points"} for part in scorer.metrics().values())
+
+
+def test_real_scorer_scores_the_points_that_count_as_the_whole_frame_would() -> None:
+    """The scorer takes the valid points out before scoring: the same figures as the whole frame
+    (a NaN, an inf and a negative prediction included), and a batch is refused as before."""
+    gt, pred = _frame()
+    pred[0, 300, 100], pred[0, 301, 100], pred[0, 302, 100] = float("nan"), float("inf"), -3.0
+    points = RealScorer(get_preset("kitti"))
+    ratio = points.add(pred, gt)
+    whole = RealScorer(get_preset("kitti"))
+    whole.add(pred[0], gt[0])  # an HxW pair is scored as the whole frame, no point taken out
+    for name, figures in points.metrics().items():
+        for key, value in figures.items():
+            assert value == pytest.approx(whole.metrics()[name][key], rel=1e-9, abs=1e-12), (name, key)
+    assert ratio == pytest.approx(whole.ratios[0], rel=1e-12)
+    with pytest.raises(DataError, match="must be HxW"):
+        RealScorer(get_preset("kitti")).add(torch.cat([pred, pred]), torch.cat([gt, gt]))
