@@ -28,6 +28,18 @@ def _grey(image: torch.Tensor) -> torch.Tensor:
     return (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2])[None]
 
 
+def _contrast(image: torch.Tensor, factor: float) -> torch.Tensor:
+    """Blend with the image's mean grey level: 0 is flat grey, 1 the image; clamped to [0, 1]."""
+    mean = _grey(image).mean()
+    return ((image - mean) * factor + mean).clamp(0.0, 1.0)
+
+
+def _saturation(image: torch.Tensor, factor: float) -> torch.Tensor:
+    """Blend with the grey image: 0 is grey, 1 the image; clamped to [0, 1]."""
+    grey = _grey(image)
+    return ((image - grey) * factor + grey).clamp(0.0, 1.0)
+
+
 def _map_images(sample: Sample, fn: Callable[[torch.Tensor], torch.Tensor], entry: dict[str, Any]) -> Sample:
     """Apply ``fn`` to every image-like key (stereo partners alike); everything else is shared."""
     out = {key: fn(value) if key_kind(key) == "image" else value for key, value in sample.items()}
@@ -60,10 +72,7 @@ class ColorJitter(Augmentation):
 
         def jitter(img: torch.Tensor) -> torch.Tensor:
             img = (img * factors["brightness"]).clamp(0.0, 1.0)
-            mean = _grey(img).mean()
-            img = ((img - mean) * factors["contrast"] + mean).clamp(0.0, 1.0)
-            grey = _grey(img)
-            return ((img - grey) * factors["saturation"] + grey).clamp(0.0, 1.0)
+            return _saturation(_contrast(img, factors["contrast"]), factors["saturation"])
 
         return _map_images(sample, jitter, {"op": "color_jitter", **factors})
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from slimdepth.data.photometric import _grey
+from slimdepth.data.photometric import _contrast, _saturation
 from slimdepth.errors import ConfigError
 from slimdepth.flat_road import above_road
 
@@ -96,10 +96,8 @@ def _change(image: torch.Tensor, op: str, value: float) -> torch.Tensor:
     if op == "gain":
         return (image * value).clamp(0.0, 1.0)
     if op == "contrast":
-        mean = _grey(image).mean()
-        return ((image - mean) * value + mean).clamp(0.0, 1.0)
-    grey = _grey(image)  # saturation
-    return ((image - grey) * value + grey).clamp(0.0, 1.0)
+        return _contrast(image, value)
+    return _saturation(image, value)
 
 
 def apply_probe(probe: Probe, frame: dict[str, Any]) -> torch.Tensor:
