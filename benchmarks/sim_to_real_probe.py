@@ -26,7 +26,8 @@ from pathlib import Path
 from slimdepth.errors import ConfigError, OneLineArgumentParser, run_script
 from slimdepth.fileio import atomic_path
 from slimdepth.options import check_number
-from slimdepth.report.collect import collect
+from slimdepth.report.collect import ModelEntry, collect
+from slimdepth.report.measure import ModelCache
 from slimdepth.report.probe import DEFAULT_PROBES, Probe, apply_probe, parse_probe
 from slimdepth.report.real import is_synthetic_spec, open_frames
 from slimdepth.report.sim_to_real import (DISTANCE_BANDS, SimToReal, band_region, check_output_dir, sim_to_real,
@@ -53,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def check_args(args: argparse.Namespace) -> tuple[list[Probe], Path | str]:
+def check_args(args: argparse.Namespace) -> tuple[list[Probe], list[ModelEntry], Path | str]:
     """Everything refused before a model is loaded: the probes, the runs, the frames and --out."""
     if not args.run:
         raise ConfigError("nothing to probe: give --run RUN")
@@ -65,10 +66,10 @@ def check_args(args: argparse.Namespace) -> tuple[list[Probe], Path | str]:
     twice = next((n for n in names if names.count(n) > 1), None)
     if twice is not None:
         raise ConfigError(f"--probe {twice}: given twice")
-    collect(list(args.run))  # a missing or unusable run
+    models = collect(list(args.run)).models  # a missing or unusable run
     real = args.real.strip() if is_synthetic_spec(args.real) else Path(args.real)
     open_frames(real)  # a missing or foreign folder, a bad spec
-    return probes, real
+    return probes, models, real
 
 
 def summary(result: SimToReal) -> dict[str, dict[str, float]]:
@@ -114,14 +115,15 @@ def print_probes(table: dict[str, dict[str, dict[str, float]]]) -> None:
 
 def score(args: argparse.Namespace) -> None:
     """Check everything, then score the frames as they are and after each probe, print and write."""
-    probes, real = check_args(args)
+    probes, models, real = check_args(args)
+    cache = ModelCache()  # each model loaded once, whatever the number of probes
     first = args.run[0].resolve()
     out = args.out or first.parent / f"{first.stem if first.is_file() else first.name}_probe"
     check_output_dir(out, args.overwrite)
     table, results = {}, {}
     for probe in probes:
         print(f"probe {probe.name}")
-        result = sim_to_real(list(args.run), real, rows=args.rows,
+        result = sim_to_real(models, real, rows=args.rows, cache=cache,
                              transform=partial(apply_probe, probe) if probe.op else None)
         results[probe.name], table[probe.name] = result, summary(result)
     print_probes(table)

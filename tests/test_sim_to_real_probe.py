@@ -158,7 +158,12 @@ def _predict(run: Path, frames: list[dict]) -> list[np.ndarray]:
                               size=(32, 106), mode="bilinear", align_corners=False)[0, 0].numpy() for f in frames]
 
 
-def test_script_prints_each_probe_against_the_frames_as_they_are(run, tmp_path, capsys) -> None:
+def test_script_prints_each_probe_against_the_frames_as_they_are(run, tmp_path, capsys, monkeypatch) -> None:
+    from slimdepth.report import measure
+
+    loads = []
+    load = measure.load_for_inference
+    monkeypatch.setattr(measure, "load_for_inference", lambda *a, **k: loads.append(a[0]) or load(*a, **k))
     out = tmp_path / "out"
     assert _script().main(["--run", str(run), "--real", f" {SMALL} ", "--probe", "gamma=2.2", "--probe",
                            "saturation=0@rest", "--rows", "1", "--out", str(out)]) == 0
@@ -172,6 +177,7 @@ def test_script_prints_each_probe_against_the_frames_as_they_are(run, tmp_path, 
     assert gamma["metric_d1"] == detail["metric"]["d1"] and gamma["ratio"] == detail["scale_ratio"]["mean"]
     row = next(line for line in printed.splitlines() if line.startswith("gamma=2.2 "))
     assert f"{gamma['metric_d1']:.3f} ({gamma['metric_d1'] - base['metric_d1']:+.3f})" in row
+    assert len(loads) == 1  # the model is loaded once for the three passes
 
 
 def test_as_is_is_always_first_and_never_twice(run, tmp_path) -> None:

@@ -281,7 +281,8 @@ def transfer_sheet(frames: Sequence[dict[str, Any]], columns: Sequence[tuple[str
 
 def sim_to_real(models: Sequence[Path | ModelEntry], real: Path | str, *, rows: int = 6, flat_prior: bool = False,
                 constant: bool = False, log: Log | None = None,
-                transform: Callable[[dict[str, Any]], torch.Tensor] | None = None) -> SimToReal:
+                transform: Callable[[dict[str, Any]], torch.Tensor] | None = None,
+                cache: ModelCache | None = None) -> SimToReal:
     """Score ``models`` (paths :func:`collect` reads, or entries) and optionally the flat prior and
     the constant baseline on every frame of the real-frame folder ``real`` (KITTI raw or annotated,
     :func:`~slimdepth.report.real.open_real_frames`), or of the built-in frames a ``synthetic,...``
@@ -291,7 +292,8 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path | str, *, rows: 
 
     ``transform`` gives the image the models see from each frame (a test-time probe,
     :func:`~slimdepth.report.probe.apply_probe`); the sheets show that image. The baselines use
-    no image, so it leaves them as they are."""
+    no image, so it leaves them as they are. ``cache`` keeps the loaded models between calls
+    (one call per probe loads each model once)."""
     say = log or (lambda message: None)
     check_number(rows, "--rows", integer=True, low=1)
     dataset = open_frames(real)  # a bad folder or spec fails before any model is loaded
@@ -305,7 +307,7 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path | str, *, rows: 
     if twice is not None:
         raise ConfigError(f"{twice}: given twice (or named like the baseline); give each model once")
     config = preset_for(dataset)
-    cache = ModelCache()
+    cache = cache or ModelCache()
     loaded = [(entry, *cache.get(entry)) for entry in entries]
     scorers = {entry.name: RealScorer(config) for entry in entries}
     if flat_prior:
