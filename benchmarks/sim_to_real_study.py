@@ -34,6 +34,7 @@ VARIANTS: dict[str, tuple[str, str]] = {
                         "every step off (close to the first generator's world, not the same frames)"),
     "no-traffic": ("traffic=0", "sparse traffic (one vehicle per lane at most, beyond 6 m)"),
     "no-shapes": ("vehicles=boxes", "two-box vehicles instead of shaped cars, lorries, tankers"),
+    "wheels": ("vehicles=wheeled", "the shaped vehicles on tyres, heavy ones with a chassis"),
     "no-structures": ("structures=false", "no overpasses, guard rails, barriers, walls, fences"),
     "urban-only": ("layouts=urban", "urban streets only (no highways, no rural roads)"),
     "plain-camera": ("camera=plain", "no camera effects (exposure, gamma, dither only)"),

@@ -19,6 +19,7 @@ from slimdepth.data.registry import build_dataset
 from slimdepth.data.synthetic import SceneGenerator, write_synthetic
 from slimdepth.data.synthetic.generator import generator_options
 from slimdepth.data.synthetic.primitives import CONCRETE, ELLIPSOID, RAIL, TUBE, VEHICLE
+from slimdepth.data.synthetic.vehicles import GEAR
 from slimdepth.data.synthetic import shading, shadows
 from slimdepth.data.synthetic.raycast import BOX, CYLINDER, PinholeGrid, RayGrid, cast, hit_distances
 from slimdepth.data.synthetic.camera import CameraOptions
@@ -107,6 +108,78 @@ def test_layouts_and_structures_options():
     assert {mixed.scene(i).layout for i in range(40)} == {"urban", "highway", "rural"}
     boxes = SceneGenerator((48, 160), seed=2, components=(), scene_options=SceneOptions(vehicles="boxes"))
     assert not any((boxes.scene(i).prims.kind == TUBE).any() for i in range(12))
+
+
+def _gear(pr) -> np.ndarray:
+    return (pr.material == VEHICLE) & (pr.params[:, 5] == GEAR)
+
+
+def test_wheeled_vehicles_are_the_shaped_ones_on_tyres():
+    shaped = SceneGenerator((48, 160), seed=3, components=())
+    wheeled = SceneGenerator((48, 160), seed=3, components=(), scene_options=SceneOptions(vehicles="wheeled"))
+    tyres = chassis = 0
+    for i in range(10):
+        a, b = shaped.scene(i).prims, wheeled.scene(i).prims
+        gear = _gear(b)
+        assert not _gear(a).any()
+        for name in ("kind", "center", "half", "yaw", "material", "label", "color", "params", "obj"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name)[~gear], err_msg=name)
+        for k in np.flatnonzero(gear):
+            body = (b.obj == b.obj[k]) & ~gear
+            assert body.any() and (b.kind[body] == BOX).any()
+            # within its vehicle's length (the yawed parts' world boxes) and at most a tanker's
+            # twin tyres wider (2.5 m across them, 2.1-2.5 m across its barrel)
+            slack = np.array([0.2 + 1e-9, 1e-9])
+            assert (b.lo[k, [0, 2]] >= b.lo[body][:, [0, 2]].min(0) - slack).all()
+            assert (b.hi[k, [0, 2]] <= b.hi[body][:, [0, 2]].max(0) + slack).all()
+            if b.params[k, 2] > 0:  # a tyre: stands on the road, as tall as its wheel, turned like its vehicle
+                tyres += 1
+                assert b.lo[k, 1] == 0.0 and b.hi[k, 1] == pytest.approx(2 * b.params[k, 2])
+                assert b.params[k, 2] in (np.float32(0.31), np.float32(0.35), np.float32(0.36), np.float32(0.5))
+                np.testing.assert_array_equal(b.yaw[k], b.yaw[body][0])
+            else:
+                chassis += 1
+        per_vehicle = np.bincount(b.obj[gear & (b.params[:, 2] > 0)])
+        assert set(per_vehicle[per_vehicle > 0]) <= {4, 6, 8, 12}  # two axles; a lorry three, a trailer six
+    assert tyres > 100 and chassis > 0, (tyres, chassis)
+
+
+def _albedo(scene, grid, hits) -> np.ndarray:
+    """The shader's albedo of every visible pixel, (3, n), in the order of its ``idx``."""
+    s = shading._Surface(scene, grid, hits)
+    groups = shading._normals(s)
+    s.finish_normals()
+    shading._ground(s)
+    shading._primitives(s, groups)
+    return s, s.albedo
+
+
+def test_tyres_only_add_nearer_surfaces_dark_with_grey_hubs():
+    depth = {}
+    for style in ("shaped", "wheeled"):
+        gen = SceneGenerator((96, 320), seed=1, components=("depth",),
+                             scene_options=SceneOptions(traffic=2.0, vehicles=style))
+        frames = [gen.frame(i) for i in range(4)]
+        depth[style] = np.stack([f.depth for f in frames])
+    pid = np.stack([_pid(gen, f) for f in frames])
+    gear = np.stack([_gear(f.scene.prims)[np.maximum(p, 0)] & (p >= 0) for f, p in zip(frames, pid)])
+    # the same scenes plus running gear: every pixel as near or nearer, exactly the gear's pixels nearer
+    nearer = depth["wheeled"] < depth["shaped"]
+    assert (depth["wheeled"] <= depth["shaped"]).all()
+    assert gear.sum() > 200 and nearer[gear].all() and not nearer[~gear].any()
+    hub = rubber = 0
+    for f in frames:  # rubber and chassis (0.035-0.05 x 0.9-1.1), hubs 0.3 x 0.9-1.1
+        grid = PinholeGrid(f.scene.K, *gen.size, f.scene.camera_rotation, f.scene.camera_origin)
+        s, albedo = _albedo(f.scene, grid, cast(f.scene, grid))
+        pr = f.scene.prims
+        on = _gear(pr)[s.pid] & (s.pid >= 0)
+        a = albedo[:, on]
+        dark, grey = (a < 0.056).all(0) & (a > 0.031).all(0), (np.abs(a - 0.3) < 0.031).all(0)
+        assert (dark | grey).all()
+        tyre = pr.params[s.pid[on], 2] > 0
+        assert not (grey & ~tyre).any()  # a chassis has no hub
+        hub, rubber = hub + int(grey.sum()), rubber + int((dark & tyre).sum())
+    assert hub > 10 and rubber > hub, (hub, rubber)
 
 
 def test_domain_randomisation_and_camera_change_colours_not_geometry():
@@ -254,7 +327,7 @@ def test_above_road_split_matches_the_synthetic_labels():
 SPEC_VALUES = {
     "traffic": st.one_of(st.floats(max_value=-1e-6), st.floats(min_value=2.0001), st.just("lots"), st.booleans()),
     "randomize": st.one_of(st.floats(min_value=1.0001), st.floats(max_value=-1e-6), st.just("yes")),
-    "vehicles": st.sampled_from(["cars", "box", "1"]),
+    "vehicles": st.sampled_from(["cars", "box", "1", "wheels", "Wheeled"]),
     "layouts": st.sampled_from(["city", "motorway", "urban+highway"]),
     "camera": st.sampled_from(["raw", "canon", "1"]),
     "jpeg": st.one_of(st.floats(min_value=4.0001), st.floats(max_value=-1e-6), st.just("high")),

@@ -187,7 +187,7 @@ def _buildings(b: PrimBuilder, rng: np.random.Generator, side: int, walk_edge: f
 BEND_TURN = 0.364
 #: the scene layouts and how often each is drawn in a ``mixed`` dataset
 LAYOUTS = {"urban": 0.5, "highway": 0.35, "rural": 0.15}
-VEHICLE_STYLES = ("shaped", "boxes")
+VEHICLE_STYLES = ("shaped", "boxes", "wheeled")
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,9 @@ class SceneOptions:
 
     ``traffic`` scales how full the lanes are (0: one vehicle per lane at most, beyond 6 m, as
     the first generator drew; 1: KITTI-like queues with vehicles from 3 m; up to 2);
-    ``vehicles`` is ``shaped`` (rounded cars, tankers, lorries) or ``boxes``; ``structures``
+    ``vehicles`` is ``shaped`` (rounded cars, tankers, lorries), ``wheeled`` (the same vehicles
+    on tyres, heavy ones with a chassis: each scene is the shaped one plus its running gear) or
+    ``boxes``; ``structures``
     adds overpasses, guard rails, barriers, walls and fences; ``layouts`` is ``mixed`` (urban
     streets, highways and rural roads) or one of them; ``randomize`` is the share of frames
     whose colours and light are drawn at random (domain randomisation); ``haze`` scales the
@@ -378,7 +380,7 @@ def sample_scene(rng: np.random.Generator, height: int, width: int, options: Sce
     b = PrimBuilder()
     layout = _layout(rng, opts)
     highway, rural = layout == "highway", layout == "rural"
-    shaped = opts.vehicles == "shaped"
+    shaped, wheels = opts.vehicles != "boxes", opts.vehicles == "wheeled"
     if highway:
         lane_w, per_side = _u(rng, 3.4, 3.8), 2 + int(rng.integers(3))
         n_lanes, n_oncoming, median = 2 * per_side, per_side, _u(rng, 0.8, 1.6)
@@ -469,14 +471,14 @@ def sample_scene(rng: np.random.Generator, height: int, width: int, options: Sce
             x = edge - side * (0.3 + 1.0 + _u(rng, 0.0, 0.3))
             if b.is_free(x, z + length / 2, 1.0, length / 2, under=True):
                 vehicles.add_vehicle(b, rng, kind, x, z + length / 2, 1.0 if rng.random() < 0.5 else -1.0,
-                                     _u(rng, -0.02, 0.02), shaped)
+                                     _u(rng, -0.02, 0.02), shaped, wheels)
             z += length + _u(rng, 0.6, 3.0)
 
     # Moving traffic, lane by lane.
     heavy = 0.3 if highway else 0.12
     for lane in range(n_lanes):
         vehicles.lane_traffic(b, rng, x_lane(lane) + lane_w / 2, -1.0 if lane < n_oncoming else 1.0, lane == ego,
-                              opts.traffic * (0.5 if rural else 1.0), heavy, shaped)
+                              opts.traffic * (0.5 if rural else 1.0), heavy, shaped, wheels=wheels)
 
     _street_furniture(b, rng, road_left, road_right, walk_left, walk_right, far,
                       trees=0.8 if highway or rural else 0.6, poles=not rural)

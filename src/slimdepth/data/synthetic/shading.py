@@ -356,7 +356,8 @@ def _concrete_colors(sel, pid, l0, l2, axis, height, fp, params, color, color2, 
 
 def _vehicle(s: _Surface, sel: np.ndarray, pid: np.ndarray, local, half, axis, sign) -> np.ndarray:
     """Vehicle boxes: paint, a glass band with pillars, wheels on the sides, lamps, bumpers and
-    plates on the ends of lower bodies, tarpaulins with straps, striped underrun bars."""
+    plates on the ends of lower bodies, tarpaulins with straps, striped underrun bars; running
+    gear (tyres, chassis) in its own colour, a tyre with a grey hub on its outer face."""
     pr = s.scene.prims
     col = np.empty((3, sel.size), F32)
     _vehicle_colors(sel, pid, *local, half, axis, sign, _height(s, sel, pid), s.fp, pr.paramsT, pr.colorT,
@@ -374,6 +375,12 @@ def _vehicle_colors(sel, pid, l0, l1, l2, half, axis, sign, height, fp, params, 
         x, z, y = l0[i], l2[i], height[i]
         paint = F32(0.9) + F32(0.2) * _tex(data, starts, T_NOISE, x + z, y, fp[q], 3.0)
         rgb = (color[0, k] * paint, color[1, k] * paint, color[2, k] * paint)
+        if style == F32(3.0):  # running gear; a tyre's hub on its outer face (z, y: from its centre, its foot)
+            dy = y - wheel_r
+            if axis[i] == 0 and z * z + dy * dy < F32(0.3) * wheel_r * wheel_r:
+                rgb = (F32(0.3) * paint, F32(0.3) * paint, F32(0.3) * paint)
+            col[0, i], col[1, i], col[2, i] = rgb
+            continue
         vertical = axis[i] != 1
         if style == F32(2.0):  # a tarpaulin: sagging folds, straps every metre
             fold = F32(0.8) + F32(0.4) * _tex(data, starts, T_COARSE, x + z, y, fp[q], 2.0)

@@ -4,7 +4,10 @@ Sizes follow real fleets (European cars 3.8-4.9 m long and 1.7-1.9 m wide, vans 
 lorries and tankers 2.5 m wide and 3.2-4 m tall, articulated trucks up to 16.5 m). A ``shaped``
 car is a lower body with a rounded cabin (the upper half of an ellipsoid), a tanker a barrel
 lying on a chassis behind its cab, a lorry a cab with a tarpaulin box and a striped underrun
-bar; ``boxes`` draws the older two-box vehicles. Traffic comes in queues: in dense traffic the
+bar; ``boxes`` draws the older two-box vehicles. With ``wheels`` every vehicle also stands on
+tyres (dark boxes from the road up, where its sides paint its wheels, plus the rear axles of
+lorries, trucks and tankers) and heavy ones show a chassis under the load: a real vehicle meets
+the road at its tyres, and under a lorry one sees axles and frame, not the road beyond. Traffic comes in queues: in dense traffic the
 first vehicle of a lane stands a few metres away and the next ones follow with short gaps, as
 in the congested drives KITTI recorded.
 """
@@ -25,8 +28,12 @@ TARP = [(0.45, 0.04, 0.03), (0.05, 0.12, 0.40), (0.75, 0.75, 0.73), (0.40, 0.40,
         (0.70, 0.55, 0.05)]
 #: tank shells: white, aluminium, grey, dark
 SHELL = [(0.80, 0.80, 0.78), (0.60, 0.62, 0.64), (0.45, 0.46, 0.47), (0.20, 0.21, 0.22)]
-# vehicle style flags (params[5]): plain, striped rear underrun bar, tarpaulin fabric
-PLAIN, STRIPES, FABRIC = 0.0, 1.0, 2.0
+# vehicle style flags (params[5]): plain, striped rear underrun bar, tarpaulin fabric, running gear
+# (tyres and chassis: their colour only, and a grey hub on a tyre's outer face)
+PLAIN, STRIPES, FABRIC, GEAR = 0.0, 1.0, 2.0, 3.0
+RUBBER = (0.035, 0.035, 0.038)
+#: distance between the axles of a tandem or tridem (m)
+AXLE_GAP = 1.35
 
 
 def draw_kind(rng: np.random.Generator, heavy: float) -> str:
@@ -38,14 +45,17 @@ def draw_kind(rng: np.random.Generator, heavy: float) -> str:
 
 
 def add_vehicle(b: PrimBuilder, rng: np.random.Generator, kind: str, x: float, z: float, facing: float,
-                yaw: float, shaped: bool = True) -> None:
-    """Add a vehicle centred at (x, z) whose front points along +z (facing=1) or -z (facing=-1)."""
+                yaw: float, shaped: bool = True, wheels: bool = False) -> None:
+    """Add a vehicle centred at (x, z) whose front points along +z (facing=1) or -z (facing=-1);
+    ``wheels`` puts it on tyres (it draws nothing more from ``rng``: the scene is otherwise the same)."""
     b.new_object()
     b.occupy(x, z, 1.35, LENGTHS[kind] / 2 + 0.2)  # generous: covers every size and small yaws
     paint = pick(rng, PAINT)
     if kind == "bus":  # one box in both styles
         length, height = uniform(rng, 10.0, 12.0), uniform(rng, 2.9, 3.2)
         b.box(x, z, 0.3, height, 1.25, length / 2, VEHICLE, CAR, paint, GLASS, (1.1, 2.55, 0.5, facing, 0.15), yaw)
+        if wheels:
+            _painted_tyres(b, x, z, yaw, length / 2, 1.25, 0.5, 0.15)
     elif not shaped:
         _boxy(b, rng, kind, x, z, facing, yaw, paint)
     elif kind == "car":
@@ -55,6 +65,8 @@ def add_vehicle(b: PrimBuilder, rng: np.random.Generator, kind: str, x: float, z
         cab = uniform(rng, 0.5, 0.62) * length
         b.ellipsoid((x, belt, z - facing * 0.05 * length), (width / 2 - 0.06, height - belt, cab / 2), VEHICLE, CAR,
                     paint, GLASS, (0.0, 0.0, 0.0, facing, 0.0))
+        if wheels:
+            _painted_tyres(b, x, z, yaw, length / 2, width / 2, 0.31, 0.1)
     elif kind == "suv":
         length, width, height = uniform(rng, 4.4, 4.95), uniform(rng, 1.8, 1.95), uniform(rng, 1.6, 1.8)
         belt = uniform(rng, 1.0, 1.1)
@@ -62,17 +74,47 @@ def add_vehicle(b: PrimBuilder, rng: np.random.Generator, kind: str, x: float, z
         cab = uniform(rng, 0.6, 0.7) * length
         b.box(x, z - facing * 0.08 * length, belt, height, width / 2 - 0.08, cab / 2, VEHICLE, CAR, paint, GLASS,
               (belt, height - 0.08, 0.0, facing, 0.1), yaw)
+        if wheels:
+            _painted_tyres(b, x, z, yaw, length / 2, width / 2, 0.36, 0.11)
     elif kind == "van":
         length, width, height = uniform(rng, 4.8, 6.0), uniform(rng, 1.9, 2.05), uniform(rng, 1.9, 2.6)
         b.box(x, z, 0.22, height, width / 2, length / 2, VEHICLE, CAR, paint, GLASS,
               (0.52 * height, 0.85 * height, 0.35, facing, 0.12), yaw)
+        if wheels:
+            _painted_tyres(b, x, z, yaw, length / 2, width / 2, 0.35, 0.11)
     else:
-        _heavy(b, rng, kind, x, z, facing, yaw, paint)
+        _heavy(b, rng, kind, x, z, facing, yaw, paint, wheels)
+
+
+def _tyres(b: PrimBuilder, x: float, z: float, yaw: float, axles, track: float, r: float, half_width: float) -> None:
+    """A pair of tyres per axle under a vehicle part centred at (x, z) and turned like it by ``yaw``:
+    axles at the part's local z in ``axles``, each tyre ``track`` (its centre) from the centre line,
+    radius ``r``, touching the road (a tyre is a box, dark rubber with a grey hub on its outer face)."""
+    c, s = (1.0 - yaw * yaw) / (1.0 + yaw * yaw), 2.0 * yaw / (1.0 + yaw * yaw)
+    for lz in axles:
+        for lx in (-track, track):  # the part's local frame turned back into the world's
+            b.box(x + c * lx + s * lz, z - s * lx + c * lz, 0.0, 2.0 * r, half_width, 0.85 * r, VEHICLE, CAR, RUBBER,
+                  GLASS, (0.0, 0.0, r, 1.0, 0.0, GEAR), yaw)
+
+
+def painted_wheel(half_length: float, r: float) -> float:
+    """Where a vehicle box paints its wheels on its sides: local z = ± this (see shading)."""
+    return half_length - min(0.75 + r, 0.3 * half_length)
+
+
+def _painted_tyres(b: PrimBuilder, x: float, z: float, yaw: float, half_length: float, half_width: float, r: float,
+                   tyre_half: float) -> None:
+    """Tyres under a body box, where its sides paint its wheels (no farther out than its ends: a
+    short cab's wheels), just inside its sides."""
+    wz = min(painted_wheel(half_length, r), half_length - 0.85 * r - 0.05)
+    _tyres(b, x, z, yaw, (-wz, wz), half_width - tyre_half - 0.01, r, tyre_half)
 
 
 def _heavy(b: PrimBuilder, rng: np.random.Generator, kind: str, x: float, z: float, facing: float, yaw: float,
-           paint) -> None:
-    """Lorries, articulated trucks and tankers: a cab in front, the load behind, an underrun bar."""
+           paint, wheels: bool = False) -> None:
+    """Lorries, articulated trucks and tankers: a cab in front, the load behind, an underrun bar;
+    with ``wheels`` tyres under the cab, twin tyres under the load (one axle under a lorry's box,
+    three under a trailer and the tractor's drive axle before them) and a dark chassis between them."""
     cab, width = uniform(rng, 1.9, 2.4), 2.5
     cargo = {"lorry": uniform(rng, 5.0, 8.0), "truck": uniform(rng, 12.0, 13.6), "tanker": uniform(rng, 8.5, 10.5)}[kind]
     length = cab + 0.4 + cargo
@@ -80,6 +122,16 @@ def _heavy(b: PrimBuilder, rng: np.random.Generator, kind: str, x: float, z: flo
     back = z - facing * (length / 2 - cargo / 2)
     rear = z - facing * (length / 2 - 0.1)
     b.box(x, front, 0.35, uniform(rng, 2.8, 3.3), 1.2, cab / 2, VEHICLE, CAR, paint, GLASS, (1.6, 2.5, 0.5, facing, 0.1), yaw)
+    if wheels:
+        _painted_tyres(b, x, front, yaw, cab / 2, 1.2, 0.5, 0.15)
+        wz = painted_wheel(cargo / 2, 0.5)  # where a tanker's chassis paints its wheels
+        axles = [-facing * (wz - AXLE_GAP * k) for k in range(1 if kind == "lorry" else 3)]
+        if kind != "lorry":  # the tractor's drive axle under the front of the trailer
+            axles.append(facing * wz)
+        _tyres(b, x, back, yaw, axles, 0.95, 0.5, 0.3)
+        if kind != "tanker":  # a tanker's chassis is drawn below with its barrel
+            b.box(x, back, 0.5, 1.1, 0.45, cargo / 2 - 0.25, VEHICLE, CAR, (0.05, 0.05, 0.05), GLASS,
+                  (0.0, 0.0, 0.0, facing, 0.0, GEAR), yaw)
     if kind == "tanker":
         r = uniform(rng, 1.05, 1.25)
         b.box(x, back, 0.45, 1.15, 1.0, cargo / 2, VEHICLE, CAR, (0.05, 0.05, 0.05), GLASS, (0.0, 0.0, 0.5, facing, 0.0), yaw)
@@ -118,7 +170,7 @@ def _boxy(b: PrimBuilder, rng: np.random.Generator, kind: str, x: float, z: floa
 
 
 def lane_traffic(b: PrimBuilder, rng: np.random.Generator, x_center: float, facing: float, ego: bool,
-                 density: float, heavy: float, shaped: bool, reach: float = 90.0) -> None:
+                 density: float, heavy: float, shaped: bool, reach: float = 90.0, wheels: bool = False) -> None:
     """Fill one lane with a queue of vehicles.
 
     ``density`` 0 gives the sparse traffic of the first generator (at most one vehicle, 6-70 m
@@ -133,7 +185,7 @@ def lane_traffic(b: PrimBuilder, rng: np.random.Generator, x_center: float, faci
         x = x_center + uniform(rng, -0.3, 0.3)
         z = uniform(rng, 9.0 if ego else 6.0, 70.0) + LENGTHS[kind] / 2
         if b.is_free(x, z, 1.4, LENGTHS[kind] / 2 + 0.3, under=True):
-            add_vehicle(b, rng, kind, x, z, facing, uniform(rng, -0.03, 0.03), shaped)
+            add_vehicle(b, rng, kind, x, z, facing, uniform(rng, -0.03, 0.03), shaped, wheels)
         return
     if rng.random() < 0.15 / density:  # an empty lane
         return
@@ -149,5 +201,5 @@ def lane_traffic(b: PrimBuilder, rng: np.random.Generator, x_center: float, faci
         # the vehicle's rear bumper (as seen from the camera) is at z for vehicles ahead
         zc = z + half
         if b.is_free(x, zc, 1.4, half + 0.3, under=True):
-            add_vehicle(b, rng, kind, x, zc, facing, uniform(rng, -0.02, 0.02), shaped)
+            add_vehicle(b, rng, kind, x, zc, facing, uniform(rng, -0.02, 0.02), shaped, wheels)
         z += 2 * half + (uniform(rng, 1.5, 10.0) if queued else uniform(rng, 10.0, 40.0))
