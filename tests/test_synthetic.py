@@ -353,9 +353,12 @@ def _overlap(pr, i: int, j: int, tol: float = 0.01) -> bool:
     return bool((pr.hi[i, [0, 2]] > pr.lo[j, [0, 2]] + tol).all() and (pr.hi[j, [0, 2]] > pr.lo[i, [0, 2]] + tol).all())
 
 
-def test_objects_never_interpenetrate():
-    gen = SceneGenerator((48, 160), seed=0, components=())
-    for index in range(60):
+@pytest.mark.parametrize("vehicles, frames", [("shaped", 60), ("wheeled", 30)])
+def test_objects_never_interpenetrate(vehicles, frames):
+    from slimdepth.data.synthetic.scene import SceneOptions
+
+    gen = SceneGenerator((48, 160), seed=0, components=(), scene_options=SceneOptions(vehicles=vehicles))
+    for index in range(frames):
         pr = gen.scene(index).prims
         for i in range(len(pr)):
             for j in range(i + 1, len(pr)):

@@ -114,34 +114,57 @@ def _gear(pr) -> np.ndarray:
     return (pr.material == VEHICLE) & (pr.params[:, 5] == GEAR)
 
 
-def test_wheeled_vehicles_are_the_shaped_ones_on_tyres():
-    shaped = SceneGenerator((48, 160), seed=3, components=())
-    wheeled = SceneGenerator((48, 160), seed=3, components=(), scene_options=SceneOptions(vehicles="wheeled"))
-    tyres = chassis = 0
+def _in_frame(pr, k: int, points: np.ndarray) -> np.ndarray:
+    """World (x, z) points in box ``k``'s own frame, as the ray caster turns them (raycast.py)."""
+    c, s = pr.yaw[k]
+    px, pz = points[:, 0] - pr.center[k, 0], points[:, 1] - pr.center[k, 2]
+    return np.stack([c * px - s * pz, s * px + c * pz], 1)
+
+
+def _corners(pr, k: int) -> np.ndarray:
+    """The four world (x, z) corners of box ``k``'s footprint."""
+    c, s = pr.yaw[k]
+    lx, lz = (np.array([-1, 1, 1, -1]) * pr.half[k, 0], np.array([-1, -1, 1, 1]) * pr.half[k, 2])
+    return np.stack([pr.center[k, 0] + c * lx + s * lz, pr.center[k, 2] - s * lx + c * lz], 1)
+
+
+@pytest.mark.parametrize("road", [{}, {"slopes": 1.0, "bends": 1.0}])
+def test_wheeled_vehicles_are_the_shaped_ones_on_tyres(road):
+    shaped = SceneGenerator((48, 160), seed=3, components=(), scene_options=SceneOptions(**road))
+    wheeled = SceneGenerator((48, 160), seed=3, components=(), scene_options=SceneOptions(vehicles="wheeled", **road))
+    tyres = chassis = rear = 0
     for i in range(10):
         a, b = shaped.scene(i).prims, wheeled.scene(i).prims
         gear = _gear(b)
         assert not _gear(a).any()
-        for name in ("kind", "center", "half", "yaw", "material", "label", "color", "params", "obj"):
-            np.testing.assert_array_equal(getattr(a, name), getattr(b, name)[~gear], err_msg=name)
+        for name in ("kind", "center", "half", "yaw", "material", "label", "color", "params", "obj", "lift"):
+            # the same primitives (bends move them with float arithmetic over a longer table: to 1e-9)
+            np.testing.assert_allclose(getattr(a, name), getattr(b, name)[~gear], rtol=0, atol=1e-9, err_msg=name)
         for k in np.flatnonzero(gear):
-            body = (b.obj == b.obj[k]) & ~gear
-            assert body.any() and (b.kind[body] == BOX).any()
-            # within its vehicle's length (the yawed parts' world boxes) and at most a tanker's
-            # twin tyres wider (2.5 m across them, 2.1-2.5 m across its barrel)
-            slack = np.array([0.2 + 1e-9, 1e-9])
-            assert (b.lo[k, [0, 2]] >= b.lo[body][:, [0, 2]].min(0) - slack).all()
-            assert (b.hi[k, [0, 2]] <= b.hi[body][:, [0, 2]].max(0) + slack).all()
-            if b.params[k, 2] > 0:  # a tyre: stands on the road, as tall as its wheel, turned like its vehicle
+            body = np.flatnonzero((b.obj == b.obj[k]) & ~gear & (b.kind == BOX))
+            # under a part of its own vehicle, in that part's frame: within its length, and within its
+            # width but for a tanker's twin tyres (1.2 m out, its chassis 1.0 m)
+            slack = 0.2 + 1e-6 if (b.kind[b.obj == b.obj[k]] == TUBE).any() else 1e-6
+            inside = [(np.abs(_in_frame(b, j, _corners(b, k))) <= b.half[j, [0, 2]] + [slack, 1e-6]).all() for j in body]
+            assert any(inside), (i, k)
+            assert b.lo[k, 1] - b.lift[k] == pytest.approx(0.0 if b.params[k, 2] > 0 else 0.5, abs=1e-6)
+            assert b.lift[k] == b.lift[body[0]]  # moved with its vehicle onto a slope
+            if b.params[k, 2] > 0:  # a tyre: as tall as its wheel, turned like its vehicle
                 tyres += 1
-                assert b.lo[k, 1] == 0.0 and b.hi[k, 1] == pytest.approx(2 * b.params[k, 2])
+                assert b.hi[k, 1] - b.lo[k, 1] == pytest.approx(2 * b.params[k, 2])
                 assert b.params[k, 2] in (np.float32(0.31), np.float32(0.35), np.float32(0.36), np.float32(0.5))
-                np.testing.assert_array_equal(b.yaw[k], b.yaw[body][0])
+                np.testing.assert_array_equal(b.yaw[k], b.yaw[body[0]])
             else:
                 chassis += 1
+        # the rear axle of a heavy vehicle is near its striped underrun bar, not at the front of the load
+        for o in np.unique(b.obj[(b.params[:, 5] == 1.0) & (b.material == VEHICLE)]):
+            bar = np.flatnonzero((b.obj == o) & (b.params[:, 5] == 1.0))[0]
+            near = np.hypot(*(b.center[gear & (b.obj == o)][:, [0, 2]] - b.center[bar, [0, 2]]).T).min()
+            assert 0.6 < near < 2.0, (i, o, near)
+            rear += 1
         per_vehicle = np.bincount(b.obj[gear & (b.params[:, 2] > 0)])
-        assert set(per_vehicle[per_vehicle > 0]) <= {4, 6, 8, 12}  # two axles; a lorry three, a trailer six
-    assert tyres > 100 and chassis > 0, (tyres, chassis)
+        assert set(per_vehicle[per_vehicle > 0]) <= {4, 6, 12}  # two axles; a lorry three, a trailer six
+    assert tyres > 100 and chassis > 0 and rear > 3, (tyres, chassis, rear)
 
 
 def _albedo(scene, grid, hits) -> np.ndarray:
@@ -178,6 +201,11 @@ def test_tyres_only_add_nearer_surfaces_dark_with_grey_hubs():
         assert (dark | grey).all()
         tyre = pr.params[s.pid[on], 2] > 0
         assert not (grey & ~tyre).any()  # a chassis has no hub
+        # a hub is on the outer face: farther from its vehicle's centre line than its tyre's centre
+        k = s.pid[on][grey]
+        body = np.array([np.flatnonzero((pr.obj == pr.obj[j]) & ~_gear(pr))[0] for j in k])
+        out = np.sign(pr.center[k, 0] - pr.center[body, 0])
+        assert ((s.p[0][on][grey] - pr.center[k, 0]) * out > 0).all()
         hub, rubber = hub + int(grey.sum()), rubber + int((dark & tyre).sum())
     assert hub > 10 and rubber > hub, (hub, rubber)
 

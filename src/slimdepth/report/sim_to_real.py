@@ -307,7 +307,7 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path | str, *, rows: 
     if twice is not None:
         raise ConfigError(f"{twice}: given twice (or named like the baseline); give each model once")
     config = preset_for(dataset)
-    cache = cache or ModelCache()
+    cache = ModelCache() if cache is None else cache
     loaded = [(entry, *cache.get(entry)) for entry in entries]
     scorers = {entry.name: RealScorer(config) for entry in entries}
     if flat_prior:

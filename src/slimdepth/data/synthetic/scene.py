@@ -197,7 +197,7 @@ class SceneOptions:
     ``traffic`` scales how full the lanes are (0: one vehicle per lane at most, beyond 6 m, as
     the first generator drew; 1: KITTI-like queues with vehicles from 3 m; up to 2);
     ``vehicles`` is ``shaped`` (rounded cars, tankers, lorries), ``wheeled`` (the same vehicles
-    on tyres, heavy ones with a chassis: each scene is the shaped one plus its running gear) or
+    on tyres, lorries and trucks with a chassis: each scene is the shaped one plus its running gear) or
     ``boxes``; ``structures``
     adds overpasses, guard rails, barriers, walls and fences; ``layouts`` is ``mixed`` (urban
     streets, highways and rural roads) or one of them; ``randomize`` is the share of frames

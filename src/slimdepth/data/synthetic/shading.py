@@ -375,9 +375,9 @@ def _vehicle_colors(sel, pid, l0, l1, l2, half, axis, sign, height, fp, params, 
         x, z, y = l0[i], l2[i], height[i]
         paint = F32(0.9) + F32(0.2) * _tex(data, starts, T_NOISE, x + z, y, fp[q], 3.0)
         rgb = (color[0, k] * paint, color[1, k] * paint, color[2, k] * paint)
-        if style == F32(3.0):  # running gear; a tyre's hub on its outer face (z, y: from its centre, its foot)
-            dy = y - wheel_r
-            if axis[i] == 0 and z * z + dy * dy < F32(0.3) * wheel_r * wheel_r:
+        if style == F32(3.0):  # running gear; a tyre's hub on its outer face (the side params[3] names)
+            dy = y - wheel_r  # z, y: from the tyre's centre and from its foot
+            if axis[i] == 0 and sign[i] * facing > 0 and z * z + dy * dy < F32(0.3) * wheel_r * wheel_r:
                 rgb = (F32(0.3) * paint, F32(0.3) * paint, F32(0.3) * paint)
             col[0, i], col[1, i], col[2, i] = rgb
             continue

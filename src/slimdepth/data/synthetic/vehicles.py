@@ -32,8 +32,9 @@ SHELL = [(0.80, 0.80, 0.78), (0.60, 0.62, 0.64), (0.45, 0.46, 0.47), (0.20, 0.21
 # (tyres and chassis: their colour only, and a grey hub on a tyre's outer face)
 PLAIN, STRIPES, FABRIC, GEAR = 0.0, 1.0, 2.0, 3.0
 RUBBER = (0.035, 0.035, 0.038)
-#: distance between the axles of a tandem or tridem (m)
-AXLE_GAP = 1.35
+#: distance between the axles of a tandem or tridem (m), and the centre of twin tyres from the
+#: centre line (their outer faces 1.2 m out: inside a lorry's 2.5 m load, past a tanker's chassis)
+AXLE_GAP, TWIN_TRACK = 1.35, 0.92
 
 
 def draw_kind(rng: np.random.Generator, heavy: float) -> str:
@@ -86,15 +87,18 @@ def add_vehicle(b: PrimBuilder, rng: np.random.Generator, kind: str, x: float, z
         _heavy(b, rng, kind, x, z, facing, yaw, paint, wheels)
 
 
-def _tyres(b: PrimBuilder, x: float, z: float, yaw: float, axles, track: float, r: float, half_width: float) -> None:
+def _tyres(b: PrimBuilder, x: float, z: float, yaw: float, axles, track: float, r: float, half_width: float,
+           half_length: float | None = None) -> None:
     """A pair of tyres per axle under a vehicle part centred at (x, z) and turned like it by ``yaw``:
     axles at the part's local z in ``axles``, each tyre ``track`` (its centre) from the centre line,
-    radius ``r``, touching the road (a tyre is a box, dark rubber with a grey hub on its outer face)."""
+    radius ``r``, touching the road (a tyre is a box, 0.85 r long each way unless ``half_length``
+    says less: dark rubber with a grey hub on its outer face, the side params[3] names)."""
     c, s = (1.0 - yaw * yaw) / (1.0 + yaw * yaw), 2.0 * yaw / (1.0 + yaw * yaw)
+    hz = 0.85 * r if half_length is None else half_length
     for lz in axles:
         for lx in (-track, track):  # the part's local frame turned back into the world's
-            b.box(x + c * lx + s * lz, z - s * lx + c * lz, 0.0, 2.0 * r, half_width, 0.85 * r, VEHICLE, CAR, RUBBER,
-                  GLASS, (0.0, 0.0, r, 1.0, 0.0, GEAR), yaw)
+            b.box(x + c * lx + s * lz, z - s * lx + c * lz, 0.0, 2.0 * r, half_width, hz, VEHICLE, CAR, RUBBER,
+                  GLASS, (0.0, 0.0, r, 1.0 if lx > 0 else -1.0, 0.0, GEAR), yaw)
 
 
 def painted_wheel(half_length: float, r: float) -> float:
@@ -104,17 +108,19 @@ def painted_wheel(half_length: float, r: float) -> float:
 
 def _painted_tyres(b: PrimBuilder, x: float, z: float, yaw: float, half_length: float, half_width: float, r: float,
                    tyre_half: float) -> None:
-    """Tyres under a body box, where its sides paint its wheels (no farther out than its ends: a
-    short cab's wheels), just inside its sides."""
-    wz = min(painted_wheel(half_length, r), half_length - 0.85 * r - 0.05)
-    _tyres(b, x, z, yaw, (-wz, wz), half_width - tyre_half - 0.01, r, tyre_half)
+    """Tyres under a body box, right under the wheels its sides paint, just inside its sides and
+    its ends (a short cab's tyres are shorter than they are tall)."""
+    wz = painted_wheel(half_length, r)
+    _tyres(b, x, z, yaw, (-wz, wz), half_width - tyre_half - 0.01, r, tyre_half,
+           min(0.85 * r, half_length - wz - 0.05))
 
 
 def _heavy(b: PrimBuilder, rng: np.random.Generator, kind: str, x: float, z: float, facing: float, yaw: float,
            paint, wheels: bool = False) -> None:
     """Lorries, articulated trucks and tankers: a cab in front, the load behind, an underrun bar;
     with ``wheels`` tyres under the cab, twin tyres under the load (one axle under a lorry's box,
-    three under a trailer and the tractor's drive axle before them) and a dark chassis between them."""
+    three under a trailer and the tractor's drive axle before them) and, under a lorry's or a
+    truck's load, a dark chassis (a tanker has one already)."""
     cab, width = uniform(rng, 1.9, 2.4), 2.5
     cargo = {"lorry": uniform(rng, 5.0, 8.0), "truck": uniform(rng, 12.0, 13.6), "tanker": uniform(rng, 8.5, 10.5)}[kind]
     length = cab + 0.4 + cargo
@@ -128,7 +134,7 @@ def _heavy(b: PrimBuilder, rng: np.random.Generator, kind: str, x: float, z: flo
         axles = [-facing * (wz - AXLE_GAP * k) for k in range(1 if kind == "lorry" else 3)]
         if kind != "lorry":  # the tractor's drive axle under the front of the trailer
             axles.append(facing * wz)
-        _tyres(b, x, back, yaw, axles, 0.95, 0.5, 0.3)
+        _tyres(b, x, back, yaw, axles, TWIN_TRACK, 0.5, 0.28)
         if kind != "tanker":  # a tanker's chassis is drawn below with its barrel
             b.box(x, back, 0.5, 1.1, 0.45, cargo / 2 - 0.25, VEHICLE, CAR, (0.05, 0.05, 0.05), GLASS,
                   (0.0, 0.0, 0.0, facing, 0.0, GEAR), yaw)
