@@ -2,16 +2,20 @@
 
 Scores every run on one real-frame folder (the shared data's congested drive by default; any KITTI
 raw or annotated folder, or a ``synthetic,...`` control spec) once as the frames are and once per
-probe: a gamma, a gain, a contrast or a saturation applied to the whole frame, only around the near
+probe: a gamma, a gain, a contrast, a saturation or a blur applied to the whole frame, only around the near
 objects (``@near``: the ground-truth points above the road nearer than 8 m, grown by 7 px), or
-everywhere but there (``@rest``). Prints, per probe and run, the whole frame's δ1 (metric and
+everywhere but there (``@rest``); or ``other@rest``, the near objects kept and everything else
+taken from the paired frame (same place in the set) of ``--other``: rendered frames around the
+drive's real vehicles, or (with ``--real SPEC``) the drive around rendered ones, scored on the near
+objects alone (the rest of the frame is not the one its ground truth belongs to). Prints, per probe and run, the whole frame's δ1 (metric and
 median-scaled), the scale ratio, and the near objects' δ1 and own ratio, each against the frames as
 they are; writes ``probe.json`` and each probe's ``sim_to_real.json`` and sheets (showing the
 changed images) into ``--out``/PROBE/ (``@`` spelt ``_at_``: ``gamma=2.2_at_near/``). The probes need no training and change nothing on disk but
 ``--out``. Usage:
 
     python benchmarks/sim_to_real_probe.py --run RUN [--run RUN2 ...] [--real DIR | --real SPEC]
-                                           [--probe gamma=2.2@near ...] [--out DIR] [--rows 2] [--overwrite]
+                                           [--probe gamma=2.2@near ...] [--probe other@rest --other DIR|SPEC]
+                                           [--out DIR] [--rows 2] [--overwrite]
 """
 
 from __future__ import annotations
@@ -22,14 +26,18 @@ import math
 import sys
 from functools import partial
 from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import torch
 
 from slimdepth.errors import ConfigError, OneLineArgumentParser, run_script
 from slimdepth.fileio import atomic_path
 from slimdepth.options import check_number
 from slimdepth.report.collect import ModelEntry, collect
 from slimdepth.report.measure import ModelCache
-from slimdepth.report.probe import DEFAULT_PROBES, Probe, apply_probe, parse_probe
-from slimdepth.report.real import is_synthetic_spec, open_frames
+from slimdepth.data.base import DepthDataset
+from slimdepth.report.probe import DEFAULT_PROBES, OTHER, Probe, apply_probe, parse_probe
+from slimdepth.report.real import SYNTHETIC_CONTROL, is_synthetic_spec, open_frames
 from slimdepth.report.sim_to_real import (DISTANCE_BANDS, SimToReal, band_region, check_output_dir, sim_to_real,
                                          write_sim_to_real)
 
@@ -46,16 +54,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--real", default=str(DEFAULT_REAL),
                         help=f"KITTI raw or annotated folder, or a synthetic,... spec (default: {DEFAULT_REAL})")
     parser.add_argument("--probe", action="append", default=[], metavar="OP=VALUE[@WHERE]",
-                        help="gamma, gain, contrast or saturation, @near or @rest (default: "
+                        help="gamma, gain, contrast, saturation or blur, @near or @rest, or other@rest (default: "
                              f"{' '.join(DEFAULT_PROBES)}); repeatable")
+    parser.add_argument("--other", help="where other@rest takes the context from: a folder or a synthetic,... "
+                                         "spec of frames the size of --real's (default: the synthetic control "
+                                         f"{SYNTHETIC_CONTROL} for a folder, the shared drive for a spec)")
     parser.add_argument("--out", type=Path, help="output folder (default: RUN_probe beside the first run)")
     parser.add_argument("--rows", type=int, default=2, help="frames on each contact sheet (default: 2)")
     parser.add_argument("--overwrite", action="store_true", help="write into an --out that is not empty")
     return parser.parse_args(argv)
 
 
-def check_args(args: argparse.Namespace) -> tuple[list[Probe], list[ModelEntry], Path | str]:
-    """Everything refused before a model is loaded: the probes, the runs, the frames and --out."""
+def _source(text: str) -> Path | str:
+    return text.strip() if is_synthetic_spec(text) else Path(text)
+
+
+class Checked(NamedTuple):
+    """What :func:`check_args` found usable: the probes (as-is first), the runs' models, the frames
+    to score, and for ``other@rest`` where the context comes from and its frames (else None)."""
+
+    probes: list[Probe]
+    models: list[ModelEntry]
+    real: Path | str
+    other: Path | str | None
+    context: DepthDataset | None
+
+
+def check_args(args: argparse.Namespace) -> Checked:
+    """Everything refused before a model is loaded: the probes, the runs, the frames (and the
+    other set's, the same size) and --out."""
     if not args.run:
         raise ConfigError("nothing to probe: give --run RUN")
     check_number(args.rows, "--rows", integer=True, low=1)
@@ -67,22 +94,50 @@ def check_args(args: argparse.Namespace) -> tuple[list[Probe], list[ModelEntry],
     if twice is not None:
         raise ConfigError(f"--probe {twice}: given twice")
     models = collect(list(args.run)).models  # a missing or unusable run
-    real = args.real.strip() if is_synthetic_spec(args.real) else Path(args.real)
-    open_frames(real)  # a missing or foreign folder, a bad spec
-    return probes, models, real
+    real = _source(args.real)
+    frames = open_frames(real)  # a missing or foreign folder, a bad spec
+    if not any(p.op == OTHER for p in probes):
+        if args.other is not None:
+            raise ConfigError(f"--other is the context of --probe {OTHER}@rest, which is not asked for")
+        return Checked(probes, models, real, None, None)
+    other = _source(args.other) if args.other is not None else (
+        DEFAULT_REAL if isinstance(real, str) else SYNTHETIC_CONTROL)
+    try:
+        context = open_frames(other)
+    except ConfigError as exc:  # its own words name --real or --control
+        raise ConfigError(f"--other: {exc}") from None
+    size, other_size = frames[0]["image"].shape[-2:], context[0]["image"].shape[-2:]
+    if size != other_size:
+        raise ConfigError(f"--other {other}: its frames are {other_size[0]}x{other_size[1]}, the frames of "
+                          f"--real are {size[0]}x{size[1]}; {OTHER}@rest needs the same size")
+    return Checked(probes, models, real, other, context)
 
 
-def summary(result: SimToReal) -> dict[str, dict[str, float]]:
+def transform_for(probe: Probe, real: Path | str,
+                  context: DepthDataset | None) -> Callable[[dict[str, Any]], torch.Tensor] | None:
+    """What the models see of each frame under ``probe`` (None: the frame as it is); ``other@rest``
+    pairs frame i of ``real`` with frame i of ``context`` (modulo its length)."""
+    if probe.op is None:
+        return None
+    if probe.op != OTHER:
+        return partial(apply_probe, probe)
+    position = {name: i for i, name in enumerate(open_frames(real).names())}
+    return lambda frame: apply_probe(probe, frame, context[position[frame["meta"]["name"]] % len(context)]["image"])
+
+
+def summary(result: SimToReal, whole: bool = True) -> dict[str, dict[str, float]]:
     """Per model: whole-frame metric and scaled δ1, mean ratio, and the near band's δ1 and ratio
-    (None when the frames have no near point)."""
+    (None when the frames have no near point); without ``whole`` the whole-frame figures are None
+    (``other@rest``: the rest of each frame is another frame, which its ground truth does not fit)."""
     def number(value: float | None) -> float | None:
         return value if value is not None and math.isfinite(value) else None
 
     out = {}
     for s in result.scores:
         near = s.regions.get(NEAR, {})
-        out[s.name] = {"metric_d1": number(s.metric["d1"]), "scaled_d1": number(s.median_scaled["d1"]),
-                       "ratio": number(s.ratio["mean"]),
+        out[s.name] = {"metric_d1": number(s.metric["d1"]) if whole else None,
+                       "scaled_d1": number(s.median_scaled["d1"]) if whole else None,
+                       "ratio": number(s.ratio["mean"]) if whole else None,
                        "near_d1": number(near["metric"]["d1"]) if near else None,
                        "near_ratio": number(near["ratio"]["median"]) if near else None,
                        "near_points": near.get("points", 0)}
@@ -111,11 +166,13 @@ def print_probes(table: dict[str, dict[str, dict[str, float]]]) -> None:
             print(f"{probe:{width}s} {model:{width}s} | {cells[0]} {cells[1]} {cells[2]} | {cells[3]} {cells[4]}")
     print(f"near: the ground-truth points above the road nearer than {DISTANCE_BANDS[0][1]:g} m; ratio = "
           "median(truth) / median(prediction), below 1: predicted too far")
+    if f"{OTHER}@rest" in table:
+        print(f"{OTHER}@rest scores the near objects alone: the rest of each frame is another frame")
 
 
 def score(args: argparse.Namespace) -> None:
     """Check everything, then score the frames as they are and after each probe, print and write."""
-    probes, models, real = check_args(args)
+    probes, models, real, other, context = check_args(args)
     cache = ModelCache()  # each model loaded once, whatever the number of probes
     first = args.run[0].resolve()
     out = args.out or first.parent / f"{first.stem if first.is_file() else first.name}_probe"
@@ -123,15 +180,15 @@ def score(args: argparse.Namespace) -> None:
     table, results = {}, {}
     for probe in probes:
         print(f"probe {probe.name}")
-        result = sim_to_real(models, real, rows=args.rows, cache=cache,
-                             transform=partial(apply_probe, probe) if probe.op else None)
-        results[probe.name], table[probe.name] = result, summary(result)
+        result = sim_to_real(models, real, rows=args.rows, cache=cache, transform=transform_for(probe, real, context))
+        results[probe.name], table[probe.name] = result, summary(result, whole=probe.op != OTHER)
     print_probes(table)
     for name, result in results.items():
         write_sim_to_real(result, out / name.replace("@", "_at_"))
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "probe.json") as tmp:
-        tmp.write_text(json.dumps({"real": str(real), "probes": table}, indent=2, allow_nan=False) + "\n")
+        saved = {"real": str(real), **({"other": str(other)} if other is not None else {}), "probes": table}
+        tmp.write_text(json.dumps(saved, indent=2, allow_nan=False) + "\n")
     print(f"wrote {out / 'probe.json'} and one folder per probe")
 
 

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from slimdepth.deploy.exported import load_for_inference
 from slimdepth.errors import ConfigError
-from slimdepth.report.probe import (DEFAULT_PROBES, NEAR_GROW, PROBE_OPS, PROBE_PLACES, Probe, apply_probe, near_mask,
-                                    parse_probe)
+from slimdepth.report.probe import (DEFAULT_PROBES, NEAR_GROW, OTHER, PROBE_OPS, PROBE_PLACES, Probe, apply_probe,
+                                    near_mask, parse_probe)
 from slimdepth.report.real import REAL_TITLE_HEIGHT, open_frames
 from slimdepth.report.sim_to_real import sim_to_real
 from tests.helpers import TINY_RECIPE
@@ -63,8 +63,25 @@ def test_each_change_on_known_values() -> None:
     g = apply_probe(parse_probe("saturation=0"), frame)  # ITU-R 601 luma in all three channels
     assert torch.allclose(g, grey.expand(3, -1, -1))
     assert apply_probe(parse_probe("as-is"), frame) is not None and torch.equal(apply_probe(Probe(), frame), x)
-    for op in PROBE_OPS:  # 1 changes nothing, whatever the op
+    for op in set(PROBE_OPS) - {"blur"}:  # 1 changes nothing, whatever the op
         assert torch.allclose(apply_probe(parse_probe(f"{op}=1"), frame), x), op
+
+
+def test_blur_is_a_gaussian_of_sigma_pixels() -> None:
+    """Against SciPy's Gaussian filter (reflected borders, 3 sigma): a point spreads into the
+    Gaussian's taps and an image keeps its mean away from the borders."""
+    from scipy.ndimage import gaussian_filter
+
+    x = torch.zeros(3, 41, 41)
+    x[:, 20, 20] = 1.0
+    out = apply_probe(parse_probe("blur=2"), {"image": x})
+    taps = torch.exp(-0.5 * (torch.arange(-6, 7.0) / 2) ** 2)
+    taps /= taps.sum()
+    assert torch.allclose(out[0, 14:27, 14:27], taps[:, None] * taps[None, :], atol=1e-7)
+    image = torch.rand(3, 30, 50, generator=torch.Generator().manual_seed(3))
+    ours = apply_probe(parse_probe("blur=1.5"), {"image": image}).numpy()
+    ref = np.stack([gaussian_filter(c, 1.5, mode="mirror", truncate=3.0) for c in image.numpy()])
+    assert np.abs(ours - ref).max() < 1e-5
 
 
 def test_near_mask_is_the_near_objects_grown() -> None:
@@ -95,6 +112,21 @@ def test_near_and_rest_change_complementary_parts() -> None:
     assert torch.equal(apply_probe(parse_probe("gamma=2.2@near"), nothing_near), image)
 
 
+def test_other_at_rest_keeps_the_near_objects_and_takes_the_rest_from_the_other_frame() -> None:
+    gt, _ = _frame()
+    image, other = (torch.rand(3, *gt.shape[-2:], generator=torch.Generator().manual_seed(k)) for k in (0, 1))
+    frame = {"image": image, "depth": gt, "K": K}
+    probe = parse_probe(" other@rest ")
+    assert probe == Probe(OTHER, 1.0, "rest") and probe.name == "other@rest"
+    swapped = apply_probe(probe, frame, other)
+    mask = near_mask(gt, K)
+    assert mask.sum() > 100 and torch.equal(swapped[:, mask], image[:, mask]) and torch.equal(swapped[:, ~mask], other[:, ~mask])
+    for bad, fragment in ((None, "must be given"), (other[:, :-1], "not 374x1242")):
+        with pytest.raises(ConfigError) as caught:
+            apply_probe(probe, frame, bad)
+        assert "\n" not in str(caught.value) and fragment in str(caught.value)
+
+
 @settings(max_examples=60, deadline=None)
 @given(op=st.sampled_from(PROBE_OPS), value=st.floats(0.01, 10.0, allow_nan=False).map(lambda v: round(v, 3)),
        where=st.sampled_from(PROBE_PLACES))
@@ -107,8 +139,9 @@ def test_a_probes_name_reads_back_as_itself(op, value, where) -> None:
 BAD_PROBES = [
     ("hue=2", "OP=VALUE"), ("gamma", "OP=VALUE"), ("=2", "OP=VALUE"), ("gamma=", "not a number"),
     ("gamma=two", "'two' is not a number"), ("gamma=0", "above 0"), ("gamma=-1", "above 0"), ("gain=-0.1", "from 0"),
-    ("contrast=11", "up to 10"), ("saturation=nan", "from 0"), ("gamma=inf", "above 0"), ("gamma=2@far", "after @"),
-    ("gamma=2@", "after @"), ("as is", "OP=VALUE"), ("gamma=1e999", "above 0"),
+    ("contrast=11", "up to 10"), ("saturation=nan", "from 0"), ("blur=0", "above 0"), ("blur=-1@near", "above 0"), ("gamma=inf", "above 0"), ("gamma=2@far", "after @"),
+    ("gamma=2@", "after @"), ("as is", "OP=VALUE"), ("gamma=1e999", "above 0"), ("other", "other@rest"),
+    ("other@near", "other@rest"), ("other@all", "other@rest"), ("other=2@rest", "OP=VALUE"), ("other@rest@rest", "other@rest"),
 ]
 
 
@@ -128,7 +161,7 @@ def test_any_text_is_a_probe_or_a_one_line_error(text) -> None:
     except ConfigError as exc:
         assert "\n" not in str(exc) and str(exc).startswith("--probe ")
     else:
-        assert probe.op in (None, *PROBE_OPS) and probe.where in PROBE_PLACES
+        assert probe.op in (None, OTHER, *PROBE_OPS) and probe.where in PROBE_PLACES
 
 
 def test_changed_frames_are_scored_as_by_hand_and_shown_on_the_sheet(run) -> None:
@@ -196,9 +229,59 @@ def test_the_default_probes_start_from_the_frames_as_they_are() -> None:
 @pytest.mark.parametrize("extra, fragment", [
     (["--probe", "gamma=0"], "above 0"), (["--probe", "gain=1", "--probe", "gain=1.0"], "given twice"),
     (["--rows", "0"], "--rows"), (["--real", "synthetic,num=2,size=32x106,split=train"], "test split"),
-    (["--real", "/no/such/folder"], "/no/such/folder"), (["--probe", "blur=2"], "OP=VALUE"),
+    (["--real", "/no/such/folder"], "/no/such/folder"), (["--probe", "sharpen=2"], "OP=VALUE"),
 ])
 def test_bad_options_are_one_line_and_write_nothing(extra, fragment, run, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    assert _script().main(["--run", str(run), "--real", SMALL, "--out", str(out), *extra]) == 2
+    _one_line(capsys.readouterr().err, fragment)
+    assert not out.exists()
+
+
+#: frames of the same size as SMALL's, drawn another way (no traffic, rural roads)
+OTHER_SMALL = "synthetic,num=3,size=32x106,split=test,traffic=0,layouts=rural,seg=false,lidar=false"
+
+
+def test_other_at_rest_pairs_each_frame_with_the_other_sets_and_records_it(run, tmp_path) -> None:
+    script = _script()
+    out = tmp_path / "out"
+    assert script.main(["--run", str(run), "--real", SMALL, "--probe", "other@rest", "--other", OTHER_SMALL,
+                        "--rows", "1", "--out", str(out)]) == 0
+    saved = json.loads((out / "probe.json").read_text())
+    assert saved["other"] == OTHER_SMALL and list(saved["probes"]) == ["as-is", "other@rest"]
+    assert sorted(p.name for p in out.iterdir()) == ["as-is", "other_at_rest", "probe.json"]
+    checked = script.check_args(script.parse_args(["--run", str(run), "--real", SMALL, "--probe", "other@rest",
+                                                   "--other", OTHER_SMALL]))
+    transform = script.transform_for(checked.probes[1], checked.real, checked.context)
+    frames, others = open_frames(SMALL), open_frames(OTHER_SMALL)
+    for i in range(len(frames)):  # frame i of the one set around frame i's near objects of the other
+        f = frames[i]
+        mask = near_mask(f["depth"], f["K"])[None]
+        assert 0 < mask.sum() < mask.numel()  # both parts on show (1682 and 1184 of 3392 pixels)
+        assert torch.equal(transform(f), torch.where(mask, f["image"], others[i]["image"]))
+    assert not torch.equal(transform(frames[0]), frames[0]["image"])
+    # scored as the composed frames are (the same scores as sim_to_real given them by hand)
+    by_hand_result = sim_to_real([run], SMALL, rows=1, transform=lambda f: torch.where(
+        near_mask(f["depth"], f["K"])[None], f["image"], others[open_frames(SMALL).names().index(f["meta"]["name"])]["image"]))
+    near = by_hand_result.scores[0].regions["above road 0-8 m"]
+    swapped = saved["probes"]["other@rest"]["tiny"]
+    assert swapped["near_d1"] == near["metric"]["d1"] and swapped["near_ratio"] == near["ratio"]["median"]
+    # the whole frame is not scored: its rest is another frame, which the ground truth does not fit
+    assert swapped["metric_d1"] is None and swapped["scaled_d1"] is None and swapped["ratio"] is None
+    assert saved["probes"]["as-is"]["tiny"]["metric_d1"] is not None
+    assert script.check_args(script.parse_args(["--run", str(run), "--real", SMALL])).context is None
+    # the default context of a spec is the shared drive (375x1242 or absent: refused either way here)
+    with pytest.raises(ConfigError) as caught:
+        script.check_args(script.parse_args(["--run", str(run), "--real", SMALL, "--probe", "other@rest"]))
+    assert "--other" in str(caught.value) and "kitti_raw" in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--probe", "other@rest", "--other", "synthetic,num=2,size=32x96,split=test"], "32x96"),
+    (["--other", OTHER_SMALL], "other@rest"), (["--probe", "other@rest", "--other", "/no/such/place"], "/no/such/place"),
+    (["--probe", "other@near"], "other@rest"),
+])
+def test_a_bad_context_is_one_line_and_writes_nothing(extra, fragment, run, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     assert _script().main(["--run", str(run), "--real", SMALL, "--out", str(out), *extra]) == 2
     _one_line(capsys.readouterr().err, fragment)

@@ -185,6 +185,14 @@ def _conv_same(image: torch.Tensor, weight: torch.Tensor, groups: int) -> torch.
     return F.conv2d(padded, weight, groups=groups)[0]
 
 
+def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A CxHxW image blurred by a Gaussian of ``sigma`` pixels (separable, reflected borders), in [0, 1]."""
+    k = _gaussian_kernel(sigma)
+    c = image.shape[0]
+    out = _conv_same(image, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return _conv_same(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c).clamp(0.0, 1.0)
+
+
 @dataclass
 class GaussianBlur(Augmentation):
     """With probability ``p`` blur with a Gaussian of sigma uniform in ``sigma`` (pixels).
@@ -205,14 +213,7 @@ class GaussianBlur(Augmentation):
         if torch.rand((), generator=generator, dtype=torch.float64).item() >= self.p:
             return sample
         sigma = _uniform(generator, *self.sigma)
-        k = _gaussian_kernel(sigma)
-
-        def blur(img: torch.Tensor) -> torch.Tensor:
-            c = img.shape[0]
-            out = _conv_same(img, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-            return _conv_same(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c).clamp(0.0, 1.0)
-
-        return _map_images(sample, blur, {"op": "blur", "sigma": sigma})
+        return _map_images(sample, lambda img: _blur(img, sigma), {"op": "blur", "sigma": sigma})
 
 
 @dataclass

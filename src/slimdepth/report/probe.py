@@ -2,7 +2,11 @@
 gain, a contrast or a saturation, on the whole frame or only around the near objects) and every
 model scored again (:func:`~slimdepth.report.sim_to_real.sim_to_real` with ``transform``). Which
 change moves which part of the frame says what in the image a model reads depth from: a model
-whose near vehicles come nearer when only they are darkened reads darkness as nearness."""
+whose near vehicles come nearer when only they are darkened reads darkness as nearness.
+
+``other@rest`` swaps the context instead: everything but the near objects comes from the paired
+frame of another set (rendered frames around real vehicles, or real frames around rendered ones),
+which says whether a model misreads the objects themselves or is misled by what surrounds them."""
 
 from __future__ import annotations
 
@@ -13,18 +17,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from slimdepth.data.photometric import _contrast, _saturation
+from slimdepth.data.photometric import _blur, _contrast, _saturation
 from slimdepth.errors import ConfigError
 from slimdepth.flat_road import above_road
 
-__all__ = ["DEFAULT_PROBES", "NEAR_DEPTH", "NEAR_GROW", "PROBE_OPS", "PROBE_PLACES", "Probe", "apply_probe",
-           "near_mask", "parse_probe"]
+__all__ = ["DEFAULT_PROBES", "NEAR_DEPTH", "NEAR_GROW", "OTHER", "PROBE_OPS", "PROBE_PLACES", "Probe",
+           "apply_probe", "near_mask", "parse_probe"]
 
 #: what a probe may change: x ** value, x * value, the distance from the frame's mean grey times
-#: value, the distance from each pixel's grey times value (0: grey frames)
-PROBE_OPS = ("gamma", "gain", "contrast", "saturation")
+#: value, the distance from each pixel's grey times value (0: grey frames), a Gaussian blur of
+#: sigma value pixels (at the frame's size)
+PROBE_OPS = ("gamma", "gain", "contrast", "saturation", "blur")
 #: where: the whole frame, only the near objects (:func:`near_mask`), or everything but them
 PROBE_PLACES = ("all", "near", "rest")
+#: the context swap, spelt ``other@rest``: everything but the near objects from another set's frame
+OTHER = "other"
 #: the near objects are the ground-truth points above the road nearer than this (metres): the
 #: first distance band of the benchmark, where a camera 1.65 m up sees no vehicle's foot
 NEAR_DEPTH = 8.0
@@ -51,15 +58,23 @@ class Probe:
         """The spelling :func:`parse_probe` reads back: ``as-is``, ``gamma=2.2``, ``gamma=2.2@near``."""
         if self.op is None:
             return "as-is"
+        if self.op == OTHER:
+            return f"{OTHER}@rest"
         return f"{self.op}={self.value:g}" + ("" if self.where == "all" else f"@{self.where}")
 
 
 def parse_probe(text: str) -> Probe:
-    """``as-is`` or ``OP=VALUE[@WHERE]`` (OP in :data:`PROBE_OPS`, WHERE in :data:`PROBE_PLACES`;
-    gamma above 0, the others from 0, all at most 10); anything else is a one-line ConfigError."""
+    """``as-is``, ``other@rest`` (:data:`OTHER`) or ``OP=VALUE[@WHERE]`` (OP in :data:`PROBE_OPS`,
+    WHERE in :data:`PROBE_PLACES`; gamma and blur above 0, the others from 0, all at most 10);
+    anything else is a one-line ConfigError."""
     spec = str(text).strip()
     if spec == "as-is":
         return Probe()
+    if spec.partition("@")[0].strip() == OTHER:
+        if spec.replace(" ", "") != f"{OTHER}@rest":
+            raise ConfigError(f"--probe {text!r}: the context swap is written {OTHER}@rest (the near objects "
+                              "stay, everything else comes from the other set)")
+        return Probe(OTHER, 1.0, "rest")
     op, eq, rest = spec.partition("=")
     op = op.strip()
     if not eq or op not in PROBE_OPS:
@@ -72,9 +87,9 @@ def parse_probe(text: str) -> Probe:
         value = float(value_text)
     except ValueError:
         raise ConfigError(f"--probe {text!r}: {value_text.strip()!r} is not a number") from None
-    low_ok = value > 0 if op == "gamma" else value >= 0
+    low_ok = value > 0 if op in ("gamma", "blur") else value >= 0
     if not (math.isfinite(value) and low_ok and value <= MAX_VALUE):
-        bound = "above 0" if op == "gamma" else "from 0"
+        bound = "above 0" if op in ("gamma", "blur") else "from 0"
         raise ConfigError(f"--probe {text!r}: {op} must be {bound} up to {MAX_VALUE:g}")
     return Probe(op, value, where)
 
@@ -97,17 +112,27 @@ def _change(image: torch.Tensor, op: str, value: float) -> torch.Tensor:
         return (image * value).clamp(0.0, 1.0)
     if op == "contrast":
         return _contrast(image, value)
+    if op == "blur":
+        return _blur(image, value)
     return _saturation(image, value)
 
 
-def apply_probe(probe: Probe, frame: dict[str, Any]) -> torch.Tensor:
+def apply_probe(probe: Probe, frame: dict[str, Any], other: torch.Tensor | None = None) -> torch.Tensor:
     """The frame's image (3xHxW in [0, 1]) as the probe changes it; ``near`` and ``rest`` need
     the frame's ``depth`` and ``K`` (:func:`near_mask`), and a frame without near objects is left
-    alone by ``near`` and changed everywhere by ``rest``."""
+    alone by ``near`` and changed everywhere by ``rest``. ``other@rest`` takes everything but the
+    near objects from ``other``, the paired frame's image (the same size)."""
     image = frame["image"].float()
     if probe.op is None:
         return image
-    changed = _change(image, probe.op, probe.value)
+    if probe.op == OTHER:
+        if other is None or other.shape != image.shape:
+            raise ConfigError(f"--probe {probe.name}: the other frame must be given and be "
+                              f"{'x'.join(map(str, image.shape[-2:]))} like this one"
+                              + ("" if other is None else f", not {'x'.join(map(str, other.shape[-2:]))}"))
+        changed = other.float()
+    else:
+        changed = _change(image, probe.op, probe.value)
     if probe.where == "all":
         return changed
     mask = near_mask(frame["depth"], frame["K"])
