@@ -24,13 +24,14 @@ import argparse
 import json
 import math
 import sys
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import torch
 
-from slimdepth.errors import ConfigError, OneLineArgumentParser, run_script
+from slimdepth.errors import ConfigError, DataError, OneLineArgumentParser, run_script
 from slimdepth.fileio import atomic_path
 from slimdepth.options import check_number
 from slimdepth.report.collect import ModelEntry, collect
@@ -100,12 +101,14 @@ def check_args(args: argparse.Namespace) -> Checked:
         if args.other is not None:
             raise ConfigError(f"--other is the context of --probe {OTHER}@rest, which is not asked for")
         return Checked(probes, models, real, None, None)
-    other = _source(args.other) if args.other is not None else (
-        DEFAULT_REAL if isinstance(real, str) else SYNTHETIC_CONTROL)
-    try:
-        context = open_frames(other)
-    except ConfigError as exc:  # its own words name --real or --control
-        raise ConfigError(f"--other: {exc}") from None
+    other = _source(args.other) if args.other is not None else default_other(real)
+    context = _open_other(other, default=args.other is None)
+    names = frames.names()
+    if len(set(names)) < len(names):
+        raise ConfigError(f"--real {real}: two frames share a name, so {OTHER}@rest cannot pair them")
+    if len(context) < len(frames):
+        raise ConfigError(f"--other {other}: {len(context)} frames, fewer than the {len(frames)} of --real; "
+                          f"{OTHER}@rest pairs frame i with frame i")
     size, other_size = frames[0]["image"].shape[-2:], context[0]["image"].shape[-2:]
     if size != other_size:
         raise ConfigError(f"--other {other}: its frames are {other_size[0]}x{other_size[1]}, the frames of "
@@ -113,31 +116,56 @@ def check_args(args: argparse.Namespace) -> Checked:
     return Checked(probes, models, real, other, context)
 
 
+def default_other(real: Path | str) -> Path | str:
+    """The context of ``other@rest`` when none is named: rendered frames of the drive's kind
+    around real frames, the shared drive around rendered ones."""
+    return DEFAULT_REAL if is_synthetic_spec(real) else SYNTHETIC_CONTROL
+
+
+def _open_other(other: Path | str, default: bool) -> DepthDataset:
+    """The context's frames; its errors say --other (they are worded for --real or --control)."""
+    try:
+        return open_frames(other)
+    except (ConfigError, DataError) as exc:
+        text = str(exc)
+        for prefix in ("--real ", "--control: ", "--control "):
+            text = text[len(prefix):] if text.startswith(prefix) else text
+        where = " (the default for a synthetic --real)" if default else ""
+        raise ConfigError(f"--other{where}: {text}") from None
+
+
 def transform_for(probe: Probe, real: Path | str,
                   context: DepthDataset | None) -> Callable[[dict[str, Any]], torch.Tensor] | None:
     """What the models see of each frame under ``probe`` (None: the frame as it is); ``other@rest``
-    pairs frame i of ``real`` with frame i of ``context`` (modulo its length)."""
+    pairs frame i of ``real`` (found by its name) with frame i of ``context``."""
     if probe.op is None:
         return None
     if probe.op != OTHER:
         return partial(apply_probe, probe)
     position = {name: i for i, name in enumerate(open_frames(real).names())}
-    return lambda frame: apply_probe(probe, frame, context[position[frame["meta"]["name"]] % len(context)]["image"])
+    return lambda frame: apply_probe(probe, frame, context[position[frame["meta"]["name"]]]["image"])
 
 
-def summary(result: SimToReal, whole: bool = True) -> dict[str, dict[str, float]]:
-    """Per model: whole-frame metric and scaled δ1, mean ratio, and the near band's δ1 and ratio
-    (None when the frames have no near point); without ``whole`` the whole-frame figures are None
-    (``other@rest``: the rest of each frame is another frame, which its ground truth does not fit)."""
+def near_only(result: SimToReal, other: Path | str) -> SimToReal:
+    """A context swap's result with the near band alone (the whole frame, the road and the far
+    bands were scored against a ground truth the swapped rest does not fit) and its context named."""
+    scores = [replace(s, metric={}, median_scaled={}, ratio={}, road={},
+                      regions={NEAR: s.regions[NEAR]} if NEAR in s.regions else {}) for s in result.scores]
+    return replace(result, scores=scores, context=str(other))
+
+
+def summary(result: SimToReal) -> dict[str, dict[str, float]]:
+    """Per model: whole-frame metric and scaled δ1, mean ratio, and the near band's δ1, ratio and
+    points (None where the result has no such figure: a context swap's whole frame, a set without
+    near points)."""
     def number(value: float | None) -> float | None:
         return value if value is not None and math.isfinite(value) else None
 
     out = {}
     for s in result.scores:
         near = s.regions.get(NEAR, {})
-        out[s.name] = {"metric_d1": number(s.metric["d1"]) if whole else None,
-                       "scaled_d1": number(s.median_scaled["d1"]) if whole else None,
-                       "ratio": number(s.ratio["mean"]) if whole else None,
+        out[s.name] = {"metric_d1": number(s.metric.get("d1")), "scaled_d1": number(s.median_scaled.get("d1")),
+                       "ratio": number(s.ratio.get("mean")),
                        "near_d1": number(near["metric"]["d1"]) if near else None,
                        "near_ratio": number(near["ratio"]["median"]) if near else None,
                        "near_points": near.get("points", 0)}
@@ -166,6 +194,8 @@ def print_probes(table: dict[str, dict[str, dict[str, float]]]) -> None:
             print(f"{probe:{width}s} {model:{width}s} | {cells[0]} {cells[1]} {cells[2]} | {cells[3]} {cells[4]}")
     print(f"near: the ground-truth points above the road nearer than {DISTANCE_BANDS[0][1]:g} m; ratio = "
           "median(truth) / median(prediction), below 1: predicted too far")
+    points = {row["near_points"] for row in base.values()}
+    print(f"near points: {', '.join(map(str, sorted(points)))} (the ground truth's; a few hundred make a noisy figure)")
     if f"{OTHER}@rest" in table:
         print(f"{OTHER}@rest scores the near objects alone: the rest of each frame is another frame")
 
@@ -181,7 +211,9 @@ def score(args: argparse.Namespace) -> None:
     for probe in probes:
         print(f"probe {probe.name}")
         result = sim_to_real(models, real, rows=args.rows, cache=cache, transform=transform_for(probe, real, context))
-        results[probe.name], table[probe.name] = result, summary(result, whole=probe.op != OTHER)
+        if probe.op == OTHER:
+            result = near_only(result, other)
+        results[probe.name], table[probe.name] = result, summary(result)
     print_probes(table)
     for name, result in results.items():
         write_sim_to_real(result, out / name.replace("@", "_at_"))

@@ -21,7 +21,7 @@ from slimdepth.deploy.exported import load_for_inference
 from slimdepth.errors import ConfigError
 from slimdepth.report.probe import (DEFAULT_PROBES, NEAR_GROW, OTHER, PROBE_OPS, PROBE_PLACES, Probe, apply_probe,
                                     near_mask, parse_probe)
-from slimdepth.report.real import REAL_TITLE_HEIGHT, open_frames
+from slimdepth.report.real import REAL_TITLE_HEIGHT, SYNTHETIC_CONTROL, open_frames
 from slimdepth.report.sim_to_real import sim_to_real
 from tests.helpers import TINY_RECIPE
 from tests.test_sim_to_real import _one_line, by_hand
@@ -269,8 +269,14 @@ def test_other_at_rest_pairs_each_frame_with_the_other_sets_and_records_it(run, 
     # the whole frame is not scored: its rest is another frame, which the ground truth does not fit
     assert swapped["metric_d1"] is None and swapped["scaled_d1"] is None and swapped["ratio"] is None
     assert saved["probes"]["as-is"]["tiny"]["metric_d1"] is not None
+    detail = json.loads((out / "other_at_rest" / "sim_to_real.json").read_text())
+    assert detail["context"] == OTHER_SMALL and detail["models"][0]["metric"] == {}
+    assert list(detail["models"][0]["regions"]) == ["above road 0-8 m"]
+    assert "context" not in json.loads((out / "as-is" / "sim_to_real.json").read_text())
     assert script.check_args(script.parse_args(["--run", str(run), "--real", SMALL])).context is None
-    # the default context of a spec is the shared drive (375x1242 or absent: refused either way here)
+    # the default context of a spec is the shared drive (375x1242 or absent: refused either way here),
+    # of a folder the synthetic control
+    assert script.default_other(SMALL) == script.DEFAULT_REAL and script.default_other(tmp_path) == SYNTHETIC_CONTROL
     with pytest.raises(ConfigError) as caught:
         script.check_args(script.parse_args(["--run", str(run), "--real", SMALL, "--probe", "other@rest"]))
     assert "--other" in str(caught.value) and "kitti_raw" in str(caught.value) and "\n" not in str(caught.value)
@@ -278,14 +284,21 @@ def test_other_at_rest_pairs_each_frame_with_the_other_sets_and_records_it(run, 
 
 @pytest.mark.parametrize("extra, fragment", [
     (["--probe", "other@rest", "--other", "synthetic,num=2,size=32x96,split=test"], "32x96"),
-    (["--other", OTHER_SMALL], "other@rest"), (["--probe", "other@rest", "--other", "/no/such/place"], "/no/such/place"),
+    (["--other", OTHER_SMALL], "other@rest"),
+    (["--probe", "other@rest", "--other", "/no/such/place"], "--other: /no/such/place: not a directory"),
     (["--probe", "other@near"], "other@rest"),
+    (["--probe", "other@rest", "--other", "synthetic,num=1,size=32x106,split=test,seg=false"], "fewer than the 2"),
+    (["--probe", "other@rest", "--other", "synthetic,num=2,size=32x106,split=train"], "--other: split=train"),
 ])
-def test_a_bad_context_is_one_line_and_writes_nothing(extra, fragment, run, tmp_path, capsys) -> None:
+def test_a_bad_context_is_one_line_and_writes_nothing(extra, fragment, run, tmp_path, capsys, monkeypatch) -> None:
+    from slimdepth.report import measure
+
+    loads = []
+    monkeypatch.setattr(measure, "load_for_inference", lambda *a, **k: loads.append(a) or 1 / 0)
     out = tmp_path / "out"
     assert _script().main(["--run", str(run), "--real", SMALL, "--out", str(out), *extra]) == 2
     _one_line(capsys.readouterr().err, fragment)
-    assert not out.exists()
+    assert not out.exists() and not loads  # refused before any model is loaded
 
 
 def test_a_missing_run_and_a_full_out_are_refused(run, tmp_path, capsys) -> None:

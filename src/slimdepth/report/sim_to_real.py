@@ -216,13 +216,16 @@ class SimToReal:
     ground_truth: str = "projected Velodyne"  # or "KITTI annotated depth" (:data:`~slimdepth.report.real.GROUND_TRUTHS`)
     sheet_frames: list[str] = field(default_factory=list)
     sheets: dict[str, np.ndarray] = field(default_factory=dict)  # file stem -> full-size picture
+    #: where the rest of each frame came from when the frames were composed (a context swap)
+    context: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON form: what ``sim_to_real.json`` holds."""
-        return {"real": str(self.real), "frames": self.frames, "ground_truth": self.ground_truth,
-                "conventions": self.config.to_dict(), "flat_prior_camera_height_m": CAMERA_HEIGHT,
-                "models": [s.to_dict() for s in self.scores], "sheet_frames": self.sheet_frames,
-                "sheets": [f"{stem}.png" for stem in self.sheets]}
+        out = {"real": str(self.real), "frames": self.frames, "ground_truth": self.ground_truth,
+               "conventions": self.config.to_dict(), "flat_prior_camera_height_m": CAMERA_HEIGHT,
+               "models": [s.to_dict() for s in self.scores], "sheet_frames": self.sheet_frames,
+               "sheets": [f"{stem}.png" for stem in self.sheets]}
+        return out if self.context is None else {"real": out.pop("real"), "context": self.context, **out}
 
 
 def _json_safe(value: Any) -> Any:
