@@ -1,5 +1,5 @@
 """Test-time probes of a sim-to-real gap: the frames changed in one controlled way (a gamma, a
-gain, a contrast or a saturation, on the whole frame or only around the near objects) and every
+gain, a contrast, a saturation or a blur, on the whole frame or only around the near objects) and every
 model scored again (:func:`~slimdepth.report.sim_to_real.sim_to_real` with ``transform``). Which
 change moves which part of the frame says what in the image a model reads depth from: a model
 whose near vehicles come nearer when only they are darkened reads darkness as nearness.
@@ -78,7 +78,8 @@ def parse_probe(text: str) -> Probe:
     op, eq, rest = spec.partition("=")
     op = op.strip()
     if not eq or op not in PROBE_OPS:
-        raise ConfigError(f"--probe {text!r}: write as-is or OP=VALUE[@WHERE] with OP one of {', '.join(PROBE_OPS)}")
+        raise ConfigError(f"--probe {text!r}: write as-is, {OTHER}@rest or OP=VALUE[@WHERE] with OP one of "
+                          f"{', '.join(PROBE_OPS)}")
     value_text, at, where = rest.partition("@")
     where = where.strip() if at else "all"
     if where not in PROBE_PLACES:
