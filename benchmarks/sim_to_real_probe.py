@@ -72,11 +72,13 @@ def _source(text: str) -> Path | str:
 
 class Checked(NamedTuple):
     """What :func:`check_args` found usable: the probes (as-is first), the runs' models, the frames
-    to score, and for ``other@rest`` where the context comes from and its frames (else None)."""
+    to score (where from, and opened), and for ``other@rest`` where the context comes from and its
+    frames (else None)."""
 
     probes: list[Probe]
     models: list[ModelEntry]
     real: Path | str
+    frames: DepthDataset
     other: Path | str | None
     context: DepthDataset | None
 
@@ -100,7 +102,7 @@ def check_args(args: argparse.Namespace) -> Checked:
     if not any(p.op == OTHER for p in probes):
         if args.other is not None:
             raise ConfigError(f"--other is the context of --probe {OTHER}@rest, which is not asked for")
-        return Checked(probes, models, real, None, None)
+        return Checked(probes, models, real, frames, None, None)
     other = _source(args.other) if args.other is not None else default_other(real)
     context = _open_other(other, default=args.other is None)
     names = frames.names()
@@ -113,7 +115,7 @@ def check_args(args: argparse.Namespace) -> Checked:
     if size != other_size:
         raise ConfigError(f"--other {other}: its frames are {other_size[0]}x{other_size[1]}, the frames of "
                           f"--real are {size[0]}x{size[1]}; {OTHER}@rest needs the same size")
-    return Checked(probes, models, real, other, context)
+    return Checked(probes, models, real, frames, other, context)
 
 
 def default_other(real: Path | str) -> Path | str:
@@ -134,15 +136,15 @@ def _open_other(other: Path | str, default: bool) -> DepthDataset:
         raise ConfigError(f"--other{where}: {text}") from None
 
 
-def transform_for(probe: Probe, real: Path | str,
+def transform_for(probe: Probe, frames: DepthDataset,
                   context: DepthDataset | None) -> Callable[[dict[str, Any]], torch.Tensor] | None:
     """What the models see of each frame under ``probe`` (None: the frame as it is); ``other@rest``
-    pairs frame i of ``real`` (found by its name) with frame i of ``context``."""
+    pairs frame i of ``frames`` (found by its name) with frame i of ``context``."""
     if probe.op is None:
         return None
     if probe.op != OTHER:
         return partial(apply_probe, probe)
-    position = {name: i for i, name in enumerate(open_frames(real).names())}
+    position = {name: i for i, name in enumerate(frames.names())}
     return lambda frame: apply_probe(probe, frame, context[position[frame["meta"]["name"]]]["image"])
 
 
@@ -202,7 +204,7 @@ def print_probes(table: dict[str, dict[str, dict[str, float]]]) -> None:
 
 def score(args: argparse.Namespace) -> None:
     """Check everything, then score the frames as they are and after each probe, print and write."""
-    probes, models, real, other, context = check_args(args)
+    probes, models, real, frames, other, context = check_args(args)
     cache = ModelCache()  # each model loaded once, whatever the number of probes
     first = args.run[0].resolve()
     out = args.out or first.parent / f"{first.stem if first.is_file() else first.name}_probe"
@@ -210,7 +212,7 @@ def score(args: argparse.Namespace) -> None:
     table, results = {}, {}
     for probe in probes:
         print(f"probe {probe.name}")
-        result = sim_to_real(models, real, rows=args.rows, cache=cache, transform=transform_for(probe, real, context))
+        result = sim_to_real(models, real, rows=args.rows, cache=cache, transform=transform_for(probe, frames, context))
         if probe.op == OTHER:
             result = near_only(result, other)
         results[probe.name], table[probe.name] = result, summary(result)

@@ -252,7 +252,7 @@ def test_other_at_rest_pairs_each_frame_with_the_other_sets_and_records_it(run, 
     assert sorted(p.name for p in out.iterdir()) == ["as-is", "other_at_rest", "probe.json"]
     checked = script.check_args(script.parse_args(["--run", str(run), "--real", SMALL, "--probe", "other@rest",
                                                    "--other", OTHER_SMALL]))
-    transform = script.transform_for(checked.probes[1], checked.real, checked.context)
+    transform = script.transform_for(checked.probes[1], checked.frames, checked.context)
     frames, others = open_frames(SMALL), open_frames(OTHER_SMALL)
     for i in range(len(frames)):  # frame i of the one set around frame i's near objects of the other
         f = frames[i]

@@ -41,6 +41,8 @@ NEAR_GROW = 7
 #: the probes the script runs when none is named
 DEFAULT_PROBES = ("as-is", "gamma=2.2", "gamma=0.45", "gamma=2.2@near", "gamma=2.2@rest", "gain=0.5",
                   "contrast=0.5", "saturation=0")
+#: the ops whose value must be above 0 (the others take 0: black, grey or flat frames)
+POSITIVE_OPS = ("gamma", "blur")
 #: the largest value any op takes (a gamma of 10 is already black)
 MAX_VALUE = 10.0
 
@@ -88,9 +90,9 @@ def parse_probe(text: str) -> Probe:
         value = float(value_text)
     except ValueError:
         raise ConfigError(f"--probe {text!r}: {value_text.strip()!r} is not a number") from None
-    low_ok = value > 0 if op in ("gamma", "blur") else value >= 0
+    low_ok = value > 0 if op in POSITIVE_OPS else value >= 0
     if not (math.isfinite(value) and low_ok and value <= MAX_VALUE):
-        bound = "above 0" if op in ("gamma", "blur") else "from 0"
+        bound = "above 0" if op in POSITIVE_OPS else "from 0"
         raise ConfigError(f"--probe {text!r}: {op} must be {bound} up to {MAX_VALUE:g}")
     return Probe(op, value, where)
 

@@ -221,11 +221,11 @@ class SimToReal:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON form: what ``sim_to_real.json`` holds."""
-        out = {"real": str(self.real), "frames": self.frames, "ground_truth": self.ground_truth,
-               "conventions": self.config.to_dict(), "flat_prior_camera_height_m": CAMERA_HEIGHT,
-               "models": [s.to_dict() for s in self.scores], "sheet_frames": self.sheet_frames,
-               "sheets": [f"{stem}.png" for stem in self.sheets]}
-        return out if self.context is None else {"real": out.pop("real"), "context": self.context, **out}
+        context = {} if self.context is None else {"context": self.context}
+        return {"real": str(self.real), **context, "frames": self.frames, "ground_truth": self.ground_truth,
+                "conventions": self.config.to_dict(), "flat_prior_camera_height_m": CAMERA_HEIGHT,
+                "models": [s.to_dict() for s in self.scores], "sheet_frames": self.sheet_frames,
+                "sheets": [f"{stem}.png" for stem in self.sheets]}
 
 
 def _json_safe(value: Any) -> Any:
