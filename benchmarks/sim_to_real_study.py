@@ -35,6 +35,7 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "no-traffic": ("traffic=0", "sparse traffic (one vehicle per lane at most, beyond 6 m)"),
     "no-shapes": ("vehicles=boxes", "two-box vehicles instead of shaped cars, lorries, tankers"),
     "wheels": ("vehicles=wheeled", "the shaped vehicles on tyres, heavy ones with a chassis"),
+    "vehicle-detail": ("vehicle_detail=1", "grime, panel seams, rivets, lettering and a tape on every vehicle body"),
     "no-structures": ("structures=false", "no overpasses, guard rails, barriers, walls, fences"),
     "urban-only": ("layouts=urban", "urban streets only (no highways, no rural roads)"),
     "plain-camera": ("camera=plain", "no camera effects (exposure, gamma, dither only)"),

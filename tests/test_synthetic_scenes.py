@@ -367,6 +367,8 @@ SPEC_VALUES = {
                        st.sampled_from(["curvy", "left"])),
     "road_wear": st.one_of(st.floats(min_value=1.0001), st.floats(max_value=-1e-6), st.just(float("nan")),
                            st.sampled_from(["worn", "old"]), st.booleans()),
+    "vehicle_detail": st.one_of(st.floats(min_value=1.0001), st.floats(max_value=-1e-6), st.just(float("nan")),
+                                st.sampled_from(["lots", "dirty"]), st.booleans()),
 }
 
 

@@ -229,7 +229,7 @@ class SyntheticDataset(DepthDataset):
     (``dense`` ground truth or the simulated ``lidar``), and ``lidar``/``seg``/``right`` to
     include ``lidar_depth``, ``seg`` and ``right_image`` in each sample. The scene options
     (``traffic``, ``vehicles``, ``structures``, ``layouts``, ``randomize``, ``haze``,
-    ``contact_shadows``, ``object_shadows``, ``slopes``, ``bends``, ``road_wear``: see
+    ``contact_shadows``, ``object_shadows``, ``slopes``, ``bends``, ``road_wear``, ``vehicle_detail``: see
     :class:`~slimdepth.data.synthetic.scene.SceneOptions`) and the camera (``camera`` =
     kitti/plain/off and one strength per effect, e.g. ``jpeg=0``: see
     :class:`~slimdepth.data.synthetic.camera.CameraOptions`) choose what the frames look like.
@@ -243,7 +243,7 @@ class SyntheticDataset(DepthDataset):
                  right: bool = False, traffic: float = 1.0, vehicles: str = "shaped", structures: bool = True,
                  layouts: str = "mixed", randomize: float = 0.0, haze: float = 1.0, contact_shadows: bool = True,
                  object_shadows: bool = False, slopes: float = 0.0, bends: float = 0.0, road_wear: float = 0.0,
-                 camera: str | bool = "kitti", exposure: float = 1.0,
+                 vehicle_detail: float = 0.0, camera: str | bool = "kitti", exposure: float = 1.0,
                  white_balance: float = 1.0, color_cast: float = 1.0, vignetting: float = 1.0,
                  bloom: float = 1.0, motion_blur: float = 1.0, tone: float = 1.0, noise: float = 1.0,
                  jpeg: float = 1.0, root: str | None = None, transform: Transform | None = None) -> None:
@@ -259,7 +259,8 @@ class SyntheticDataset(DepthDataset):
         scene_opts, camera_opts = generator_options({
             "traffic": traffic, "vehicles": vehicles, "structures": structures, "layouts": layouts,
             "randomize": randomize, "haze": haze, "contact_shadows": contact_shadows,
-            "object_shadows": object_shadows, "slopes": slopes, "bends": bends, "road_wear": road_wear, "camera": camera,
+            "object_shadows": object_shadows, "slopes": slopes, "bends": bends, "road_wear": road_wear,
+            "vehicle_detail": vehicle_detail, "camera": camera,
             "exposure": exposure, "white_balance": white_balance, "color_cast": color_cast, "vignetting": vignetting,
             "bloom": bloom, "motion_blur": motion_blur, "tone": tone, "noise": noise, "jpeg": jpeg})
         self.generator = SceneGenerator(size, seed, split, comps, scene_options=scene_opts, camera_options=camera_opts)

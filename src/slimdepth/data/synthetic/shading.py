@@ -17,7 +17,7 @@ from slimdepth.data.synthetic.fmath import F32, fmax, fmin, fmod, kernel
 from slimdepth.data.synthetic.raycast import Hits, PinholeGrid
 from slimdepth.data.synthetic.scene import (
     BOX, CONCRETE, CYLINDER, ELLIPSOID, FACADE, FOLIAGE, HEAD, PERSON, PID_CURB, PID_ROAD, PID_SIDEWALK, PID_SKY,
-    PID_YARD, POLE_METAL, RAIL, SIGN_PANEL, TRUNK, TUBE, VEHICLE, Scene,
+    PID_YARD, POLE_METAL, RAIL, SIGN_PANEL, TANK, TRUNK, TUBE, VEHICLE, Scene,
 )
 
 T_NOISE, T_COARSE, T_BRICKS, T_PLASTER = (textures.TEX[n] for n in ("noise", "coarse", "bricks", "plaster"))
@@ -508,6 +508,31 @@ def _primitives(s: _Surface, groups: dict[int, tuple[np.ndarray, object]]) -> No
         _put(s.albedo, sel, col)
 
 
+def _livery(s: _Surface) -> None:
+    """Fine detail on every vehicle surface (the ``vehicle_detail`` option): grime, panel seams and
+    rivets, lettering and a conspicuity tape (textures' ``livery``), placed and weighted per vehicle
+    by a hash of its object id (no random draws: the scene stays the one the seed drew). Real
+    vehicles are covered in such detail; without it, a near vehicle is a smooth panel, and networks
+    learn that fine detail means distance."""
+    strength = s.scene.vehicle_detail
+    if strength <= 0:
+        return
+    pr = s.scene.prims
+    sel = np.flatnonzero(s.pid >= 0)
+    sel = sel[np.isin(pr.material.take(s.pid.take(sel)), (VEHICLE, TANK))]
+    if not sel.size:
+        return
+    pid = s.pid.take(sel)
+    obj = pr.obj.take(pid)
+    shift_u, shift_v = textures.hash01(obj, 0, 73) * 3.0, textures.hash01(obj, 1, 73) * 3.0
+    weight = (strength * (0.4 + 0.6 * textures.hash01(obj, 2, 73))).astype(F32)
+    flat = np.abs(s.n[1].take(sel)) > F32(0.7)  # roofs and bonnets: the texture lies along z
+    u = (s.p[0].take(sel) + s.p[2].take(sel) + shift_u).astype(F32)
+    v = (np.where(flat, s.p[2].take(sel), _height(s, sel, pid)) + shift_v).astype(F32)
+    detail = s.tex("livery", sel, u, v, 3.0)
+    s.albedo[:, sel] *= (F32(1.0) + weight * (detail - F32(1.0)))[None, :]
+
+
 def sky(scene: Scene, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray) -> np.ndarray:
     """Sky radiance (3, n) for view directions: zenith-to-horizon gradient with clouds."""
     norm = np.sqrt(dx * dx + dy * dy + dz * dz)
@@ -544,6 +569,7 @@ def shade(scene: Scene, grid: PinholeGrid, hits: Hits) -> np.ndarray:
     s.finish_normals()
     _ground(s)
     _primitives(s, groups)
+    _livery(s)
     _light(s.idx, s.albedo, *s.n, np.asarray(scene.sun, F32), shadows.sunlit(s, grid), shadows.contact_light(s, grid), s.dist,
            F32(scene.haze_distance), scene.ambient, scene.sun_color, scene.sky_horizon * F32(0.9), out)
     skyidx = np.flatnonzero(hits.pid.ravel() == PID_SKY)

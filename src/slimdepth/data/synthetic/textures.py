@@ -104,6 +104,31 @@ def _leaves() -> np.ndarray:
     return np.where(n < 0.42, 0.35, 0.7 + 0.8 * (n - 0.42))
 
 
+def _glyphs(x: np.ndarray, y: np.ndarray, top: int, px: int, seed: int) -> np.ndarray:
+    """A line of blocky lettering from row ``top``: 3 x 5 bitmaps of ``px``-texel squares, a space
+    after every few letters; True where a stroke is."""
+    cw = 4 * px  # three columns and a gap; divides SIZE, so the line tiles
+    gx, bx, by = x // cw, (x % cw) // px, (y - top) // px
+    letter = (hash01(gx, 0, seed) > 0.15) & (gx % 7 != 6)
+    bit = hash01(gx * 16 + by * 3 + bx, 1, seed) < 0.55
+    return (y >= top) & (y < top + 5 * px) & (bx < 3) & letter & bit
+
+
+def _livery() -> np.ndarray:
+    """Vehicle-body detail (one tile is 3 m, a texel 1.2 cm): grime, panel seams with rivets,
+    lettering in two sizes and a striped conspicuity tape, normalised to mean 1 so that a distant
+    (averaged) body keeps its paint's tone."""
+    c = np.arange(SIZE)
+    x, y = np.broadcast_arrays(c[None, :], c[:, None])
+    t = 0.85 + 0.3 * fbm(32, 4, 61)
+    t = np.where((x % 64 < 2) | (y % 128 < 2), 0.45, t)  # panel seams every 0.75 and 1.5 m
+    t = np.where(((x % 64 == 5) | (x % 64 == 60)) & (y % 10 < 2), 0.65, t)  # rivets beside them
+    strokes = _glyphs(x, y, 24, 4, 63) | _glyphs(x, y, 160, 2, 67) | _glyphs(x, y, 196, 2, 71)
+    t = np.where(strokes, 0.2, t)
+    t = np.where((y >= 110) & (y < 114), np.where(x % 32 < 16, 1.7, 0.5), t)  # tape: bright and dark
+    return t / t.mean()
+
+
 _BUILDERS = {
     "noise": lambda: fbm(8, 5, 1),
     "coarse": lambda: fbm(4, 3, 3),
@@ -115,6 +140,7 @@ _BUILDERS = {
     "bark": lambda: 0.55 + 0.9 * fbm(16, 4, 47, aspect=8),
     "plaster": lambda: 0.85 + 0.3 * fbm(16, 5, 53),
     "clouds": lambda: fbm(4, 6, 59, gain=0.55),
+    "livery": _livery,  # last: the atlas keeps the other textures where they were
 }
 NAMES = tuple(_BUILDERS)
 TEX = {name: i for i, name in enumerate(NAMES)}  # a texture's row in the atlas
