@@ -27,6 +27,7 @@ from slimdepth.data.augment import (
     RCrop,
     Resize,
     RGBMultiplier,
+    Sharpen,
     available_augmentations,
     build_augmentation,
 )
@@ -504,6 +505,29 @@ def test_blur_matches_scipy_and_keeps_a_flat_image():
     np.testing.assert_allclose(out.numpy(), ref, atol=1e-5)
 
 
+def test_sharpen_is_an_unsharp_mask_against_scipy():
+    ndimage = pytest.importorskip("scipy.ndimage")
+    rng = np.random.default_rng(4)
+    img = (0.25 + 0.5 * rng.random((3, 20, 31))).astype(np.float32)
+    src = {"image": torch.from_numpy(img), "depth": torch.ones(1, 20, 31)}
+    out = Sharpen(1.0, amount=(1.5, 1.5), sigma=(1.0, 1.0))(src, generator=0)
+    blurred = np.stack([ndimage.gaussian_filter(ch.astype(np.float64), 1.0, mode="mirror", truncate=3.0) for ch in img])
+    ref = np.clip(img + 1.5 * (img - blurred), 0.0, 1.0)
+    np.testing.assert_allclose(out["image"].numpy(), ref, atol=1e-5)
+    assert (ref == 0).any() or (ref == 1).any()  # the clamp is exercised
+    assert out["depth"] is src["depth"] and out["meta"]["augment"] == [{"op": "sharpen", "amount": 1.5, "sigma": 1.0}]
+    # fine detail grows by about (1 + amount) times; a flat image and amount 0 stay as they were
+    fine = lambda a: np.abs(a - ndimage.gaussian_filter(a, (0, 1, 1))).mean()  # noqa: E731
+    mild = Sharpen(1.0, amount=(0.5, 0.5), sigma=(1.0, 1.0))(src, generator=0)["image"].numpy().astype(np.float64)
+    assert 1.3 < fine(mild) / fine(img.astype(np.float64)) < 1.6
+    flat = {"image": torch.full((3, 6, 7), 0.4)}
+    torch.testing.assert_close(Sharpen(1.0)(flat, generator=2)["image"], flat["image"])
+    torch.testing.assert_close(Sharpen(1.0, amount=(0.0, 0.0))(src, generator=2)["image"], src["image"])
+    assert Sharpen(0.0)(src, generator=0) is src
+    draws = [Sharpen(1.0)(src, generator=g)["meta"]["augment"][0] for g in range(30)]
+    assert all(0.5 <= d["amount"] <= 3.0 and 0.5 <= d["sigma"] <= 2.0 for d in draws)
+
+
 def test_noise_has_the_drawn_std_and_is_fixed_by_the_seed():
     src = {"image": torch.full((3, 64, 64), 0.5), "right_image": torch.full((3, 64, 64), 0.5)}
     op = GaussianNoise(1.0, std=(0.02, 0.04))
@@ -571,7 +595,7 @@ def test_gamma_raises_to_the_drawn_gamma_globally_or_in_a_smooth_field():
             RandomGamma(1.0, grid=grid)
 
 
-PHOTOMETRIC_KEYS = {"grayscale": ["p"], "blur": ["p", "sigma"], "noise": ["p", "std"],
+PHOTOMETRIC_KEYS = {"grayscale": ["p"], "blur": ["p", "sigma"], "sharpen": ["p", "amount", "sigma"], "noise": ["p", "std"],
                     "random_conv": ["p", "kernel_sizes", "mix"], "gamma": ["p", "gamma", "grid"]}
 
 

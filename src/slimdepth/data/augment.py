@@ -51,7 +51,7 @@ from slimdepth.data.augment_base import (
     Augmentation, Sample, SizeLike, _fit, _interval, _non_negative, _probability, _randint, _record, _size, _uniform,
 )
 from slimdepth.data.photometric import (
-    ColorJitter, GaussianBlur, GaussianNoise, RandomConvolution, RandomGamma, RandomGrayscale, RGBMultiplier,
+    ColorJitter, GaussianBlur, GaussianNoise, RandomConvolution, RandomGamma, RandomGrayscale, RGBMultiplier, Sharpen,
 )
 from slimdepth.data.sample import IGNORE_LABEL, key_kind, sample_size, sparse_keys
 from slimdepth.errors import ConfigError
@@ -74,6 +74,7 @@ __all__ = [
     "RandomRotation",
     "RandomScale",
     "Resize",
+    "Sharpen",
     "available_augmentations",
     "build_augmentation",
 ]
@@ -479,6 +480,7 @@ _OPS: dict[str, type[Augmentation]] = {
     "grayscale": RandomGrayscale,
     "gamma": RandomGamma,
     "blur": GaussianBlur,
+    "sharpen": Sharpen,
     "noise": GaussianNoise,
     "random_conv": RandomConvolution,
 }
