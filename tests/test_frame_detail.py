@@ -1,0 +1,81 @@
+"""benchmarks/frame_detail.py: the fine-detail energy of frames at a network's input."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import ndimage
+
+from tests.test_sim_to_real import _one_line
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "frame_detail.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("frame_detail_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_detail_energy_against_scipy_and_known_answers():
+    script = _script()
+    rng = np.random.default_rng(0)
+    image = rng.random((3, 24, 40)).astype(np.float32)
+    grey = (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]).astype(np.float64)
+    expected = [np.abs(grey - ndimage.gaussian_filter(grey, s, mode="mirror", truncate=3.0)).mean() for s in (1.0, 3.0)]
+    np.testing.assert_allclose(script.detail_energy(torch.from_numpy(image)), expected, rtol=1e-5)
+    assert script.detail_energy(torch.full((3, 10, 12), 0.4)) == pytest.approx((0.0, 0.0), abs=1e-7)
+    # doubling an image's contrast about mid-grey (inside [0, 1]) doubles both figures
+    half = torch.from_numpy(0.5 + 0.25 * (image - 0.5))
+    e1, e3 = script.detail_energy(half)
+    d1, d3 = script.detail_energy(torch.from_numpy(0.5 + 2 * (half.numpy() - 0.5)))
+    assert d1 == pytest.approx(2 * e1, rel=1e-4) and d3 == pytest.approx(2 * e3, rel=1e-4) and e3 > e1 > 0
+
+
+def test_the_table_measures_rendered_and_sharpened_frames(capsys):
+    script = _script()
+    spec = "synthetic,num=3,size=48x160,lidar=false,seg=false"
+    assert script.main(["--synthetic", spec, "--size", "48x160", "--frames", "2", "--sharpen", "3,2",
+                        "--real", str(SCRIPT.parent)]) == 2  # not a KITTI folder: one line, nothing measured
+    _one_line(capsys.readouterr().err)
+    assert script.main(["--synthetic", spec, "--size", "48x160", "--frames", "2", "--sharpen", "3,2",
+                        "--sharpen", "0,1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = [line for line in out if line.startswith("synthetic")]
+    assert len(rows) == 3
+    n, e1, e3, r1, r3 = (float(v) for v in rows[0].replace("|", " ").split()[1:])
+    assert n == 2 and e1 > 0 and r1 == r3 == 1.0
+    sharpened = [float(v) for v in rows[1].replace("|", " ").split()[-2:]]
+    assert sharpened[0] > 2.0 and sharpened[1] > 1.5  # amount 3 at sigma 2: far more detail
+    assert [float(v) for v in rows[2].replace("|", " ").split()[-2:]] == [1.0, 1.0]  # amount 0 changes nothing
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.one_of(st.text(max_size=6), st.sampled_from(["3", "3,", ",2", "a,b", "-1,2", "3,0", "3,21", "3,2,1",
+                                                          "nan,2", "3,inf"])))
+def test_bad_sharpen_and_sizes_are_one_line_errors(text):
+    script = _script()
+    if text.count(",") == 1:
+        try:
+            amount, sigma = (float(v) for v in text.split(","))
+            if 0 <= amount <= 100 and 0 < sigma <= 20:
+                return  # a good value: measured elsewhere
+        except ValueError:
+            pass
+    with pytest.raises(script.ConfigError) as err:
+        script._parse_sharpen(text)
+    assert "--sharpen" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("argv", [["--size", "0x320"], ["--size", "tall"], ["--frames", "0"],
+                                  ["--synthetic", "synthetic,num=2,colour=red"]])
+def test_bad_options_exit_2_with_one_line(argv, capsys):
+    assert _script().main(argv) == 2
+    _one_line(capsys.readouterr().err)
