@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from slimdepth.data.base import DepthDataset
-from slimdepth.data.photometric import _blur
+from slimdepth.data.photometric import MAX_SHARPEN, Sharpen, _blur
 from slimdepth.data.registry import build_dataset
 from slimdepth.errors import ConfigError, OneLineArgumentParser, run_script
 from slimdepth.evaluate.loop import input_batch
@@ -59,7 +59,9 @@ def detail_energy(image: torch.Tensor) -> tuple[float, float]:
 
 
 def _sharpen(amount: float, sigma: float):
-    return lambda image: (image + amount * (image - _blur(image, sigma))).clamp(0.0, 1.0)
+    """The ``sharpen`` augmentation at exactly this amount and sigma, on one image."""
+    op = Sharpen(1.0, amount=(amount, amount), sigma=(sigma, sigma))
+    return lambda image: op({"image": image}, generator=0)["image"]
 
 
 def _parse_sharpen(text: str) -> tuple[float, float]:
@@ -67,8 +69,8 @@ def _parse_sharpen(text: str) -> tuple[float, float]:
         amount, sigma = (float(v) for v in text.split(","))
     except ValueError:
         raise ConfigError(f"--sharpen {text!r}: give AMOUNT,SIGMA, e.g. 3,2") from None
-    if not (0 <= amount <= 100 and 0 < sigma <= 20):
-        raise ConfigError(f"--sharpen {text!r}: amount must be in [0, 100], sigma in (0, 20]")
+    if not (0 <= amount <= MAX_SHARPEN and 0 < sigma <= 20):
+        raise ConfigError(f"--sharpen {text!r}: amount must be in [0, {MAX_SHARPEN:g}], sigma in (0, 20]")
     return amount, sigma
 
 
@@ -89,6 +91,8 @@ def report(args: argparse.Namespace) -> None:
         raise ConfigError(f"--frames must be at least 1, got {args.frames}")
     sharpen = [_parse_sharpen(t) for t in args.sharpen]
     real = args.real or [p for p in DEFAULT_REAL if p.is_dir()]
+    if not real:
+        print(f"no real frames: {DEFAULT_REAL[0].parent} is absent; give --real DIR to compare with them")
     specs = args.synthetic or DEFAULT_SYNTHETIC
     rows: list[tuple[str, int, float, float]] = []
     rendered = [(spec, build_dataset(spec)) for spec in specs]  # bad specs fail before any work

@@ -22,7 +22,7 @@ Geometric ops **drop the stereo partner view** (keys starting with ``right_``, e
 geometry. Keys of any other kind pass through untouched. Samples without depth, labels or ``K``
 (unlabeled images) work as well.
 
-Photometric ops (colour jitter, RGB multiplier, grey, blur, noise, RandConv) live in
+Photometric ops (colour jitter, RGB multiplier, grey, gamma, blur, sharpen, noise, RandConv) live in
 :mod:`slimdepth.data.photometric` and the base class in :mod:`slimdepth.data.augment_base`; both
 are re-exported here, and :func:`build_augmentation` builds every op by name.
 

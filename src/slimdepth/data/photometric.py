@@ -216,6 +216,9 @@ class GaussianBlur(Augmentation):
         return _map_images(sample, lambda img: _blur(img, sigma), {"op": "blur", "sigma": sigma})
 
 
+MAX_SHARPEN = 20.0  # beyond this every edge is clipped to black and white
+
+
 @dataclass
 class Sharpen(Augmentation):
     """With probability ``p`` sharpen by an unsharp mask: ``image + amount * (image - blur(image,
@@ -233,8 +236,8 @@ class Sharpen(Augmentation):
     def __post_init__(self) -> None:
         self.p = _probability(self.p, "sharpen p")
         self.amount = _interval(self.amount, "sharpen amount")
-        if self.amount[0] < 0:
-            raise ConfigError(f"sharpen amount must be >= 0, got {self.amount}")
+        if self.amount[0] < 0 or self.amount[1] > MAX_SHARPEN:
+            raise ConfigError(f"sharpen amount must be in [0, {MAX_SHARPEN:g}], got {self.amount}")
         self.sigma = _interval(self.sigma, "sharpen sigma", positive=True)
         if self.sigma[1] > MAX_BLUR_SIGMA:
             raise ConfigError(f"sharpen sigma must be at most {MAX_BLUR_SIGMA:g} pixels, got {self.sigma}")

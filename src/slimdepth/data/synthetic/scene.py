@@ -112,7 +112,7 @@ class Scene:
     slope: Slope = Slope()  # the road ahead: flat everywhere, or changing grade (a hill or a dip)
     bend: Bend = Bend()  # the road ahead: straight everywhere, or curving left or right
     wear: RoadWear | None = None  # worn asphalt (``road_wear`` frames), else as laid
-    vehicle_detail: float = 0.0  # how strongly vehicle bodies show seams, lettering and grime (0: smooth)
+    vehicle_detail: float = 0.0  # how strongly vehicles show seams, lettering and grime (0: smooth)
 
     def yard_is_grass(self, x: np.ndarray) -> np.ndarray:
         """Whether the yard beyond the sidewalk at lateral position ``x`` is grass (else paving)."""
@@ -218,7 +218,7 @@ class SceneOptions:
     left or right on a 80-500 m radius up to 20 degrees, and straight on (0, the default);
     ``road_wear`` is the share of frames whose asphalt is worn (:class:`RoadWear`: wheel paths,
     repair patches, stains, a tint), as real roads are (0, the default);
-    ``vehicle_detail`` is how strongly every vehicle body shows fine detail (grime, panel seams
+    ``vehicle_detail`` is how strongly every vehicle surface (glass and tyres too) shows fine detail (grime, panel seams
     and rivets, lettering, a striped tape: 0, the default, smooth paint; 1 full strength), each
     vehicle weighted 0.4-1 of it by a hash (no draws: the scene stays the one the seed drew).
     """
