@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
+from types import ModuleType
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +57,11 @@ TINY_RECIPE = {
     "schedule": {"warmup_steps": 1},
     "train": {"epochs": 2, "log_every": 1, "checkpoint_every": 2, "samples": 0},
 }
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """A benchmark script (not a package module) imported from its file as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

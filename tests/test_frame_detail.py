@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -12,16 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
+from tests.helpers import load_script
 from tests.test_sim_to_real import _one_line
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "frame_detail.py"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("frame_detail_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "frame_detail_script")
 
 
 def test_detail_energy_against_scipy_and_known_answers():

@@ -5,7 +5,6 @@ and bad input is one line with exit status 2."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -29,7 +28,7 @@ from slimdepth.report.sim_to_real import (CONSTANT, DISTANCE_BANDS, FLAT_PRIOR, 
 from slimdepth.train.run import resolve_config, train_or_reuse
 from slimdepth.train.trainer import Trainer
 from tests.conftest import shared_data_dir
-from tests.helpers import TINY_RECIPE
+from tests.helpers import TINY_RECIPE, load_script
 
 pytestmark = pytest.mark.realdata
 
@@ -245,10 +244,7 @@ def test_training_is_resumed_and_reused(tmp_path) -> None:
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("sim_to_real_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "sim_to_real_script")
 
 
 def _one_line(err: str, *fragments: str) -> None:

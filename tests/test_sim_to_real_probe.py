@@ -5,7 +5,6 @@ Needs no real data: the frames are a small synthetic control."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from functools import partial
 from pathlib import Path
@@ -23,7 +22,7 @@ from slimdepth.report.probe import (DEFAULT_PROBES, NEAR_GROW, OTHER, PROBE_OPS,
                                     near_mask, parse_probe)
 from slimdepth.report.real import REAL_TITLE_HEIGHT, SYNTHETIC_CONTROL, open_frames
 from slimdepth.report.sim_to_real import sim_to_real
-from tests.helpers import TINY_RECIPE
+from tests.helpers import TINY_RECIPE, load_script
 from tests.test_sim_to_real import _one_line, by_hand
 from tests.test_sim_to_real_bands import BLOCKS, K, _frame
 from tests.test_sim_to_real_control import SMALL, _train
@@ -32,10 +31,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sim_to_real_probe
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("sim_to_real_probe_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "sim_to_real_probe_script")
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from slimdepth.data.synthetic.raycast import BOX, CYLINDER, PinholeGrid, RayGrid
 from slimdepth.data.synthetic.camera import CameraOptions
 from slimdepth.data.synthetic.scene import SceneOptions
 from slimdepth.errors import ConfigError, DataError
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, load_script, run_cli
 
 
 def _points(frame) -> np.ndarray:
@@ -411,14 +411,10 @@ def test_data_synth_options_fail_in_one_line(monkeypatch, capsys, tmp_path, opti
 
 
 def _study():
-    import importlib.util
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "sim_to_real_study.py"
-    spec = importlib.util.spec_from_file_location("sim_to_real_study", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module, path
+    return load_script(path, "sim_to_real_study"), path
 
 
 def test_every_study_variant_is_a_valid_spec_and_changes_the_frames():
