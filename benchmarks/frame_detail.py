@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from slimdepth.data.base import DepthDataset
-from slimdepth.data.photometric import MAX_SHARPEN, Sharpen, _blur
+from slimdepth.data.photometric import MAX_BLUR_SIGMA, MAX_SHARPEN, Sharpen, _blur, _grey
 from slimdepth.data.registry import build_dataset
 from slimdepth.errors import ConfigError, OneLineArgumentParser, run_script
 from slimdepth.evaluate.loop import input_batch
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def detail_energy(image: torch.Tensor) -> tuple[float, float]:
     """``(E1, E3)`` of one image (3, H, W) in [0, 1]: the mean absolute difference of its grey from
     the grey blurred by a Gaussian of 1 and of 3 pixels."""
-    grey = (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2])[None].float()
+    grey = _grey(image).float()
     return tuple(float((grey - _blur(grey, sigma)).abs().mean()) for sigma in (1.0, 3.0))  # type: ignore[return-value]
 
 
@@ -69,19 +69,23 @@ def _parse_sharpen(text: str) -> tuple[float, float]:
         amount, sigma = (float(v) for v in text.split(","))
     except ValueError:
         raise ConfigError(f"--sharpen {text!r}: give AMOUNT,SIGMA, e.g. 3,2") from None
-    if not (0 <= amount <= MAX_SHARPEN and 0 < sigma <= 20):
-        raise ConfigError(f"--sharpen {text!r}: amount must be in [0, {MAX_SHARPEN:g}], sigma in (0, 20]")
+    if not (0 <= amount <= MAX_SHARPEN and 0 < sigma <= MAX_BLUR_SIGMA):
+        raise ConfigError(f"--sharpen {text!r}: amount must be in [0, {MAX_SHARPEN:g}], "
+                          f"sigma in (0, {MAX_BLUR_SIGMA:g}]")
     return amount, sigma
 
 
-def measure(frames: DepthDataset, size: tuple[int, int], count: int, change=None) -> tuple[int, float, float]:
-    """Frames measured and their mean ``E1`` and ``E3`` at ``size`` (after ``change``, if given)."""
-    values = []
-    for i in range(min(len(frames), count)):
-        image = input_batch([torch.as_tensor(frames[i]["image"]).float()], size)[0].clamp(0.0, 1.0)
-        values.append(detail_energy(change(image) if change else image))
-    e1, e3 = np.mean(values, axis=0)
-    return len(values), float(e1), float(e3)
+def inputs(frames: DepthDataset, size: tuple[int, int], count: int) -> list[torch.Tensor]:
+    """The first ``count`` frames' images as the network gets them: resized to ``size`` as the
+    evaluation resizes them."""
+    return [input_batch([torch.as_tensor(frames[i]["image"]).float()], size)[0].clamp(0.0, 1.0)
+            for i in range(min(len(frames), count))]
+
+
+def measure(images: list[torch.Tensor], change=None) -> tuple[int, float, float]:
+    """Images measured and their mean ``E1`` and ``E3`` (after ``change``, if given)."""
+    e1, e3 = np.mean([detail_energy(change(image) if change else image) for image in images], axis=0)
+    return len(images), float(e1), float(e3)
 
 
 def report(args: argparse.Namespace) -> None:
@@ -98,12 +102,12 @@ def report(args: argparse.Namespace) -> None:
     rendered = [(spec, build_dataset(spec)) for spec in specs]  # bad specs fail before any work
     opened = [(str(path), open_real_frames(path)) for path in real]
     for spec, frames in rendered:
-        rows.append((spec, *measure(frames, size, args.frames)))
+        images = inputs(frames, size, args.frames)  # rendered once, measured as they are and sharpened
+        rows.append((spec, *measure(images)))
         for amount, sigma in sharpen:
-            rows.append((f"{spec} + sharpen {amount:g},{sigma:g}",
-                         *measure(frames, size, args.frames, _sharpen(amount, sigma))))
+            rows.append((f"{spec} + sharpen {amount:g},{sigma:g}", *measure(images, _sharpen(amount, sigma))))
     for name, frames in opened:
-        rows.append((name, *measure(frames, size, args.frames)))
+        rows.append((name, *measure(inputs(frames, size, args.frames))))
     base = rows[0]
     width = max(len(r[0]) for r in rows)
     print(f"fine detail at {size[0]}x{size[1]} (grey; E1, E3: mean |x - Gaussian(x, 1 or 3 px)|); "

@@ -193,6 +193,14 @@ def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     return _conv_same(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c).clamp(0.0, 1.0)
 
 
+def _sigma_range(value: Any, op: str) -> tuple[float, float]:
+    """A Gaussian's sigma range in pixels, above 0 and at most :data:`MAX_BLUR_SIGMA` (blur, sharpen)."""
+    sigma = _interval(value, f"{op} sigma", positive=True)
+    if sigma[1] > MAX_BLUR_SIGMA:
+        raise ConfigError(f"{op} sigma must be at most {MAX_BLUR_SIGMA:g} pixels, got {sigma}")
+    return sigma
+
+
 @dataclass
 class GaussianBlur(Augmentation):
     """With probability ``p`` blur with a Gaussian of sigma uniform in ``sigma`` (pixels).
@@ -205,9 +213,7 @@ class GaussianBlur(Augmentation):
 
     def __post_init__(self) -> None:
         self.p = _probability(self.p, "blur p")
-        self.sigma = _interval(self.sigma, "blur sigma", positive=True)
-        if self.sigma[1] > MAX_BLUR_SIGMA:
-            raise ConfigError(f"blur sigma must be at most {MAX_BLUR_SIGMA:g} pixels, got {self.sigma}")
+        self.sigma = _sigma_range(self.sigma, "blur")
 
     def apply(self, sample: Sample, generator: torch.Generator | None) -> Sample:
         if torch.rand((), generator=generator, dtype=torch.float64).item() >= self.p:
@@ -238,9 +244,7 @@ class Sharpen(Augmentation):
         self.amount = _interval(self.amount, "sharpen amount")
         if self.amount[0] < 0 or self.amount[1] > MAX_SHARPEN:
             raise ConfigError(f"sharpen amount must be in [0, {MAX_SHARPEN:g}], got {self.amount}")
-        self.sigma = _interval(self.sigma, "sharpen sigma", positive=True)
-        if self.sigma[1] > MAX_BLUR_SIGMA:
-            raise ConfigError(f"sharpen sigma must be at most {MAX_BLUR_SIGMA:g} pixels, got {self.sigma}")
+        self.sigma = _sigma_range(self.sigma, "sharpen")
 
     def apply(self, sample: Sample, generator: torch.Generator | None) -> Sample:
         if torch.rand((), generator=generator, dtype=torch.float64).item() >= self.p:
