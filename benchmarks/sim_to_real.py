@@ -10,12 +10,14 @@ the recipe into ``--train-out`` first (a finished run there is reused, a stopped
 ``--control`` also scores the runs on built-in frames of the drive's kind at KITTI's size (queued
 traffic, against the simulated LiDAR; or the ``synthetic,...`` spec given), beside the real ones: a
 model that holds there and fails on the drive has learnt the task but not how real frames look.
+``--size`` runs every model at another input size than its own, so every object looks larger or
+smaller to it: a probe of how much a model reads distance from apparent size.
 Writes ``sim_to_real.json`` and one contact sheet per run (image | prediction | ground truth) into
 ``--out`` (default: RUN_sim2real beside the first run), into one subfolder per real-frame folder
 when there are several (``kitti_raw/``, ``kitti_depth_annotated/``; always with ``--control``, whose
 results go to ``synthetic_control/``). Usage:
 
-    python benchmarks/sim_to_real.py --run RUN [--run RUN2 ...] [--real DIR] [--out DIR] [--rows 6]
+    python benchmarks/sim_to_real.py --run RUN [--run RUN2 ...] [--real DIR] [--out DIR] [--rows 6] [--size HxW]
                                      [--flat-prior] [--constant] [--control [SPEC]] [--overwrite]
     python benchmarks/sim_to_real.py --config configs/quickstart.yaml [--set KEY=VALUE ...] --train-out RUN [...]
 """
@@ -28,8 +30,9 @@ import sys
 from pathlib import Path
 
 from slimdepth.errors import ConfigError, OneLineArgumentParser, run_script
-from slimdepth.options import check_number
+from slimdepth.options import check_number, parse_size
 from slimdepth.report.collect import collect
+from slimdepth.report.measure import ModelCache
 from slimdepth.report.real import (SYNTHETIC_CONTROL, open_real_frames, open_synthetic_frames, real_folders,
                                    with_control)
 from slimdepth.report.sim_to_real import (ABOVE_ROAD, DISTANCE_BANDS, SimToReal, band_region, check_output_dir, sim_to_real,
@@ -61,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also score built-in frames scored like the real ones, into synthetic_control/: the "
                              f"drive's kind of street at KITTI's size by default ({SYNTHETIC_CONTROL}), or the "
                              "synthetic,... spec given (always the test split)")
+    parser.add_argument("--size", metavar="HxW",
+                        help="run every model at this input size instead of the one it was trained at (a probe: "
+                             "objects look larger or smaller to it)")
     parser.add_argument("--overwrite", action="store_true", help="write into an --out that is not empty")
     return parser.parse_args(argv)
 
@@ -75,6 +81,8 @@ def check_args(args: argparse.Namespace) -> list[Path]:
     if not runs and not args.flat_prior and not args.constant:
         raise ConfigError("nothing to score: give --run RUN, --config CFG --train-out RUN, --flat-prior or --constant")
     check_number(args.rows, "--rows", integer=True, low=1)
+    if args.size is not None:
+        args.size = parse_size(args.size, "--size")
     if args.run:
         collect(list(args.run))  # a missing or unusable run fails now, not after training
     return runs
@@ -161,10 +169,13 @@ def score(args: argparse.Namespace) -> None:
         done = train_or_reuse(args.config, args.train_out, args.sets)
         print({"trained": "trained", "resumed": "continued the stopped run to its end",
                "reused": "already trained: reusing it"}[done])
+    cache = ModelCache(args.size)  # one load per model for every folder
     results = {name: sim_to_real(runs, real, rows=args.rows, flat_prior=args.flat_prior,
-                                 constant=args.constant, log=print)
+                                 constant=args.constant, log=print, cache=cache)
                for name, real in sets.items()}  # every folder scored before anything is written
     for name, result in results.items():
+        if args.size is not None:
+            print(f"\nevery model run at {args.size[0]}x{args.size[1]} (--size), not at the size it was trained at")
         print_table(result)
         for path in write_sim_to_real(result, out / name if len(sets) > 1 else out):
             print(f"wrote {path}")

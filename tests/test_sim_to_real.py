@@ -122,9 +122,9 @@ def flat_road(K: np.ndarray, height: int, width: int) -> np.ndarray:
     return z
 
 
-def predict_by_hand(run: Path, frames: list[dict]) -> list[np.ndarray]:
-    """The run's prediction of each frame: resized to its input, predicted, resized back."""
-    model, size = load_for_inference(run, "cpu", None)
+def predict_by_hand(run: Path, frames: list[dict], size: tuple[int, int] | None = None) -> list[np.ndarray]:
+    """The run's prediction of each frame: resized to its input (or ``size``), predicted, resized back."""
+    model, size = load_for_inference(run, "cpu", size)
     preds = []
     with torch.no_grad():
         for f in frames:
@@ -270,8 +270,27 @@ def test_script_prints_the_table_and_refuses_to_overwrite(run, two_frames, tmp_p
     assert script.default_out([run]) == run.parent / "tiny_sim2real"
 
 
+def test_size_runs_every_model_at_that_size(run, two_frames, frames, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    assert _script().main(["--run", str(run), "--real", str(two_frames), "--out", str(out), "--rows", "1",
+                           "--size", "64x192", "--flat-prior"]) == 0
+    assert "every model run at 64x192 (--size)" in capsys.readouterr().out
+    scores = {s["name"]: s for s in json.loads((out / "sim_to_real.json").read_text())["models"]}
+    assert scores["tiny"]["input_size"] == [64, 192] and scores["flat prior"]["input_size"] is None
+    gts = [f["depth"][0].numpy() for f in frames[:2]]
+    for size, d1 in (((64, 192), scores["tiny"]["metric"]["d1"]), ((32, 96), None)):
+        metric, _ = by_hand(predict_by_hand(run, frames[:2], size), gts, median_scaling=False)
+        if d1 is not None:
+            assert d1 == pytest.approx(metric["d1"], rel=1e-5)
+        else:  # at its own size the run scores otherwise, so the option changed what was scored
+            assert metric["d1"] != pytest.approx(scores["tiny"]["metric"]["d1"], rel=1e-5)
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--run", "{tmp}/missing"], "missing"),
+    (["--run", "{run}", "--size", "0x96"], "--size"),
+    (["--run", "{run}", "--size", "big"], "--size"),
+    (["--run", "{run}", "--size", "32x96x3"], "--size"),
     (["--run", "{run}", "--real", "{tmp}"], "{tmp}"),
     (["--run", "{run}", "--rows", "0"], "--rows"),
     ([], "nothing to score"),

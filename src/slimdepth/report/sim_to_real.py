@@ -115,11 +115,14 @@ class TransferScore:
     #: a stixel head's road probability over every pixel of every frame (:class:`RoadProbability`);
     #: empty for any other model
     road: dict[str, float] = field(default_factory=dict)
+    #: the size (height, width) the model ran at; None for a baseline or a model run at each frame's own
+    input_size: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON form (NaN as null); ``road_probability`` only for a stixel head."""
         out = {"name": self.name, "source": self.source, "frames": self.frames, "metric": self.metric,
-               "median_scaled": self.median_scaled, "scale_ratio": self.ratio, "regions": self.regions}
+               "median_scaled": self.median_scaled, "scale_ratio": self.ratio, "regions": self.regions,
+               "input_size": list(self.input_size) if self.input_size else None}
         return _json_safe({**out, "road_probability": self.road} if self.road else out)
 
 
@@ -296,7 +299,8 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path | str, *, rows: 
     ``transform`` gives the image the models see from each frame (a test-time probe,
     :func:`~slimdepth.report.probe.apply_probe`); the sheets show that image. The baselines use
     no image, so it leaves them as they are. ``cache`` keeps the loaded models between calls
-    (one call per probe loads each model once)."""
+    (one call per probe loads each model once); a cache made with a size runs every model at that
+    size instead of its own (the size each ran at is in its score)."""
     say = log or (lambda message: None)
     check_number(rows, "--rows", integer=True, low=1)
     dataset = open_frames(real)  # a bad folder or spec fails before any model is loaded
@@ -312,6 +316,7 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path | str, *, rows: 
     config = preset_for(dataset)
     cache = ModelCache() if cache is None else cache
     loaded = [(entry, *cache.get(entry)) for entry in entries]
+    input_sizes = {entry.name: size for entry, _, size in loaded}
     scorers = {entry.name: RealScorer(config) for entry in entries}
     if flat_prior:
         scorers[FLAT_PRIOR] = RealScorer(config)
@@ -362,7 +367,7 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path | str, *, rows: 
         ratio = scale_ratio_stats(scorer.ratios) if name != CONSTANT else {}
         scores.append(TransferScore(name, sources[name], scorer.num_frames, both.get("metric", {}),
                                     both["median-scaled"], ratio, regions[name].metrics(),
-                                    roads[name].metrics() if name in roads else {}))
+                                    roads[name].metrics() if name in roads else {}, input_sizes.get(name)))
     truth, short = ground_truth_of(dataset)
     root = (str(real).strip() if dataset.dataset_name == "synthetic" else Path(real) if dataset.dataset_name == "folder"
             else kitti_root(Path(real)))
