@@ -11,7 +11,8 @@ the recipe into ``--train-out`` first (a finished run there is reused, a stopped
 traffic, against the simulated LiDAR; or the ``synthetic,...`` spec given), beside the real ones: a
 model that holds there and fails on the drive has learnt the task but not how real frames look.
 ``--size`` runs every model at another input size than its own, so every object looks larger or
-smaller to it: a probe of how much a model reads distance from apparent size.
+smaller to it: a probe of how much a model reads distance from apparent size (refused for a model
+that resizes every input inside the network, LiteDepth's ``internal_size``).
 Writes ``sim_to_real.json`` and one contact sheet per run (image | prediction | ground truth) into
 ``--out`` (default: RUN_sim2real beside the first run), into one subfolder per real-frame folder
 when there are several (``kitti_raw/``, ``kitti_depth_annotated/``; always with ``--control``, whose
@@ -66,7 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "synthetic,... spec given (always the test split)")
     parser.add_argument("--size", metavar="HxW",
                         help="run every model at this input size instead of the one it was trained at (a probe: "
-                             "objects look larger or smaller to it)")
+                             "objects look larger or smaller to it; refused for a model that resizes inside the "
+                             "network)")
     parser.add_argument("--overwrite", action="store_true", help="write into an --out that is not empty")
     return parser.parse_args(argv)
 
@@ -86,6 +88,17 @@ def check_args(args: argparse.Namespace) -> list[Path]:
     if args.run:
         collect(list(args.run))  # a missing or unusable run fails now, not after training
     return runs
+
+
+def check_size(runs: list[Path], cache: ModelCache) -> None:
+    """``--size`` changes nothing for a model that resizes every input inside the network
+    (LiteDepth's ``internal_size``): refuse it rather than record a size it never saw."""
+    for entry in collect(runs).models:
+        model, _ = cache.get(entry)
+        inner = getattr(model, "internal_size", None)
+        if inner is not None:
+            raise ConfigError(f"{entry.path}: resizes every input to {inner[0]}x{inner[1]} inside the network "
+                              "(model.internal_size), so --size cannot change what it sees")
 
 
 def default_out(runs: list[Path]) -> Path:
@@ -170,12 +183,14 @@ def score(args: argparse.Namespace) -> None:
         print({"trained": "trained", "resumed": "continued the stopped run to its end",
                "reused": "already trained: reusing it"}[done])
     cache = ModelCache(args.size)  # one load per model for every folder
+    if args.size is not None and runs:
+        check_size(runs, cache)
     results = {name: sim_to_real(runs, real, rows=args.rows, flat_prior=args.flat_prior,
                                  constant=args.constant, log=print, cache=cache)
                for name, real in sets.items()}  # every folder scored before anything is written
     for name, result in results.items():
         if args.size is not None:
-            print(f"\nevery model run at {args.size[0]}x{args.size[1]} (--size), not at the size it was trained at")
+            print(f"\nevery model run at {args.size[0]}x{args.size[1]} (--size), whatever size it was trained at", end="")
         print_table(result)
         for path in write_sim_to_real(result, out / name if len(sets) > 1 else out):
             print(f"wrote {path}")

@@ -286,6 +286,17 @@ def test_size_runs_every_model_at_that_size(run, two_frames, frames, tmp_path, c
             assert metric["d1"] != pytest.approx(scores["tiny"]["metric"]["d1"], rel=1e-5)
 
 
+def test_size_is_refused_for_a_model_that_resizes_inside(two_frames, tmp_path, capsys) -> None:
+    recipe = {**TINY, "model": {"name": "litedepth", "max_depth": 80.0, "internal_size": "32x64"},
+              "train": {**TINY["train"], "epochs": 1}}
+    lite = tmp_path / "lite"
+    Trainer(resolve_config(None, [], recipe), lite).fit()
+    out = tmp_path / "out"
+    assert _script().main(["--run", str(lite), "--real", str(two_frames), "--out", str(out), "--size", "64x192"]) == 2
+    _one_line(capsys.readouterr().err, "inside the network")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--run", "{tmp}/missing"], "missing"),
     (["--run", "{run}", "--size", "0x96"], "--size"),

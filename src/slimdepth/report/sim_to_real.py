@@ -115,7 +115,7 @@ class TransferScore:
     #: a stixel head's road probability over every pixel of every frame (:class:`RoadProbability`);
     #: empty for any other model
     road: dict[str, float] = field(default_factory=dict)
-    #: the size (height, width) the model ran at; None for a baseline or a model run at each frame's own
+    #: the size (height, width) the model ran at; None for a baseline or a model run at each frame's own size
     input_size: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
