@@ -195,7 +195,7 @@ def test_interrupted_synth_exits_cleanly_and_resumes(tmp_path):
            "--workers", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(out.glob("K/*.txt"))) < 3:
+    while time.time() < deadline and len(list_files(out / "K", (".txt",))) < 3:
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
@@ -203,7 +203,7 @@ def test_interrupted_synth_exits_cleanly_and_resumes(tmp_path):
         pytest.skip("the run finished before it could be interrupted")
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted"
-    # a worker stopped mid-write may leave a temporary ".000009.xyz.txt", which pathlib's glob
+    # each worker stopped mid-write may leave a temporary ".000009.xyz.txt", which pathlib's glob
     # matches and the resume deletes: count the finished K files (written last per frame) as
     # the readers do, without dot files
     done = len(list_files(out / "K", (".txt",)))
