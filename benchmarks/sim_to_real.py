@@ -90,17 +90,6 @@ def check_args(args: argparse.Namespace) -> list[Path]:
     return runs
 
 
-def check_size(runs: list[Path], cache: ModelCache) -> None:
-    """``--size`` changes nothing for a model that resizes every input inside the network
-    (LiteDepth's ``internal_size``): refuse it rather than record a size it never saw."""
-    for entry in collect(runs).models:
-        model, _ = cache.get(entry)
-        inner = getattr(model, "internal_size", None)
-        if inner is not None:
-            raise ConfigError(f"{entry.path}: resizes every input to {inner[0]}x{inner[1]} inside the network "
-                              "(model.internal_size), so --size cannot change what it sees")
-
-
 def default_out(runs: list[Path]) -> Path:
     """RUN_sim2real beside the first run (a checkpoint's stem for a file); ./sim_to_real without runs."""
     if not runs:
@@ -183,8 +172,6 @@ def score(args: argparse.Namespace) -> None:
         print({"trained": "trained", "resumed": "continued the stopped run to its end",
                "reused": "already trained: reusing it"}[done])
     cache = ModelCache(args.size)  # one load per model for every folder
-    if args.size is not None and runs:
-        check_size(runs, cache)
     results = {name: sim_to_real(runs, real, rows=args.rows, flat_prior=args.flat_prior,
                                  constant=args.constant, log=print, cache=cache)
                for name, real in sets.items()}  # every folder scored before anything is written

@@ -300,7 +300,8 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path | str, *, rows: 
     :func:`~slimdepth.report.probe.apply_probe`); the sheets show that image. The baselines use
     no image, so it leaves them as they are. ``cache`` keeps the loaded models between calls
     (one call per probe loads each model once); a cache made with a size runs every model at that
-    size instead of its own (the size each ran at is in its score)."""
+    size instead of its own (the size each ran at is in its score), and refuses a model that
+    resizes every input inside the network."""
     say = log or (lambda message: None)
     check_number(rows, "--rows", integer=True, low=1)
     dataset = open_frames(real)  # a bad folder or spec fails before any model is loaded
@@ -316,6 +317,11 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path | str, *, rows: 
     config = preset_for(dataset)
     cache = ModelCache() if cache is None else cache
     loaded = [(entry, *cache.get(entry)) for entry in entries]
+    for entry, model, _ in loaded:
+        inner = getattr(model, "internal_size", None)
+        if cache.size is not None and inner is not None:  # the size asked for would never reach it
+            raise ConfigError(f"{entry.path}: resizes every input to {inner[0]}x{inner[1]} inside the network "
+                              "(model.internal_size), so --size cannot change what it sees")
     input_sizes = {entry.name: size for entry, _, size in loaded}
     scorers = {entry.name: RealScorer(config) for entry in entries}
     if flat_prior:
