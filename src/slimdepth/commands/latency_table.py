@@ -48,7 +48,8 @@ def latency_table(
         console.print(f"check on {check} random width choices: mean |error| {report['mean_abs_error']:.1%}, median "
                       f"{report['median_abs_error']:.1%}, max {report['max_abs_error']:.1%}, within 15%: "
                       f"{report['within_15pct']:.0%}; as shares of the unpruned network timed beside them "
-                      f"({report['full_measured_ms']:.3f} ms now, {table.full_ms:.3f} ms predicted): mean |error| "
+                      f"({report['full_measured_ms']:.3f} ms now, the median of {len(report['full_measured_each_ms'])} "
+                      f"worker processes {report['reference_spread']:.1%} apart; {table.full_ms:.3f} ms predicted): mean |error| "
                       f"{report['mean_abs_ratio_error']:.1%}, max {report['max_abs_ratio_error']:.1%}, within 15%: "
                       f"{report['ratio_within_15pct']:.0%} (the measurement itself repeats within "
                       f"{report['mean_repeat_error']:.1%} on average)")

@@ -249,23 +249,28 @@ class LatencyTable:
         self.scale, self.fixed_ms = float(scale), float(fixed)
 
     def check(self, model: nn.Module, num: int = 20, seed: int = 0, runs: int = 60, rounds: int = 10,
-              log: Callable[[str], None] | None = None) -> dict[str, Any]:
+              references: int = 3, log: Callable[[str], None] | None = None) -> dict[str, Any]:
         """Measure ``model`` (the table's network) exported at ``num`` random widths and compare
         with the prediction; returns (and records in :attr:`check_report`) the per-choice figures,
         the mean and largest relative error, and the measurement's own repeatability: the median
-        of the odd rounds against that of the even rounds of the same network, side by side."""
+        of the odd rounds against that of the even rounds of the same network, side by side, and
+        the spread of the unpruned network timed in ``references`` worker processes."""
         check_number(num, "--check", integer=True, low=1)
         check_number(rounds, "rounds", integer=True, low=2)
+        check_number(references, "references", integer=True, low=1)
         graph = ChannelGraph(copy.deepcopy(model).eval(), self.size)
         nets = [prune_to_shares(graph, shares, self.align) for shares in random_widths(graph, num, seed)]
         predicted = [self.predict_model(net) for net in nets]
         # the full network is timed alongside: this VM's speed drifts (1.7x between two minutes
-        # was seen), so the errors are also given as ratios to it, measured side by side
-        samples = network_samples([graph.model, *nets], self.runtime, self.size, self.threads, runs=runs,
-                                  rounds=rounds, log=log)
-        full = float(np.median(samples[0]))
+        # was seen), so the errors are also given as ratios to it, measured side by side. One
+        # network timed in 13 worker processes at once had medians up to 20% apart, so the
+        # reference is the median of several processes, not one
+        samples = network_samples([graph.model] * references + nets, self.runtime, self.size, self.threads,
+                                  runs=runs, rounds=rounds, log=log)
+        full_each = [float(np.median(s)) for s in samples[:references]]
+        full = float(np.median(full_each))
         rows = []
-        for p, s in zip(predicted, samples[1:]):
+        for p, s in zip(predicted, samples[references:]):
             chunks = np.array_split(np.asarray(s), rounds)
             halves = [np.concatenate(chunks[k::2]) for k in (0, 1)]
             m = float(np.median(s))
@@ -279,7 +284,9 @@ class LatencyTable:
                   "max_abs_error": max(errors), "within_15pct": sum(e <= 0.15 for e in errors) / num,
                   "mean_abs_ratio_error": float(np.mean(ratio_errors)), "max_abs_ratio_error": max(ratio_errors),
                   "ratio_within_15pct": sum(e <= 0.15 for e in ratio_errors) / num,
-                  "mean_repeat_error": float(np.mean([r["repeat_error"] for r in rows])), "rows": rows}
+                  "mean_repeat_error": float(np.mean([r["repeat_error"] for r in rows])),
+                  "full_measured_each_ms": full_each, "reference_spread": (max(full_each) - min(full_each)) / full,
+                  "rows": rows}
         self.check_report = report
         return report
 
