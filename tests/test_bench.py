@@ -139,3 +139,13 @@ def test_a_worker_waits_for_its_spinning_threads_before_the_next_one_is_timed(tm
         worker.close()
         assert len(samples) == 2 and sum(samples) / 1000 < 0.5
     assert spent[0.6] >= 0.6 > spent[0.0]
+
+
+def test_a_worker_on_one_thread_does_not_wait_by_default() -> None:
+    """One thread has no pool left spinning after a run: no wait unless asked; more threads wait."""
+    from slimdepth.deploy.bench_worker import SETTLE_S, settle_seconds
+
+    assert SETTLE_S > 0
+    assert settle_seconds({"threads": 1}) == 0.0 and settle_seconds({"threads": 2}) == SETTLE_S
+    assert settle_seconds({"threads": 4}) == SETTLE_S and settle_seconds({"threads": 1, "settle_s": 0.3}) == 0.3
+    assert settle_seconds({"threads": 2, "settle_s": 0}) == 0.0

@@ -262,9 +262,10 @@ class LatencyTable:
         nets = [prune_to_shares(graph, shares, self.align) for shares in random_widths(graph, num, seed)]
         predicted = [self.predict_model(net) for net in nets]
         # the full network is timed alongside: this VM's speed drifts (1.7x between two minutes
-        # was seen), so the errors are also given as ratios to it, measured side by side. One
-        # network timed in 13 worker processes at once had medians up to 20% apart, so the
-        # reference is the median of several processes, not one
+        # was seen), so the errors are also given as ratios to it, measured side by side. It is
+        # timed in several workers and their median is the reference: a stall of the VM that
+        # covers two of a worker's rounds moves that worker's median (by 55% once, for a
+        # sub-millisecond network in rounds of 12 ms), and with one reference every ratio with it
         samples = network_samples([graph.model] * references + nets, self.runtime, self.size, self.threads,
                                   runs=runs, rounds=rounds, log=log)
         full_each = [float(np.median(s)) for s in samples[:references]]

@@ -7,12 +7,15 @@ is answered with N timed batch-1 passes in milliseconds; ``{"quit": true}`` ends
 runtime being timed is imported: a worker timing ONNX Runtime never loads PyTorch, and a
 PyTorch worker never shares its process with ONNX Runtime's spinning thread pool.
 
-After each batch of timed runs the worker sleeps ``settle_s`` (default :data:`SETTLE_S`) before
+After each batch of timed runs the worker sleeps ``settle_s`` (by default :data:`SETTLE_S` on more than one thread) before
 answering, so that its own spinning threads -- ONNX Runtime's intra-op pool, OpenMP's (whose
 default block time is 200 ms) -- have gone idle before the next worker is timed. Without it, on
 this 2-core VM, the quickstart LiteDepth's ONNX file (96x320, 2 threads) timed 6.5-7.5 ms in
 interleaved workers against 2.8-3.3 ms alone, and its int8 file swung between 2.9 and 7.5 ms
-from one worker to the next; with it both match the figures taken alone.
+from one worker to the next; with it both match the figures taken alone. A worker on one thread
+has no pool to spin, so by default it does not wait: 8 interleaved workers of one small network
+at 64x192, every runtime on one thread, timed the same with and without the wait, and the wait
+was most of such a run's time (``python benchmarks/worker_settle.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,14 @@ import numpy as np
 
 #: seconds a worker waits after its timed runs, for its spinning threads to go idle (see above)
 SETTLE_S = 0.25
+
+
+def settle_seconds(spec: dict[str, Any]) -> float:
+    """How long the worker waits after its timed runs: ``settle_s`` if the spec gives it, else
+    :data:`SETTLE_S` on more than one thread and none on one (no pool spins there)."""
+    if "settle_s" in spec:
+        return float(spec["settle_s"])
+    return SETTLE_S if int(spec.get("threads", 1)) > 1 else 0.0
 
 
 def _torch_runner(spec: dict[str, Any]) -> Callable[[], Any]:
@@ -89,7 +100,7 @@ def main() -> None:
             start = time.perf_counter()
             run()
             samples.append((time.perf_counter() - start) * 1000.0)
-        time.sleep(float(spec.get("settle_s", SETTLE_S)))  # before the next worker runs: see the module docstring
+        time.sleep(settle_seconds(spec))  # before the next worker runs: see the module docstring
         _send({"samples": samples})
 
 
