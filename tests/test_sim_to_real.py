@@ -297,6 +297,20 @@ def test_size_is_refused_for_a_model_that_resizes_inside(two_frames, tmp_path, c
     assert not out.exists()
 
 
+def test_size_is_refused_for_a_recipe_that_resizes_inside_before_training(two_frames, tmp_path, capsys) -> None:
+    """--config with --size: the recipe's architecture is checked first, so nothing is trained."""
+    recipe = tmp_path / "lite.yaml"
+    recipe.write_text(yaml.safe_dump({**TINY, "model": {"name": "litedepth", "max_depth": 80.0, "internal_size": "32x64"}}))
+    out, trained = tmp_path / "out", tmp_path / "trained"
+    argv = ["--config", str(recipe), "--train-out", str(trained), "--real", str(two_frames), "--out", str(out),
+            "--size", "64x192"]
+    assert _script().main(argv) == 2
+    _one_line(capsys.readouterr().err, "lite.yaml: resizes every input to 32x64 inside the network")
+    assert not out.exists() and not trained.exists()
+    # the same recipe with the resize switched off by --set passes the check (and would train)
+    assert _script().check_args(_script().parse_args(argv + ["--set", "model.internal_size=none"])) == [trained]
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--run", "{tmp}/missing"], "missing"),
     (["--run", "{run}", "--size", "0x96"], "--size"),

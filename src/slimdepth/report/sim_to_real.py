@@ -64,7 +64,7 @@ from slimdepth.report.real import (REAL_SHEET_WIDTH, REAL_TITLE_HEIGHT, RealScor
 from slimdepth.report.samples import sample_indices
 from slimdepth.visualize import auto_dilation, colorize_depth, side_by_side
 
-__all__ = ["ABOVE_ROAD", "CAMERA_HEIGHT", "CONSTANT", "DISTANCE_BANDS", "FLAT_PRIOR", "PARTS", "REGIONS", "RegionScorer", "RoadProbability", "SimToReal", "TransferScore", "above_road", "band_region", "check_output_dir", "flat_prior_depth",
+__all__ = ["ABOVE_ROAD", "CAMERA_HEIGHT", "CONSTANT", "DISTANCE_BANDS", "FLAT_PRIOR", "PARTS", "REGIONS", "RegionScorer", "RoadProbability", "SimToReal", "TransferScore", "above_road", "band_region", "check_output_dir", "check_size_reaches", "flat_prior_depth",
            "road_probability", "sim_to_real", "transfer_sheet", "write_sim_to_real"]
 
 #: height of KITTI's colour cameras above the road, metres (the synthetic scenes' rig uses it too)
@@ -317,11 +317,9 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path | str, *, rows: 
     config = preset_for(dataset)
     cache = ModelCache() if cache is None else cache
     loaded = [(entry, *cache.get(entry)) for entry in entries]
-    for entry, model, _ in loaded:
-        inner = getattr(model, "internal_size", None)
-        if cache.size is not None and inner is not None:  # the size asked for would never reach it
-            raise ConfigError(f"{entry.path}: resizes every input to {inner[0]}x{inner[1]} inside the network "
-                              "(model.internal_size), so --size cannot change what it sees")
+    if cache.size is not None:
+        for entry, model, _ in loaded:
+            check_size_reaches(model, str(entry.path))
     input_sizes = {entry.name: size for entry, _, size in loaded}
     scorers = {entry.name: RealScorer(config) for entry in entries}
     if flat_prior:
@@ -388,6 +386,15 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path | str, *, rows: 
         result.sheets[f"sheet_{_file_stem(a.name)}_vs_{_file_stem(b.name)}"] = transfer_sheet(
             shown, [(a.name, kept[a.name]), (b.name, kept[b.name])], truth=short)
     return result
+
+
+def check_size_reaches(model: torch.nn.Module, where: str) -> None:
+    """Refuse to run ``model`` at another input size when it resizes every input inside the
+    network (LiteDepth's ``internal_size``): the size asked for would never reach it."""
+    inner = getattr(model, "internal_size", None)
+    if inner is not None:
+        raise ConfigError(f"{where}: resizes every input to {inner[0]}x{inner[1]} inside the network "
+                          "(model.internal_size), so --size cannot change what it sees")
 
 
 def check_output_dir(out: Path, overwrite: bool) -> None:
