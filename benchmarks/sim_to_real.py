@@ -38,8 +38,7 @@ from slimdepth.report.measure import ModelCache
 from slimdepth.report.real import (SYNTHETIC_CONTROL, open_real_frames, open_synthetic_frames, real_folders,
                                    with_control)
 from slimdepth.report.sim_to_real import (ABOVE_ROAD, DISTANCE_BANDS, SimToReal, band_region, check_output_dir,
-                                         check_size_reaches, sim_to_real,
-                                         write_sim_to_real)
+                                         check_size_reaches, sim_to_real, write_sim_to_real)
 from slimdepth.train.run import resolve_config, train_or_reuse
 
 #: the shared sample data beside the repository (its kitti_raw/ holds 20 frames of one drive, its
@@ -88,7 +87,9 @@ def check_args(args: argparse.Namespace) -> list[Path]:
     if args.size is not None:
         args.size = parse_size(args.size, "--size")
         if args.config is not None:  # the recipe's architecture, before any training
-            check_size_reaches(build_from_config(resolve_config(args.config, list(args.sets))["model"]), str(args.config))
+            recipe = resolve_config(args.config, list(args.sets))
+            check_size_reaches(build_from_config(recipe["model"]),
+                               f"{args.config}{' with its --set values' if args.sets else ''}")
     if args.run:
         collect(list(args.run))  # a missing or unusable run fails now, not after training
     return runs

@@ -9,7 +9,7 @@ import textwrap
 import threading
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from slimdepth.deploy import workers
@@ -122,23 +122,26 @@ def test_a_worker_that_logs_more_than_a_pipe_holds_neither_hangs_nor_hides_its_e
 def test_a_worker_waits_for_its_spinning_threads_before_the_next_one_is_timed(tmp_path) -> None:
     """After its timed runs a worker sleeps settle_s before answering (ORT's and OpenMP's threads
     keep spinning after a run and slowed the next worker 2x on 2 cores); the runs themselves are
-    timed without it."""
+    timed without it. Without settle_s it waits SETTLE_S on two threads and not at all on one."""
     import time
 
+    from slimdepth.deploy.bench_worker import SETTLE_S
     from slimdepth.deploy.export import ExportSettings, export_model
 
     path = tmp_path / "m.onnx"
     export_model("litedepth-released", path, ExportSettings("onnx", (32, 64)))
     spent = {}
-    for settle in (0.0, 0.6):
-        worker = workers.Worker({"runtime": "ort", "path": str(path), "size": [32, 64], "threads": 1, "warmup": 1,
-                                 "settle_s": settle})
+    for case, threads, extra in (("asked 0", 1, {"settle_s": 0.0}), ("asked 0.6", 1, {"settle_s": 0.6}),
+                                 ("default, 1 thread", 1, {}), ("default, 2 threads", 2, {})):
+        worker = workers.Worker({"runtime": "ort", "path": str(path), "size": [32, 64], "threads": threads, "warmup": 1,
+                                 **extra})
         start = time.perf_counter()
         samples = worker.time(2)
-        spent[settle] = time.perf_counter() - start
+        spent[case] = time.perf_counter() - start
         worker.close()
         assert len(samples) == 2 and sum(samples) / 1000 < 0.5
-    assert spent[0.6] >= 0.6 > spent[0.0]
+    assert spent["asked 0.6"] >= 0.6 > spent["asked 0"]
+    assert spent["default, 2 threads"] >= SETTLE_S > spent["default, 1 thread"], spent
 
 
 def test_a_worker_on_one_thread_does_not_wait_by_default() -> None:
@@ -149,3 +152,23 @@ def test_a_worker_on_one_thread_does_not_wait_by_default() -> None:
     assert settle_seconds({"threads": 1}) == 0.0 and settle_seconds({"threads": 2}) == SETTLE_S
     assert settle_seconds({"threads": 4}) == SETTLE_S and settle_seconds({"threads": 1, "settle_s": 0.3}) == 0.3
     assert settle_seconds({"threads": 2, "settle_s": 0}) == 0.0
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(bad=st.sampled_from([["--runtimes", "onnx"], ["--size", "0x96"], ["--size", "big"], ["--threads", "0"],
+                            ["--threads", "x"], ["--workers", "0"], ["--rounds", "-2"], ["--repeats", "0"],
+                            ["--runs", "0"], ["--model", "nothing"], ["--bogus"]]))
+def test_worker_settle_benchmark_refuses_bad_options_in_one_line(bad, capsys) -> None:
+    """Every bad option of benchmarks/worker_settle.py ends in one line and exit 2, before any timing
+    (capsys is read, and so emptied, once per example)."""
+    from pathlib import Path
+
+    from tests.helpers import load_script
+
+    script = load_script(Path(__file__).resolve().parents[1] / "benchmarks" / "worker_settle.py", "worker_settle_script")
+    try:
+        code = script.main(bad)
+    except SystemExit as exc:  # argparse's own refusals (an unknown option, a non-integer)
+        code = exc.code
+    assert_one_line_error(code, capsys.readouterr().err)
+

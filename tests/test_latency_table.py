@@ -149,6 +149,8 @@ def test_damaged_table_is_refused_in_one_line(fake_table: LatencyTable, tmp_path
 
 @pytest.fixture(scope="module")
 def ort_table() -> LatencyTable:
+    # 150 calibration runs in 5 rounds: a stall moves a network's median less than with the
+    # default 30, at a cost of under a second for these sub-millisecond networks
     return build_latency_table(tiny(), "ort", (64, 192), threads=1, runs=6, calib_runs=150, calib_random=4)
 
 
@@ -157,10 +159,10 @@ def test_table_predicts_measured_onnx_runtime_latency(ort_table: LatencyTable) -
     documented check uses 20 on LiteDepth). The aim is 15%; a test on a shared 2-core VM allows for
     the measurement's own noise."""
     # 200 runs in 10 rounds cost little more wall time than 24 in 4 (exporting and starting the
-    # workers dominate, and one-thread workers do not wait between rounds). With 4 rounds a round
-    # of this sub-millisecond network lasts ~12 ms, and a stall of the VM that covered two of a
-    # worker's rounds moved its median by up to 55% (mean ratio error 0.07-0.33 in 12 tries); with
-    # 10 it stays within 0.04-0.07 (8 tries)
+    # workers dominate, and one-thread workers do not wait between rounds). In 4 rounds a round of
+    # this sub-millisecond network lasts ~12 ms (with 200 runs), and a stall of the VM that
+    # covered two of a worker's rounds moved its median by 55% once: over 20 tries in 4 rounds
+    # (24 or 200 runs) the mean ratio error ranged 0.04-0.33, over 8 tries in 10 rounds 0.04-0.07
     report = ort_table.check(tiny(), num=12, runs=200, rounds=10)
     assert len(report["rows"]) == 12
     assert all(r["measured_ms"] > 0 and r["predicted_ms"] > 0 for r in report["rows"])
@@ -263,19 +265,57 @@ def test_bad_latency_options_are_one_line_errors(tmp_path: Path, monkeypatch, ca
 
 
 def test_latency_table_cli_writes_the_table_and_its_check(fake_runtime, tmp_path: Path, monkeypatch, capsys) -> None:
+    """The check's reference is the median of the unpruned network's workers, spread through the
+    order: here its three copies read 0.9, 1.0 and 1.2 times its true time and every other
+    network its true time, so the ratio errors are those of the 1.0 copy: none."""
+    factors = iter([0.9, 1.0, 1.2])
+    positions: list[int] = []
+
+    def samples(nets, *args, **kwargs):
+        out = []
+        for i, net in enumerate(nets):
+            ms = _network_ms(net)
+            if sum(n is net for n in nets) > 1:  # a copy of the unpruned network
+                positions.append(i)
+                ms *= next(factors)
+            out.append([ms] * 4)
+        return out
+
+    monkeypatch.setattr(lt, "network_samples", samples)
     out = tmp_path / "t.json"
     code, stdout, err = run_cli(monkeypatch, capsys, "latency-table", "tiny-multires", "--size", "32x96", "--out", str(out),
                                 "--runs", "2", "--check", "3", "--align", "4")
     assert code == 0, err
+    assert positions == lt.reference_positions(3, 3) == [0, 2, 5]  # first, middle, last of six
     table = LatencyTable.load(out)
-    assert table.check_report is not None and table.check_report["num"] == 3
-    # the made-up runtime is exact, so every error is 0 and the three reference processes agree
-    assert table.check_report["mean_abs_ratio_error"] < 1e-6 and table.check_report["reference_spread"] == 0
-    assert len(table.check_report["full_measured_each_ms"]) == 3
+    report = table.check_report
+    assert report is not None and report["num"] == 3 and len(report["rows"]) == 3
+    full = _network_ms(build_model("tiny-multires").eval())  # the zoo network the command timed
+    assert report["full_measured_each_ms"] == pytest.approx([0.9 * full, full, 1.2 * full])
+    assert report["full_measured_ms"] == pytest.approx(full) and report["reference_spread"] == pytest.approx(0.3)
+    assert report["mean_abs_ratio_error"] < 1e-6 and report["mean_abs_error"] < 1e-6  # each row met its own network
     flat = " ".join(stdout.split())
     assert f"full width predicted {table.full_ms:.3f} ms" in flat
     assert "check on 3 random width choices: mean |error| 0.0%" in flat
-    assert "the median of 3 worker processes 0.0% apart" in flat and f"latency table: {out}" in flat
+    assert "the median of 3 worker processes 30.0% apart" in flat and f"latency table: {out}" in flat
+
+
+def test_network_samples_exports_a_network_given_twice_once(monkeypatch, tmp_path: Path) -> None:
+    import slimdepth.deploy.layer_timing as timing
+
+    exported, timed = [], []
+
+    def export(model, runtime, size, folder):
+        exported.append(model)
+        return {"runtime": runtime, "size": list(size), "path": str(folder / "m.onnx")}
+
+    monkeypatch.setattr(timing, "_export_for", export)
+    monkeypatch.setattr(timing, "interleave_workers", lambda specs, runs, rounds: timed.extend(specs) or [[1.0]] * len(specs))
+    a, b = tiny(), tiny()
+    assert len(timing.network_samples([a, b, a, a], "ort", SIZE, threads=1, runs=2, rounds=1)) == 4
+    assert exported == [a, b] and [s["path"] for s in timed] == [timed[0]["path"], timed[1]["path"], timed[0]["path"],
+                                                                  timed[0]["path"]]
+    assert timed[0]["path"] != timed[1]["path"] and all(s["threads"] == 1 for s in timed)
 
 
 def test_latency_table_cli_bad_input(tmp_path: Path, monkeypatch, capsys) -> None:

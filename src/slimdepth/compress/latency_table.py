@@ -263,15 +263,19 @@ class LatencyTable:
         predicted = [self.predict_model(net) for net in nets]
         # the full network is timed alongside: this VM's speed drifts (1.7x between two minutes
         # was seen), so the errors are also given as ratios to it, measured side by side. It is
-        # timed in several workers and their median is the reference: a stall of the VM that
-        # covers two of a worker's rounds moves that worker's median (by 55% once, for a
-        # sub-millisecond network in rounds of 12 ms), and with one reference every ratio with it
-        samples = network_samples([graph.model] * references + nets, self.runtime, self.size, self.threads,
-                                  runs=runs, rounds=rounds, log=log)
-        full_each = [float(np.median(s)) for s in samples[:references]]
+        # timed in several workers spread through the order, and their median is the reference:
+        # a stall of the VM can move one worker's median (a sub-millisecond network in 4 rounds
+        # of 12 ms once read 55% slow), and with a single reference every ratio would carry it
+        order = reference_positions(len(nets), references)
+        timed: list[nn.Module] = list(nets)
+        for position in order:
+            timed.insert(position, graph.model)
+        samples = network_samples(timed, self.runtime, self.size, self.threads, runs=runs, rounds=rounds, log=log)
+        full_each = [float(np.median(samples[i])) for i in order]
         full = float(np.median(full_each))
+        samples = [timing for i, timing in enumerate(samples) if i not in order]
         rows = []
-        for p, s in zip(predicted, samples[references:]):
+        for p, s in zip(predicted, samples):
             chunks = np.array_split(np.asarray(s), rounds)
             halves = [np.concatenate(chunks[k::2]) for k in (0, 1)]
             m = float(np.median(s))
@@ -340,6 +344,16 @@ class LatencyTable:
         if not (math.isfinite(table.fixed_ms) and math.isfinite(table.scale) and table.scale > 0):
             raise DataError(f"{path}: damaged latency table (fixed cost {table.fixed_ms}, scale {table.scale})")
         return table
+
+
+def reference_positions(num: int, references: int) -> list[int]:
+    """Where ``references`` copies of the reference network go among ``num`` others (indices into
+    the combined list, ascending): first, last and evenly between, so that no stall of the VM
+    meets them all in one stretch of a round."""
+    total = num + references
+    if references == 1:
+        return [0]
+    return sorted({round(k * (total - 1) / (references - 1)) for k in range(references)})
 
 
 def prune_to_shares(graph: ChannelGraph, shares: Mapping[str, float], align: int = 1) -> nn.Module:

@@ -7,15 +7,16 @@ is answered with N timed batch-1 passes in milliseconds; ``{"quit": true}`` ends
 runtime being timed is imported: a worker timing ONNX Runtime never loads PyTorch, and a
 PyTorch worker never shares its process with ONNX Runtime's spinning thread pool.
 
-After each batch of timed runs the worker sleeps ``settle_s`` (by default :data:`SETTLE_S` on more than one thread) before
-answering, so that its own spinning threads -- ONNX Runtime's intra-op pool, OpenMP's (whose
-default block time is 200 ms) -- have gone idle before the next worker is timed. Without it, on
-this 2-core VM, the quickstart LiteDepth's ONNX file (96x320, 2 threads) timed 6.5-7.5 ms in
-interleaved workers against 2.8-3.3 ms alone, and its int8 file swung between 2.9 and 7.5 ms
-from one worker to the next; with it both match the figures taken alone. A worker on one thread
-has no pool to spin, so by default it does not wait: 8 interleaved workers of one small network
-at 64x192, every runtime on one thread, timed the same with and without the wait, and the wait
-was most of such a run's time (``python benchmarks/worker_settle.py``).
+After each batch of timed runs the worker sleeps ``settle_s`` (by default :data:`SETTLE_S` on
+more than one thread) before answering, so that its own spinning threads -- ONNX Runtime's
+intra-op pool, OpenMP's (whose default block time is 200 ms) -- have gone idle before the next
+worker is timed. Without it, on this 2-core VM, the quickstart LiteDepth's ONNX file (96x320,
+2 threads) timed 6.5-7.5 ms in interleaved workers against 2.8-3.3 ms alone, and its int8 file
+swung between 2.9 and 7.5 ms from one worker to the next; with it both match the figures taken
+alone. A worker on one thread has no pool to spin, so by default it does not wait: 8
+interleaved workers of a small network at 64x192, every runtime on one thread, timed no slower
+without the wait, which took a quarter (PyTorch) to two thirds (the others) of such a run's
+time (``python benchmarks/worker_settle.py``).
 """
 
 from __future__ import annotations

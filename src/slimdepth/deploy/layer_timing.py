@@ -141,10 +141,14 @@ def network_samples(models: Sequence[nn.Module], runtime: str, size: tuple[int, 
     check_timing(runs, warmup, threads)
     say = log or (lambda message: None)
     with tempfile.TemporaryDirectory(prefix="slimdepth-latency-") as tmp:
+        exported: dict[int, dict[str, Any]] = {}  # a model given twice is exported once, timed twice
         specs = []
         for i, model in enumerate(models):
-            folder = Path(tmp) / str(i)
-            folder.mkdir()
-            specs.append({**_export_for(model, runtime, size, folder), "threads": threads, "warmup": warmup})
+            if id(model) not in exported:
+                folder = Path(tmp) / str(i)
+                folder.mkdir()
+                exported[id(model)] = {**_export_for(model, runtime, size, folder), "threads": threads,
+                                       "warmup": warmup}
+            specs.append(dict(exported[id(model)]))
         say(f"timing {len(specs)} network(s) on {runtime}, {runs} runs each in {rounds} interleaved rounds")
         return interleave_workers(specs, runs, rounds)
