@@ -32,6 +32,9 @@ from slimdepth.errors import OneLineArgumentParser, run_script
 from slimdepth.loader import resolve_model
 from slimdepth.options import check_number, parse_size
 
+#: untimed runs each worker takes after loading
+WARMUP = 5
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
@@ -52,7 +55,7 @@ def measure(args: argparse.Namespace) -> None:
     for runtime in args.runtimes:
         check_latency_runtime(runtime)
     for threads in args.threads:
-        check_timing(args.runs, 5, threads, "--")
+        check_timing(args.runs, WARMUP, threads, "--")
     for name in ("workers", "rounds", "repeats"):
         check_number(getattr(args, name), f"--{name}", integer=True, low=1)
     model = resolve_model(args.model)[0].eval()
@@ -63,7 +66,7 @@ def measure(args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             spec = _export_for(model, runtime, size, Path(tmp))
             for threads in args.threads:
-                specs = [{**spec, "threads": threads, "warmup": 5}] * args.workers
+                specs = [{**spec, "threads": threads, "warmup": WARMUP}] * args.workers
                 for repeat in range(args.repeats):
                     order = (SETTLE_S, 0.0) if repeat % 2 == 0 else (0.0, SETTLE_S)
                     for settle in order:
