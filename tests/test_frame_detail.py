@@ -76,3 +76,45 @@ def test_bad_sharpen_and_sizes_are_one_line_errors(text):
 def test_bad_options_exit_2_with_one_line(argv, capsys):
     assert _script().main(argv) == 2
     _one_line(capsys.readouterr().err)
+
+
+def test_detail_by_depth_against_scipy_at_the_points_in_each_band():
+    script = _script()
+    rng = np.random.default_rng(1)
+    image = np.full((3, 24, 40), 0.5, np.float32)
+    image[:, :, 20:] = 0.25 + 0.5 * rng.random((3, 24, 20))  # detail on the right half only
+    rows = torch.tensor([5, 10, 15, 5, 12])
+    cols = torch.tensor([3, 6, 9, 30, 33])
+    depth = torch.tensor([4.0, 6.0, 7.9, 20.0, 29.9])  # the left points within 8 m, the right ones at 15-30 m
+    frame = script.Frame(torch.from_numpy(image), None, (rows, cols, depth))
+    bands = script.measure_by_depth([frame])
+    grey = (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]).astype(np.float64)
+    detail = np.abs(grey - ndimage.gaussian_filter(grey, 3.0, mode="mirror", truncate=3.0))
+    assert bands[0] == pytest.approx(detail[[5, 10, 15], [3, 6, 9]].mean(), abs=1e-6)  # flat there: ~0
+    assert bands[2] == pytest.approx(detail[[5, 12], [30, 33]].mean(), rel=1e-4)
+    assert bands[2] > 5 * bands[0] and np.isnan(bands[1]) and np.isnan(bands[3])  # no points: NaN
+
+
+def test_the_depth_table_shows_sharpen_far_raising_the_far_bands(capsys):
+    script = _script()
+    spec = "synthetic,num=3,size=96x320,lidar=false,seg=false,haze=0"
+    assert script.main(["--synthetic", spec, "--frames", "3", "--sharpen", "3,2", "--sharpen-far", "3,2",
+                        "--sharpen-far", "0,1", "--by-depth", "--real", str(SCRIPT.parent)]) == 2
+    _one_line(capsys.readouterr().err)  # not a KITTI folder: nothing measured
+    assert script.main(["--synthetic", spec, "--frames", "3", "--sharpen", "3,2", "--sharpen-far", "3,2",
+                        "--sharpen-far", "0,1", "--by-depth"]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("E3 at the points above the road"):].splitlines()
+    ratio = {line.split("|")[0].strip(): float(line.split("|")[-1]) for line in table if line.startswith("synthetic")}
+    plain, sharp = ratio[spec], ratio[f"{spec} + sharpen 3,2"]
+    assert 0.7 < plain < 1.4 and abs(sharp - plain) < 0.25  # rendered frames are flat, sharpen keeps them so
+    assert ratio[f"{spec} + sharpen_far 3,2"] > plain + 0.5  # the far gains, the near does not
+    assert ratio[f"{spec} + sharpen_far 0,1"] == pytest.approx(plain, abs=1e-3)  # amount 0 changes nothing
+
+
+@pytest.mark.parametrize("text", ["3", "a,b", "-1,2", "3,0", "21,1"])
+def test_bad_sharpen_far_is_a_one_line_error_naming_its_option(text, capsys):
+    assert _script().main([f"--sharpen-far={text}"]) == 2
+    err = capsys.readouterr().err
+    _one_line(err)
+    assert "--sharpen-far" in err

@@ -52,6 +52,7 @@ from slimdepth.data.augment_base import (
 )
 from slimdepth.data.photometric import (
     ColorJitter, GaussianBlur, GaussianNoise, RandomConvolution, RandomGamma, RandomGrayscale, RGBMultiplier, Sharpen,
+    SharpenFar,
 )
 from slimdepth.data.sample import IGNORE_LABEL, key_kind, sample_size, sparse_keys
 from slimdepth.errors import ConfigError
@@ -75,6 +76,7 @@ __all__ = [
     "RandomScale",
     "Resize",
     "Sharpen",
+    "SharpenFar",
     "available_augmentations",
     "build_augmentation",
 ]
@@ -481,6 +483,7 @@ _OPS: dict[str, type[Augmentation]] = {
     "gamma": RandomGamma,
     "blur": GaussianBlur,
     "sharpen": Sharpen,
+    "sharpen_far": SharpenFar,
     "noise": GaussianNoise,
     "random_conv": RandomConvolution,
 }

@@ -1,0 +1,136 @@
+"""The ``sharpen_far`` augmentation: an unsharp mask whose amount grows with the true depth."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from slimdepth.data.augment import build_augmentation
+from slimdepth.data.photometric import SharpenFar, depth_weight
+from slimdepth.data.sample import make_sample
+from slimdepth.errors import ConfigError, DataError
+
+H, W = 20, 36
+NEAR, FAR = 8.0, 30.0
+MIDDLE = math.sqrt(NEAR * FAR)  # halfway in log depth: half the amount
+
+
+def dense_sample(seed: int = 0, right: bool = False) -> dict:
+    """A random image over four bands of columns: near, halfway, far and no depth."""
+    rng = np.random.default_rng(seed)
+    depth = np.zeros((H, W), np.float32)
+    depth[:, :9], depth[:, 9:18], depth[:, 18:27] = 5.0, MIDDLE, 45.0  # columns 27.. have no depth
+    extra = {}
+    if right:
+        extra = {"right_image": (0.25 + 0.5 * rng.random((H, W, 3))).astype(np.float32),
+                 "right_depth": np.full((H, W), 4.0, np.float32)}
+    return make_sample((0.25 + 0.5 * rng.random((H, W, 3))).astype(np.float32), depth=depth, **extra)
+
+
+def test_depth_weight_is_zero_near_one_far_and_log_linear_between():
+    depth = torch.tensor([0.0, float("nan"), 1.0, NEAR, MIDDLE, FAR, 200.0])
+    np.testing.assert_allclose(depth_weight(depth, NEAR, FAR).numpy(), [0, 0, 0, 0, 0.5, 1, 1], atol=1e-6)
+    d = torch.tensor([12.0])  # an independent formula
+    assert depth_weight(d, NEAR, FAR).item() == pytest.approx(math.log(12 / 8) / math.log(30 / 8), rel=1e-6)
+
+
+def test_it_is_an_unsharp_mask_weighted_by_depth_against_scipy():
+    ndimage = pytest.importorskip("scipy.ndimage")
+    src = dense_sample()
+    out = SharpenFar(1.0, amount=(2.0, 2.0), sigma=(1.0, 1.0))(src, generator=0)
+    img = src["image"].numpy().astype(np.float64)
+    detail = img - np.stack([ndimage.gaussian_filter(ch, 1.0, mode="mirror", truncate=3.0) for ch in img])
+    weight = np.zeros((H, W))
+    weight[:, 9:18], weight[:, 18:27] = 0.5, 1.0
+    ref = np.clip(img + 2.0 * weight * detail, 0.0, 1.0)
+    np.testing.assert_allclose(out["image"].numpy(), ref, atol=1e-5)
+    # near and depthless columns are untouched, the far ones changed
+    assert torch.equal(out["image"][..., :9], src["image"][..., :9])
+    assert torch.equal(out["image"][..., 27:], src["image"][..., 27:])
+    assert not torch.allclose(out["image"][..., 18:27], src["image"][..., 18:27])
+    assert out["depth"] is src["depth"]
+    assert out["meta"]["augment"] == [{"op": "sharpen_far", "amount": 2.0, "sigma": 1.0}]
+
+
+def test_probability_draws_and_seeds():
+    src = dense_sample(1)
+    assert SharpenFar(0.0)(src, generator=0) is src
+    draws = [SharpenFar(1.0)(src, generator=g)["meta"]["augment"][0] for g in range(30)]
+    assert all(0.5 <= d["amount"] <= 3.0 and 0.5 <= d["sigma"] <= 2.0 for d in draws)
+    assert len({d["amount"] for d in draws}) == 30
+    op = build_augmentation([{"op": "sharpen_far", "p": 1.0, "near": 4, "far": 40}])
+    assert torch.equal(op(src, generator=7)["image"], op(src, generator=torch.Generator().manual_seed(7))["image"])
+    # with near at 4 m the 5 m columns now get a little of the amount
+    assert not torch.equal(op(src, generator=7)["image"][..., :9], src["image"][..., :9])
+
+
+def test_a_stereo_partner_is_sharpened_by_its_own_depth():
+    src = dense_sample(2, right=True)  # the partner's depth is near everywhere
+    out = SharpenFar(1.0, amount=(3.0, 3.0))(src, generator=0)
+    assert torch.equal(out["right_image"], src["right_image"])
+    assert not torch.equal(out["image"], src["image"])
+    del src["right_depth"]
+    with pytest.raises(DataError, match="right_depth"):
+        SharpenFar(1.0)(src, generator=0)
+
+
+@pytest.mark.parametrize("case", ["sparse", "none"])
+@pytest.mark.parametrize("p", [0.0, 1.0])
+def test_point_set_or_missing_depth_is_a_one_line_data_error_whatever_p(case, p):
+    rng = np.random.default_rng(3)
+    image = rng.random((H, W, 3)).astype(np.float32)
+    if case == "sparse":  # projected LiDAR: a few percent of the pixels
+        depth = np.where(rng.random((H, W)) < 0.05, 20.0, 0.0).astype(np.float32)
+        src, fragment = make_sample(image, depth=depth), "point-set depth"
+    else:
+        src, fragment = make_sample(image), "none"
+    with pytest.raises(DataError, match=fragment) as err:
+        SharpenFar(p)(src, generator=0)
+    assert "sharpen_far" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_on_a_rendered_frame_the_far_gains_more_detail_than_the_near():
+    from slimdepth.data.photometric import _blur, _grey
+    from slimdepth.data.registry import build_dataset
+
+    frame = build_dataset("synthetic,num=1,size=96x320,lidar=false,seg=false,haze=0")[0]
+    out = SharpenFar(1.0, amount=(2.0, 2.0), sigma=(1.0, 1.0))(frame, generator=0)
+    depth = frame["depth"].reshape(96, 320)
+
+    def detail(image: torch.Tensor, mask: torch.Tensor) -> float:
+        grey = _grey(image)
+        return float((grey - _blur(grey, 1.0))[0][mask].abs().mean())
+
+    near, far = (depth > 0) & (depth < NEAR), (depth >= FAR) & (depth < 80)
+    assert near.sum() > 200 and far.sum() > 200
+    assert detail(out["image"], near) == pytest.approx(detail(frame["image"], near), rel=0.05)
+    assert detail(out["image"], far) > 2.0 * detail(frame["image"], far)
+
+
+@given(
+    key=st.sampled_from(["p", "amount", "sigma", "near", "far"]),
+    value=st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.integers(-3, 60),
+        st.text(max_size=3),
+        st.lists(st.one_of(st.integers(-2, 40), st.floats(-1.5, 25), st.booleans()), max_size=3),
+    ),
+)
+@settings(max_examples=200, deadline=None)
+def test_bad_values_are_one_line_config_errors(key, value):
+    """Any value is refused in one line naming the op, or accepted and applied within [0, 1]."""
+    try:
+        pipeline = build_augmentation([{"op": "sharpen_far", "p": 1.0, key: value}])
+    except ConfigError as err:
+        assert "sharpen_far" in str(err) and "\n" not in str(err)
+        return
+    op = pipeline.transforms[0]
+    assert 0 < op.near < op.far and 0 <= op.amount[0] <= op.amount[1] <= 20
+    out = pipeline(dense_sample(), generator=0)
+    assert out["image"].shape == (3, H, W) and torch.isfinite(out["image"]).all()
+    assert 0.0 <= out["image"].min() and out["image"].max() <= 1.0
