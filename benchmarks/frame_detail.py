@@ -80,8 +80,7 @@ class Frame(NamedTuple):
 
     image: torch.Tensor  # (3, h, w) at the input size, as the evaluation resizes it
     depth: torch.Tensor | None  # (h, w) at the input size (nearest) for a dense map; None for a point set
-    points: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # rows, columns at the input size and depth of
-    # the points above the road
+    points: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # the points above the road: rows, columns, depth
 
 
 def _sharpen(amount: float, sigma: float):
@@ -116,12 +115,17 @@ def inputs(frames: DepthDataset, size: tuple[int, int], count: int) -> list[Fram
         sample = frames[i]
         image = torch.as_tensor(sample["image"]).float()
         height, width = image.shape[-2:]
+        resized = input_batch([image], size)[0].clamp(0.0, 1.0)
+        if "depth" not in sample:  # nothing to place: the first table only
+            empty = torch.zeros(0, dtype=torch.long)
+            out.append(Frame(resized, None, (empty, empty, torch.zeros(0))))
+            continue
         depth = torch.as_tensor(sample["depth"]).float().reshape(height, width)
         rows, cols = torch.nonzero(above_road(depth, sample["K"]), as_tuple=True)
         points = (((rows + 0.5) * h / height).long().clamp(max=h - 1), ((cols + 0.5) * w / width).long().clamp(max=w - 1),
                   depth[rows, cols])
-        dense = None if is_sparse_map(depth) else F.interpolate(depth[None, None], size=size, mode="nearest")[0, 0]
-        out.append(Frame(input_batch([image], size)[0].clamp(0.0, 1.0), dense, points))
+        dense = None if is_sparse_map(depth) else F.interpolate(depth[None, None], size=size, mode="nearest-exact")[0, 0]
+        out.append(Frame(resized, dense, points))
     return out
 
 
@@ -181,7 +185,8 @@ def report(args: argparse.Namespace) -> None:
     print(f"{'frames':{width}s} | " + " ".join(f"{h:>8s}" for h in heads) + " | far/near")
     for name, frames, change in sets:
         bands = measure_by_depth(frames, change)
-        print(f"{name:{width}s} | " + " ".join(f"{v:8.4f}" for v in bands) + f" | {bands[2] / bands[0]:8.2f}")
+        ratio = bands[2] / bands[0] if bands[0] > 0 else math.nan  # NaN when a band is empty (or flat)
+        print(f"{name:{width}s} | " + " ".join(f"{v:8.4f}" for v in bands) + f" | {ratio:8.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:

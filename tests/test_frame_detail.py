@@ -118,3 +118,26 @@ def test_bad_sharpen_far_is_a_one_line_error_naming_its_option(text, capsys):
     err = capsys.readouterr().err
     _one_line(err)
     assert "--sharpen-far" in err
+
+
+def test_points_and_dense_depth_land_on_their_pixels_at_the_input_size():
+    """A frame at 2x the input size: each point above the road moves to the input pixel that
+    holds its centre, and the dense depth is resized centre-aligned (as the training resize)."""
+    from slimdepth.data.sample import make_sample
+    from slimdepth.geometry import kitti_like_intrinsics
+
+    script = _script()
+    h, w = 20, 40
+    depth = np.zeros((h, w), np.float32)
+    depth[3, 5], depth[7, 31], depth[9, 39] = 6.0, 20.0, 40.0  # above the horizon: above the road
+    depth[:, :] = np.where(depth > 0, depth, 50.0)  # dense: everything else far
+    frames = [make_sample(np.random.default_rng(0).random((h, w, 3)).astype(np.float32), depth=depth,
+                          K=kitti_like_intrinsics(h, w))]
+    (frame,) = script.inputs(frames, (10, 20), 1)
+    rows, cols, d = frame.points
+    found = {(int(r), int(c), float(v)) for r, c, v in zip(rows, cols, d) if v < 50}
+    assert found == {(1, 2, 6.0), (3, 15, 20.0), (4, 19, 40.0)}
+    # centre-aligned nearest: output pixel i holds input pixel 2i + 1 (legacy "nearest" takes 2i)
+    np.testing.assert_array_equal(frame.depth.numpy(), depth[1::2, 1::2])
+    assert frame.depth[1, 2] == 6.0 and frame.depth[3, 15] == 20.0 and frame.depth[4, 19] == 40.0
+    np.testing.assert_array_equal(frame.image.numpy(), script.input_batch([frames[0]["image"]], (10, 20))[0].numpy())

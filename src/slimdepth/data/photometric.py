@@ -258,8 +258,9 @@ class Sharpen(Augmentation):
 def depth_weight(depth: torch.Tensor, near: float, far: float) -> torch.Tensor:
     """0 at ``near`` metres and nearer (and where depth is missing), 1 at ``far`` and beyond, in
     between linear in log depth: how much of :class:`SharpenFar`'s amount a pixel gets."""
-    ratio = depth.clamp(min=near) / near
-    return torch.where(depth > 0, (ratio.log() / math.log(far / near)).clamp(0.0, 1.0), torch.zeros_like(depth))
+    low, high = math.log(near), math.log(far)  # two logs, not log(far / near): no overflow at extreme settings
+    weight = ((depth.clamp(min=near).log() - low) / (high - low)).clamp(0.0, 1.0)
+    return torch.where(depth > 0, weight, torch.zeros_like(depth))
 
 
 @dataclass
@@ -269,11 +270,13 @@ class SharpenFar(Augmentation):
     amount and sigma uniform in their ranges, clamped to [0, 1]. Needs dense depth (rendered
     frames), one map per image (``depth`` for ``image``, ``right_depth`` for ``right_image``).
 
-    On the shared data's congested KITTI drive, detail rises with distance: at 96x320 its points
-    above the road carry 3.2x as much at 15-30 m as within 8 m, where rendered frames are flat
-    (0.95x) and :class:`Sharpen` keeps them so (``python benchmarks/frame_detail.py --by-depth``).
-    This op gives rendered frames that gradient. The three annotated street frames do not have it
-    (0.73x), so it is a study of the drive, not a fact about every real frame (docs/data.md).
+    On the shared data's congested KITTI drive the points above the road carry 3.2x as much
+    detail at 15-30 m as within 8 m (E3, the mean |grey - Gaussian(grey, 3 px)| at 96x320), while
+    rendered frames carry about the same at every distance (0.95x), sharpened or not
+    (``python benchmarks/frame_detail.py --by-depth``, docs/data.md). This op makes detail rise
+    with distance in rendered frames (2.0x at amount 3, sigma 2). The three annotated street frames
+    do not have the gradient (0.73x), and the drive's detail falls again beyond 30 m, where the op
+    is at full strength: a study of the drive, not a fact about every real frame.
     """
 
     p: float = 0.5
@@ -295,14 +298,18 @@ class SharpenFar(Augmentation):
 
     def apply(self, sample: Sample, generator: torch.Generator | None) -> Sample:
         depths = {}  # checked before the draw, so a wrong dataset fails whatever p is
-        sparse = sparse_keys(sample)
+        sparse = sparse_keys({k: v for k, v in sample.items() if v is not None})
         for key in (k for k in sample if key_kind(k) == "image"):
             depth_key = "depth" if key == "image" else key[: -len("image")] + "depth"
             depth = sample.get(depth_key)
-            if depth is None or depth_key in sparse:
-                raise DataError(f"sharpen_far needs a dense depth map for {key!r}: the sample has "
-                                f"{'point-set depth' if depth is not None else 'none'} in {depth_key!r} (use rendered "
-                                "frames, e.g. data.train=synthetic,...)")
+            if depth is None:
+                partner = " (the synthetic set renders no depth for its right view: leave out right=true)" \
+                    if key != "image" else ""
+                raise DataError(f"sharpen_far needs a dense depth map for {key!r}, and the sample has no "
+                                f"{depth_key!r}{partner}")
+            if depth_key in sparse:
+                raise DataError(f"sharpen_far needs a dense depth map for {key!r}, and {depth_key!r} is a point set "
+                                "(LiDAR); use it on rendered frames (data.train=synthetic,...)")
             depths[key] = torch.as_tensor(depth).float().reshape(1, *sample[key].shape[-2:])
         if torch.rand((), generator=generator, dtype=torch.float64).item() >= self.p:
             return sample
