@@ -596,7 +596,8 @@ def test_gamma_raises_to_the_drawn_gamma_globally_or_in_a_smooth_field():
 
 
 PHOTOMETRIC_KEYS = {"grayscale": ["p"], "blur": ["p", "sigma"], "sharpen": ["p", "amount", "sigma"], "noise": ["p", "std"],
-                    "random_conv": ["p", "kernel_sizes", "mix"], "gamma": ["p", "gamma", "grid"]}
+                    "random_conv": ["p", "kernel_sizes", "mix"], "gamma": ["p", "gamma", "grid"],
+                    "sharpen_far": ["p", "amount", "sigma", "near", "far"]}
 
 
 @given(
@@ -618,7 +619,10 @@ def test_new_photometric_ops_refuse_bad_values_with_a_config_error(op_key, value
     except ConfigError as err:
         assert op in str(err) and "\n" not in str(err)
         return
-    out = pipeline(scene_sample(), generator=0)
+    sample = scene_sample()
+    if op == "sharpen_far":  # it needs dense depth: rendered frames
+        sample = make_sample(sample["image"].permute(1, 2, 0).numpy(), depth=np.linspace(1, 60, H * W).reshape(H, W))
+    out = pipeline(sample, generator=0)
     if key != "p" or value >= 0.97:  # the first draw of generator 0 is 0.970
         assert [e["op"] for e in out["meta"]["augment"]] == [op]
     assert out["image"].shape == (3, H, W) and torch.isfinite(out["image"]).all()
