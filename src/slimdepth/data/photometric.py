@@ -226,6 +226,15 @@ class GaussianBlur(Augmentation):
 MAX_SHARPEN = 20.0  # beyond this every edge is clipped to black and white
 
 
+def _check_unsharp(op: Any, name: str) -> None:
+    """Validate (and normalise) an unsharp-mask op's ``p``, ``amount`` and ``sigma`` in place."""
+    op.p = _probability(op.p, f"{name} p")
+    op.amount = _interval(op.amount, f"{name} amount")
+    if op.amount[0] < 0 or op.amount[1] > MAX_SHARPEN:
+        raise ConfigError(f"{name} amount must be in [0, {MAX_SHARPEN:g}], got {op.amount}")
+    op.sigma = _sigma_range(op.sigma, name)
+
+
 @dataclass
 class Sharpen(Augmentation):
     """With probability ``p`` sharpen by an unsharp mask: ``image + amount * (image - blur(image,
@@ -241,11 +250,7 @@ class Sharpen(Augmentation):
     sigma: tuple[float, float] = (0.5, 2.0)
 
     def __post_init__(self) -> None:
-        self.p = _probability(self.p, "sharpen p")
-        self.amount = _interval(self.amount, "sharpen amount")
-        if self.amount[0] < 0 or self.amount[1] > MAX_SHARPEN:
-            raise ConfigError(f"sharpen amount must be in [0, {MAX_SHARPEN:g}], got {self.amount}")
-        self.sigma = _sigma_range(self.sigma, "sharpen")
+        _check_unsharp(self, "sharpen")
 
     def apply(self, sample: Sample, generator: torch.Generator | None) -> Sample:
         if torch.rand((), generator=generator, dtype=torch.float64).item() >= self.p:
@@ -286,11 +291,7 @@ class SharpenFar(Augmentation):
     far: float = 30.0
 
     def __post_init__(self) -> None:
-        self.p = _probability(self.p, "sharpen_far p")
-        self.amount = _interval(self.amount, "sharpen_far amount")
-        if self.amount[0] < 0 or self.amount[1] > MAX_SHARPEN:
-            raise ConfigError(f"sharpen_far amount must be in [0, {MAX_SHARPEN:g}], got {self.amount}")
-        self.sigma = _sigma_range(self.sigma, "sharpen_far")
+        _check_unsharp(self, "sharpen_far")
         self.near = check_number(self.near, "sharpen_far near", low=0.0, low_open=True)
         self.far = check_number(self.far, "sharpen_far far", low=0.0, low_open=True)
         if self.far <= self.near:
