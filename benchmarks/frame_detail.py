@@ -10,8 +10,8 @@ distance (``benchmarks/sim_to_real_probe.py --probe blur=10@near``). ``--sharpen
 adds rows for the rendered sets through the ``sharpen`` augmentation at that amount and sigma, to
 see which setting spans the real frames. ``--by-depth`` adds a second table: the same detail at
 the points that stand above the road (``slimdepth.flat_road.above_road``; each set's own depth,
-LiDAR or rendered) by distance band, since real driving frames gain detail with distance where
-rendered ones stay flat; ``--sharpen-far AMOUNT,SIGMA`` adds rows through the ``sharpen_far``
+LiDAR or rendered) by distance band, since the shared congested drive gains detail with distance
+where rendered frames stay flat (its three street frames do not); ``--sharpen-far AMOUNT,SIGMA`` adds rows through the ``sharpen_far``
 augmentation (the amount weighted by depth) to both tables. Usage:
 
     python benchmarks/frame_detail.py [--real DIR ...] [--synthetic SPEC ...] [--size 96x320]

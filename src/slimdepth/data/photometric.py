@@ -1,6 +1,7 @@
 """Photometric augmentation ops: they change the image-like keys only (depth, labels and K
-never), with the same parameters for every image of a sample so a stereo pair stays consistent
-(only the noise grain is drawn per image: two sensors)."""
+never; ``sharpen_far`` reads the depth to weight itself), with the same parameters for every image
+of a sample so a stereo pair stays consistent (only the noise grain is drawn per image: two
+sensors)."""
 
 from __future__ import annotations
 
