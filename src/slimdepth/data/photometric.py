@@ -302,7 +302,7 @@ class SharpenFar(Augmentation):
         depths = {}  # checked before the draw, so a wrong dataset fails whatever p is
         sparse = sparse_keys({k: v for k, v in sample.items() if v is not None})
         for key in (k for k in sample if key_kind(k) == "image"):
-            depth_key = "depth" if key == "image" else key[: -len("image")] + "depth"
+            depth_key = key[: -len("image")] + "depth"  # image -> depth, right_image -> right_depth
             depth = sample.get(depth_key)
             if depth is None:
                 partner = " (the synthetic set renders no depth for its right view: leave out right=true)" \
