@@ -1,11 +1,17 @@
-"""Shared test fixtures: the real sample data beside the repository (skipped when absent)."""
+"""Shared test fixtures: the real sample data beside the repository (skipped when absent), and one
+LiteRT conversion that the export, quantization and bench tests share."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
+
+if TYPE_CHECKING:
+    import torch
 
 
 def shared_data_dir() -> Path:
@@ -20,3 +26,52 @@ def shared_data() -> Path:
     if not root.is_dir():
         pytest.skip(f"real sample data not found at {root}")
     return root
+
+
+#: the input size of the shared LiteRT conversion
+LITERT_SIZE = (64, 128)
+
+
+class SharedLiteRT(NamedTuple):
+    """One LiteRT conversion that several tests share (see :func:`released_litert`)."""
+
+    model: torch.nn.Module  # the vivid litedepth-released that was converted
+    checkpoint: Path        # its weights, saved as `slimdepth train` saves a checkpoint
+    tflite: Path            # the fp32 LiteRT file at LITERT_SIZE
+    report: dict[str, Any]  # export_model's report of it
+
+
+@pytest.fixture(scope="session")
+def released_litert(tmp_path_factory) -> SharedLiteRT:
+    """litedepth-released with vivid weights (tests.helpers.vivid, depth spread by a head gain of
+    30), saved as a checkpoint and exported once to LiteRT at 64x128. A LiteRT conversion costs
+    10-14 s on 2 cores whatever the model, so the tests that need one share this one: its parity
+    is tested in test_export.py, and :func:`reuse_litert_conversion` hands it to other exports."""
+    import litert_torch  # noqa: F401 - part of the dev install: CI must run this, never skip it
+
+    import torch
+
+    from slimdepth.deploy.export import ExportSettings, export_model
+    from slimdepth.models import build_model, save_model
+    from tests.helpers import vivid
+
+    torch.manual_seed(0)
+    model = vivid(build_model("litedepth-released"), head_gain=30)
+    folder = tmp_path_factory.mktemp("released-litert")
+    checkpoint = save_model(model, folder / "vivid")
+    out = folder / "ld.tflite"
+    return SharedLiteRT(model, checkpoint, out, export_model(model, out, ExportSettings("litert", LITERT_SIZE)))
+
+
+@pytest.fixture
+def reuse_litert_conversion(monkeypatch, released_litert) -> SharedLiteRT:
+    """Every LiteRT conversion in the test copies :func:`released_litert`'s file instead of converting
+    again. The rest of the export runs as usual, parity check included: that compares the copy with
+    the model being exported, so a test that exports another model, or at another size, fails there."""
+    from slimdepth.deploy import export
+
+    def copy(model: torch.nn.Module, path: Path, size: tuple[int, int]) -> None:
+        shutil.copyfile(released_litert.tflite, path)
+
+    monkeypatch.setattr(export, "_to_litert", copy)
+    return released_litert

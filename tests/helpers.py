@@ -1,14 +1,16 @@
-"""Helpers shared by the command-line tests."""
+"""Helpers shared by the tests: running the CLI in-process, one-line errors, recipe files, vivid models."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import runpy
 import sys
 from types import ModuleType
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from slimdepth.cli import main
@@ -59,9 +61,44 @@ TINY_RECIPE = {
 }
 
 
+def run_script_main(monkeypatch, capsys, path: Path, *args: str) -> tuple[int, str, str]:
+    """Run the script at ``path`` with ``args`` in this process, its ``__main__`` block included;
+    return (exit code, stdout, stderr) as ``python PATH ARGS`` leaves them (``SystemExit("message")``
+    prints the message and exits 1). A new interpreter would also show warnings printed at
+    import, so each script's tests run one case in a real process too."""
+    monkeypatch.setattr(sys, "argv", [str(path), *args])
+    code: int | str | None = 0
+    try:
+        runpy.run_path(str(path), run_name="__main__")
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    if isinstance(code, str):
+        return 1, out, err + code + "\n"
+    return code or 0, out, err
+
+
 def load_script(path: Path, name: str) -> ModuleType:
     """A benchmark script (not a package module) imported from its file as module ``name``."""
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def vivid(model: torch.nn.Module, head_gain: float = 1.0) -> torch.nn.Module:
+    """``model`` with seeded random BatchNorm statistics and affine parameters, as training leaves
+    them. A freshly built network predicts nearly its head's bias everywhere, which hides a layer
+    converted wrongly (a wrong LiteRT stem once passed parity that way); with these the depth
+    varies, and parity checks the whole graph. ``head_gain`` multiplies the depth head's weights,
+    spreading the depth over metres (and the runtimes' rounding differences with it)."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                for tensor, low, high in ((module.running_mean, -0.5, 0.5), (module.running_var, 0.5, 1.5),
+                                          (module.weight, 0.7, 1.3), (module.bias, -0.3, 0.3)):
+                    tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
+            elif isinstance(module, torch.nn.Conv2d) and module.out_channels == 1:  # a depth head
+                module.weight.mul_(head_gain)
+    return model.eval()

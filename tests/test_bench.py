@@ -36,10 +36,13 @@ def test_bench_times_a_zoo_model_on_torch_and_ort_and_an_exported_file(tmp_path)
     assert table[str(path), "ort"].runs == 4 and table[str(path), "ort"].speedup_vs_torch is None
 
 
-def test_bench_quantizes_for_the_int8_runtimes_and_times_them_with_the_fp32_files(tmp_path) -> None:
+def test_bench_quantizes_for_the_int8_runtimes_and_times_them_with_the_fp32_files(tmp_path,
+                                                                                 reuse_litert_conversion) -> None:
+    """A checkpoint on both int8 runtimes; its LiteRT conversion is the tests' shared one
+    (tests/conftest.py), parity-checked against this checkpoint by bench's export."""
     import ai_edge_quantizer  # noqa: F401 - part of the dev install: CI must run this, never skip it
-    rows = bench(["litedepth-released"], ["ort", "ort-int8", "litert", "litert-int8"], (32, 64), threads=1, runs=3,
-                 warmup=1, rounds=1)
+    rows = bench([str(reuse_litert_conversion.checkpoint)], ["ort", "ort-int8", "litert", "litert-int8"], (64, 128),
+                 threads=1, runs=3, warmup=1, rounds=1)
     table = {r.runtime: r for r in rows}
     assert [r.note for r in rows] == ["", "", "", ""]
     assert {k: r.file.rsplit("/", 1)[-1] for k, r in table.items()} == {

@@ -25,7 +25,7 @@ from slimdepth.errors import ConfigError, DataError
 from slimdepth.models import build_model, fold_normalization, save_model
 from slimdepth.models.widths import WIDTHS_KEY
 from slimdepth.runtime import DepthPredictor, OnnxDepthModel
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, run_cli, vivid
 from tests.test_prune import make_source
 
 SIZE = (64, 128)
@@ -39,24 +39,6 @@ ZOO_CASES = [
     ("resnet50-unet", {}),
     *[("tiny-multires", {"heads": h}) for h in (1, 2, 3, 4)],
 ]
-
-
-def _vivid(model: torch.nn.Module, head_gain: float = 1.0) -> torch.nn.Module:
-    """``model`` with seeded random BatchNorm statistics and affine parameters, as training leaves
-    them. A freshly built network predicts nearly its head's bias everywhere, which hides a layer
-    converted wrongly (a wrong LiteRT stem once passed parity that way); with these the depth
-    varies, and parity checks the whole graph. ``head_gain`` multiplies the depth head's weights,
-    spreading the depth over metres (and the runtimes' rounding differences with it)."""
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                for tensor, low, high in ((module.running_mean, -0.5, 0.5), (module.running_var, 0.5, 1.5),
-                                          (module.weight, 0.7, 1.3), (module.bias, -0.3, 0.3)):
-                    tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
-            elif isinstance(module, torch.nn.Conv2d) and module.out_channels == 1:  # a depth head
-                module.weight.mul_(head_gain)
-    return model.eval()
 
 
 def _spread(depth: np.ndarray) -> float:
@@ -73,7 +55,7 @@ def _torch_depth(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
                          ",".join(f"{k}={x}" for k, x in v.items()) or "default")
 def test_every_zoo_model_exports_to_onnx_and_matches_pytorch(tmp_path, name, options) -> None:
     torch.manual_seed(0)
-    model = _vivid(build_model(name, **options))
+    model = vivid(build_model(name, **options))
     out = tmp_path / "m.onnx"
     report = export_model(model, out, ExportSettings("onnx", SIZE))
     assert [r["input"] for r in report["parity"]] == ["random", "synthetic"]
@@ -170,7 +152,7 @@ def test_the_second_size_of_a_dynamic_check_differs_on_every_side(h, w) -> None:
 
 def test_openvino_export_matches_in_f32_and_bf16_is_its_own_close_option(tmp_path) -> None:
     torch.manual_seed(0)
-    model = _vivid(build_model("litedepth-released"))
+    model = vivid(build_model("litedepth-released"))
     out = tmp_path / "ld.xml"
     report = export_model(model, out, ExportSettings("openvino", SIZE))
     assert out.is_file() and out.with_suffix(".bin").is_file() and report["checks"]["parity"] == "passed"
@@ -182,13 +164,21 @@ def test_openvino_export_matches_in_f32_and_bf16_is_its_own_close_option(tmp_pat
     assert load_exported(out).metadata["model"] == "litedepth"  # read from the report beside the IR
 
 
-@pytest.mark.parametrize("name", ["litedepth-released", "litedepth"])
-def test_litert_export_matches_within_a_thousandth_of_the_depth_range(tmp_path, name) -> None:
-    import litert_torch  # noqa: F401 - part of the dev install: CI must run this, never skip it
+def _litert_parity_model(name: str) -> torch.nn.Module:
+    """A vivid ``name`` whose depth spreads over metres, for LiteRT parity at a thousandth of the range."""
     torch.manual_seed(0)
-    model = _vivid(build_model(name, internal_size="none") if name == "litedepth" else build_model(name), head_gain=30)
-    out = tmp_path / "ld.tflite"
-    report = export_model(model, out, ExportSettings("litert", SIZE))
+    model = build_model(name, internal_size="none") if name == "litedepth" else build_model(name)
+    return vivid(model, head_gain=30)
+
+
+@pytest.mark.parametrize("name", ["litedepth-released", "litedepth"])
+def test_litert_export_matches_within_a_thousandth_of_the_depth_range(tmp_path, request, name) -> None:
+    if name == "litedepth-released":  # the conversion the other LiteRT tests share (tests/conftest.py)
+        shared = request.getfixturevalue("released_litert")
+        model, out, report = shared.model, shared.tflite, shared.report
+    else:
+        model, out = _litert_parity_model(name), tmp_path / "ld.tflite"
+        report = export_model(model, out, ExportSettings("litert", SIZE))
     assert all(r["passed"] for r in report["parity"])
     assert report["parity"][0]["tolerance_m"] == pytest.approx(1e-3 * model.max_depth)
     x = np.random.default_rng(3).random((1, 3, *SIZE), dtype=np.float32)
@@ -205,7 +195,7 @@ def test_int8_export_is_static_qdq_with_a_float_head_and_reports_both_models(tmp
     out = tmp_path / "q.onnx"
     data, val = "synthetic,num=6,size=64x128", "synthetic,num=2,size=64x128,split=val"
     report = export_model(model, out, ExportSettings("onnx", SIZE, int8=True, calib=data, calib_num=4, val=val,
-                                                     val_num=3))
+                                                     val_num=3, threads=1))  # 1: no settle wait between timings
     proto = onnx.load(str(out))
     ops = [n.op_type for n in proto.graph.node]
     assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 10
@@ -254,17 +244,18 @@ def test_int8_ops_conv_quantizes_the_convolutions_and_leaves_every_other_op_floa
     assert np.median(np.abs(got - want) / want) < 0.1
 
 
-def test_litert_int8_is_a_full_integer_file_whose_runner_speaks_float(tmp_path) -> None:
+def test_litert_int8_is_a_full_integer_file_whose_runner_speaks_float(tmp_path, reuse_litert_conversion) -> None:
     """ai-edge-quantizer's static recipe: int8 weights, activations, input and output; the runner
-    quantizes the image and dequantizes the depth, and the depth stays close to fp32."""
+    quantizes the image and dequantizes the depth, and the depth stays close to fp32. The fp32
+    conversion it quantizes is the shared one (tests/conftest.py), parity-checked here again."""
     import ai_edge_quantizer  # noqa: F401 - part of the dev install: CI must run this, never skip it
     from ai_edge_litert.interpreter import Interpreter
 
-    torch.manual_seed(0)
-    model = build_model("litedepth-released")
+    model = reuse_litert_conversion.model
     out = tmp_path / "q.tflite"
     data = "synthetic,num=6,size=64x128"
-    report = export_model(model, out, ExportSettings("litert", SIZE, int8=True, calib=data, calib_num=4, val_num=8))
+    report = export_model(model, out, ExportSettings("litert", SIZE, int8=True, calib=data, calib_num=4, val_num=8,
+                                                     threads=1))  # 1: no settle wait between timings
     assert all(r["passed"] for r in report["parity"])  # the fp32 conversion it was quantized from
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q.tflite", "q.tflite.json"]
     interpreter = Interpreter(str(out))
@@ -425,16 +416,13 @@ def test_a_fixed_size_export_refuses_another_size(small_onnx, tmp_path, monkeypa
 
 
 @pytest.fixture(scope="module")
-def fixed_exports(tmp_path_factory, small_onnx) -> dict[str, Path]:
+def fixed_exports(tmp_path_factory, request, small_onnx) -> dict[str, Path]:
     """The fixed-size 64x128 export in each format (LiteRT when litert-torch is installed)."""
-    folder = tmp_path_factory.mktemp("fixed")
-    files = {"onnx": small_onnx}
-    for fmt, suffix in (("openvino", ".xml"), ("litert", ".tflite")):
-        if fmt == "litert" and importlib.util.find_spec("litert_torch") is None:
-            continue
-        torch.manual_seed(0)
-        files[fmt] = folder / f"small{suffix}"
-        export_model(build_model("litedepth-released"), files[fmt], ExportSettings(fmt, SIZE))
+    torch.manual_seed(0)
+    files = {"onnx": small_onnx, "openvino": tmp_path_factory.mktemp("fixed") / "small.xml"}
+    export_model(build_model("litedepth-released"), files["openvino"], ExportSettings("openvino", SIZE))
+    if importlib.util.find_spec("litert_torch") is not None:
+        files["litert"] = request.getfixturevalue("released_litert").tflite
     return files
 
 

@@ -78,13 +78,14 @@ def _march(scene, origin, rays: np.ndarray, step: float = 0.05, reach: float = 3
         return (p[:, 1] > ground) | (p[:, 2] > end)
 
     n = len(rays)
+    assert (rays[:, 2] > 0).all()  # every ray goes forward: once past the end it meets nothing
     hit, lo = np.full(n, np.inf), np.zeros(n)
     todo = np.arange(n)
     for t in np.arange(step, reach, step):
         below = ~above(np.full(len(todo), t), todo)
         hit[todo[below]] = t  # the first sample below the ground brackets the crossing
         lo[todo[~below]] = t
-        todo = todo[~below]
+        todo = todo[~below & (origin[2] + t * rays[todo, 2] <= end)]
         if not len(todo):
             break
     found = np.flatnonzero(np.isfinite(hit))

@@ -40,6 +40,7 @@ class Worker:
         self.process = subprocess.Popen(WORKER, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
                                         text=True, bufsize=1)
         self.error: str | None = None
+        self._asked_to_quit = False
         self._send(spec)
         answer = self._receive()
         if "error" in answer:
@@ -76,13 +77,22 @@ class Worker:
             raise DataError(f"benchmark worker failed: {answer['error']}")
         return [float(s) for s in answer["samples"]]
 
+    def ask_to_quit(self) -> None:
+        """Ask the worker to end without waiting for it, so that several end at once."""
+        if self.process.poll() is None and not self._asked_to_quit:
+            try:
+                self._send({"quit": True})
+            except (BrokenPipeError, OSError):
+                pass  # it died already: close() reaps it
+            self._asked_to_quit = True
+
     def close(self) -> None:
         """End the worker (asked to quit, killed if it does not) and delete its stderr file."""
         if self.process.poll() is None:
             try:
-                self._send({"quit": True})
+                self.ask_to_quit()
                 self.process.wait(timeout=10)
-            except (BrokenPipeError, subprocess.TimeoutExpired, OSError):
+            except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
         self.stderr.close()
@@ -107,6 +117,8 @@ def interleave_workers(specs: list[dict[str, Any]], runs: int, rounds: int) -> l
                 if worker.error is None:
                     samples[i] += worker.time(chunk, warmup=1)
     finally:
+        for worker in workers:  # all asked first: a PyTorch worker takes ~0.2 s to exit, and they exit together
+            worker.ask_to_quit()
         for worker in workers:
             worker.close()
     return samples
