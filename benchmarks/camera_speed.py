@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -18,6 +19,7 @@ from slimdepth.data.synthetic import SceneGenerator
 from slimdepth.data.synthetic.camera import EFFECTS, MAX_STRENGTH, CameraOptions, develop, sample_camera
 from slimdepth.data.synthetic.raycast import PinholeGrid, cast
 from slimdepth.data.synthetic.shading import shade
+from slimdepth.errors import run_script
 from slimdepth.options import parse_size
 
 VARIANTS = [("plain", CameraOptions(plain=True)), ("default", CameraOptions()),
@@ -29,7 +31,7 @@ def main() -> None:
     ap.add_argument("--size", default="192x640")
     ap.add_argument("--frames", type=int, default=60)
     args = ap.parse_args()
-    h, w = parse_size(args.size)
+    h, w = parse_size(args.size, "--size")
     gen = SceneGenerator((h, w), seed=0, components=())
     scenes = []
     for i in range(4):
@@ -51,4 +53,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -25,6 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from slimdepth.errors import run_script
+
 #: gating: every ResNet block plus the five 3x3 decoder stages (bottlenecks alone cannot reach 25%)
 GATE_LAYERS = "bottlenecks," + ",".join(f"decoder.stages.{i}" for i in range(5))
 RECIPES = {"litedepth": "configs/quickstart.yaml", "resnet18-unet": "configs/resnet18_unet_synthetic.yaml"}
@@ -146,4 +148,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

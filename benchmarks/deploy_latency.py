@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from slimdepth.deploy.bench import bench
 from slimdepth.deploy.machine import cpu_model
+from slimdepth.errors import run_script
 from slimdepth.models.zoo import list_models
+from slimdepth.options import parse_size
 
 
 def table(rows: list, runtimes: list[str]) -> str:
@@ -54,6 +57,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(list_models()))
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    for text in args.sizes:  # every size checked before any timing
+        parse_size(text, "--sizes")
     runtimes = args.runtimes.split(",")
     litert = set(args.models) if args.litert == "all" else set(filter(None, args.litert.split(",")))
     columns = runtimes + (["litert", "litert-int8"] if litert else [])
@@ -82,4 +87,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from slimdepth.errors import run_script
+
 ROWS = ("student", "response", "unlabeled", "affinity", "two_stage", "stereo_labels", "teacher", "stereo_teacher",
         "stereo_teacher_kd")
 LABELS = {
@@ -68,7 +70,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers and rendering processes")
     p.add_argument("--rows", nargs="*", default=list(ROWS), choices=ROWS)
     p.add_argument("--threads", type=int, default=None)
-    return p.parse_args()
+    args = p.parse_args()
+    from slimdepth.options import parse_size
+
+    parse_size(args.size, "--size")  # a bad size ends the script now (run_script: one line), not after the training
+    return args
 
 
 def student_recipe(args: argparse.Namespace, train_spec: str) -> dict[str, Any]:
@@ -246,4 +252,4 @@ def print_table(results: dict[str, dict[str, Any]], args: argparse.Namespace, se
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -17,6 +17,7 @@ The choice changes the output, so it is the user's, with both sides measured her
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from slimdepth.data.registry import build_dataset
 from slimdepth.deploy.export import ExportSettings, export_model
 from slimdepth.deploy.machine import cpu_model
 from slimdepth.deploy.workers import time_files
+from slimdepth.errors import run_script
 from slimdepth.evaluate.loop import evaluate_model
 from slimdepth.loader import load_model
 from slimdepth.models.checkpoint import model_input_size
@@ -39,6 +41,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=60)
     args = parser.parse_args()
+    size = parse_size(args.size, "--size")  # checked before the accuracy pass
     model = load_model(args.checkpoint)
     dataset = build_dataset(args.data)
     print(f"accuracy: {args.checkpoint} on {len(dataset)} frames of {args.data}\n")
@@ -48,7 +51,6 @@ def main() -> None:
         model.upsample = mode
         m = evaluate_model(model, dataset, input_size=model_input_size(model)).metrics
         print(f"| {mode} | {m['d1']:.4f} | {m['abs_rel']:.4f} | {m['rmse']:.3f} |", flush=True)
-    size = parse_size(args.size)
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
         for mode in ("bilinear", "nearest"):
@@ -62,4 +64,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

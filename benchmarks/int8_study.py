@@ -18,6 +18,7 @@ the speed-ups are ratios taken side by side (this VM drifts by 20% or more). The
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from slimdepth.deploy.export import ExportSettings, export_model
 from slimdepth.deploy.machine import cpu_model
 from slimdepth.deploy.quantize import CALIBRATION_METHODS, INT8_OPS
 from slimdepth.deploy.workers import time_files
+from slimdepth.errors import run_script
 from slimdepth.options import parse_size
 
 
@@ -43,7 +45,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100, help="timed runs per file, in --rounds interleaved rounds")
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
-    size = parse_size(args.size)
+    size = parse_size(args.size, "--size")
     print(f"int8 static quantization (ONNX Runtime QDQ; LiteRT: ai-edge-quantizer) at {size[0]}x{size[1]}, "
           f"{args.calib_num} calibration images of {args.calib}, scored on {args.val_num} of {args.val}; "
           f"{args.threads} threads, median of {args.runs} interleaved runs per file, CPU {cpu_model()}\n", flush=True)
@@ -91,4 +93,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

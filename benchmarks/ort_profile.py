@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from slimdepth.deploy.export import ExportSettings, export_model
 from slimdepth.deploy.machine import cpu_model
 from slimdepth.deploy.onnx_layout import remove_planar_barriers
 from slimdepth.deploy.workers import time_files
+from slimdepth.errors import run_script
 from slimdepth.options import parse_size
 
 
@@ -66,7 +68,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50, help="timed runs per file (profiling: the same count)")
     parser.add_argument("--top", type=int, default=6)
     args = parser.parse_args()
-    size = parse_size(args.size)
+    size = parse_size(args.size, "--size")
     print(f"ONNX Runtime {ort.__version__}, {args.threads} threads, batch 1, {size[0]}x{size[1]}, "
           f"CPU {cpu_model()}\n")
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,4 +90,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

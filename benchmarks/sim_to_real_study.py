@@ -26,6 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from slimdepth.errors import run_script
+
 #: variant name -> (synthetic spec options, what it tests)
 VARIANTS: dict[str, tuple[str, str]] = {
     "all": ("", "every realism step on (the defaults)"),
@@ -175,4 +177,4 @@ def score(names: list[str], out: Path, real: list[Path], control: str | None = N
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

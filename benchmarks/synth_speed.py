@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from torch.utils.data import DataLoader
 
 from slimdepth.data.sample import collate_samples
 from slimdepth.data.synthetic import SceneGenerator, SyntheticDataset
+from slimdepth.errors import run_script
 from slimdepth.options import parse_size
 
 FULL = ("depth", "seg", "lidar", "right")
@@ -173,7 +175,7 @@ def main() -> None:
                         help="a scene or camera option to time against the defaults (repeatable)")
     parser.add_argument("--parts", action="store_true", help="time each part of a default frame")
     args = parser.parse_args()
-    size = parse_size(args.size)
+    size = parse_size(args.size, "--size")
     if args.frames < 1 or args.rounds < 1:
         raise SystemExit("error: --frames and --rounds must be at least 1")
     options = parse_options(args.option)
@@ -209,4 +211,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 
 import torch
 
 from slimdepth.deploy.cost import count_macs, count_parameters
 from slimdepth.deploy.latency import measure_latency
+from slimdepth.errors import run_script
 from slimdepth.losses import silog
 from slimdepth.models.zoo import build_model, list_models
 from slimdepth.options import parse_size
@@ -56,14 +58,14 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=20.0, help="seconds of timed runs per measurement")
     parser.add_argument("--batch", type=int, default=4, help="training batch size")
     args = parser.parse_args()
+    sizes = [parse_size(text, "--sizes") for text in args.sizes]  # every size checked before any timing
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"zoo cost on {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
     header = f"{'model':15s} {'input':>8s} {'params (M)':>10s} {'GMACs':>8s} {'latency ms (median/p90)':>24s} {'train img/s':>11s}"
     print(header)
     print("-" * len(header))
-    for text in args.sizes:
-        size = parse_size(text)
+    for text, size in zip(args.sizes, sizes):
         for name in list_models():
             model = build_model(name).eval()
             macs = count_macs(model, size).total
@@ -76,4 +78,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

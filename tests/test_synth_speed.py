@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.helpers import run_script_main
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "synth_speed.py"
 
 
@@ -26,7 +28,10 @@ def test_parts_prints_each_part_of_a_frame_and_their_sum():
     assert abs(sum(values) - float(rows["sum"])) < 0.01 * len(parts)  # printed to 0.01 ms each
 
 
-def test_bad_arguments_end_with_one_line():
-    for args in (["--parts", "--frames", "0"], ["--option", "traffic=lots"], ["--against", "/nonexistent"]):
-        out = _run(*args)
-        assert out.returncode != 0 and out.stderr.strip().count("\n") == 0 and "error" in out.stderr, (args, out.stderr)
+def test_bad_arguments_end_with_one_line(monkeypatch, capsys):
+    out = _run("--parts", "--frames", "0")  # in a new interpreter, as a user runs it
+    assert out.returncode != 0 and out.stderr.strip().count("\n") == 0 and "error" in out.stderr, out.stderr
+    for args in (["--parts", "--frames", "0"], ["--option", "traffic=lots"], ["--against", "/nonexistent"],
+                 ["--size", "48xsixty"], ["--rounds", "0"]):
+        code, _, err = run_script_main(monkeypatch, capsys, SCRIPT, *args)
+        assert code != 0 and err.strip().count("\n") == 0 and "error" in err, (args, err)
