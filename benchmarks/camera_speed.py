@@ -8,7 +8,6 @@ the median and mean milliseconds per frame of `sample_camera` + `develop`. Usage
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -19,19 +18,20 @@ from slimdepth.data.synthetic import SceneGenerator
 from slimdepth.data.synthetic.camera import EFFECTS, MAX_STRENGTH, CameraOptions, develop, sample_camera
 from slimdepth.data.synthetic.raycast import PinholeGrid, cast
 from slimdepth.data.synthetic.shading import shade
-from slimdepth.errors import run_script
-from slimdepth.options import parse_size
+from slimdepth.errors import OneLineArgumentParser, run_script
+from slimdepth.options import check_number, parse_size
 
 VARIANTS = [("plain", CameraOptions(plain=True)), ("default", CameraOptions()),
             ("max", CameraOptions(**{e: MAX_STRENGTH for e in EFFECTS}))]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="192x640")
     ap.add_argument("--frames", type=int, default=60)
     args = ap.parse_args()
     h, w = parse_size(args.size, "--size")
+    check_number(args.frames, "--frames", integer=True, low=1)
     gen = SceneGenerator((h, w), seed=0, components=())
     scenes = []
     for i in range(4):

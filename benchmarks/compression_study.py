@@ -25,7 +25,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from slimdepth.errors import run_script
+from slimdepth.deploy.latency import check_timing
+from slimdepth.errors import ConfigError, OneLineArgumentParser, run_script
+from slimdepth.options import check_number
 
 #: gating: every ResNet block plus the five 3x3 decoder stages (bottlenecks alone cannot reach 25%)
 GATE_LAYERS = "bottlenecks," + ",".join(f"decoder.stages.{i}" for i in range(5))
@@ -121,7 +123,7 @@ def gating_latency(threads: int | None) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/study"))
     parser.add_argument("--models", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--targets", nargs="+", type=float, default=[0.5, 0.25])
@@ -133,13 +135,22 @@ def main() -> None:
                         help="only these methods (default: all)")
     parser.add_argument("--base", nargs="*", default=[], help="MODEL=RUN: an already trained base run to start from")
     args = parser.parse_args()
-    steps = dict(DEFAULT_STEPS)
-    for item in args.steps:
-        name, _, n = item.partition("=")
-        steps[name] = int(n)
-    bases = dict(item.partition("=")[::2] for item in args.base)
+    steps, bases = dict(DEFAULT_STEPS), {}
+    for option, items, into in (("--steps", args.steps, steps), ("--base", args.base, bases)):
+        for item in items:  # MODEL=VALUE, every one checked before any training
+            name, eq, value = item.partition("=")
+            if not eq or name not in RECIPES:
+                raise ConfigError(f"{option} takes MODEL=VALUE with MODEL one of {', '.join(RECIPES)}, got {item!r}")
+            if option == "--steps":
+                into[name] = check_number(int(value) if value.isdigit() else value, "--steps", integer=True, low=1)
+            else:
+                into[name] = Path(value)
+    for target in args.targets:
+        check_number(target, "--targets", low=0, high=1, low_open=True, high_open=True)
+    check_number(args.latency_runs, "--latency-runs", integer=True, low=1)
+    check_timing(1, 0, args.threads, "--")  # --threads in 1..MAX_THREADS
     for model in args.models:
-        base = Path(bases[model]) if model in bases else train_base(model, args.out)
+        base = bases[model] if model in bases else train_base(model, args.out)
         runs = prune_runs(model, base, args.out, args.targets, steps[model], args.methods)
         rows = compare(model, args.out, [base, *runs], args.threads, args.latency_runs)
         relative(rows)

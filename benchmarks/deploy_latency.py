@@ -16,16 +16,16 @@ and these are untrained zoo models; ``benchmarks/int8_study.py`` measures int8 a
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from slimdepth.deploy.bench import bench
+from slimdepth.deploy.latency import check_timing
 from slimdepth.deploy.machine import cpu_model
-from slimdepth.errors import run_script
+from slimdepth.errors import OneLineArgumentParser, run_script
 from slimdepth.models.zoo import list_models
-from slimdepth.options import parse_size
+from slimdepth.options import check_number, parse_size
 
 
 def table(rows: list, runtimes: list[str]) -> str:
@@ -46,7 +46,7 @@ def table(rows: list, runtimes: list[str]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["480x640", "192x640"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=30)
@@ -57,8 +57,10 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(list_models()))
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    for text in args.sizes:  # every size checked before any timing
+    for text in args.sizes:  # every size and count checked before any timing
         parse_size(text, "--sizes")
+    check_timing(args.runs, args.warmup, args.threads, "--")
+    check_number(args.rounds, "--rounds", integer=True, low=1)
     runtimes = args.runtimes.split(",")
     litert = set(args.models) if args.litert == "all" else set(filter(None, args.litert.split(",")))
     columns = runtimes + (["litert", "litert-int8"] if litert else [])

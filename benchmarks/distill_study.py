@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from slimdepth.errors import run_script
+from slimdepth.errors import OneLineArgumentParser, run_script
 
 ROWS = ("student", "response", "unlabeled", "affinity", "two_stage", "stereo_labels", "teacher", "stereo_teacher",
         "stereo_teacher_kd")
@@ -57,7 +57,7 @@ LABELS = {
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = OneLineArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("runs/distill_study"))
     p.add_argument("--size", default="96x320")
     p.add_argument("--labeled", type=int, default=200)
@@ -71,9 +71,17 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--rows", nargs="*", default=list(ROWS), choices=ROWS)
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
-    from slimdepth.options import parse_size
+    from slimdepth.deploy.latency import check_timing
+    from slimdepth.options import check_number, parse_size
 
-    parse_size(args.size, "--size")  # a bad size ends the script now (run_script: one line), not after the training
+    # bad values end the script now (run_script: one line), not after hours of training
+    parse_size(args.size, "--size")
+    for option in ("labeled", "unlabeled", "test", "steps", "batch"):
+        check_number(getattr(args, option), f"--{option}", integer=True, low=1)
+    if args.teacher_steps is not None:
+        check_number(args.teacher_steps, "--teacher-steps", integer=True, low=1)
+    check_number(args.workers, "--workers", integer=True, low=0)
+    check_timing(1, 0, args.threads, "--")  # --threads in 1..MAX_THREADS
     return args
 
 

@@ -16,16 +16,16 @@ The choice changes the output, so it is the user's, with both sides measured her
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
 from slimdepth.data.registry import build_dataset
 from slimdepth.deploy.export import ExportSettings, export_model
+from slimdepth.deploy.latency import check_timing
 from slimdepth.deploy.machine import cpu_model
 from slimdepth.deploy.workers import time_files
-from slimdepth.errors import run_script
+from slimdepth.errors import OneLineArgumentParser, run_script
 from slimdepth.evaluate.loop import evaluate_model
 from slimdepth.loader import load_model
 from slimdepth.models.checkpoint import model_input_size
@@ -34,7 +34,7 @@ from slimdepth.options import parse_size
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="runs/quickstart")
     parser.add_argument("--data", default="synthetic,num=100,size=96x320,split=val,lidar=false")
     parser.add_argument("--size", default="480x640", help="input size of the latency comparison")
@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=60)
     args = parser.parse_args()
     size = parse_size(args.size, "--size")  # checked before the accuracy pass
+    check_timing(args.runs, 0, args.threads, "--")
     model = load_model(args.checkpoint)
     dataset = build_dataset(args.data)
     print(f"accuracy: {args.checkpoint} on {len(dataset)} frames of {args.data}\n")

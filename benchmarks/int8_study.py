@@ -17,35 +17,38 @@ the speed-ups are ratios taken side by side (this VM drifts by 20% or more). The
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
 from slimdepth.deploy.export import ExportSettings, export_model
+from slimdepth.deploy.latency import check_timing
 from slimdepth.deploy.machine import cpu_model
 from slimdepth.deploy.quantize import CALIBRATION_METHODS, INT8_OPS
 from slimdepth.deploy.workers import time_files
-from slimdepth.errors import run_script
-from slimdepth.options import parse_size
+from slimdepth.errors import OneLineArgumentParser, run_script
+from slimdepth.options import check_number, parse_size
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["runs/quickstart", "runs/resnet18"])
     parser.add_argument("--size", default="96x320")
     parser.add_argument("--calib", default="synthetic,num=200,size=96x320,lidar=false")
     parser.add_argument("--calib-num", type=int, default=64)
     parser.add_argument("--val", default="synthetic,num=100,size=96x320,split=val,lidar=false")
     parser.add_argument("--val-num", type=int, default=100)
-    parser.add_argument("--methods", nargs="+", default=list(CALIBRATION_METHODS))
-    parser.add_argument("--ops", nargs="+", default=list(INT8_OPS))
+    parser.add_argument("--methods", nargs="+", default=list(CALIBRATION_METHODS), choices=list(CALIBRATION_METHODS))
+    parser.add_argument("--ops", nargs="+", default=list(INT8_OPS), choices=list(INT8_OPS))
     parser.add_argument("--litert", action="store_true", help="add a full-integer LiteRT row per model (minmax)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=100, help="timed runs per file, in --rounds interleaved rounds")
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
-    size = parse_size(args.size, "--size")
+    size = parse_size(args.size, "--size")  # every option checked before the first export
+    check_timing(args.runs, 0, args.threads, "--")
+    for option in ("calib_num", "val_num", "rounds"):
+        check_number(getattr(args, option), "--" + option.replace("_", "-"), integer=True, low=1)
     print(f"int8 static quantization (ONNX Runtime QDQ; LiteRT: ai-edge-quantizer) at {size[0]}x{size[1]}, "
           f"{args.calib_num} calibration images of {args.calib}, scored on {args.val_num} of {args.val}; "
           f"{args.threads} threads, median of {args.runs} interleaved runs per file, CPU {cpu_model()}\n", flush=True)

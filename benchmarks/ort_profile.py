@@ -12,7 +12,6 @@ milliseconds are larger than the timed medians; read its shares, not its absolut
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import sys
@@ -24,11 +23,12 @@ import onnx
 import onnxruntime as ort
 
 from slimdepth.deploy.export import ExportSettings, export_model
+from slimdepth.deploy.latency import check_timing
 from slimdepth.deploy.machine import cpu_model
 from slimdepth.deploy.onnx_layout import remove_planar_barriers
 from slimdepth.deploy.workers import time_files
-from slimdepth.errors import run_script
-from slimdepth.options import parse_size
+from slimdepth.errors import OneLineArgumentParser, run_script
+from slimdepth.options import check_number, parse_size
 
 
 def profile(path: Path, size: tuple[int, int], threads: int, runs: int, top: int) -> None:
@@ -61,14 +61,16 @@ def profile(path: Path, size: tuple[int, int], threads: int, runs: int, top: int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["litedepth-released", "litedepth"])
     parser.add_argument("--size", default="480x640")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=50, help="timed runs per file (profiling: the same count)")
     parser.add_argument("--top", type=int, default=6)
     args = parser.parse_args()
-    size = parse_size(args.size, "--size")
+    size = parse_size(args.size, "--size")  # every option checked before the first export
+    check_timing(args.runs, 0, args.threads, "--")
+    check_number(args.top, "--top", integer=True, low=1)
     print(f"ONNX Runtime {ort.__version__}, {args.threads} threads, batch 1, {size[0]}x{size[1]}, "
           f"CPU {cpu_model()}\n")
     with tempfile.TemporaryDirectory() as tmp:

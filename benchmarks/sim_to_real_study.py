@@ -19,14 +19,13 @@ two hours; pick some with ``--variants``); on a GPU machine ``--jobs 8`` trains 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from slimdepth.errors import run_script
+from slimdepth.errors import OneLineArgumentParser, run_script
 
 #: variant name -> (synthetic spec options, what it tests)
 VARIANTS: dict[str, tuple[str, str]] = {
@@ -100,7 +99,7 @@ def train_all(names: list[str], config: Path, out: Path, jobs: int, overrides: l
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "sim_to_real_study")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "quickstart.yaml")
     parser.add_argument("--variants", default=",".join(VARIANTS),

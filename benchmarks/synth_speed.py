@@ -20,7 +20,6 @@ the other tree's defaults. ``--parts`` prints the median time of each part of a 
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -32,8 +31,8 @@ from torch.utils.data import DataLoader
 
 from slimdepth.data.sample import collate_samples
 from slimdepth.data.synthetic import SceneGenerator, SyntheticDataset
-from slimdepth.errors import run_script
-from slimdepth.options import parse_size
+from slimdepth.errors import OneLineArgumentParser, run_script
+from slimdepth.options import check_number, parse_size
 
 FULL = ("depth", "seg", "lidar", "right")
 VARIANTS = [
@@ -165,7 +164,7 @@ def compare(size: tuple[int, int], frames: int, rounds: int, entries: list[tuple
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="192x640")
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--workers", type=int, default=2)
@@ -178,6 +177,7 @@ def main() -> None:
     size = parse_size(args.size, "--size")
     if args.frames < 1 or args.rounds < 1:
         raise SystemExit("error: --frames and --rounds must be at least 1")
+    check_number(args.workers, "--workers", integer=True, low=0)
     options = parse_options(args.option)
     here = str(Path(__file__).resolve().parents[1] / "src")
     if args.against:

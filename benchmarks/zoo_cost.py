@@ -10,7 +10,6 @@ so that the whole study stays within minutes. Usage:
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -19,11 +18,11 @@ import time
 import torch
 
 from slimdepth.deploy.cost import count_macs, count_parameters
-from slimdepth.deploy.latency import measure_latency
-from slimdepth.errors import run_script
+from slimdepth.deploy.latency import check_timing, measure_latency
+from slimdepth.errors import OneLineArgumentParser, run_script
 from slimdepth.losses import silog
 from slimdepth.models.zoo import build_model, list_models
-from slimdepth.options import parse_size
+from slimdepth.options import check_number, parse_size
 
 
 def _runs_for(seconds_per_run: float, budget: float, lo: int, hi: int) -> int:
@@ -52,13 +51,16 @@ def train_images_per_second(name: str, size: tuple[int, int], batch: int, budget
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["480x640", "192x640"])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--budget", type=float, default=20.0, help="seconds of timed runs per measurement")
     parser.add_argument("--batch", type=int, default=4, help="training batch size")
     args = parser.parse_args()
-    sizes = [parse_size(text, "--sizes") for text in args.sizes]  # every size checked before any timing
+    sizes = [parse_size(text, "--sizes") for text in args.sizes]  # every option checked before any timing
+    check_timing(1, 0, args.threads, "--")  # --threads in 1..MAX_THREADS
+    check_number(args.budget, "--budget", low=0, low_open=True)
+    check_number(args.batch, "--batch", integer=True, low=1)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"zoo cost on {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}")

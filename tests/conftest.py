@@ -66,11 +66,20 @@ def released_litert(tmp_path_factory) -> SharedLiteRT:
 @pytest.fixture
 def reuse_litert_conversion(monkeypatch, released_litert) -> SharedLiteRT:
     """Every LiteRT conversion in the test copies :func:`released_litert`'s file instead of converting
-    again. The rest of the export runs as usual, parity check included: that compares the copy with
-    the model being exported, so a test that exports another model, or at another size, fails there."""
+    again, after checking that it is asked for the same network at the same size. The rest of the
+    export runs as usual, parity check included (the copy against the model being exported)."""
+    import torch
+
     from slimdepth.deploy import export
 
+    shared = export._exportable(released_litert.model)
+    probe = torch.rand(1, 3, *LITERT_SIZE, generator=torch.Generator().manual_seed(0))
+
     def copy(model: torch.nn.Module, path: Path, size: tuple[int, int]) -> None:
+        # only a conversion of the same network at the same size may be replaced by the copy
+        assert tuple(size) == LITERT_SIZE, f"the shared LiteRT file is for {LITERT_SIZE}, not {size}"
+        with torch.inference_mode():
+            assert torch.allclose(model(probe), shared(probe), atol=1e-5), "not the shared LiteRT file's network"
         shutil.copyfile(released_litert.tflite, path)
 
     monkeypatch.setattr(export, "_to_litert", copy)

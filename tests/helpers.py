@@ -61,18 +61,19 @@ TINY_RECIPE = {
 }
 
 
-def run_script_main(monkeypatch, capsys, path: Path, *args: str) -> tuple[int, str, str]:
+def run_script_main(monkeypatch, capfd, path: Path, *args: str) -> tuple[int, str, str]:
     """Run the script at ``path`` with ``args`` in this process, its ``__main__`` block included;
     return (exit code, stdout, stderr) as ``python PATH ARGS`` leaves them (``SystemExit("message")``
-    prints the message and exits 1). A new interpreter would also show warnings printed at
-    import, so each script's tests run one case in a real process too."""
+    prints the message and exits 1; ``capfd`` also catches what native code writes). Not seen here:
+    anything a script prints when first imported (``tests/test_benchmark_scripts.py`` imports them
+    all in a new interpreter for that), and an uncaught exception, which fails the test instead."""
     monkeypatch.setattr(sys, "argv", [str(path), *args])
     code: int | str | None = 0
     try:
         runpy.run_path(str(path), run_name="__main__")
     except SystemExit as exc:
         code = exc.code
-    out, err = capsys.readouterr()
+    out, err = capfd.readouterr()
     if isinstance(code, str):
         return 1, out, err + code + "\n"
     return code or 0, out, err

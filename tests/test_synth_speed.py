@@ -28,10 +28,10 @@ def test_parts_prints_each_part_of_a_frame_and_their_sum():
     assert abs(sum(values) - float(rows["sum"])) < 0.01 * len(parts)  # printed to 0.01 ms each
 
 
-def test_bad_arguments_end_with_one_line(monkeypatch, capsys):
+def test_bad_arguments_end_with_one_line(monkeypatch, capfd):
     out = _run("--parts", "--frames", "0")  # in a new interpreter, as a user runs it
     assert out.returncode != 0 and out.stderr.strip().count("\n") == 0 and "error" in out.stderr, out.stderr
     for args in (["--parts", "--frames", "0"], ["--option", "traffic=lots"], ["--against", "/nonexistent"],
                  ["--size", "48xsixty"], ["--rounds", "0"]):
-        code, _, err = run_script_main(monkeypatch, capsys, SCRIPT, *args)
+        code, _, err = run_script_main(monkeypatch, capfd, SCRIPT, *args)
         assert code != 0 and err.strip().count("\n") == 0 and "error" in err, (args, err)

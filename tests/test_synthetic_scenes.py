@@ -431,7 +431,7 @@ def test_every_study_variant_is_a_valid_spec_and_changes_the_frames():
                                             (["--real", "/nonexistent/kitti"], "not a directory"),
                                             (["--control", "synthetic,num=2,size=32x106,split=train"], "test split"),
                                             (["--control", "synthetic,num=2,size=48x64"], "not KITTI frames")])
-def test_study_script_rejects_bad_input_in_one_line_before_training(tmp_path, monkeypatch, capsys, args, fragment):
+def test_study_script_rejects_bad_input_in_one_line_before_training(tmp_path, monkeypatch, capfd, args, fragment):
     import subprocess
     import sys
 
@@ -441,7 +441,7 @@ def test_study_script_rejects_bad_input_in_one_line_before_training(tmp_path, mo
                               capture_output=True, text=True, timeout=60)
         code, err = proc.returncode, proc.stderr
     else:
-        code, _, err = run_script_main(monkeypatch, capsys, path, *args, "--out", str(tmp_path / "s"))
+        code, _, err = run_script_main(monkeypatch, capfd, path, *args, "--out", str(tmp_path / "s"))
     assert code == 1 and err.strip().count("\n") == 0 and fragment in err
     assert not (tmp_path / "s").exists()
 

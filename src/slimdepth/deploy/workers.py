@@ -82,8 +82,8 @@ class Worker:
         if self.process.poll() is None and not self._asked_to_quit:
             try:
                 self._send({"quit": True})
-            except (BrokenPipeError, OSError):
-                pass  # it died already: close() reaps it
+            except OSError:
+                pass  # it died already (a broken pipe): close() reaps it
             self._asked_to_quit = True
 
     def close(self) -> None:
