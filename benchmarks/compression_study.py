@@ -142,7 +142,10 @@ def main() -> None:
             if not eq or name not in RECIPES:
                 raise ConfigError(f"{option} takes MODEL=VALUE with MODEL one of {', '.join(RECIPES)}, got {item!r}")
             if option == "--steps":
-                into[name] = check_number(int(value) if value.isdigit() else value, "--steps", integer=True, low=1)
+                into[name] = check_number(int(value) if value.isascii() and value.isdigit() else value, "--steps",
+                                          integer=True, low=1)
+            elif not (Path(value) / "checkpoints").is_dir():
+                raise ConfigError(f"--base {item}: {value} is not a run directory (no checkpoints/ in it)")
             else:
                 into[name] = Path(value)
     for target in args.targets:

@@ -24,6 +24,7 @@ from slimdepth.deploy.bench import bench
 from slimdepth.deploy.latency import check_timing
 from slimdepth.deploy.machine import cpu_model
 from slimdepth.errors import OneLineArgumentParser, run_script
+from slimdepth.loader import check_model_spec
 from slimdepth.models.zoo import list_models
 from slimdepth.options import check_number, parse_size
 
@@ -61,6 +62,10 @@ def main() -> None:
         parse_size(text, "--sizes")
     check_timing(args.runs, args.warmup, args.threads, "--")
     check_number(args.rounds, "--rounds", integer=True, low=1)
+    for model in args.models:
+        check_model_spec(model, "--models: ")
+    if args.json is not None:  # an unwritable place fails now, not after the timing
+        args.json.parent.mkdir(parents=True, exist_ok=True)
     runtimes = args.runtimes.split(",")
     litert = set(args.models) if args.litert == "all" else set(filter(None, args.litert.split(",")))
     columns = runtimes + (["litert", "litert-int8"] if litert else [])

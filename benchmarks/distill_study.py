@@ -72,12 +72,18 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
     from slimdepth.deploy.latency import check_timing
-    from slimdepth.options import check_number, parse_size
+    from slimdepth.errors import ConfigError
+    from slimdepth.options import check_number, parse_size, resolve_device
 
     # bad values end the script now (run_script: one line), not after hours of training
     parse_size(args.size, "--size")
-    for option in ("labeled", "unlabeled", "test", "steps", "batch"):
+    for option in ("labeled", "unlabeled", "test", "batch"):
         check_number(getattr(args, option), f"--{option}", integer=True, low=1)
+    check_number(args.steps, "--steps", integer=True, low=2 if "two_stage" in args.rows else 1)  # two_stage halves it
+    try:
+        resolve_device(args.device)
+    except ConfigError as err:
+        raise ConfigError(f"--device: {err}") from None
     if args.teacher_steps is not None:
         check_number(args.teacher_steps, "--teacher-steps", integer=True, low=1)
     check_number(args.workers, "--workers", integer=True, low=0)

@@ -27,6 +27,7 @@ from slimdepth.deploy.machine import cpu_model
 from slimdepth.deploy.quantize import CALIBRATION_METHODS, INT8_OPS
 from slimdepth.deploy.workers import time_files
 from slimdepth.errors import OneLineArgumentParser, run_script
+from slimdepth.loader import check_model_spec
 from slimdepth.options import check_number, parse_size
 
 
@@ -49,6 +50,8 @@ def main() -> None:
     check_timing(args.runs, 0, args.threads, "--")
     for option in ("calib_num", "val_num", "rounds"):
         check_number(getattr(args, option), "--" + option.replace("_", "-"), integer=True, low=1)
+    for model in args.models:
+        check_model_spec(model, "--models: ")
     print(f"int8 static quantization (ONNX Runtime QDQ; LiteRT: ai-edge-quantizer) at {size[0]}x{size[1]}, "
           f"{args.calib_num} calibration images of {args.calib}, scored on {args.val_num} of {args.val}; "
           f"{args.threads} threads, median of {args.runs} interleaved runs per file, CPU {cpu_model()}\n", flush=True)

@@ -28,6 +28,7 @@ from slimdepth.deploy.machine import cpu_model
 from slimdepth.deploy.onnx_layout import remove_planar_barriers
 from slimdepth.deploy.workers import time_files
 from slimdepth.errors import OneLineArgumentParser, run_script
+from slimdepth.loader import check_model_spec
 from slimdepth.options import check_number, parse_size
 
 
@@ -71,6 +72,8 @@ def main() -> None:
     size = parse_size(args.size, "--size")  # every option checked before the first export
     check_timing(args.runs, 0, args.threads, "--")
     check_number(args.top, "--top", integer=True, low=1)
+    for model in args.models:
+        check_model_spec(model, "--models: ")
     print(f"ONNX Runtime {ort.__version__}, {args.threads} threads, batch 1, {size[0]}x{size[1]}, "
           f"CPU {cpu_model()}\n")
     with tempfile.TemporaryDirectory() as tmp:

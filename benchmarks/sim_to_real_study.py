@@ -121,6 +121,13 @@ def main() -> None:
         sys.exit(f"error: unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}" if unknown
                  else f"error: --jobs must be >= 1, got {args.jobs}" if args.jobs < 1
                  else f"error: {args.config}: no such recipe")
+    from slimdepth.errors import SlimdepthError
+    from slimdepth.train.run import resolve_config
+
+    try:  # every --set value checked against the recipe now, not in each variant's training
+        resolve_config(args.config, list(args.overrides))
+    except SlimdepthError as err:
+        sys.exit(f"error: --set: {err}")
     if not args.train_only:  # a bad real-frame folder fails now, not after hours of training
         from slimdepth.errors import SlimdepthError
         from slimdepth.report.real import SYNTHETIC_CONTROL, open_real_frames, open_synthetic_frames, real_folders

@@ -81,13 +81,19 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> DepthMod
     return model.to(target).eval()
 
 
+def check_model_spec(spec: str | Path, what: str = "") -> None:
+    """Refuse, before any work, a model spec that names neither a zoo model nor anything on disk
+    (a checkpoint, its stem, a run directory or an exported file); ``what`` prefixes the message."""
+    path = Path(spec)
+    if str(spec) not in list_models() and not path.exists() and not path.with_suffix(".json").exists():
+        raise ConfigError(f"{what}{spec}: neither a zoo model ({', '.join(list_models())}) nor a checkpoint or run directory")
+
+
 def resolve_model(spec: str | Path, device: str | torch.device = "cpu") -> tuple[DepthModel, Path | None]:
     """A zoo name (a fresh model, random weights) or a checkpoint / run directory (loaded), with
     the checkpoint's weights file (``None`` for a zoo model)."""
     if str(spec) in list_models():
         return build_model(str(spec)).to(resolve_device(device)), None
-    path = Path(spec)
-    if not path.exists() and not path.with_suffix(".json").exists():
-        raise ConfigError(f"{spec}: neither a zoo model ({', '.join(list_models())}) nor a checkpoint or run directory")
-    weights = resolve_checkpoint(path)
+    check_model_spec(spec)
+    weights = resolve_checkpoint(Path(spec))
     return load_model(weights, device), checkpoint_paths(weights)[0]
