@@ -25,9 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from slimdepth.deploy.latency import check_timing
 from slimdepth.errors import ConfigError, OneLineArgumentParser, run_script
-from slimdepth.options import check_number
+from slimdepth.options import check_number, check_threads
 
 #: gating: every ResNet block plus the five 3x3 decoder stages (bottlenecks alone cannot reach 25%)
 GATE_LAYERS = "bottlenecks," + ",".join(f"decoder.stages.{i}" for i in range(5))
@@ -151,7 +150,8 @@ def main() -> None:
     for target in args.targets:
         check_number(target, "--targets", low=0, high=1, low_open=True, high_open=True)
     check_number(args.latency_runs, "--latency-runs", integer=True, low=1)
-    check_timing(1, 0, args.threads, "--")  # --threads in 1..MAX_THREADS
+    if args.threads is not None:
+        check_threads(args.threads)
     for model in args.models:
         base = bases[model] if model in bases else train_base(model, args.out)
         runs = prune_runs(model, base, args.out, args.targets, steps[model], args.methods)

@@ -71,9 +71,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--rows", nargs="*", default=list(ROWS), choices=ROWS)
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
-    from slimdepth.deploy.latency import check_timing
     from slimdepth.errors import ConfigError
-    from slimdepth.options import check_number, parse_size, resolve_device
+    from slimdepth.options import check_number, check_threads, parse_size, resolve_device
 
     # bad values end the script now (run_script: one line), not after hours of training
     parse_size(args.size, "--size")
@@ -87,7 +86,8 @@ def parse_args() -> argparse.Namespace:
     if args.teacher_steps is not None:
         check_number(args.teacher_steps, "--teacher-steps", integer=True, low=1)
     check_number(args.workers, "--workers", integer=True, low=0)
-    check_timing(1, 0, args.threads, "--")  # --threads in 1..MAX_THREADS
+    if args.threads is not None:
+        check_threads(args.threads)
     return args
 
 

@@ -175,8 +175,8 @@ def main() -> None:
     parser.add_argument("--parts", action="store_true", help="time each part of a default frame")
     args = parser.parse_args()
     size = parse_size(args.size, "--size")
-    if args.frames < 1 or args.rounds < 1:
-        raise SystemExit("error: --frames and --rounds must be at least 1")
+    check_number(args.frames, "--frames", integer=True, low=1)
+    check_number(args.rounds, "--rounds", integer=True, low=1)
     check_number(args.workers, "--workers", integer=True, low=0)
     options = parse_options(args.option)
     here = str(Path(__file__).resolve().parents[1] / "src")

@@ -18,11 +18,11 @@ import time
 import torch
 
 from slimdepth.deploy.cost import count_macs, count_parameters
-from slimdepth.deploy.latency import check_timing, measure_latency
+from slimdepth.deploy.latency import measure_latency
 from slimdepth.errors import OneLineArgumentParser, run_script
 from slimdepth.losses import silog
 from slimdepth.models.zoo import build_model, list_models
-from slimdepth.options import check_number, parse_size
+from slimdepth.options import check_number, check_threads, parse_size
 
 
 def _runs_for(seconds_per_run: float, budget: float, lo: int, hi: int) -> int:
@@ -58,7 +58,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="training batch size")
     args = parser.parse_args()
     sizes = [parse_size(text, "--sizes") for text in args.sizes]  # every option checked before any timing
-    check_timing(1, 0, args.threads, "--")  # --threads in 1..MAX_THREADS
+    if args.threads is not None:
+        check_threads(args.threads)
     check_number(args.budget, "--budget", low=0, low_open=True)
     check_number(args.batch, "--batch", integer=True, low=1)
     if args.threads:

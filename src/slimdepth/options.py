@@ -24,7 +24,7 @@ from slimdepth.errors import ConfigError
 if TYPE_CHECKING:  # torch is imported lazily: option parsing stays light
     import torch
 
-__all__ = ["MAX_SIDE", "MAX_THREADS", "check_number", "parse_size", "resolve_device", "suggest"]
+__all__ = ["MAX_SIDE", "MAX_THREADS", "check_number", "check_threads", "parse_size", "resolve_device", "suggest"]
 
 #: the most CPU threads a timing or training run may ask for (far more than any machine has;
 #: torch.set_num_threads crashes the process on absurd values)
@@ -80,6 +80,11 @@ def check_number(value: Any, what: str, *, low: float | None = None, high: float
     if high is not None and (number >= high if high_open else number > high):
         raise ConfigError(f"{what} must be {expected or ('<' if high_open else '<=') + f' {high:g}'}, got {value!r}")
     return number
+
+
+def check_threads(value: Any, what: str = "--threads") -> int:
+    """A thread count: an integer in 1..:data:`MAX_THREADS` (a one-line ConfigError otherwise)."""
+    return check_number(value, what, integer=True, low=1, high=MAX_THREADS)
 
 
 def parse_size(value: str | int | tuple[int, int] | list[int], what: str = "size",

@@ -58,7 +58,7 @@ from slimdepth.errors import ConfigError, DataError
 from slimdepth.fileio import atomic_path, read_json
 from slimdepth.loader import load_model
 from slimdepth.models.checkpoint import model_input_size, read_sidecar, resolve_checkpoint, save_model
-from slimdepth.options import MAX_THREADS, check_number, parse_size
+from slimdepth.options import check_number, check_threads, parse_size
 from slimdepth.progress import progress_bar
 from slimdepth.train.run import resolve_config
 from slimdepth.train.trainer import Trainer, TrainHooks
@@ -118,7 +118,7 @@ class PruneSettings:
             check_latency_runtime(self.runtime)
             if self.latency_size is not None:
                 self.latency_size = list(parse_size(self.latency_size, "--size"))
-            check_number(self.threads, "--threads", integer=True, low=1, high=MAX_THREADS)
+            check_threads(self.threads)
             check_number(self.max_tries, "--max-tries", integer=True, low=1, high=20)
             check_number(self.align, "--align", integer=True, low=1, high=128)
         check_number(self.steps, "--steps", integer=True, low=1)

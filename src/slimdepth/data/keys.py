@@ -41,8 +41,8 @@ def is_sparse_map(depth: Any) -> bool:
 def sparse_keys(sample: dict[str, Any]) -> set[str]:
     """Depth keys of ``sample`` that hold point sets: ``meta['sparse']`` when recorded (by
     :func:`~slimdepth.data.sample.make_sample`, before any augmentation padded the maps), else
-    decided by density."""
+    decided by density (a missing map, ``None``, is none of them)."""
     recorded = (sample.get("meta") or {}).get("sparse")
     if recorded is not None:
         return set(recorded)
-    return {k for k, v in sample.items() if key_kind(k) == "depth" and is_sparse_map(v)}
+    return {k for k, v in sample.items() if key_kind(k) == "depth" and v is not None and is_sparse_map(v)}

@@ -300,7 +300,7 @@ class SharpenFar(Augmentation):
 
     def apply(self, sample: Sample, generator: torch.Generator | None) -> Sample:
         depths = {}  # checked before the draw, so a wrong dataset fails whatever p is
-        sparse = sparse_keys({k: v for k, v in sample.items() if v is not None})
+        sparse = sparse_keys(sample)
         for key in (k for k in sample if key_kind(k) == "image"):
             depth_key = key[: -len("image")] + "depth"  # image -> depth, right_image -> right_depth
             depth = sample.get(depth_key)

@@ -40,7 +40,7 @@ from slimdepth.loader import resolve_model
 from slimdepth.models.base import DepthModel
 from slimdepth.models.checkpoint import model_input_size
 from slimdepth.models.normalize import fold_normalization
-from slimdepth.options import MAX_THREADS, check_number, parse_size
+from slimdepth.options import check_number, check_threads, parse_size
 
 __all__ = ["ExportSettings", "check_export_settings", "export_model", "parity_inputs", "to_onnx"]
 
@@ -89,7 +89,7 @@ def check_export_settings(settings: ExportSettings, out: Path) -> list[Path]:
     check_number(settings.calib_num, "--calib-num", integer=True, low=1, high=100_000)
     check_number(settings.val_num, "--val-num", integer=True, low=1, high=100_000)
     if settings.threads is not None:
-        check_number(settings.threads, "--threads", integer=True, low=1, high=MAX_THREADS)
+        check_threads(settings.threads)
     if settings.opset not in OPSETS:
         raise ConfigError(f"--opset must be one of {', '.join(map(str, OPSETS))}, got {settings.opset!r}")
     if settings.int8:

@@ -20,7 +20,7 @@ from torch import nn
 
 from slimdepth.errors import ConfigError
 from slimdepth.models.base import eval_mode, model_device
-from slimdepth.options import MAX_THREADS, check_number, parse_size
+from slimdepth.options import check_number, check_threads, parse_size
 
 __all__ = ["Latency", "check_timing", "interleaved_latency", "measure_latency", "summarize_samples"]
 
@@ -64,7 +64,7 @@ def check_timing(runs: int, warmup: int, threads: int | None = None, prefix: str
     check_number(runs, f"{prefix}runs", integer=True, low=1)
     check_number(warmup, f"{prefix}warmup", integer=True, low=0)
     if threads is not None:
-        check_number(threads, f"{prefix}threads", integer=True, low=1, high=MAX_THREADS)
+        check_threads(threads, f"{prefix}threads")
 
 
 def _synchroniser(device: torch.device) -> Callable[[], None]:
