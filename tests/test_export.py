@@ -164,20 +164,14 @@ def test_openvino_export_matches_in_f32_and_bf16_is_its_own_close_option(tmp_pat
     assert load_exported(out).metadata["model"] == "litedepth"  # read from the report beside the IR
 
 
-def _litert_parity_model(name: str) -> torch.nn.Module:
-    """A vivid ``name`` whose depth spreads over metres, for LiteRT parity at a thousandth of the range."""
-    torch.manual_seed(0)
-    model = build_model(name, internal_size="none") if name == "litedepth" else build_model(name)
-    return vivid(model, head_gain=30)
-
-
 @pytest.mark.parametrize("name", ["litedepth-released", "litedepth"])
 def test_litert_export_matches_within_a_thousandth_of_the_depth_range(tmp_path, request, name) -> None:
     if name == "litedepth-released":  # the conversion the other LiteRT tests share (tests/conftest.py)
         shared = request.getfixturevalue("released_litert")
         model, out, report = shared.model, shared.tflite, shared.report
-    else:
-        model, out = _litert_parity_model(name), tmp_path / "ld.tflite"
+    else:  # vivid as the shared one (depth spread over metres), without litedepth's in-network resize
+        torch.manual_seed(0)
+        model, out = vivid(build_model(name, internal_size="none"), head_gain=30), tmp_path / "ld.tflite"
         report = export_model(model, out, ExportSettings("litert", SIZE))
     assert all(r["passed"] for r in report["parity"])
     assert report["parity"][0]["tolerance_m"] == pytest.approx(1e-3 * model.max_depth)
