@@ -40,7 +40,7 @@ BAD_OPTIONS = {
     "ort_profile": [["--runs=0"], ["--top=0"], ["--threads=x"], ["--models", "litedepth", "/no/such/run"]],
     "sim_to_real_study": [["--jobs=0"], ["--variants", "fog"], ["--set", "train.epochs=abc"],
                           ["--set", "train.epochs=10.5"]],
-    "synth_speed": [["--frames=0"], ["--workers=-1"], ["--rounds=x"]],
+    "synth_speed": [["--frames=0"], ["--workers=-1"], ["--rounds=x"], ["--rounds=0"]],
     "zoo_cost": [["--threads=0"], ["--budget=0"], ["--budget=nan"], ["--batch=0"]],
 }
 
