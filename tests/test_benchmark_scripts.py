@@ -41,6 +41,8 @@ BAD_OPTIONS = {
     "sim_to_real_study": [["--jobs=0"], ["--variants", "fog"], ["--set", "train.epochs=abc"],
                           ["--set", "train.epochs=10.5"]],
     "synth_speed": [["--frames=0"], ["--workers=-1"], ["--rounds=x"], ["--rounds=0"]],
+    "train_speed": [["--batch=0"], ["--batch=2000"], ["--rounds=0"], ["--steps=x"], ["--threads=0"],
+                    ["--models", "vgg"], ["--models", ","], ["--recipe", "no/such.yaml"], ["--recipe", "README.md"]],
     "zoo_cost": [["--threads=0"], ["--budget=0"], ["--budget=nan"], ["--batch=0"]],
 }
 

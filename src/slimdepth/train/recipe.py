@@ -33,7 +33,7 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "device": "auto",
         "amp": "auto",  # mixed precision on GPU
-        "channels_last": "auto",  # channels-last memory format on GPU
+        "channels_last": "auto",  # channels-last memory format on GPU and CPU
         "log_every": 20,
         "checkpoint_every": 200,
         "val_every": 1,
