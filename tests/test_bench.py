@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from slimdepth.deploy import workers
 from slimdepth.deploy.bench import RUNTIMES, bench, parse_runtimes
-from slimdepth.errors import ConfigError
+from slimdepth.errors import ConfigError, DataError
 from tests.helpers import assert_one_line_error, run_cli
 
 
@@ -120,6 +120,67 @@ def test_a_worker_that_logs_more_than_a_pipe_holds_neither_hangs_nor_hides_its_e
     worker = workers.Worker({**spec, "fail": True})
     assert worker.error == "RuntimeError: could not load the model"
     assert worker.process.poll() is not None and worker.stderr.closed  # ended, and its stderr file gone
+
+
+#: stand-in workers that fail at start in each way a process can: the error each must end in
+BROKEN_WORKERS = {
+    "exits before reading": ("import sys; sys.stderr.write('ImportError: no runtime here\\n'); sys.exit(3)",
+                             "ImportError: no runtime here"),
+    "dies after reading": ("import sys; sys.stdin.readline(); sys.exit(1)", "the worker process died"),
+    "prints a banner": ("import sys; sys.stdin.readline(); print('loading the model ...', flush=True)",
+                        "the worker answered 'loading the model ...', not a JSON object"),
+    "answers a list": ("import sys; sys.stdin.readline(); print('[1, 2]', flush=True)",
+                       "the worker answered '[1, 2]', not a JSON object"),
+    "hangs": ("import sys, time; sys.stdin.readline(); time.sleep(120)", "the worker gave no answer in 1.5 s"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_WORKERS))
+def test_a_worker_that_fails_at_start_is_one_error_and_leaves_nothing_behind(monkeypatch, case) -> None:
+    import time
+
+    code, error = BROKEN_WORKERS[case]
+    monkeypatch.setattr(workers, "WORKER", [sys.executable, "-c", code])
+    start = time.perf_counter()
+    worker = workers.Worker({"runtime": "ort", "path": "m.onnx", "size": [32, 64]}, ready_timeout=1.5)
+    assert worker.error == error
+    assert worker.process.poll() is not None and worker.stderr.closed  # ended and reaped, its file deleted
+    assert time.perf_counter() - start < 15
+    monkeypatch.setattr(workers, "READY_TIMEOUT_S", 1.5)  # the default, read when a Worker is made
+    with pytest.raises(DataError) as info:
+        workers.interleave_workers([{"runtime": "ort", "path": "m.onnx", "size": [32, 64]}], 2, 1)
+    assert "\n" not in str(info.value) and "m.onnx on ort" in str(info.value) and error in str(info.value)
+
+
+#: the real worker, its file runner replaced by one that prints while it loads and while it runs,
+#: from Python and from "C" (straight to file descriptor 1), as runtimes do
+CHATTY_RUNTIME = textwrap.dedent("""
+    import os
+    import slimdepth.deploy.bench_worker as worker
+
+    def chatty_runner(spec):
+        print("runtime banner")
+        os.write(1, b"C library banner\\n")
+        return lambda: print("a line per run")
+
+    worker._file_runner = chatty_runner
+    worker.main()
+""")
+
+
+def test_what_a_runtime_prints_on_stdout_goes_to_the_log_not_into_the_answers(monkeypatch) -> None:
+    monkeypatch.setattr(workers, "WORKER", [sys.executable, "-c", CHATTY_RUNTIME])
+    worker = workers.Worker({"runtime": "ort", "path": "m.onnx", "size": [8, 8], "threads": 1, "warmup": 2})
+    try:
+        assert worker.error is None
+        samples = worker.time(3)
+        assert len(samples) == 3 and all(s >= 0 for s in samples)
+        worker.ask_to_quit()
+        worker.process.wait(timeout=30)
+        log = worker._stderr_tail()
+    finally:
+        worker.close()
+    assert "runtime banner" in log and "C library banner" in log and log.count("a line per run") == 2 + 3
 
 
 def test_a_worker_waits_for_its_spinning_threads_before_the_next_one_is_timed(tmp_path) -> None:

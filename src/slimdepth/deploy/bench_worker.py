@@ -17,15 +17,20 @@ alone. A worker on one thread has no pool to spin, so by default it does not wai
 interleaved workers of a small network at 64x192, every runtime on one thread, timed no slower
 without the wait, which took a quarter (PyTorch) to two thirds (the others) of such a run's
 time (``python benchmarks/worker_settle.py``).
+
+The answers go out on a copy of the original stdout; file descriptor 1 itself is pointed at
+stderr first, so whatever a runtime or its C library prints lands in the worker's log and
+cannot be mistaken for an answer.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -72,12 +77,26 @@ def _file_runner(spec: dict[str, Any]) -> Callable[[], Any]:
     return lambda: runner.run(x)
 
 
-def _send(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
+def answer_channel() -> TextIO:
+    """The process's original stdout, for the answers alone: file descriptor 1 (and so
+    ``print`` and any C library's printf) is pointed at stderr from here on."""
     sys.stdout.flush()
+    channel = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    return channel
+
+
+_answers: TextIO = sys.stdout
+
+
+def _send(message: dict[str, Any]) -> None:
+    _answers.write(json.dumps(message) + "\n")
+    _answers.flush()
 
 
 def main() -> None:
+    global _answers
+    _answers = answer_channel()
     spec = json.loads(sys.stdin.readline())
     try:
         run = _torch_runner(spec) if spec["runtime"] == "torch" else _file_runner(spec)

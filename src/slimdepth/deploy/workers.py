@@ -8,6 +8,7 @@ files on one runtime. ``bench`` and the int8 report both time through here.
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,8 @@ __all__ = ["WORKER", "Worker", "interleave_workers", "time_files"]
 WORKER = [sys.executable, "-m", "slimdepth.deploy.bench_worker"]
 #: how much of the end of a failed worker's stderr is read for its last line
 STDERR_TAIL_BYTES = 64 * 1024
+#: seconds a worker may take to load its model and warm up before it counts as hung
+READY_TIMEOUT_S = 600.0
 
 
 class Worker:
@@ -32,33 +35,65 @@ class Worker:
     Its stderr goes to an anonymous temporary file, not a pipe: nobody reads a pipe until the
     worker fails, and a runtime that logs more than the pipe holds (64 KiB) would block on it
     mid-run, and bench with it. The file's last line is the error shown when the worker dies;
-    it is deleted when the worker is closed.
+    it is deleted when the worker is closed. A worker that dies, gives no answer within
+    ``ready_timeout`` seconds of its start (:data:`READY_TIMEOUT_S` by default; killed then) or answers with something other than a
+    JSON object ends up with a one-line ``error``, its process ended and its file deleted.
     """
 
-    def __init__(self, spec: dict[str, Any]) -> None:
+    def __init__(self, spec: dict[str, Any], ready_timeout: float | None = None) -> None:
         self.stderr = tempfile.TemporaryFile(prefix="slimdepth-worker-")
-        self.process = subprocess.Popen(WORKER, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
-                                        text=True, bufsize=1)
         self.error: str | None = None
         self._asked_to_quit = False
-        self._send(spec)
-        answer = self._receive()
-        if "error" in answer:
-            self.error = answer["error"]
+        try:
+            self.process = subprocess.Popen(WORKER, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=self.stderr, text=True, bufsize=1)
+        except BaseException:
+            self.stderr.close()
+            raise
+        try:  # whatever goes wrong from here, the process is ended and its stderr file deleted
+            answer = self._send(spec) or self._receive(READY_TIMEOUT_S if ready_timeout is None else ready_timeout)
+            if "error" in answer:
+                self.error = answer["error"]
+                self.close()
+        except BaseException:
             self.close()
+            raise
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _write(self, message: dict[str, Any]) -> bool:
+        """Write one request; False when the worker has exited (a broken pipe)."""
         assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(message) + "\n")
-        self.process.stdin.flush()
+        try:
+            self.process.stdin.write(json.dumps(message) + "\n")
+            self.process.stdin.flush()
+        except OSError:
+            return False
+        return True
 
-    def _receive(self) -> dict[str, Any]:
+    def _send(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        """Send one request; a worker that died before reading it is an ``{"error": ...}``."""
+        return None if self._write(message) else self._died()
+
+    def _receive(self, timeout: float | None = None) -> dict[str, Any]:
+        """The worker's next answer; its death, a hang past ``timeout`` seconds or a line that
+        is not an answer are an ``{"error": ...}`` (a hung worker is killed)."""
         assert self.process.stdout is not None
+        if timeout is not None and not select.select([self.process.stdout], [], [], timeout)[0]:
+            self.process.kill()
+            return {"error": f"the worker gave no answer in {timeout:g} s"}
         line = self.process.stdout.readline()
         if not line:
-            tail = [s for s in self._stderr_tail().splitlines() if s.strip()]
-            return {"error": tail[-1].strip() if tail else "the worker process died"}
-        return json.loads(line)
+            return self._died()
+        try:
+            answer = json.loads(line)
+        except json.JSONDecodeError:
+            answer = None
+        if not isinstance(answer, dict):
+            return {"error": f"the worker answered {line.strip()[:80]!r}, not a JSON object"}
+        return answer
+
+    def _died(self) -> dict[str, Any]:
+        tail = [s for s in self._stderr_tail().splitlines() if s.strip()]
+        return {"error": tail[-1].strip() if tail else "the worker process died"}
 
     def _stderr_tail(self) -> str:
         """The end of what the worker wrote on stderr, once it has exited (its stdout is closed)."""
@@ -71,19 +106,15 @@ class Worker:
         return self.stderr.read().decode("utf-8", errors="replace")
 
     def time(self, runs: int, warmup: int = 0) -> list[float]:
-        self._send({"runs": runs, "warmup": warmup})
-        answer = self._receive()
-        if "error" in answer:
-            raise DataError(f"benchmark worker failed: {answer['error']}")
+        answer = self._send({"runs": runs, "warmup": warmup}) or self._receive()
+        if "error" in answer or not isinstance(answer.get("samples"), list):
+            raise DataError(f"benchmark worker failed: {answer.get('error', 'an answer without samples')}")
         return [float(s) for s in answer["samples"]]
 
     def ask_to_quit(self) -> None:
         """Ask the worker to end without waiting for it, so that several end at once."""
         if self.process.poll() is None and not self._asked_to_quit:
-            try:
-                self._send({"quit": True})
-            except OSError:
-                pass  # it died already (a broken pipe): close() reaps it
+            self._write({"quit": True})  # False if it died already: close() reaps it
             self._asked_to_quit = True
 
     def close(self) -> None:
