@@ -63,7 +63,7 @@ def main() -> None:
     check_timing(args.runs, args.warmup, args.threads, "--")
     check_number(args.rounds, "--rounds", integer=True, low=1)
     for model in args.models:
-        check_model_spec(model, "--models: ")
+        check_model_spec(model, "--models: ", load=True)  # a corrupt checkpoint fails before the header
     if args.json is not None:  # an unwritable place fails now, not after the timing
         args.json.parent.mkdir(parents=True, exist_ok=True)
     runtimes = args.runtimes.split(",")

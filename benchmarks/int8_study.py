@@ -51,7 +51,7 @@ def main() -> None:
     for option in ("calib_num", "val_num", "rounds"):
         check_number(getattr(args, option), "--" + option.replace("_", "-"), integer=True, low=1)
     for model in args.models:
-        check_model_spec(model, "--models: ")
+        check_model_spec(model, "--models: ", load=True)  # a corrupt checkpoint fails before the header
     print(f"int8 static quantization (ONNX Runtime QDQ; LiteRT: ai-edge-quantizer) at {size[0]}x{size[1]}, "
           f"{args.calib_num} calibration images of {args.calib}, scored on {args.val_num} of {args.val}; "
           f"{args.threads} threads, median of {args.runs} interleaved runs per file, CPU {cpu_model()}\n", flush=True)

@@ -73,7 +73,7 @@ def main() -> None:
     check_timing(args.runs, 0, args.threads, "--")
     check_number(args.top, "--top", integer=True, low=1)
     for model in args.models:
-        check_model_spec(model, "--models: ")
+        check_model_spec(model, "--models: ", load=True)  # a corrupt checkpoint fails before the header
     print(f"ONNX Runtime {ort.__version__}, {args.threads} threads, batch 1, {size[0]}x{size[1]}, "
           f"CPU {cpu_model()}\n")
     with tempfile.TemporaryDirectory() as tmp:

@@ -83,6 +83,43 @@ def test_a_bad_option_value_is_one_error_line_before_any_work(monkeypatch, capfd
     assert option in line or (path.stem, option) in {("sim_to_real_study", "--variants")}, line
 
 
+#: the scripts that export the checkpoints they are given: a corrupt one is refused before their header
+EXPORTING = ["deploy_latency", "int8_study", "ort_profile"]
+#: ways a checkpoint can be broken: (which file, what is done to it)
+BROKEN_CHECKPOINTS = {
+    "weights cut in half": (".safetensors", lambda b: b[: len(b) // 2]),
+    "weights empty": (".safetensors", lambda b: b""),
+    "sidecar cut": (".json", lambda b: b[: len(b) // 3]),
+    "sidecar not JSON": (".json", lambda b: b"\x00\xff not json"),
+    "sidecar of an unknown model": (".json", lambda b: b.replace(b'"tiny-multires"', b'"no-such-net"')),
+}
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory) -> Path:
+    from slimdepth.models import save_model
+    from slimdepth.models.zoo import build_model
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_model(build_model("tiny-multires"), path, metadata={"input_size": [32, 64]})
+    return path
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN_CHECKPOINTS))
+@pytest.mark.parametrize("script", EXPORTING)
+def test_a_corrupt_checkpoint_is_one_error_line_before_any_work(monkeypatch, capfd, tmp_path, tmp_path_factory,
+                                                                 small_checkpoint, script, broken) -> None:
+    folder = tmp_path_factory.mktemp("broken")
+    for suffix in (".safetensors", ".json"):
+        (folder / f"c{suffix}").write_bytes(small_checkpoint.with_suffix(suffix).read_bytes())
+    suffix, damage = BROKEN_CHECKPOINTS[broken]
+    target = folder / f"c{suffix}"
+    target.write_bytes(damage(target.read_bytes()))
+    assert target.read_bytes() != small_checkpoint.with_suffix(suffix).read_bytes()
+    line = _refused(monkeypatch, capfd, tmp_path, BENCHMARKS / f"{script}.py", "--models", str(folder / "c.safetensors"))
+    assert line.startswith("error: --models: ") and ("c.json" in line or "c.safetensors" in line), line
+
+
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.stem)
 def test_an_unknown_option_is_one_error_line(monkeypatch, capfd, tmp_path, path) -> None:
     assert "--no-such-option" in _refused(monkeypatch, capfd, tmp_path, path, "--no-such-option")

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from slimdepth.compress.gating import apply_gating_config
+from slimdepth.deploy.formats import format_of
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.models.base import DepthModel
 from slimdepth.models.checkpoint import (
@@ -81,12 +82,19 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> DepthMod
     return model.to(target).eval()
 
 
-def check_model_spec(spec: str | Path, what: str = "") -> None:
+def check_model_spec(spec: str | Path, what: str = "", load: bool = False) -> None:
     """Refuse, before any work, a model spec that names neither a zoo model nor anything on disk
-    (a checkpoint, its stem, a run directory or an exported file); ``what`` prefixes the message."""
+    (a checkpoint, its stem, a run directory or an exported file); ``what`` prefixes the message.
+    With ``load`` a checkpoint or run is also loaded (an exported file is left to its runtime),
+    so that a corrupt one is refused up front too."""
     path = Path(spec)
     if str(spec) not in list_models() and not path.exists() and not path.with_suffix(".json").exists():
         raise ConfigError(f"{what}{spec}: neither a zoo model ({', '.join(list_models())}) nor a checkpoint or run directory")
+    if load and str(spec) not in list_models() and format_of(path) is None:
+        try:
+            load_model(resolve_checkpoint(path))
+        except (ConfigError, DataError) as exc:
+            raise type(exc)(f"{what}{exc}") from None
 
 
 def resolve_model(spec: str | Path, device: str | torch.device = "cpu") -> tuple[DepthModel, Path | None]:
