@@ -88,7 +88,17 @@ def parse_args() -> argparse.Namespace:
     check_number(args.workers, "--workers", integer=True, low=0)
     if args.threads is not None:
         check_threads(args.threads)
+    rows = list(args.rows)
+    if "stereo_teacher_kd" in rows and not (stereo_teacher_checkpoint(args.out).is_file() or (
+            "stereo_teacher" in rows and rows.index("stereo_teacher") < rows.index("stereo_teacher_kd"))):
+        raise ConfigError("--rows: stereo_teacher_kd distills from the stereo_teacher row's model; list stereo_teacher "
+                          f"before it (or keep {stereo_teacher_checkpoint(args.out)} from an earlier run)")
     return args
+
+
+def stereo_teacher_checkpoint(out: Path) -> Path:
+    """The stereo teacher's checkpoint under ``--out``."""
+    return out / "runs" / "stereo_teacher" / "checkpoints" / "last.safetensors"
 
 
 def student_recipe(args: argparse.Namespace, train_spec: str) -> dict[str, Any]:
@@ -202,7 +212,6 @@ def main() -> None:
     teacher = runs / "teacher"
     train(teacher_cfg, teacher)
     teacher_ckpt = teacher / "checkpoints" / "last.safetensors"
-    stereo_teacher = runs / "stereo_teacher"
 
     unlabeled = f"unlabeled:{args.out / 'data' / 'unlabeled' / 'rgb'}"
     response = [{"type": "response", "weight": 1.0}]
@@ -227,11 +236,9 @@ def main() -> None:
             cfg["data"]["train"] = f"folder:{labels},lidar_dir=none,right_dir=none,seg_dir=none"
             train(cfg, run)
         elif row == "stereo_teacher_kd":
-            if not (stereo_teacher / "checkpoints" / "last.safetensors").is_file():
-                raise SystemExit("the stereo_teacher row must run before stereo_teacher_kd")
             cfg = copy.deepcopy(base)
             cfg["distill"] = variants["affinity"]
-            distill(cfg, run, stereo_teacher / "checkpoints" / "last.safetensors")
+            distill(cfg, run, stereo_teacher_checkpoint(args.out))  # there: checked in parse_args
         elif row == "student":
             train(base, run)
         elif row == "stereo_labels":

@@ -33,7 +33,7 @@ BAD_OPTIONS = {
                        ["--models", "litedepth", "/no/such/run"]],
     "distill_study": [["--steps=0"], ["--batch=-1"], ["--teacher-steps=0"], ["--workers=-1"], ["--threads=0"],
                       ["--labeled=x"], ["--unlabeled=0"], ["--rows", "nothing"], ["--device", "bogus"],
-                      ["--steps=1"]],
+                      ["--steps=1"], ["--rows", "stereo_teacher_kd"], ["--rows", "stereo_teacher_kd", "stereo_teacher"]],
     "final_upsample": [["--runs=0"], ["--threads=0"], ["--threads=1e3"]],
     "int8_study": [["--runs=0"], ["--calib-num=0"], ["--val-num=0"], ["--methods", "kl"], ["--ops", "matmul"],
                    ["--rounds=0"], ["--threads=0"], ["--models", "/no/such/run"]],
