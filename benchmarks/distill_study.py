@@ -89,10 +89,10 @@ def parse_args() -> argparse.Namespace:
     if args.threads is not None:
         check_threads(args.threads)
     rows = list(args.rows)
-    if "stereo_teacher_kd" in rows and not (stereo_teacher_checkpoint(args.out).is_file() or (
+    if "stereo_teacher_kd" in rows and not (finished(args.out / "runs" / "stereo_teacher") or (
             "stereo_teacher" in rows and rows.index("stereo_teacher") < rows.index("stereo_teacher_kd"))):
         raise ConfigError("--rows: stereo_teacher_kd distills from the stereo_teacher row's model; list stereo_teacher "
-                          f"before it (or keep {stereo_teacher_checkpoint(args.out)} from an earlier run)")
+                          f"before it (or keep its finished run {args.out / 'runs' / 'stereo_teacher'})")
     return args
 
 

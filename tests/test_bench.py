@@ -152,6 +152,32 @@ def test_a_worker_that_fails_at_start_is_one_error_and_leaves_nothing_behind(mon
     assert "\n" not in str(info.value) and "m.onnx on ort" in str(info.value) and error in str(info.value)
 
 
+def test_a_worker_that_dies_while_timed_is_one_error_naming_its_file(monkeypatch) -> None:
+    """A worker that answers ready and then exits: the next request meets a broken pipe (the worker
+    is reaped first, so the pipe has no reader), and the error is its last stderr line, named."""
+    code = ("import sys; sys.stdin.readline(); print('{\"ready\": true}', flush=True); "
+            "sys.stderr.write('MemoryError: out of memory in the runtime\\n'); sys.exit(1)")
+    monkeypatch.setattr(workers, "WORKER", [sys.executable, "-c", code])
+    spec = {"runtime": "ort", "path": "m.onnx", "size": [32, 64]}
+    worker = workers.Worker(spec)
+    assert worker.error is None
+    worker.process.wait(timeout=30)
+    with pytest.raises(DataError, match="benchmark worker failed: MemoryError: out of memory in the runtime"):
+        worker.time(2)
+    worker.close()
+    assert worker.stderr.closed and worker.process.stdin.closed and worker.process.stdout.closed
+    original_time = workers.Worker.time
+
+    def reaped_then_timed(self, runs, warmup=0):
+        self.process.wait(timeout=30)  # dead before the request, as above
+        return original_time(self, runs, warmup)
+
+    monkeypatch.setattr(workers.Worker, "time", reaped_then_timed)
+    with pytest.raises(DataError) as info:
+        workers.interleave_workers([spec], 2, 1)
+    assert str(info.value) == "m.onnx on ort: benchmark worker failed: MemoryError: out of memory in the runtime"
+
+
 #: the real worker, its file runner replaced by one that prints while it loads and while it runs,
 #: from Python and from "C" (straight to file descriptor 1), as runtimes do
 CHATTY_RUNTIME = textwrap.dedent("""

@@ -117,7 +117,7 @@ def test_a_corrupt_checkpoint_is_one_error_line_before_any_work(monkeypatch, cap
     target.write_bytes(damage(target.read_bytes()))
     assert target.read_bytes() != small_checkpoint.with_suffix(suffix).read_bytes()
     line = _refused(monkeypatch, capfd, tmp_path, BENCHMARKS / f"{script}.py", "--models", str(folder / "c.safetensors"))
-    assert line.startswith("error: --models: ") and ("c.json" in line or "c.safetensors" in line), line
+    assert line.startswith("error: --models: ") and target.name in line, line
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.stem)

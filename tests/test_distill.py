@@ -149,6 +149,9 @@ def test_the_teacher_is_frozen_and_stays_in_eval_mode(tmp_path, teacher_ckpt):
     assert not any(p.requires_grad for p in teacher.model.parameters())
     cfg = resolve_distill_config(recipe(tmp_path, train__steps=2), [], teacher=teacher_ckpt)
     trainer = DistillTrainer(cfg, tmp_path / "run", teacher=teacher)
+    assert trainer.channels_last  # the CPU default: the teacher runs in the student's layout
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in teacher.model.modules()
+               if isinstance(m, torch.nn.Conv2d))
     trainer.fit()
     assert not teacher.model.training
     after = teacher.model.state_dict()

@@ -92,7 +92,7 @@ def check_model_spec(spec: str | Path, what: str = "", load: bool = False) -> No
         raise ConfigError(f"{what}{spec}: neither a zoo model ({', '.join(list_models())}) nor a checkpoint or run directory")
     if load and str(spec) not in list_models() and format_of(path) is None:
         try:
-            load_model(resolve_checkpoint(path))
+            load_model(path)
         except (ConfigError, DataError) as exc:
             raise type(exc)(f"{what}{exc}") from None
 

@@ -86,17 +86,13 @@ def answer_channel() -> TextIO:
     return channel
 
 
-_answers: TextIO = sys.stdout
-
-
-def _send(message: dict[str, Any]) -> None:
-    _answers.write(json.dumps(message) + "\n")
-    _answers.flush()
+def _send(answers: TextIO, message: dict[str, Any]) -> None:
+    answers.write(json.dumps(message) + "\n")
+    answers.flush()
 
 
 def main() -> None:
-    global _answers
-    _answers = answer_channel()
+    answers = answer_channel()
     spec = json.loads(sys.stdin.readline())
     try:
         run = _torch_runner(spec) if spec["runtime"] == "torch" else _file_runner(spec)
@@ -105,10 +101,10 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
         from slimdepth.errors import SlimdepthError, one_line
 
-        _send({"error": one_line(exc) if isinstance(exc, SlimdepthError) else
+        _send(answers, {"error": one_line(exc) if isinstance(exc, SlimdepthError) else
                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
         return
-    _send({"ready": True})
+    _send(answers, {"ready": True})
     for line in sys.stdin:
         request = json.loads(line)
         if request.get("quit"):
@@ -121,7 +117,7 @@ def main() -> None:
             run()
             samples.append((time.perf_counter() - start) * 1000.0)
         time.sleep(settle_seconds(spec))  # before the next worker runs: see the module docstring
-        _send({"samples": samples})
+        _send(answers, {"samples": samples})
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ files on one runtime. ``bench`` and the int8 report both time through here.
 from __future__ import annotations
 
 import json
-import select
+import selectors
 import subprocess
 import sys
 import tempfile
@@ -36,8 +36,9 @@ class Worker:
     worker fails, and a runtime that logs more than the pipe holds (64 KiB) would block on it
     mid-run, and bench with it. The file's last line is the error shown when the worker dies;
     it is deleted when the worker is closed. A worker that dies, gives no answer within
-    ``ready_timeout`` seconds of its start (:data:`READY_TIMEOUT_S` by default; killed then) or answers with something other than a
-    JSON object ends up with a one-line ``error``, its process ended and its file deleted.
+    ``ready_timeout`` seconds of its start (:data:`READY_TIMEOUT_S` by default; killed then)
+    or answers with something other than a JSON object ends up with a one-line ``error``, its
+    process ended, its pipes closed and its file deleted.
     """
 
     def __init__(self, spec: dict[str, Any], ready_timeout: float | None = None) -> None:
@@ -51,7 +52,8 @@ class Worker:
             self.stderr.close()
             raise
         try:  # whatever goes wrong from here, the process is ended and its stderr file deleted
-            answer = self._send(spec) or self._receive(READY_TIMEOUT_S if ready_timeout is None else ready_timeout)
+            timeout = READY_TIMEOUT_S if ready_timeout is None else ready_timeout
+            answer = self._send(spec) or self._receive(timeout)
             if "error" in answer:
                 self.error = answer["error"]
                 self.close()
@@ -77,7 +79,7 @@ class Worker:
         """The worker's next answer; its death, a hang past ``timeout`` seconds or a line that
         is not an answer are an ``{"error": ...}`` (a hung worker is killed)."""
         assert self.process.stdout is not None
-        if timeout is not None and not select.select([self.process.stdout], [], [], timeout)[0]:
+        if timeout is not None and not self._readable(timeout):
             self.process.kill()
             return {"error": f"the worker gave no answer in {timeout:g} s"}
         line = self.process.stdout.readline()
@@ -90,6 +92,15 @@ class Worker:
         if not isinstance(answer, dict):
             return {"error": f"the worker answered {line.strip()[:80]!r}, not a JSON object"}
         return answer
+
+    def _readable(self, timeout: float) -> bool:
+        """Whether the worker's stdout has something to read within ``timeout`` seconds. Asked
+        only before its first answer, while the text wrapper's buffer is still empty (a line
+        already buffered would not show on the pipe)."""
+        assert self.process.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            return bool(selector.select(timeout))
 
     def _died(self) -> dict[str, Any]:
         tail = [s for s in self._stderr_tail().splitlines() if s.strip()]
@@ -118,7 +129,8 @@ class Worker:
             self._asked_to_quit = True
 
     def close(self) -> None:
-        """End the worker (asked to quit, killed if it does not) and delete its stderr file."""
+        """End the worker (asked to quit, killed if it does not), close its pipes and delete its
+        stderr file."""
         if self.process.poll() is None:
             try:
                 self.ask_to_quit()
@@ -126,12 +138,25 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                try:
+                    pipe.close()
+                except OSError:
+                    pass  # a broken pipe's unflushed request: nobody reads it any more
         self.stderr.close()
+
+
+def _naming(spec: dict[str, Any], error: str) -> DataError:
+    """A worker's error as one line that names its file or model and runtime (unless it does)."""
+    what = spec.get("path") or spec.get("model")
+    return DataError(error if str(Path(str(what)).name) in error else f"{what} on {spec['runtime']}: {error}")
 
 
 def interleave_workers(specs: list[dict[str, Any]], runs: int, rounds: int) -> list[list[float]]:
     """Start a worker per spec, then take ``runs`` timed runs of each in ``rounds`` turns.
-    A worker that cannot load its model is a DataError naming it (before any timing)."""
+    A worker that cannot load its model (before any timing) or fails while timed is a DataError
+    naming it."""
     rounds = max(1, min(rounds, runs))
     chunks = [runs // rounds + (1 if i < runs % rounds else 0) for i in range(rounds)]
     workers = []
@@ -139,14 +164,14 @@ def interleave_workers(specs: list[dict[str, Any]], runs: int, rounds: int) -> l
         for spec in specs:  # started one after another, so warm-ups do not overlap
             workers.append(Worker(spec))
             if workers[-1].error is not None:
-                what = spec.get("path") or spec.get("model")
-                error = workers[-1].error
-                raise DataError(error if str(Path(str(what)).name) in error else f"{what} on {spec['runtime']}: {error}")
+                raise _naming(spec, workers[-1].error)
         samples: list[list[float]] = [[] for _ in specs]
         for chunk in chunks:
-            for i, worker in enumerate(workers):
-                if worker.error is None:
+            for i, (spec, worker) in enumerate(zip(specs, workers)):
+                try:
                     samples[i] += worker.time(chunk, warmup=1)
+                except DataError as exc:
+                    raise _naming(spec, str(exc)) from None
     finally:
         for worker in workers:  # all asked first: a PyTorch worker takes ~0.2 s to exit, and they exit together
             worker.ask_to_quit()

@@ -48,6 +48,8 @@ class DistillTrainer(Trainer):
         arg = self._teacher_arg
         self.teacher = arg if isinstance(arg, Teacher) else Teacher(arg, self.device, self.dcfg.get("teacher_size"),
                                                                     amp=self.amp)
+        if self.channels_last:  # it reads the student's channels-last batches: the same layout, no reorders
+            self.teacher.model = self.teacher.model.to(memory_format=torch.channels_last)
         spec = self.dcfg.get("unlabeled")
         self.unlabeled_set = build_dataset(spec) if spec else None
         if self.unlabeled_set is not None and len(self.unlabeled_set) == 0:

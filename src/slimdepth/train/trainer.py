@@ -89,7 +89,7 @@ def _flag(value: str | bool, device: torch.device) -> bool:
 
 def _channels_last(value: str | bool, device: torch.device) -> bool:
     """Whether to train in the channels-last memory format: ``auto`` turns it on on GPUs and
-    CPUs, where oneDNN's channels-last convolutions trained every zoo model 1.1-1.6x faster per
+    CPUs, where oneDNN's channels-last convolutions trained every zoo model 1.15-1.4x faster per
     step at 96x320 on a 2-core AMD EPYC (``benchmarks/train_speed.py``)."""
     return device.type in ("cuda", "cpu") if value == "auto" else bool(value)
 
