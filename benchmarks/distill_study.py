@@ -149,8 +149,13 @@ def make_pseudo_labels(args: argparse.Namespace) -> Path:
 
 
 def finished(run: Path) -> bool:
-    return (run / "checkpoints" / "last.state.json").is_file() and (run / "metrics.json").is_file() and bool(
-        json.loads((run / "metrics.json").read_text()).get("validation"))
+    """Whether ``run`` trained to its end (a checkpoint and a validation entry; an unreadable log: no)."""
+    try:
+        metrics = json.loads((run / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (run / "checkpoints" / "last.state.json").is_file() and isinstance(metrics, dict) and bool(
+        metrics.get("validation"))
 
 
 def train(cfg: dict[str, Any], run: Path) -> None:

@@ -133,6 +133,8 @@ BROKEN_WORKERS = {
                        "the worker answered '[1, 2]', not a JSON object"),
     "hangs": ("import sys, time; sys.stdin.readline(); time.sleep(120)", "the worker gave no answer in 1.5 s"),
 }
+#: how long each may take to start: a quick failure gets time for a slow interpreter start on a busy machine
+READY_TIMEOUTS = {"hangs": 1.5}
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN_WORKERS))
@@ -142,17 +144,28 @@ def test_a_worker_that_fails_at_start_is_one_error_and_leaves_nothing_behind(mon
     code, error = BROKEN_WORKERS[case]
     monkeypatch.setattr(workers, "WORKER", [sys.executable, "-c", code])
     start = time.perf_counter()
-    worker = workers.Worker({"runtime": "ort", "path": "m.onnx", "size": [32, 64]}, ready_timeout=1.5)
+    timeout = READY_TIMEOUTS.get(case, 60.0)
+    worker = workers.Worker({"runtime": "ort", "path": "m.onnx", "size": [32, 64]}, ready_timeout=timeout)
     assert worker.error == error
     assert worker.process.poll() is not None and worker.stderr.closed  # ended and reaped, its file deleted
     assert time.perf_counter() - start < 15
-    monkeypatch.setattr(workers, "READY_TIMEOUT_S", 1.5)  # the default, read when a Worker is made
+    monkeypatch.setattr(workers, "READY_TIMEOUT_S", timeout)  # the default, read when a Worker is made
     with pytest.raises(DataError) as info:
         workers.interleave_workers([{"runtime": "ort", "path": "m.onnx", "size": [32, 64]}], 2, 1)
     assert "\n" not in str(info.value) and "m.onnx on ort" in str(info.value) and error in str(info.value)
 
 
-def test_a_worker_that_dies_while_timed_is_one_error_naming_its_file(monkeypatch) -> None:
+def test_a_worker_that_crashes_on_a_timing_request_is_one_error_naming_its_file(monkeypatch) -> None:
+    """A worker that reads the request and dies: its answer is the end of its output."""
+    code = ("import sys; sys.stdin.readline(); print('{\"ready\": true}', flush=True); sys.stdin.readline(); "
+            "sys.stderr.write('RuntimeError: the runtime crashed\\n'); sys.exit(1)")
+    monkeypatch.setattr(workers, "WORKER", [sys.executable, "-c", code])
+    with pytest.raises(DataError) as info:
+        workers.interleave_workers([{"runtime": "ort", "path": "m.onnx", "size": [32, 64]}], 2, 1)
+    assert str(info.value) == "m.onnx on ort: benchmark worker failed: RuntimeError: the runtime crashed"
+
+
+def test_a_worker_that_dies_before_a_timing_request_is_one_error_naming_its_file(monkeypatch) -> None:
     """A worker that answers ready and then exits: the next request meets a broken pipe (the worker
     is reaped first, so the pipe has no reader), and the error is its last stderr line, named."""
     code = ("import sys; sys.stdin.readline(); print('{\"ready\": true}', flush=True); "

@@ -120,6 +120,23 @@ def test_a_corrupt_checkpoint_is_one_error_line_before_any_work(monkeypatch, cap
     assert line.startswith("error: --models: ") and target.name in line, line
 
 
+@pytest.mark.parametrize("metrics", [None, "", "{not json", "[]", '{"validation": []}'])
+def test_distill_study_distills_only_from_a_finished_stereo_teacher(monkeypatch, capfd, tmp_path, tmp_path_factory,
+                                                                    metrics) -> None:
+    """An earlier stereo teacher under --out counts only when its run finished: a missing, cut,
+    foreign or empty metrics.json is refused in one line, not a traceback or a half-trained teacher."""
+    out = tmp_path_factory.mktemp("study")
+    run = out / "runs" / "stereo_teacher"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.state.json").write_text("{}")
+    (run / "checkpoints" / "last.safetensors").write_bytes(b"")
+    if metrics is not None:
+        (run / "metrics.json").write_text(metrics)
+    line = _refused(monkeypatch, capfd, tmp_path, BENCHMARKS / "distill_study.py", "--out", str(out),
+                    "--rows", "stereo_teacher_kd")
+    assert "--rows: stereo_teacher_kd distills from the stereo_teacher row's model" in line
+
+
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.stem)
 def test_an_unknown_option_is_one_error_line(monkeypatch, capfd, tmp_path, path) -> None:
     assert "--no-such-option" in _refused(monkeypatch, capfd, tmp_path, path, "--no-such-option")
