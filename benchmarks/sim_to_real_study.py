@@ -129,7 +129,6 @@ def main() -> None:
     except SlimdepthError as err:
         sys.exit(f"error: --set: {err}")
     if not args.train_only:  # a bad real-frame folder fails now, not after hours of training
-        from slimdepth.errors import SlimdepthError
         from slimdepth.report.real import SYNTHETIC_CONTROL, open_real_frames, open_synthetic_frames, real_folders
 
         try:
