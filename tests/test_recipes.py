@@ -85,3 +85,22 @@ def test_recipe_trains_one_step(path, tmp_path, request):
     result = trainer.fit()
     assert trainer.step == 1 and (tmp_path / "run" / "checkpoints" / "last.safetensors").is_file()
     assert result["metrics"]["abs_rel"] > 0
+
+
+def test_quickstart_weights_a_global_scale_error_by_half():
+    """The quickstart's SILog weights the scale term by 1 - λ = 0.5 (BTS's 0.85 left 0.15): a
+    prediction k times the truth costs 10 * sqrt(0.5) * |ln k|, and a scale-free error is unchanged."""
+    import math
+
+    import torch
+
+    cfg = resolve_config(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml", [])
+    crit = build_criterion(cfg["loss"])
+    gt = torch.linspace(2.0, 60.0, 2 * 24 * 8).reshape(2, 1, 24, 8)
+    for k in (0.5, 1.3, 2.0):
+        _, logs = crit({"depth": gt * k}, {"depth": gt})
+        assert float(logs["silog"]) == pytest.approx(10 * math.sqrt(0.5) * abs(math.log(k)), rel=1e-5)
+    # a zero-mean log error (half the pixels x e^0.2, half x e^-0.2) has no scale part: 10 * 0.2
+    e = torch.where(torch.arange(gt.numel()).reshape(gt.shape) % 2 == 0, 0.2, -0.2)
+    _, logs = crit({"depth": gt * torch.exp(e)}, {"depth": gt})
+    assert float(logs["silog"]) == pytest.approx(2.0, rel=1e-5)
