@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import pickle
 import warnings
 from pathlib import Path
@@ -54,6 +55,24 @@ def _assert_refused_or_fine(code: int, err: str) -> None:
     assert code == 1, err
     assert_one_line_error(code, err)
     assert "a bug in slimdepth" not in err, err
+
+
+@given(text=st.one_of(st.sampled_from(["1e-3", "2E+4", "-1e5", "nan", "NaN", "inf", "-Infinity", "abc", "1e", "0x5", " 3 "]),
+                      st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=8)))
+def test_a_number_read_as_text_is_refused_in_one_line_with_a_hint_only_where_it_helps(text: str) -> None:
+    """A recipe value YAML read as text: one line naming it; the '1.0e-3' hint exactly when the text
+    is a finite number (``nan`` and ``inf`` parse as floats, but no spelling would make them valid)."""
+    from slimdepth.options import check_number
+
+    with pytest.raises(ConfigError) as info:
+        check_number(text, "lambd", finite=False)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("lambd must be a number, got ")
+    try:
+        finite = math.isfinite(float(text))
+    except ValueError:
+        finite = False
+    assert ("write 1.0e-3" in message) == finite, message
 
 
 # --------------------------------------------------------------------------------------------

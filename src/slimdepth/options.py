@@ -41,14 +41,15 @@ def suggest(name: str, candidates: Iterable[str], prefix: str = "") -> str:
 
 
 def _yaml_hint(value: Any) -> str:
-    """A hint for numbers YAML read as text (PyYAML reads ``1e-3`` as a string)."""
+    """A hint for numbers YAML read as text (PyYAML reads ``1e-3`` as a string); none for text
+    such as ``nan`` or ``inf``, which Python reads as a float but no hint would make valid."""
     if not isinstance(value, str):
         return ""
     try:
-        float(value)
+        number = float(value)
     except ValueError:
         return ""
-    return " (YAML reads 1e-3 as text: write 1.0e-3)"
+    return " (YAML reads 1e-3 as text: write 1.0e-3)" if math.isfinite(number) else ""
 
 
 def check_number(value: Any, what: str, *, low: float | None = None, high: float | None = None,
