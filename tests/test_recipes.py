@@ -87,14 +87,16 @@ def test_recipe_trains_one_step(path, tmp_path, request):
     assert result["metrics"]["abs_rel"] > 0
 
 
-def test_quickstart_weights_a_global_scale_error_by_half():
-    """The quickstart's SILog weights the scale term by 1 - λ = 0.5 (BTS's 0.85 left 0.15): a
-    prediction k times the truth costs 10 * sqrt(0.5) * |ln k|, and a scale-free error is unchanged."""
+@pytest.mark.parametrize("name", ["quickstart", "synthetic_kitti_size"])
+def test_quickstart_weights_a_global_scale_error_by_half(name):
+    """The quickstart's SILog (and its KITTI-size version's) weights the scale term by 1 - λ = 0.5
+    (BTS's 0.85 left 0.15): a prediction k times the truth costs 10 * sqrt(0.5) * |ln k|, and a
+    scale-free error is unchanged."""
     import math
 
     import torch
 
-    cfg = resolve_config(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml", [])
+    cfg = resolve_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml", [])
     crit = build_criterion(cfg["loss"])
     gt = torch.linspace(2.0, 60.0, 2 * 24 * 8).reshape(2, 1, 24, 8)
     for k in (0.5, 1.3, 2.0):
