@@ -42,7 +42,8 @@ def suggest(name: str, candidates: Iterable[str], prefix: str = "") -> str:
 
 def _yaml_hint(value: Any) -> str:
     """A hint for numbers YAML read as text (PyYAML reads ``1e-3`` as a string); none for text
-    such as ``nan`` or ``inf``, which Python reads as a float but no hint would make valid."""
+    such as ``nan`` or ``inf``, which Python reads as a float but which writing 1.0e-3 does not
+    describe (YAML spells them ``.nan`` and ``.inf``)."""
     if not isinstance(value, str):
         return ""
     try:
