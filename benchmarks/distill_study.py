@@ -88,12 +88,17 @@ def parse_args() -> argparse.Namespace:
     check_number(args.workers, "--workers", integer=True, low=0)
     if args.threads is not None:
         check_threads(args.threads)
-    rows, stereo_teacher = list(args.rows), args.out / "runs" / "stereo_teacher"
+    rows, stereo_teacher = list(args.rows), stereo_teacher_run(args.out)
     if "stereo_teacher_kd" in rows and not (finished(stereo_teacher) or (
             "stereo_teacher" in rows and rows.index("stereo_teacher") < rows.index("stereo_teacher_kd"))):
         raise ConfigError("--rows: stereo_teacher_kd distills from the stereo_teacher row's model; list stereo_teacher "
                           f"before it (or keep its finished run {stereo_teacher})")
     return args
+
+
+def stereo_teacher_run(out: Path) -> Path:
+    """The stereo_teacher row's run folder under ``--out`` (``main`` trains each row in runs/<row>)."""
+    return out / "runs" / "stereo_teacher"
 
 
 def student_recipe(args: argparse.Namespace, train_spec: str) -> dict[str, Any]:
@@ -212,7 +217,6 @@ def main() -> None:
     teacher = runs / "teacher"
     train(teacher_cfg, teacher)
     teacher_ckpt = teacher / "checkpoints" / "last.safetensors"
-    stereo_teacher = runs / "stereo_teacher"
 
     unlabeled = f"unlabeled:{args.out / 'data' / 'unlabeled' / 'rgb'}"
     response = [{"type": "response", "weight": 1.0}]
@@ -239,7 +243,7 @@ def main() -> None:
         elif row == "stereo_teacher_kd":
             cfg = copy.deepcopy(base)
             cfg["distill"] = variants["affinity"]
-            distill(cfg, run, stereo_teacher / "checkpoints" / "last.safetensors")  # trained: checked in parse_args
+            distill(cfg, run, stereo_teacher_run(args.out) / "checkpoints" / "last.safetensors")  # checked in parse_args
         elif row == "student":
             train(base, run)
         elif row == "stereo_labels":
