@@ -12,14 +12,17 @@ traffic, against the simulated LiDAR; or the ``synthetic,...`` spec given), besi
 model that holds there and fails on the drive has learnt the task but not how real frames look.
 ``--size`` runs every model at another input size than its own, so every object looks larger or
 smaller to it: a probe of how much a model reads distance from apparent size (refused for a model
-that resizes every input inside the network, LiteDepth's ``internal_size``).
+that resizes every input inside the network, LiteDepth's ``internal_size``). ``--adapt-norm`` scores
+each run a second time (``RUN+norm``) with its BatchNorm statistics re-estimated on the images of
+another folder or spec (AdaBN: how much of the gap lies in the features' statistics).
 Writes ``sim_to_real.json`` and one contact sheet per run (image | prediction | ground truth) into
 ``--out`` (default: RUN_sim2real beside the first run), into one subfolder per real-frame folder
 when there are several (``kitti_raw/``, ``kitti_depth_annotated/``; always with ``--control``, whose
 results go to ``synthetic_control/``). Usage:
 
     python benchmarks/sim_to_real.py --run RUN [--run RUN2 ...] [--real DIR] [--out DIR] [--rows 6] [--size HxW]
-                                     [--flat-prior] [--constant] [--control [SPEC]] [--overwrite]
+                                     [--flat-prior] [--constant] [--control [SPEC]] [--adapt-norm DIR|SPEC]
+                                     [--overwrite]
     python benchmarks/sim_to_real.py --config configs/quickstart.yaml [--set KEY=VALUE ...] --train-out RUN [...]
 """
 
@@ -35,8 +38,8 @@ from slimdepth.loader import build_from_config
 from slimdepth.options import check_number, parse_size
 from slimdepth.report.collect import collect
 from slimdepth.report.measure import ModelCache
-from slimdepth.report.real import (SYNTHETIC_CONTROL, open_real_frames, open_synthetic_frames, real_folders,
-                                   with_control)
+from slimdepth.report.real import (SYNTHETIC_CONTROL, is_synthetic_spec, open_frames, open_real_frames,
+                                   open_synthetic_frames, real_folders, with_control)
 from slimdepth.report.sim_to_real import (ABOVE_ROAD, DISTANCE_BANDS, SimToReal, band_region, check_output_dir,
                                          check_size_reaches, sim_to_real, write_sim_to_real)
 from slimdepth.train.run import resolve_config, train_or_reuse
@@ -70,6 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="run every model at this input size instead of the one it was trained at (a probe: "
                              "objects look larger or smaller to it; refused for a model that resizes inside the "
                              "network)")
+    parser.add_argument("--adapt-norm", metavar="DIR|SPEC",
+                        help="also score each run as RUN+norm, its BatchNorm statistics re-estimated on the images "
+                             "of this real-frame folder (or synthetic,... spec): AdaBN, no depth used")
     parser.add_argument("--overwrite", action="store_true", help="write into an --out that is not empty")
     return parser.parse_args(argv)
 
@@ -168,6 +174,15 @@ def score(args: argparse.Namespace) -> None:
         open_real_frames(real)  # no frames: fail before training
     if args.control is not None:
         open_synthetic_frames(args.control)  # a bad spec: fail before training
+    if args.adapt_norm is not None:
+        if not runs:
+            raise ConfigError("--adapt-norm re-estimates the statistics of runs: give --run or --config")
+        exported = next((m.path for m in collect(list(args.run)).models if m.exported), None) if args.run else None
+        if exported is not None:
+            raise ConfigError(f"--adapt-norm: {exported} is an exported model, whose BatchNorm statistics are folded "
+                              "into its convolutions; give its run or checkpoint")
+        args.adapt_norm = args.adapt_norm.strip() if is_synthetic_spec(args.adapt_norm) else Path(args.adapt_norm)
+        open_frames(args.adapt_norm, "--adapt-norm")  # a bad folder or spec: fail before training
     sets = with_control(folders, args.control)
     out = args.out or default_out(runs)
     check_output_dir(out, args.overwrite)
@@ -178,7 +193,7 @@ def score(args: argparse.Namespace) -> None:
                "reused": "already trained: reusing it"}[done])
     cache = ModelCache(args.size)  # one load per model for every folder
     results = {name: sim_to_real(runs, real, rows=args.rows, flat_prior=args.flat_prior,
-                                 constant=args.constant, log=print, cache=cache)
+                                 constant=args.constant, log=print, cache=cache, adapt_norm=args.adapt_norm)
                for name, real in sets.items()}  # every folder scored before anything is written
     for name, result in results.items():
         if args.size is not None:

@@ -46,11 +46,11 @@ REAL_TITLE_HEIGHT = 48
 SCALINGS = ("median-scaled", "metric")
 
 
-def kitti_root(path: Path) -> Path:
+def kitti_root(path: Path, option: str = "--real") -> Path:
     """The KITTI raw root under ``path``: ``path`` itself (date folders inside) or its ``kitti_raw``
-    folder (the layout of slimdepth's shared sample data)."""
+    folder (the layout of slimdepth's shared sample data). Errors name the ``option`` it was given to."""
     if not path.is_dir():
-        raise ConfigError(f"--real {path}: not a directory (give a KITTI raw folder: DATE/DATE_drive_*_sync/...)")
+        raise ConfigError(f"{option} {path}: not a directory (give a KITTI raw folder: DATE/DATE_drive_*_sync/...)")
     nested = path / "kitti_raw"
     return nested if nested.is_dir() and not any(path.glob("*/*/image_02")) else path
 
@@ -137,12 +137,13 @@ def ground_truth_of(dataset: DepthDataset) -> tuple[str, str]:
     return GROUND_TRUTHS[name]
 
 
-def open_frames(source: Path | str) -> DepthDataset:
+def open_frames(source: Path | str, option: str | None = None) -> DepthDataset:
     """The frames a sim-to-real score is measured on: a ``synthetic,...`` dataset spec
-    (:func:`open_synthetic_frames`) or a real-frame folder (:func:`open_real_frames`)."""
+    (:func:`open_synthetic_frames`) or a real-frame folder (:func:`open_real_frames`). Errors name
+    ``option``, by default ``--control`` for a spec and ``--real`` for a folder."""
     if is_synthetic_spec(source):
-        return open_synthetic_frames(str(source))
-    return open_real_frames(Path(source))
+        return open_synthetic_frames(str(source), option or "--control")
+    return open_real_frames(Path(source), option or "--real")
 
 
 def is_synthetic_spec(source: object) -> bool:
@@ -158,14 +159,14 @@ def _check_kitti_shaped(h: int, w: int, what: str) -> None:
                           "the real-frame scoring assumes KITTI's camera")
 
 
-def open_synthetic_frames(spec: str) -> DepthDataset:
+def open_synthetic_frames(spec: str, option: str = "--control") -> DepthDataset:
     """Built-in frames from a ``synthetic,...`` spec (:data:`SYNTHETIC_CONTROL`, say), scored as the
     real ones are: KITTI's conventions (Garg crop, 0.001-80 m) and camera, so frames must be
     KITTI-shaped. Always the test split (a spec without ``split`` gets it; train and val are
     refused): the frames a run trains and validates on would flatter it. The synthetic camera is KITTI's (height and intrinsics), so the flat prior and the
-    road split mean the same on both."""
+    road split mean the same on both. Errors name the ``option`` the spec was given to."""
     if not is_synthetic_spec(spec):
-        raise ConfigError(f"--control {spec!r}: not a spec of the built-in scenes (synthetic,KEY=VALUE,...)")
+        raise ConfigError(f"{option} {spec!r}: not a spec of the built-in scenes (synthetic,KEY=VALUE,...)")
     try:
         _, options = parse_dataset_spec(spec)
         if options.get("split", CONTROL_SPLIT) != CONTROL_SPLIT:
@@ -173,29 +174,30 @@ def open_synthetic_frames(spec: str) -> DepthDataset:
                               "no run trains or validates on (leave split out or write split=test)")
         dataset = build_dataset(spec if "split" in options else f"{spec.rstrip(', ')},split={CONTROL_SPLIT}")
     except ConfigError as exc:
-        raise ConfigError(f"--control: {exc}") from None
+        raise ConfigError(f"{option}: {exc}") from None
     if not isinstance(dataset, SyntheticDataset):  # labels=false: images alone cannot be scored
-        raise ConfigError(f"--control {spec!r}: the control frames need their depth (drop labels=false)")
-    _check_kitti_shaped(*dataset.generator.size, f"--control {spec!r}")
+        raise ConfigError(f"{option} {spec!r}: the frames need their depth (drop labels=false)")
+    _check_kitti_shaped(*dataset.generator.size, f"{option} {spec!r}")
     dataset.eval_preset = "kitti"
     return dataset
 
 
-def open_real_frames(path: Path) -> DepthDataset:
+def open_real_frames(path: Path, option: str = "--real") -> DepthDataset:
     """The real frames under ``path`` (a one-line error when there are none): a KITTI raw folder's
     with projected Velodyne depth, or an annotated folder's (:func:`is_annotated_folder`) with its
     depth PNGs, read as KITTI's metres x 256 unless its ``meta.json`` says otherwise. An annotated
     folder's intrinsics are those the folder reader finds (``K.txt``, ``K/<frame>.txt``,
     ``intrinsics.txt``), else KITTI's camera scaled to the frame (exact at 1242x375); frames that are
-    not KITTI-shaped (NYU's 640x480, say) are refused, since the scoring assumes KITTI's camera."""
+    not KITTI-shaped (NYU's 640x480, say) are refused, since the scoring assumes KITTI's camera.
+    Errors name the ``option`` the folder was given to."""
     if not is_annotated_folder(path):
-        return build_dataset({"name": "kitti", "root": str(kitti_root(path)), "gt": "velodyne"})
+        return build_dataset({"name": "kitti", "root": str(kitti_root(path, option)), "gt": "velodyne"})
     spec: dict[str, object] = {"name": "folder", "root": str(path), "eval_preset": "kitti",
                                "seg_dir": None, "lidar_dir": None, "right_dir": None}
     if "depth_encoding" not in read_folder_meta(path):
         spec["depth_encoding"] = "kitti"
     dataset = build_dataset(spec)
-    _check_kitti_shaped(*dataset[0]["image"].shape[-2:], f"--real {path}")
+    _check_kitti_shaped(*dataset[0]["image"].shape[-2:], f"{option} {path}")
     return dataset
 
 

@@ -38,7 +38,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from slimdepth.colormap import depth_range
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.evaluate.conventions import EvalConfig, preset_for, scale_ratio_stats
+from slimdepth.evaluate.adapt import adapt_batchnorm
 from slimdepth.evaluate.loop import input_batch, predict_depth
 from slimdepth.fileio import atomic_path
 from slimdepth.flat_road import ABOVE_ROAD, above_road
@@ -64,8 +65,8 @@ from slimdepth.report.real import (REAL_SHEET_WIDTH, REAL_TITLE_HEIGHT, RealScor
 from slimdepth.report.samples import sample_indices
 from slimdepth.visualize import auto_dilation, colorize_depth, side_by_side
 
-__all__ = ["ABOVE_ROAD", "CAMERA_HEIGHT", "CONSTANT", "DISTANCE_BANDS", "FLAT_PRIOR", "PARTS", "REGIONS", "RegionScorer", "RoadProbability", "SimToReal", "TransferScore", "above_road", "band_region", "check_output_dir", "check_size_reaches", "flat_prior_depth",
-           "road_probability", "sim_to_real", "transfer_sheet", "write_sim_to_real"]
+__all__ = ["ABOVE_ROAD", "ADAPTED", "CAMERA_HEIGHT", "CONSTANT", "DISTANCE_BANDS", "FLAT_PRIOR", "PARTS", "REGIONS", "RegionScorer", "RoadProbability", "SimToReal", "TransferScore", "above_road", "band_region", "check_output_dir", "check_size_reaches", "flat_prior_depth",
+           "road_probability", "sim_to_real", "transfer_sheet", "with_adapted_norm", "write_sim_to_real"]
 
 #: height of KITTI's colour cameras above the road, metres (the synthetic scenes' rig uses it too)
 CAMERA_HEIGHT = KITTI_CAMERA_HEIGHT
@@ -73,6 +74,8 @@ CAMERA_HEIGHT = KITTI_CAMERA_HEIGHT
 FLAT_PRIOR = "flat prior"
 #: the name of the one-depth-everywhere baseline row (median-scaled only)
 CONSTANT = "constant"
+#: the suffix of a model's second row when its BatchNorm statistics are re-estimated (``adapt_norm``)
+ADAPTED = "+norm"
 #: the file the numbers are written to
 RESULTS_FILE = "sim_to_real.json"
 #: frames predicted together (the real frames are full size: 1242x375 each)
@@ -288,7 +291,7 @@ def transfer_sheet(frames: Sequence[dict[str, Any]], columns: Sequence[tuple[str
 def sim_to_real(models: Sequence[Path | ModelEntry], real: Path | str, *, rows: int = 6, flat_prior: bool = False,
                 constant: bool = False, log: Log | None = None,
                 transform: Callable[[dict[str, Any]], torch.Tensor] | None = None,
-                cache: ModelCache | None = None) -> SimToReal:
+                cache: ModelCache | None = None, adapt_norm: Path | str | None = None) -> SimToReal:
     """Score ``models`` (paths :func:`collect` reads, or entries) and optionally the flat prior and
     the constant baseline on every frame of the real-frame folder ``real`` (KITTI raw or annotated,
     :func:`~slimdepth.report.real.open_real_frames`), or of the built-in frames a ``synthetic,...``
@@ -301,7 +304,12 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path | str, *, rows: 
     no image, so it leaves them as they are. ``cache`` keeps the loaded models between calls
     (one call per probe loads each model once); a cache made with a size runs every model at that
     size instead of its own (the size each ran at is in its score), and refuses a model that
-    resizes every input inside the network."""
+    resizes every input inside the network.
+
+    ``adapt_norm`` (a real-frame folder or a ``synthetic,...`` spec) scores every model a second
+    time, as ``NAME+norm``, with its BatchNorm statistics re-estimated on that set's images
+    (:func:`~slimdepth.evaluate.adapt.adapt_batchnorm`; no depth is used). Statistics taken from
+    the frames being scored also carry their content, not only their camera's look."""
     say = log or (lambda message: None)
     check_number(rows, "--rows", integer=True, low=1)
     dataset = open_frames(real)  # a bad folder or spec fails before any model is loaded
@@ -310,16 +318,23 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path | str, *, rows: 
     entries += collect(paths).models if paths else []
     if not entries and not flat_prior and not constant:
         raise ConfigError("nothing to score: give at least one run (--run) or ask for a baseline")
-    names = [entry.name for entry in entries]
-    twice = next((n for n in names if names.count(n) > 1 or n in (FLAT_PRIOR, CONSTANT)), None)
-    if twice is not None:
-        raise ConfigError(f"{twice}: given twice (or named like the baseline); give each model once")
+    if adapt_norm is not None and not entries:
+        raise ConfigError("BatchNorm statistics are re-estimated for models: give at least one run (--run)")
+    _check_names(entries)
     config = preset_for(dataset)
     cache = ModelCache() if cache is None else cache
     loaded = [(entry, *cache.get(entry)) for entry in entries]
     if cache.size is not None:
         for entry, model, _ in loaded:
             check_size_reaches(model, str(entry.path))
+    sources = {entry.name: str(entry.path) for entry in entries}
+    if adapt_norm is not None:
+        adapted = with_adapted_norm(loaded, adapt_norm)
+        loaded += adapted
+        entries += [entry for entry, _, _ in adapted]
+        _check_names(entries)
+        sources.update({entry.name: f"{entry.path}, BatchNorm statistics re-estimated on {str(adapt_norm).strip()}"
+                        for entry, _, _ in adapted})
     input_sizes = {entry.name: size for entry, _, size in loaded}
     scorers = {entry.name: RealScorer(config) for entry in entries}
     if flat_prior:
@@ -360,7 +375,6 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path | str, *, rows: 
                 same = torch.ones_like(frame["depth"])
                 regions[CONSTANT].add(same, frame["depth"], frame["K"], scorers[CONSTANT].add(same, frame["depth"]))
         shown += [{k: f[k] for k in ("image", "depth", "meta")} for j, f in enumerate(frames) if start + j in keep]
-    sources = {entry.name: str(entry.path) for entry in entries}
     sources[FLAT_PRIOR] = f"road plane {CAMERA_HEIGHT} m below a level camera, frame intrinsics"
     sources[CONSTANT] = "one depth everywhere, median-scaled only"
     scores = []
@@ -386,6 +400,23 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path | str, *, rows: 
         result.sheets[f"sheet_{_file_stem(a.name)}_vs_{_file_stem(b.name)}"] = transfer_sheet(
             shown, [(a.name, kept[a.name]), (b.name, kept[b.name])], truth=short)
     return result
+
+
+def _check_names(entries: Sequence[ModelEntry]) -> None:
+    names = [entry.name for entry in entries]
+    twice = next((n for n in names if names.count(n) > 1 or n in (FLAT_PRIOR, CONSTANT)), None)
+    if twice is not None:
+        raise ConfigError(f"{twice}: given twice (or named like the baseline); give each model once")
+
+
+def with_adapted_norm(loaded: Sequence[tuple[ModelEntry, torch.nn.Module, tuple[int, int] | None]],
+                      source: Path | str) -> list[tuple[ModelEntry, torch.nn.Module, tuple[int, int] | None]]:
+    """Each loaded model again, as ``NAME`` + :data:`ADAPTED`, with its BatchNorm statistics
+    re-estimated on the images of ``source`` at the size the model runs at (depth unused)."""
+    frames = open_frames(source, "adapt_norm")
+    images = [torch.as_tensor(frames[i]["image"]) for i in range(len(frames))]
+    return [(replace(entry, name=f"{entry.name}{ADAPTED}"),
+             adapt_batchnorm(model, images, size, where=str(entry.path)), size) for entry, model, size in loaded]
 
 
 def check_size_reaches(model: torch.nn.Module, where: str) -> None:
