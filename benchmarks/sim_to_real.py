@@ -38,8 +38,8 @@ from slimdepth.loader import build_from_config
 from slimdepth.options import check_number, parse_size
 from slimdepth.report.collect import collect
 from slimdepth.report.measure import ModelCache
-from slimdepth.report.real import (SYNTHETIC_CONTROL, is_synthetic_spec, open_frames, open_real_frames,
-                                   open_synthetic_frames, real_folders, with_control)
+from slimdepth.report.real import (SYNTHETIC_CONTROL, open_adaptation_frames, open_real_frames, open_synthetic_frames,
+                                   real_folders, with_control)
 from slimdepth.report.sim_to_real import (ABOVE_ROAD, DISTANCE_BANDS, SimToReal, band_region, check_output_dir,
                                          check_size_reaches, sim_to_real, write_sim_to_real)
 from slimdepth.train.run import resolve_config, train_or_reuse
@@ -181,8 +181,7 @@ def score(args: argparse.Namespace) -> None:
         if exported is not None:
             raise ConfigError(f"--adapt-norm: {exported} is an exported model, whose BatchNorm statistics are folded "
                               "into its convolutions; give its run or checkpoint")
-        args.adapt_norm = args.adapt_norm.strip() if is_synthetic_spec(args.adapt_norm) else Path(args.adapt_norm)
-        open_frames(args.adapt_norm, "--adapt-norm")  # a bad folder or spec: fail before training
+        args.adapt_norm, _ = open_adaptation_frames(args.adapt_norm)  # a bad folder or spec: fail before training
     sets = with_control(folders, args.control)
     out = args.out or default_out(runs)
     check_output_dir(out, args.overwrite)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -67,8 +69,10 @@ def test_batches_weigh_the_same_and_the_model_given_is_untouched() -> None:
     """Several batches (the last one short, frames of two sizes without an input size): the
     statistics are the plain average of each batch's; weights and the original model stay."""
     model = nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 1, 1))
-    with torch.no_grad():
+    with torch.no_grad():  # statistics of earlier training, as a trained model has: forgotten, not averaged in
         model[0].running_mean.fill_(0.5)
+        model[0].running_var.fill_(4.0)
+        model[0].num_batches_tracked.fill_(100)
     before = copy.deepcopy(model.state_dict())
     images = _images(3) + _images(2, (16, 48), seed=1)
     adapted = adapt_batchnorm(model, images, None, batch=2)
@@ -87,10 +91,22 @@ def test_batches_weigh_the_same_and_the_model_given_is_untouched() -> None:
     torch.testing.assert_close(resized[0].running_mean, batch.mean((0, 2, 3)))
 
 
+class _Session(nn.Module):
+    """Like an exported model run by its runtime: no BatchNorm, and a session that cannot be copied."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.session = threading.Lock()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :1]
+
+
 def test_a_model_without_statistics_or_frames_is_refused_in_one_line() -> None:
-    with pytest.raises(ConfigError, match="runs/exported.onnx: has no BatchNorm statistics") as info:
-        adapt_batchnorm(nn.Conv2d(3, 1, 1), _images(1), where="runs/exported.onnx")
-    assert "\n" not in str(info.value)
+    for model in (nn.Conv2d(3, 1, 1), _Session()):
+        with pytest.raises(ConfigError, match="runs/exported.onnx: has no BatchNorm statistics") as info:
+            adapt_batchnorm(model, _images(1), where="runs/exported.onnx")
+        assert "\n" not in str(info.value)
     with pytest.raises(ConfigError, match="no frames"):
         adapt_batchnorm(nn.BatchNorm2d(3), [], where="x")
 
@@ -170,3 +186,61 @@ def test_script_needs_a_run_and_writes_both_rows(run, tmp_path, capsys) -> None:
     saved = json.loads((out / "sim_to_real.json").read_text())
     assert [m["name"] for m in saved["models"]] == ["tiny", f"tiny{ADAPTED}"]
     assert saved["models"][1]["source"].endswith(f"re-estimated on {source}")
+
+
+def test_rows_that_would_share_a_name_or_a_sheet_are_refused_before_loading(run, tmp_path) -> None:
+    """A run named like another's +norm row, or whose sheet file would be another's."""
+    for name, fragment in (("tiny+norm", "a run has the name of the +norm row of tiny"),
+                           ("tiny_norm", "both would draw sheet_tiny_norm.png")):
+        other = tmp_path / name
+        shutil.copytree(run, other)
+        with pytest.raises(ConfigError, match=fragment.replace("+", r"\+")):
+            sim_to_real([run, other], SCORED, adapt_norm=SOURCE)
+        shutil.rmtree(other)
+
+
+def test_each_model_is_adapted_once_for_every_set(run, monkeypatch) -> None:
+    import slimdepth.report.sim_to_real as module
+    from slimdepth.report.measure import ModelCache
+
+    calls = []
+    monkeypatch.setattr(module, "adapt_batchnorm", lambda *a, **k: calls.append(a) or adapt_batchnorm(*a, **k))
+    cache = ModelCache()
+    first = sim_to_real([run], SCORED, rows=1, adapt_norm=SOURCE, cache=cache)
+    second = sim_to_real([run], SCORED.replace("traffic=2", "traffic=1"), rows=1, adapt_norm=SOURCE, cache=cache)
+    assert len(calls) == 1 and [s.name for s in second.scores] == [s.name for s in first.scores]
+
+
+def test_a_folder_holding_several_sets_is_refused_and_one_is_used(run, tmp_path, capsys) -> None:
+    """The shared data's layout holds a drive and annotated streets: which statistics are used
+    matters, so the parent is refused; a parent holding one set names it in the results."""
+    real = _annotated_folder(tmp_path / "street", size=(48, 160))
+    parent = tmp_path / "data"
+    _annotated_folder(parent / "kitti_depth_annotated", n=3, size=(48, 160))
+    out = tmp_path / "out"
+    assert _script().main(["--run", str(run), "--real", str(real), "--out", str(out), "--adapt-norm", str(parent),
+                           "--rows", "1"]) == 0
+    saved = json.loads((out / "sim_to_real.json").read_text())
+    assert saved["models"][1]["source"].endswith(f"re-estimated on {parent / 'kitti_depth_annotated'}")
+    capsys.readouterr()
+    (parent / "kitti_raw").mkdir()
+    assert _script().main(["--run", str(run), "--real", str(real), "--out", str(tmp_path / "out2"),
+                           "--adapt-norm", str(parent)]) == 2
+    _one_line(capsys.readouterr().err, "--adapt-norm", "holds 2 real-frame folders (kitti_raw, kitti_depth_annotated)")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _script().main(["--run", str(run), "--real", str(real), "--out", str(tmp_path / "out2"),
+                           "--adapt-norm", str(empty)]) == 2
+    _one_line(capsys.readouterr().err, "--adapt-norm: ", "no KITTI frames")
+    assert not (tmp_path / "out2").exists()
+
+
+def test_a_bad_source_stops_the_script_before_it_trains(tmp_path, capsys) -> None:
+    real = _annotated_folder(tmp_path / "street", size=(48, 160))
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(json.dumps(TINY_RECIPE))  # JSON is YAML
+    assert _script().main(["--config", str(recipe), "--train-out", str(tmp_path / "trained"), "--real", str(real),
+                           "--adapt-norm", "synthetic,num=2,size=32x106,split=val",
+                           "--out", str(tmp_path / "out")]) == 2
+    _one_line(capsys.readouterr().err, "--adapt-norm", "from the test split")
+    assert not (tmp_path / "trained").exists() and not (tmp_path / "out").exists()

@@ -57,11 +57,11 @@ def adapt_batchnorm(model: nn.Module, images: Sequence[torch.Tensor], input_size
     if not images:
         raise ConfigError(f"{where}: no frames to re-estimate BatchNorm statistics on")
     check_number(batch, "the batch of frames for BatchNorm statistics", integer=True, low=1)
-    adapted = copy.deepcopy(model).eval()
-    layers = batchnorm_layers(adapted)
-    if not layers:
+    if not batchnorm_layers(model):  # before copying: an exported model's runtime session cannot be copied
         raise ConfigError(f"{where}: has no BatchNorm statistics to re-estimate (an exported model keeps them "
                           "folded into its convolutions); give a run or a checkpoint")
+    adapted = copy.deepcopy(model).eval()
+    layers = batchnorm_layers(adapted)
     for layer in layers:
         layer.reset_running_stats()
         layer.momentum = None  # a cumulative average: every batch weighs the same

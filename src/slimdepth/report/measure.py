@@ -43,6 +43,9 @@ class ModelCache:
     def __init__(self, size: tuple[int, int] | None = None) -> None:
         self.size = size
         self._models: dict[Path, tuple[torch.nn.Module, tuple[int, int] | None]] = {}
+        #: models with re-estimated BatchNorm statistics, by (path, frames, input size)
+        #: (:func:`~slimdepth.report.sim_to_real.with_adapted_norm`)
+        self.adapted: dict[tuple[Path, str, tuple[int, int] | None], torch.nn.Module] = {}
 
     def get(self, entry: ModelEntry) -> tuple[torch.nn.Module, tuple[int, int] | None]:
         """The model of ``entry`` in eval mode and the input size to run it at (``--size`` first)."""

@@ -24,7 +24,7 @@ from slimdepth.data.base import DepthDataset
 from slimdepth.data.folder import read_folder_meta
 from slimdepth.data.registry import build_dataset, parse_dataset_spec
 from slimdepth.data.synthetic.generator import SyntheticDataset
-from slimdepth.errors import ConfigError
+from slimdepth.errors import ConfigError, DataError
 from slimdepth.evaluate.conventions import EvalConfig, evaluate_batch, preset_for, valid_mask
 from slimdepth.evaluate.loop import predict_depth
 from slimdepth.evaluate.metrics import MetricAccumulator
@@ -35,7 +35,8 @@ from slimdepth.report.samples import sample_indices
 from slimdepth.visualize import comparison_panel
 
 __all__ = ["GROUND_TRUTHS", "REAL_SETS", "REAL_SHEET_WIDTH", "SYNTHETIC_CONTROL", "RealScorer", "ground_truth_of",
-           "is_annotated_folder", "kitti_root", "open_frames", "open_real_frames", "open_synthetic_frames",
+           "is_annotated_folder", "kitti_root", "open_adaptation_frames", "open_frames", "open_real_frames",
+           "open_synthetic_frames",
            "real_folders", "real_frame_sheets", "real_sets", "with_control"]
 
 #: widest real-frame sheet in pixels (one row is image | prediction | LiDAR | error at 1242 px each)
@@ -88,11 +89,12 @@ def is_annotated_folder(path: Path) -> bool:
     return (path / "rgb").is_dir() and (path / "depth").is_dir() and not any(path.glob("*/*/image_02"))
 
 
-def real_sets(path: Path) -> list[Path]:
+def real_sets(path: Path, option: str = "--real") -> list[Path]:
     """The real-frame folders under ``path``: each of :data:`REAL_SETS` it holds (the shared sample
-    data's layout), else ``path`` itself (one KITTI raw folder or one annotated folder)."""
+    data's layout), else ``path`` itself (one KITTI raw folder or one annotated folder). Errors name
+    the ``option`` it was given to."""
     if not path.is_dir():
-        raise ConfigError(f"--real {path}: not a directory (give a KITTI raw folder: DATE/DATE_drive_*_sync/..., "
+        raise ConfigError(f"{option} {path}: not a directory (give a KITTI raw folder: DATE/DATE_drive_*_sync/..., "
                           "or a KITTI annotated-depth folder: rgb/ and depth/)")
     held = [path / name for name in REAL_SETS if (path / name).is_dir()]
     return held if held and not any(path.glob("*/*/image_02")) and not is_annotated_folder(path) else [path]
@@ -144,6 +146,23 @@ def open_frames(source: Path | str, option: str | None = None) -> DepthDataset:
     if is_synthetic_spec(source):
         return open_synthetic_frames(str(source), option or "--control")
     return open_real_frames(Path(source), option or "--real")
+
+
+def open_adaptation_frames(source: Path | str, option: str = "--adapt-norm") -> tuple[Path | str, DepthDataset]:
+    """The one set of frames ``source`` names for re-estimating BatchNorm statistics, and its
+    frames: a ``synthetic,...`` spec (stripped) or one real-frame folder (a folder holding several,
+    like the shared data's, is refused: which one is used matters). Errors name ``option``."""
+    if is_synthetic_spec(source):
+        spec = str(source).strip()
+        return spec, open_synthetic_frames(spec, option)
+    held = real_sets(Path(source), option)
+    if len(held) > 1:
+        raise ConfigError(f"{option} {source}: holds {len(held)} real-frame folders "
+                          f"({', '.join(p.name for p in held)}); give one of them")
+    try:
+        return held[0], open_real_frames(held[0], option)
+    except DataError as exc:
+        raise DataError(f"{option}: {exc}") from None
 
 
 def is_synthetic_spec(source: object) -> bool:

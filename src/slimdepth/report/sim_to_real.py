@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from slimdepth.colormap import depth_range
+from slimdepth.data.base import DepthDataset
 from slimdepth.errors import ConfigError, DataError
 from slimdepth.evaluate.conventions import EvalConfig, preset_for, scale_ratio_stats
 from slimdepth.evaluate.adapt import adapt_batchnorm
@@ -61,7 +62,7 @@ from slimdepth.report.collect import ModelEntry, collect
 from slimdepth.report.measure import ModelCache
 from slimdepth.report.plots import png_bytes, stack_rows
 from slimdepth.report.real import (REAL_SHEET_WIDTH, REAL_TITLE_HEIGHT, RealScorer, ground_truth_of, kitti_root,
-                                   open_frames)
+                                   open_adaptation_frames, open_frames)
 from slimdepth.report.samples import sample_indices
 from slimdepth.visualize import auto_dilation, colorize_depth, side_by_side
 
@@ -320,7 +321,10 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path | str, *, rows: 
         raise ConfigError("nothing to score: give at least one run (--run) or ask for a baseline")
     if adapt_norm is not None and not entries:
         raise ConfigError("BatchNorm statistics are re-estimated for models: give at least one run (--run)")
-    _check_names(entries)
+    _check_names([entry.name for entry in entries],
+                 [entry.name + ADAPTED for entry in entries] if adapt_norm is not None else [])
+    if adapt_norm is not None:  # a bad source fails before any model is loaded
+        adapt_norm, adapt_frames = open_adaptation_frames(adapt_norm, "adapt_norm")
     config = preset_for(dataset)
     cache = ModelCache() if cache is None else cache
     loaded = [(entry, *cache.get(entry)) for entry in entries]
@@ -329,11 +333,10 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path | str, *, rows: 
             check_size_reaches(model, str(entry.path))
     sources = {entry.name: str(entry.path) for entry in entries}
     if adapt_norm is not None:
-        adapted = with_adapted_norm(loaded, adapt_norm)
+        adapted = with_adapted_norm(loaded, adapt_norm, adapt_frames, cache)
         loaded += adapted
         entries += [entry for entry, _, _ in adapted]
-        _check_names(entries)
-        sources.update({entry.name: f"{entry.path}, BatchNorm statistics re-estimated on {str(adapt_norm).strip()}"
+        sources.update({entry.name: f"{entry.path}, BatchNorm statistics re-estimated on {adapt_norm}"
                         for entry, _, _ in adapted})
     input_sizes = {entry.name: size for entry, _, size in loaded}
     scorers = {entry.name: RealScorer(config) for entry in entries}
@@ -402,21 +405,41 @@ def sim_to_real(models: Sequence[Path | ModelEntry], real: Path | str, *, rows: 
     return result
 
 
-def _check_names(entries: Sequence[ModelEntry]) -> None:
-    names = [entry.name for entry in entries]
-    twice = next((n for n in names if names.count(n) > 1 or n in (FLAT_PRIOR, CONSTANT)), None)
+def _check_names(names: Sequence[str], adapted: Sequence[str] = ()) -> None:
+    """Refuse rows that would share a name or a sheet's file name, or take a baseline's name;
+    ``adapted`` are the ``+norm`` rows to come."""
+    clash = next((n for n in adapted if n in names), None)
+    if clash is not None:
+        raise ConfigError(f"{clash}: a run has the name of the {ADAPTED} row of {clash[:-len(ADAPTED)]}; rename it")
+    every = [*names, *adapted]
+    twice = next((n for n in every if every.count(n) > 1 or n in (FLAT_PRIOR, CONSTANT)), None)
     if twice is not None:
         raise ConfigError(f"{twice}: given twice (or named like the baseline); give each model once")
+    stems = [_file_stem(n) for n in every]
+    for i, stem in enumerate(stems):
+        other = next((every[j] for j in range(i + 1, len(every)) if stems[j] == stem), None)
+        if other is not None:
+            raise ConfigError(f"{every[i]} and {other}: both would draw sheet_{stem}.png; rename one of the runs")
 
 
 def with_adapted_norm(loaded: Sequence[tuple[ModelEntry, torch.nn.Module, tuple[int, int] | None]],
-                      source: Path | str) -> list[tuple[ModelEntry, torch.nn.Module, tuple[int, int] | None]]:
+                      source: Path | str, frames: DepthDataset | None = None, cache: ModelCache | None = None,
+                      ) -> list[tuple[ModelEntry, torch.nn.Module, tuple[int, int] | None]]:
     """Each loaded model again, as ``NAME`` + :data:`ADAPTED`, with its BatchNorm statistics
-    re-estimated on the images of ``source`` at the size the model runs at (depth unused)."""
-    frames = open_frames(source, "adapt_norm")
-    images = [torch.as_tensor(frames[i]["image"]) for i in range(len(frames))]
-    return [(replace(entry, name=f"{entry.name}{ADAPTED}"),
-             adapt_batchnorm(model, images, size, where=str(entry.path)), size) for entry, model, size in loaded]
+    re-estimated on the images of ``source`` (``frames``, when already opened) at the size the
+    model runs at (depth unused). A ``cache`` keeps each adapted model for the next call."""
+    memo = cache.adapted if cache is not None else {}
+    images: list[torch.Tensor] | None = None
+    out = []
+    for entry, model, size in loaded:
+        key = (entry.path, str(source), size)
+        if key not in memo:
+            if images is None:
+                frames = frames if frames is not None else open_adaptation_frames(source, "adapt_norm")[1]
+                images = [torch.as_tensor(frames[i]["image"]) for i in range(len(frames))]
+            memo[key] = adapt_batchnorm(model, images, size, where=str(entry.path))
+        out.append((replace(entry, name=f"{entry.name}{ADAPTED}"), memo[key], size))
+    return out
 
 
 def check_size_reaches(model: torch.nn.Module, where: str) -> None:
