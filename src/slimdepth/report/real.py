@@ -189,7 +189,7 @@ def open_synthetic_frames(spec: str, option: str = "--control") -> DepthDataset:
     try:
         _, options = parse_dataset_spec(spec)
         if options.get("split", CONTROL_SPLIT) != CONTROL_SPLIT:
-            raise ConfigError(f"split={options['split']}: a control comes from the {CONTROL_SPLIT} split, frames "
+            raise ConfigError(f"split={options['split']}: these frames come from the {CONTROL_SPLIT} split, frames "
                               "no run trains or validates on (leave split out or write split=test)")
         dataset = build_dataset(spec if "split" in options else f"{spec.rstrip(', ')},split={CONTROL_SPLIT}")
     except ConfigError as exc:
