@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -32,7 +33,7 @@ from slimdepth.train.trainer import Trainer
 from tests.helpers import TINY_RECIPE
 from tests.test_sim_to_real import _annotated_folder, _one_line, _script, by_hand
 
-#: two KITTI-shaped rendered frames to score, and two others (the val split) to adapt on
+#: two KITTI-shaped rendered frames of queued traffic to score, and three others (randomised looks) to adapt on
 SCORED = "synthetic,num=2,size=32x106,split=test,traffic=2,seg=false,lidar=false"
 SOURCE = "synthetic,num=3,size=32x106,split=test,seg=false,lidar=false,haze=0,randomize=1"
 
@@ -188,13 +189,21 @@ def test_script_needs_a_run_and_writes_both_rows(run, tmp_path, capsys) -> None:
     assert saved["models"][1]["source"].endswith(f"re-estimated on {source}")
 
 
-def test_rows_that_would_share_a_name_or_a_sheet_are_refused_before_loading(run, tmp_path) -> None:
-    """A run named like another's +norm row, or whose sheet file would be another's."""
-    for name, fragment in (("tiny+norm", "a run has the name of the +norm row of tiny"),
-                           ("tiny_norm", "both would draw sheet_tiny_norm.png")):
+def test_rows_that_would_share_a_name_or_a_sheet_are_refused_before_loading(run, tmp_path, monkeypatch) -> None:
+    """A run named like another's +norm row, or whose sheet file would be another's; no model is
+    loaded first (loading one here fails the test)."""
+    from slimdepth.report.measure import ModelCache
+
+    def no_loading(self, entry):
+        raise AssertionError(f"{entry.name} was loaded before the names were checked")
+
+    monkeypatch.setattr(ModelCache, "get", no_loading)
+    for name, fragment in (("tiny+norm", "tiny+norm: a run has the name of the +norm row of tiny"),
+                           ("tiny_norm", "tiny_norm and tiny+norm (the +norm row of tiny): both would draw "
+                                         "sheet_tiny_norm.png")):
         other = tmp_path / name
         shutil.copytree(run, other)
-        with pytest.raises(ConfigError, match=fragment.replace("+", r"\+")):
+        with pytest.raises(ConfigError, match=re.escape(fragment)):
             sim_to_real([run, other], SCORED, adapt_norm=SOURCE)
         shutil.rmtree(other)
 
@@ -209,6 +218,10 @@ def test_each_model_is_adapted_once_for_every_set(run, monkeypatch) -> None:
     first = sim_to_real([run], SCORED, rows=1, adapt_norm=SOURCE, cache=cache)
     second = sim_to_real([run], SCORED.replace("traffic=2", "traffic=1"), rows=1, adapt_norm=SOURCE, cache=cache)
     assert len(calls) == 1 and [s.name for s in second.scores] == [s.name for s in first.scores]
+    sim_to_real([run], SCORED, rows=1, adapt_norm=SOURCE.replace("num=3", "num=2"), cache=cache)  # other frames
+    assert len(calls) == 2
+    sim_to_real([run], SCORED, rows=1, adapt_norm=SOURCE, cache=ModelCache((32, 128)))  # another input size
+    assert len(calls) == 3 and calls[-1][2] == (32, 128)
 
 
 def test_a_folder_holding_several_sets_is_refused_and_one_is_used(run, tmp_path, capsys) -> None:

@@ -45,7 +45,7 @@ class ModelCache:
         self._models: dict[Path, tuple[torch.nn.Module, tuple[int, int] | None]] = {}
         #: models with re-estimated BatchNorm statistics, by (path, frames, input size)
         #: (:func:`~slimdepth.report.sim_to_real.with_adapted_norm`)
-        self.adapted: dict[tuple[Path, str, tuple[int, int] | None], torch.nn.Module] = {}
+        self.adapted: dict[tuple[Path, Path | str, tuple[int, int] | None], torch.nn.Module] = {}
 
     def get(self, entry: ModelEntry) -> tuple[torch.nn.Module, tuple[int, int] | None]:
         """The model of ``entry`` in eval mode and the input size to run it at (``--size`` first)."""

@@ -416,10 +416,14 @@ def _check_names(names: Sequence[str], adapted: Sequence[str] = ()) -> None:
     if twice is not None:
         raise ConfigError(f"{twice}: given twice (or named like the baseline); give each model once")
     stems = [_file_stem(n) for n in every]
+
+    def row(name: str) -> str:
+        return f"{name} (the {ADAPTED} row of {name[:-len(ADAPTED)]})" if name in adapted else name
+
     for i, stem in enumerate(stems):
         other = next((every[j] for j in range(i + 1, len(every)) if stems[j] == stem), None)
         if other is not None:
-            raise ConfigError(f"{every[i]} and {other}: both would draw sheet_{stem}.png; rename one of the runs")
+            raise ConfigError(f"{row(every[i])} and {row(other)}: both would draw sheet_{stem}.png; rename a run")
 
 
 def with_adapted_norm(loaded: Sequence[tuple[ModelEntry, torch.nn.Module, tuple[int, int] | None]],
@@ -432,7 +436,7 @@ def with_adapted_norm(loaded: Sequence[tuple[ModelEntry, torch.nn.Module, tuple[
     images: list[torch.Tensor] | None = None
     out = []
     for entry, model, size in loaded:
-        key = (entry.path, str(source), size)
+        key = (entry.path, source, size)
         if key not in memo:
             if images is None:
                 frames = frames if frames is not None else open_adaptation_frames(source, "adapt_norm")[1]
