@@ -96,8 +96,15 @@ def check_args(args: argparse.Namespace) -> list[Path]:
             recipe = resolve_config(args.config, list(args.sets))
             check_size_reaches(build_from_config(recipe["model"]),
                                f"{args.config}{' with its --set values' if args.sets else ''}")
-    if args.run:
-        collect(list(args.run))  # a missing or unusable run fails now, not after training
+    # a missing or unusable run fails now, not after training
+    models = collect(list(args.run)).models if args.run else []
+    if args.adapt_norm is not None:
+        if not runs:
+            raise ConfigError("--adapt-norm re-estimates the statistics of runs: give --run or --config")
+        exported = next((m.path for m in models if m.exported), None)
+        if exported is not None:
+            raise ConfigError(f"--adapt-norm: {exported} is an exported model, whose BatchNorm statistics are folded "
+                              "into its convolutions; give its run or checkpoint")
     return runs
 
 
@@ -175,12 +182,6 @@ def score(args: argparse.Namespace) -> None:
     if args.control is not None:
         open_synthetic_frames(args.control)  # a bad spec: fail before training
     if args.adapt_norm is not None:
-        if not runs:
-            raise ConfigError("--adapt-norm re-estimates the statistics of runs: give --run or --config")
-        exported = next((m.path for m in collect(list(args.run)).models if m.exported), None) if args.run else None
-        if exported is not None:
-            raise ConfigError(f"--adapt-norm: {exported} is an exported model, whose BatchNorm statistics are folded "
-                              "into its convolutions; give its run or checkpoint")
         args.adapt_norm, _ = open_adaptation_frames(args.adapt_norm)  # a bad folder or spec: fail before training
     sets = with_control(folders, args.control)
     out = args.out or default_out(runs)
