@@ -95,6 +95,44 @@ def test_dense_traffic_puts_vehicles_near_the_camera():
     assert dense > 0.6 and dense > sparse + 0.3, (sparse, dense)
 
 
+HEAVY_KINDS = {"lorry", "truck", "tanker", "bus"}
+
+
+def _kinds(monkeypatch, frames: int = 16, **options) -> list[str]:
+    """The kinds of every vehicle placed in ``frames`` scenes (parked ones too)."""
+    from slimdepth.data.synthetic import vehicles
+
+    placed: list[str] = []
+    add = vehicles.add_vehicle
+
+    def record(b, rng, kind, *args, **kwargs):
+        placed.append(kind)
+        return add(b, rng, kind, *args, **kwargs)
+
+    monkeypatch.setattr(vehicles, "add_vehicle", record)
+    gen = SceneGenerator((48, 160), seed=3, components=(), scene_options=SceneOptions(**options))
+    for i in range(frames):
+        gen.scene(i)
+    assert placed, options
+    return placed
+
+
+def _heavy_share(kinds: list[str]) -> float:
+    return sum(k in HEAVY_KINDS for k in kinds) / len(kinds)
+
+
+def test_heavy_scales_the_share_of_lorries_trucks_tankers_and_buses(monkeypatch):
+    for traffic in (0.0, 1.0, 2.0):  # sparse, KITTI-like and dense traffic alike
+        assert _heavy_share(_kinds(monkeypatch, heavy=0.0, traffic=traffic)) == 0.0
+        # highways draw 30% heavy (25% in sparse traffic): four times that is capped at all of them
+        assert _heavy_share(_kinds(monkeypatch, heavy=4.0, traffic=traffic, layouts="highway")) == 1.0
+    highway = _heavy_share(_kinds(monkeypatch, layouts="highway"))
+    assert 0.2 < highway < 0.4, highway  # 0.30 drawn; long vehicles find fewer free gaps
+    shares = [_heavy_share(_kinds(monkeypatch, heavy=h)) for h in (1.0, 2.0, 3.0)]
+    assert shares[0] < shares[1] < shares[2], shares
+    # the default (heavy=1) keeps version 2's frames: their pinned hashes are in test_synthetic.py
+
+
 def test_layouts_and_structures_options():
     def materials(**options) -> set[int]:
         gen = SceneGenerator((48, 160), seed=2, components=(), scene_options=SceneOptions(**options))
@@ -354,6 +392,8 @@ def test_above_road_split_matches_the_synthetic_labels():
 
 SPEC_VALUES = {
     "traffic": st.one_of(st.floats(max_value=-1e-6), st.floats(min_value=2.0001), st.just("lots"), st.booleans()),
+    "heavy": st.one_of(st.floats(max_value=-1e-6), st.floats(min_value=4.0001), st.just(float("nan")),
+                       st.sampled_from(["trucks", "many"]), st.booleans()),
     "randomize": st.one_of(st.floats(min_value=1.0001), st.floats(max_value=-1e-6), st.just("yes")),
     "vehicles": st.sampled_from(["cars", "box", "1", "wheels", "Wheeled"]),
     "layouts": st.sampled_from(["city", "motorway", "urban+highway"]),
@@ -394,11 +434,16 @@ def test_writer_records_the_options_and_refuses_to_mix_them(tmp_path):
     older = tmp_path / "older"
     write_synthetic(older, num=2, size=(32, 96), components=("depth",))
     meta = json.loads((older / "meta.json").read_text())
-    del meta["scene"]["object_shadows"]
+    del meta["scene"]["object_shadows"], meta["scene"]["heavy"]
     (older / "meta.json").write_text(json.dumps(meta))
     assert write_synthetic(older, num=3, size=(32, 96), components=("depth",))["kept"] == 2
     with pytest.raises(DataError, match="object_shadows"):
         write_synthetic(older, num=4, size=(32, 96), components=("depth",), options={"object_shadows": True})
+    with pytest.raises(DataError, match="heavy"):
+        write_synthetic(older, num=4, size=(32, 96), components=("depth",), options={"heavy": 2.0})
+    trucks = tmp_path / "trucks"
+    write_synthetic(trucks, num=1, size=(32, 96), components=("depth",), options={"heavy": 2.5})
+    assert json.loads((trucks / "meta.json").read_text())["scene"]["heavy"] == 2.5
 
 
 @pytest.mark.parametrize("option, fragment", [("trafic=1", "did you mean 'traffic'"), ("traffic", "KEY=VALUE"),

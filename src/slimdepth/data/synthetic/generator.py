@@ -228,7 +228,7 @@ class SyntheticDataset(DepthDataset):
     frames, ``size`` HxW, ``seed``, ``split`` (train/val/test give disjoint frames), ``depth``
     (``dense`` ground truth or the simulated ``lidar``), and ``lidar``/``seg``/``right`` to
     include ``lidar_depth``, ``seg`` and ``right_image`` in each sample. The scene options
-    (``traffic``, ``vehicles``, ``structures``, ``layouts``, ``randomize``, ``haze``,
+    (``traffic``, ``heavy``, ``vehicles``, ``structures``, ``layouts``, ``randomize``, ``haze``,
     ``contact_shadows``, ``object_shadows``, ``slopes``, ``bends``, ``road_wear``, ``vehicle_detail``: see
     :class:`~slimdepth.data.synthetic.scene.SceneOptions`) and the camera (``camera`` =
     kitti/plain/off and one strength per effect, e.g. ``jpeg=0``: see
@@ -240,7 +240,7 @@ class SyntheticDataset(DepthDataset):
 
     def __init__(self, num: int = 1000, size: str | tuple[int, int] = DEFAULT_SIZE, seed: int = 0,
                  split: str = "train", depth: str = "dense", lidar: bool = True, seg: bool = True,
-                 right: bool = False, traffic: float = 1.0, vehicles: str = "shaped", structures: bool = True,
+                 right: bool = False, traffic: float = 1.0, heavy: float = 1.0, vehicles: str = "shaped", structures: bool = True,
                  layouts: str = "mixed", randomize: float = 0.0, haze: float = 1.0, contact_shadows: bool = True,
                  object_shadows: bool = False, slopes: float = 0.0, bends: float = 0.0, road_wear: float = 0.0,
                  vehicle_detail: float = 0.0, camera: str | bool = "kitti", exposure: float = 1.0,
@@ -257,7 +257,7 @@ class SyntheticDataset(DepthDataset):
             raise ConfigError(f"synthetic: depth must be 'dense' or 'lidar', got {depth!r}")
         comps = ["depth"] + (["lidar"] if lidar or depth == "lidar" else []) + (["seg"] if seg else []) + (["right"] if right else [])
         scene_opts, camera_opts = generator_options({
-            "traffic": traffic, "vehicles": vehicles, "structures": structures, "layouts": layouts,
+            "traffic": traffic, "heavy": heavy, "vehicles": vehicles, "structures": structures, "layouts": layouts,
             "randomize": randomize, "haze": haze, "contact_shadows": contact_shadows,
             "object_shadows": object_shadows, "slopes": slopes, "bends": bends, "road_wear": road_wear,
             "vehicle_detail": vehicle_detail, "camera": camera,

@@ -189,6 +189,8 @@ BEND_TURN = 0.364
 #: the scene layouts and how often each is drawn in a ``mixed`` dataset
 LAYOUTS = {"urban": 0.5, "highway": 0.35, "rural": 0.15}
 VEHICLE_STYLES = ("shaped", "boxes", "wheeled")
+#: the largest ``heavy`` (it scales shares of 12-30%; the share is capped at 1)
+HEAVY_MAX = 4.0
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,9 @@ class SceneOptions:
 
     ``traffic`` scales how full the lanes are (0: one vehicle per lane at most, beyond 6 m, as
     the first generator drew; 1: KITTI-like queues with vehicles from 3 m; up to 2);
+    ``heavy`` scales the share of lorries, trucks, tankers and buses among moving vehicles (1, the
+    default: 12% on urban and rural roads, 30% on highways, 25% in sparse traffic; 0: cars and
+    vans only; up to 4, capped at all of them heavy);
     ``vehicles`` is ``shaped`` (rounded cars, tankers, lorries), ``wheeled`` (the same vehicles
     on tyres, lorries and trucks with a chassis: each scene is the shaped one plus its running gear) or
     ``boxes``; ``structures``
@@ -224,6 +229,7 @@ class SceneOptions:
     """
 
     traffic: float = 1.0
+    heavy: float = 1.0
     vehicles: str = "shaped"
     structures: bool = True
     layouts: str = "mixed"
@@ -237,7 +243,7 @@ class SceneOptions:
     vehicle_detail: float = 0.0
 
     def __post_init__(self) -> None:
-        for name, high in (("traffic", 2.0), ("randomize", 1.0), ("haze", 10.0), ("slopes", 1.0), ("bends", 1.0),
+        for name, high in (("traffic", 2.0), ("heavy", HEAVY_MAX), ("randomize", 1.0), ("haze", 10.0), ("slopes", 1.0), ("bends", 1.0),
                            ("road_wear", 1.0), ("vehicle_detail", 1.0)):
             value = check_number(getattr(self, name), f"synthetic: {name}", low=0.0, high=high,
                                  expected=f"in [0, {high:g}]")
@@ -480,10 +486,11 @@ def sample_scene(rng: np.random.Generator, height: int, width: int, options: Sce
             z += length + _u(rng, 0.6, 3.0)
 
     # Moving traffic, lane by lane.
-    heavy = 0.3 if highway else 0.12
+    heavy = min(1.0, (0.3 if highway else 0.12) * opts.heavy)
     for lane in range(n_lanes):
         vehicles.lane_traffic(b, rng, x_lane(lane) + lane_w / 2, -1.0 if lane < n_oncoming else 1.0, lane == ego,
-                              opts.traffic * (0.5 if rural else 1.0), heavy, shaped, wheels=wheels)
+                              opts.traffic * (0.5 if rural else 1.0), heavy, shaped, wheels=wheels,
+                              sparse_heavy=min(1.0, vehicles.SPARSE_HEAVY * opts.heavy))
 
     _street_furniture(b, rng, road_left, road_right, walk_left, walk_right, far,
                       trees=0.8 if highway or rural else 0.6, poles=not rural)

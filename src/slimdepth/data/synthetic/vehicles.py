@@ -20,6 +20,8 @@ from slimdepth.data.synthetic.primitives import (
     CAR, PAINT, TANK, VEHICLE, PrimBuilder, pick, uniform,
 )
 
+#: the share of heavy vehicles in sparse traffic (``traffic=0``, the first generator's)
+SPARSE_HEAVY = 0.25
 #: vehicle kinds and their largest length (m), for placing them without overlaps
 LENGTHS = {"car": 4.9, "suv": 4.95, "van": 6.0, "lorry": 10.8, "truck": 16.5, "tanker": 13.5, "bus": 12.0}
 GLASS = (0.03, 0.04, 0.05)
@@ -176,18 +178,20 @@ def _boxy(b: PrimBuilder, rng: np.random.Generator, kind: str, x: float, z: floa
 
 
 def lane_traffic(b: PrimBuilder, rng: np.random.Generator, x_center: float, facing: float, ego: bool,
-                 density: float, heavy: float, shaped: bool, reach: float = 90.0, wheels: bool = False) -> None:
+                 density: float, heavy: float, shaped: bool, reach: float = 90.0, wheels: bool = False,
+                 sparse_heavy: float = SPARSE_HEAVY) -> None:
     """Fill one lane with a queue of vehicles.
 
     ``density`` 0 gives the sparse traffic of the first generator (at most one vehicle, 6-70 m
     ahead); 1 gives KITTI-like traffic, where a lane is queued (first vehicle 3-20 m ahead,
     gaps of 1.5-10 m) in about half the frames and flowing (gaps of 10-40 m) otherwise; higher
-    values queue more lanes.
+    values queue more lanes. ``heavy`` is the share of lorries, trucks, tankers and buses in
+    queues and flowing traffic, ``sparse_heavy`` the share in sparse traffic.
     """
     if density <= 0.0:
         if rng.random() > (0.45 if ego else 0.5):
             return
-        kind = draw_kind(rng, 0.25)
+        kind = draw_kind(rng, sparse_heavy)
         x = x_center + uniform(rng, -0.3, 0.3)
         z = uniform(rng, 9.0 if ego else 6.0, 70.0) + LENGTHS[kind] / 2
         if b.is_free(x, z, 1.4, LENGTHS[kind] / 2 + 0.3, under=True):
