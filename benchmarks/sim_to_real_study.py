@@ -44,7 +44,7 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "light-randomize": ("randomize=0.2", "domain randomisation on a fifth of the frames"),
     "clear-air": ("haze=0.1", "clear air (a tenth of the default haze: kilometres of visibility)"),
     "no-contact-shadows": ("contact_shadows=false", "no darkening of the ground under vehicles"),
-    "heavy-traffic": ("traffic=2", "twice the traffic: every lane queued"),
+    "heavy-traffic": ("traffic=2", "twice the traffic (traffic=2, not the heavy option): every lane queued"),
     "highway-only": ("layouts=highway", "highways only"),
     "road-wear": ("road_wear=0.7", "worn asphalt (wheel paths, patches, stains, a tint) on 70% of the frames"),
 }

@@ -12,13 +12,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from slimdepth.data.registry import build_dataset
 from slimdepth.data.synthetic import SceneGenerator, write_synthetic
 from slimdepth.data.synthetic.generator import generator_options
 from slimdepth.data.synthetic.primitives import CONCRETE, ELLIPSOID, RAIL, TUBE, VEHICLE
+from slimdepth.data.synthetic import vehicles
 from slimdepth.data.synthetic.vehicles import GEAR
 from slimdepth.data.synthetic import shading, shadows
 from slimdepth.data.synthetic.raycast import BOX, CYLINDER, PinholeGrid, RayGrid, cast, hit_distances
@@ -96,18 +97,16 @@ def test_dense_traffic_puts_vehicles_near_the_camera():
 
 
 HEAVY_KINDS = {"lorry", "truck", "tanker", "bus"}
+ADD_VEHICLE = vehicles.add_vehicle  # the original, wrapped afresh by each _kinds call
 
 
 def _kinds(monkeypatch, frames: int = 16, **options) -> list[str]:
     """The kinds of every vehicle placed in ``frames`` scenes (parked ones too)."""
-    from slimdepth.data.synthetic import vehicles
-
     placed: list[str] = []
-    add = vehicles.add_vehicle
 
     def record(b, rng, kind, *args, **kwargs):
         placed.append(kind)
-        return add(b, rng, kind, *args, **kwargs)
+        return ADD_VEHICLE(b, rng, kind, *args, **kwargs)
 
     monkeypatch.setattr(vehicles, "add_vehicle", record)
     gen = SceneGenerator((48, 160), seed=3, components=(), scene_options=SceneOptions(**options))
@@ -414,6 +413,9 @@ SPEC_VALUES = {
 
 @settings(max_examples=40, deadline=None)
 @given(st.sampled_from(sorted(SPEC_VALUES)).flatmap(lambda k: st.tuples(st.just(k), SPEC_VALUES[k])))
+@example(("heavy", 4.5))
+@example(("heavy", -0.5))
+@example(("heavy", True))
 def test_bad_scene_and_camera_options_are_one_line_config_errors(item):
     key, value = item
     with pytest.raises(ConfigError) as err:
@@ -437,9 +439,9 @@ def test_writer_records_the_options_and_refuses_to_mix_them(tmp_path):
     del meta["scene"]["object_shadows"], meta["scene"]["heavy"]
     (older / "meta.json").write_text(json.dumps(meta))
     assert write_synthetic(older, num=3, size=(32, 96), components=("depth",))["kept"] == 2
-    with pytest.raises(DataError, match="object_shadows"):
+    with pytest.raises(DataError, match="'object_shadows': False.*'object_shadows': True"):
         write_synthetic(older, num=4, size=(32, 96), components=("depth",), options={"object_shadows": True})
-    with pytest.raises(DataError, match="heavy"):
+    with pytest.raises(DataError, match=r"'heavy': 1\.0.*'heavy': 2\.0"):
         write_synthetic(older, num=4, size=(32, 96), components=("depth",), options={"heavy": 2.0})
     trucks = tmp_path / "trucks"
     write_synthetic(trucks, num=1, size=(32, 96), components=("depth",), options={"heavy": 2.5})

@@ -200,8 +200,8 @@ class SceneOptions:
     ``traffic`` scales how full the lanes are (0: one vehicle per lane at most, beyond 6 m, as
     the first generator drew; 1: KITTI-like queues with vehicles from 3 m; up to 2);
     ``heavy`` scales the share of lorries, trucks, tankers and buses among moving vehicles (1, the
-    default: 12% on urban and rural roads, 30% on highways, 25% in sparse traffic; 0: cars and
-    vans only; up to 4, capped at all of them heavy);
+    default: 12% on urban and rural roads, 30% on highways, 25% with ``traffic=0``; 0: cars, SUVs
+    and vans only; up to 4, capped at all of them heavy);
     ``vehicles`` is ``shaped`` (rounded cars, tankers, lorries), ``wheeled`` (the same vehicles
     on tyres, lorries and trucks with a chassis: each scene is the shaped one plus its running gear) or
     ``boxes``; ``structures``
