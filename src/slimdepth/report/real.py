@@ -139,13 +139,12 @@ def ground_truth_of(dataset: DepthDataset) -> tuple[str, str]:
     return GROUND_TRUTHS[name]
 
 
-def open_frames(source: Path | str, option: str | None = None) -> DepthDataset:
+def open_frames(source: Path | str) -> DepthDataset:
     """The frames a sim-to-real score is measured on: a ``synthetic,...`` dataset spec
-    (:func:`open_synthetic_frames`) or a real-frame folder (:func:`open_real_frames`). Errors name
-    ``option``, by default ``--control`` for a spec and ``--real`` for a folder."""
+    (:func:`open_synthetic_frames`) or a real-frame folder (:func:`open_real_frames`)."""
     if is_synthetic_spec(source):
-        return open_synthetic_frames(str(source), option or "--control")
-    return open_real_frames(Path(source), option or "--real")
+        return open_synthetic_frames(str(source))
+    return open_real_frames(Path(source))
 
 
 def open_adaptation_frames(source: Path | str, option: str = "--adapt-norm") -> tuple[Path | str, DepthDataset]:
