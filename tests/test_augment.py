@@ -331,6 +331,98 @@ def test_random_scale_divides_depth_and_keeps_focal():
     assert (closest <= 1e-5 * values).all()  # every output depth is an input depth / s
 
 
+def test_random_scale_default_draws_as_before():
+    """The ``about`` and ``p`` options leave the default op's random stream alone: pinned values
+    drawn with the code before they existed (commit c12dfbc)."""
+    out = Compose([RandomHorizontalFlip(0.5), RandomScale((1.0, 2.0))])(scene_sample(seed=3), generator=11)
+    entry = out["meta"]["augment"][1]
+    assert out["meta"]["augment"][0] == {"op": "hflip"}
+    assert entry["s"] == pytest.approx(1.8852923701860038, abs=1e-12)
+    np.testing.assert_allclose(entry["offset"], [28.536762373345752, 37.659883712210814], atol=1e-9)
+    assert float(out["image"].sum()) == pytest.approx(4590.97021484375, rel=1e-6)
+    assert float(out["depth"].sum()) == pytest.approx(2227.409912109375, rel=1e-6)
+
+
+@pytest.mark.parametrize("s", [1.5, 2.0, 0.75])
+def test_scale_about_principal_keeps_K_and_divides_depth(s):
+    src = scene_sample(seed=6)
+    out = RandomScale((s, s), about="principal")(src, generator=0)
+    entry = out["meta"]["augment"][0]
+    K = src["K"].double().numpy()
+    np.testing.assert_allclose(out["K"].double().numpy(), K, rtol=1e-6, atol=1e-9)  # K exactly as before
+    np.testing.assert_allclose(entry["about"], [K[1, 2], K[0, 2]])
+    assert entry["s"] == s and "offset" not in entry
+    if s > 1:
+        assert_reprojects(src, out, undo=lambda pts, _: pts * [1.0, 1.0, s])  # X, Y kept, Z / s
+    else:  # shrinking moves each point of the sparse map to its nearest pixel
+        assert_splatted(src, out, "depth")
+
+
+def test_scale_about_principal_pixels_and_horizon():
+    """Dense maps: output pixel (u', v') reads source pixel cx + (u' - cx) / s (exact where that is
+    an integer), depth / s; rows of a flat road keep the depth their row gives."""
+    h, w = 40, 60
+    K = np.array([[50.0, 0.0, 30.0], [0.0, 50.0, 14.0], [0.0, 0.0, 1.0]])
+    v = np.arange(h, dtype=np.float64)[:, None].repeat(w, 1)
+    road = np.where(v > K[1, 2], K[1, 1] * 1.65 / np.maximum(v - K[1, 2], 1e-9), 0.0)  # flat road below the horizon
+    rng = np.random.default_rng(0)
+    sample = make_sample(rng.random((h, w, 3)).astype(np.float32), depth=road.astype(np.float32), K=K,
+                         seg=rng.integers(0, 19, (h, w)))
+    out = RandomScale((2.0, 2.0), about="principal")(sample)
+    cx, cy = K[0, 2], K[1, 2]
+    for vo in range(0, h, 2):  # (vo - cy) even: an integer source row
+        for uo in range(0, w, 2):
+            us, vs = int(cx + (uo - cx) / 2), int(cy + (vo - cy) / 2)
+            assert out["seg"][vo, uo] == sample["seg"][vs, us]
+            assert out["depth"][0, vo, uo] == pytest.approx(float(sample["depth"][0, vs, us]) / 2, rel=1e-6)
+            torch.testing.assert_close(out["image"][:, vo, uo], sample["image"][:, vs, us])
+    # every row reads the nearest source row, and its depth, halved, is the flat road's at the
+    # exact source position: the road keeps the depth its row gives, up to that rounding
+    got = out["depth"][0].double().numpy()
+    vo = np.arange(h, dtype=np.float64)
+    vs = np.floor(cy + (vo - cy) / 2 + 0.5)
+    below = vs > cy
+    want = K[1, 1] * 1.65 / (vs[below] - cy) / 2
+    np.testing.assert_allclose(got[below], want[:, None].repeat(w, 1), rtol=1e-6)
+    exact = below & ((vo - cy) % 2 == 0)
+    np.testing.assert_allclose(got[exact], road[exact], rtol=1e-6)  # the flat road of the row itself
+    assert (got[~below] == 0).all()  # nothing of the road moves above the horizon
+
+
+def test_scale_about_principal_after_other_ops_uses_their_K():
+    """In a pipeline the principal point is the one the earlier (fused) ops left."""
+    src = scene_sample(seed=8)
+    pipeline = Compose([RandomCrop((36, 40)), RandomHorizontalFlip(1.0), RandomScale((1.7, 1.7), about="principal")])
+    out = pipeline(src, generator=4)
+    before = Compose([RandomCrop((36, 40)), RandomHorizontalFlip(1.0)])(src, generator=4)
+    np.testing.assert_allclose(out["K"].numpy(), before["K"].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["meta"]["augment"][2]["about"], [before["K"][1, 2], before["K"][0, 2]], rtol=1e-6)
+    assert_reprojects(src, out)  # the crop, the flip and Z / 1.7, undone
+
+
+def test_scale_about_principal_without_K_uses_the_centre():
+    image = torch.rand(3, 9, 13, generator=torch.Generator().manual_seed(1))
+    out = RandomScale((3.0, 3.0), about="principal")({"image": image})
+    assert out["meta"]["augment"][0]["about"] == [4.0, 6.0]
+    torch.testing.assert_close(out["image"][:, 4, 6], image[:, 4, 6])  # the centre stays put
+    torch.testing.assert_close(out["image"][:, 1, 3], image[:, 3, 5])  # (1, 3) reads (4 - 1, 6 - 1)
+
+
+def test_scale_p_fires_at_its_rate_and_zero_never():
+    src = scene_sample(seed=2)
+    fired = [bool(RandomScale(about="principal", p=0.3)(src, generator=g)["meta"]["augment"]) for g in range(400)]
+    assert 0.24 < np.mean(fired) < 0.36
+    never = RandomScale(p=0.0)(src, generator=5)
+    assert never["meta"]["augment"] == [] and torch.equal(never["depth"], src["depth"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(about=st.text(max_size=12).filter(lambda a: a not in ("random", "principal")))
+def test_scale_about_refuses_every_other_value(about):
+    with pytest.raises(ConfigError, match="scale about must be 'random' or 'principal'"):
+        build_augmentation([{"op": "scale", "about": about}])
+
+
 def test_zoom_out_pads_with_invalid():
     src = scene_sample()
     out = RandomScale((0.5, 0.5))(src, generator=0)
@@ -387,6 +479,8 @@ OP_CONFIGS = st.one_of(
     st.builds(lambda p: {"op": "hflip", "p": p}, st.floats(0, 1)),
     st.builds(lambda d: {"op": "rotate", "degrees": d}, st.floats(0, 180)),
     st.builds(lambda a, b: {"op": "scale", "scale": sorted((a, b))}, st.floats(0.5, 3), st.floats(0.5, 3)),
+    st.builds(lambda a, b, p: {"op": "scale", "scale": sorted((a, b)), "about": "principal", "p": p},
+              st.floats(0.5, 3), st.floats(0.5, 3), st.floats(0, 1)),
     st.builds(lambda h, w: {"op": "random_crop", "size": [h, w]}, st.integers(1, 12), st.integers(1, 12)),
     st.builds(lambda h, w: {"op": "center_crop", "size": [h, w]}, st.integers(1, 12), st.integers(1, 12)),
     st.builds(lambda h, w: {"op": "resize", "size": [h, w]}, st.integers(1, 40), st.integers(1, 40)),
@@ -688,6 +782,9 @@ def test_config_builder():
         ([{"op": "rotate", "degrees": -5}], "degrees must be >= 0"),
         ([{"op": "scale", "scale": [2.0, 1.0]}], "low <= high"),
         ([{"op": "scale", "scale": [0.0, 1.0]}], "must be > 0"),
+        ([{"op": "scale", "about": "centre"}], "about must be 'random' or 'principal'"),
+        ([{"op": "scale", "p": 1.5}], r"scale p must be in \[0, 1\]"),
+        ([{"op": "scale", "p": float("nan")}], "scale p"),
         ([{"op": "color_jitter", "contrast": -1}], "contrast must be >= 0"),
         ([{"op": "rgb_multiplier", "low": 1.3}], "low <= high"),
         ([{"op": "random_crop", "size": "0x5"}], "positive"),

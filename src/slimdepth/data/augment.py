@@ -171,6 +171,14 @@ class _Step:
     z_scale: float = 1.0
 
 
+def _chain(steps: Sequence[_Step]) -> tuple[np.ndarray, float]:
+    """The steps' maps multiplied into one source->output map, and their depth factors into one."""
+    total, z_scale = np.eye(3), 1.0
+    for step in steps:
+        total, z_scale = step.matrix @ total, z_scale * step.z_scale
+    return total, z_scale
+
+
 def _apply_affine(m: np.ndarray, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return m[0, 0] * u + m[0, 1] * v + m[0, 2], m[1, 0] * u + m[1, 1] * v + m[1, 2]
 
@@ -191,9 +199,7 @@ def _warp(sample: Sample, steps: Sequence[_Step]) -> Sample:
         return {**_drop_stereo(sample), "meta": _record(sample.get("meta"), [])}
     h, w = sample_size(sample)
     out_h, out_w = steps[-1].out_size
-    total, z_scale = np.eye(3), 1.0
-    for step in steps:
-        total, z_scale = step.matrix @ total, z_scale * step.z_scale
+    total, z_scale = _chain(steps)
     v, u = torch.meshgrid(
         torch.arange(out_h, dtype=torch.float64), torch.arange(out_w, dtype=torch.float64), indexing="ij"
     )
@@ -250,9 +256,20 @@ class GeometricAugmentation(Augmentation):
         """Draw this op's parameters for an input of ``size`` (None: the op does nothing)."""
         raise NotImplementedError  # pragma: no cover - abstract
 
+    def plan_at(self, size: tuple[int, int], generator: torch.Generator | None,
+                K: torch.Tensor | None) -> _Step | None:
+        """:meth:`plan`, for an op that also needs the intrinsics ``K`` the input has at that
+        point (None for samples without ``K``); most ops ignore them."""
+        return self.plan(size, generator)
+
     def apply(self, sample: Sample, generator: torch.Generator | None) -> Sample:
-        step = self.plan(sample_size(sample), generator)
+        step = self.plan_at(sample_size(sample), generator, sample.get("K"))
         return _warp(sample, [step] if step is not None else [])
+
+
+def _current_intrinsics(K: torch.Tensor | None, steps: Sequence[_Step]) -> torch.Tensor | None:
+    """``K`` after the pending (not yet resampled) ``steps``, as :func:`_warp` will set it."""
+    return _warp_intrinsics(K, *_chain(steps)) if K is not None and steps else K
 
 
 @dataclass
@@ -270,7 +287,8 @@ class Compose(Augmentation):
         pending = False  # a geometric op ran (maybe as a no-op) since the last warp
         for t in self.transforms:
             if isinstance(t, GeometricAugmentation):
-                step = t.plan(steps[-1].out_size if steps else sample_size(sample), generator)
+                size = steps[-1].out_size if steps else sample_size(sample)
+                step = t.plan_at(size, generator, _current_intrinsics(sample.get("K"), steps))
                 steps += [step] if step is not None else []
                 pending = True
                 continue
@@ -451,16 +469,38 @@ class RandomScale(GeometricAugmentation):
     squashed by ``s`` along the optical axis, i.e. "the camera moved closer" in the usual
     approximate sense (a real forward move subtracts a constant from Z instead). For a rigid
     rescaling use :class:`Resize`, which scales the focal lengths and keeps depth.
+
+    ``about="principal"`` magnifies about the principal point instead of taking a random
+    window: ``K`` comes out unchanged, so the horizon of a level camera stays on its row and
+    the road keeps the depth its row gives (what a flat-road head such as LiteDepth's
+    ``road_prior`` assumes), while everything standing on it looks ``s`` times larger and is
+    ``s`` times nearer. Samples without ``K`` are magnified about the frame's centre. ``p`` is
+    the probability that the op fires at all (drawn only when below 1).
     """
 
     scale: Sequence[float] = (1.0, 2.0)
+    about: str = "random"
+    p: float = 1.0
 
     def __post_init__(self) -> None:
         self.scale = _interval(self.scale, "scale range", positive=True)
+        if self.about not in ("random", "principal"):
+            raise ConfigError(f"scale about must be 'random' or 'principal', got {self.about!r}")
+        self.p = _probability(self.p, "scale p")
 
-    def plan(self, size: tuple[int, int], generator: torch.Generator | None) -> _Step:
+    def plan(self, size: tuple[int, int], generator: torch.Generator | None) -> _Step | None:
+        return self.plan_at(size, generator, None)
+
+    def plan_at(self, size: tuple[int, int], generator: torch.Generator | None,
+                K: torch.Tensor | None) -> _Step | None:
+        if self.p < 1.0 and torch.rand((), generator=generator, dtype=torch.float64).item() >= self.p:
+            return None
         s = _uniform(generator, *self.scale)
         h, w = size
+        if self.about == "principal":
+            cx, cy = (float(K[0, 2]), float(K[1, 2])) if K is not None else ((w - 1) / 2.0, (h - 1) / 2.0)
+            m = np.array([[s, 0.0, cx * (1.0 - s)], [0.0, s, cy * (1.0 - s)], [0.0, 0.0, 1.0]])
+            return _Step(m, size, {"op": "scale", "s": s, "about": [cy, cx]}, z_scale=1.0 / s)
         y0 = _uniform(generator, 0.0, 1.0) * h * (s - 1.0)
         x0 = _uniform(generator, 0.0, 1.0) * w * (s - 1.0)
         m = np.array([[s, 0.0, s * 0.5 - 0.5 - x0], [0.0, s, s * 0.5 - 0.5 - y0], [0.0, 0.0, 1.0]])
