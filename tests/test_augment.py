@@ -350,7 +350,7 @@ def test_scale_about_principal_keeps_K_and_divides_depth(s):
     entry = out["meta"]["augment"][0]
     K = src["K"].double().numpy()
     np.testing.assert_allclose(out["K"].double().numpy(), K, rtol=1e-6, atol=1e-9)  # K exactly as before
-    np.testing.assert_allclose(entry["about"], [K[1, 2], K[0, 2]])
+    np.testing.assert_allclose(entry["point"], [K[1, 2], K[0, 2]])
     assert entry["s"] == s and "offset" not in entry
     if s > 1:
         assert_reprojects(src, out, undo=lambda pts, _: pts * [1.0, 1.0, s])  # X, Y kept, Z / s
@@ -396,14 +396,48 @@ def test_scale_about_principal_after_other_ops_uses_their_K():
     out = pipeline(src, generator=4)
     before = Compose([RandomCrop((36, 40)), RandomHorizontalFlip(1.0)])(src, generator=4)
     np.testing.assert_allclose(out["K"].numpy(), before["K"].numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(out["meta"]["augment"][2]["about"], [before["K"][1, 2], before["K"][0, 2]], rtol=1e-6)
+    np.testing.assert_allclose(out["meta"]["augment"][2]["point"], [before["K"][1, 2], before["K"][0, 2]], rtol=1e-6)
     assert_reprojects(src, out)  # the crop, the flip and Z / 1.7, undone
+
+
+@pytest.mark.parametrize("before, fy", [
+    ([RandomRotation((20, 20))], 55.0),                 # non-square pixels rolled: a skewed K
+    ([RandomRotation((20, 20))], 40.0),
+    ([Resize((30, 90))], 40.0),                         # focal lengths scaled unequally
+    ([RandomScale((1.4, 1.4))], 55.0),                  # a depth factor already pending
+    ([RCrop(sizes=((36, 48),)), RandomHorizontalFlip(1.0), RandomRotation((-12, -12))], 40.0),
+])
+def test_scale_about_principal_fused_equals_one_by_one(before, fy):
+    """Planned inside a fused Compose, the principal point is the one the pending ops will leave
+    (K, the depth factor and all): fused and one-by-one agree, and K is what it was before the op."""
+    K = np.array([[40.0, 0.0, 27.0], [0.0, fy, 20.0], [0.0, 0.0, 1.0]])  # off-centre principal point
+    src = scene_sample(K=K, seed=9)
+    ops = [*before, RandomScale((1.8, 1.8), about="principal")]
+    fused = Compose(ops)(src, generator=3)
+    g = torch.Generator().manual_seed(3)
+    sequential = src
+    for op in ops:
+        sequential = op(sequential, g)
+    prior = Compose(before)(src, generator=3)
+    torch.testing.assert_close(fused["K"], prior["K"], atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(fused["K"], sequential["K"], atol=1e-4, rtol=1e-5)
+    np.testing.assert_allclose(fused["meta"]["augment"][-1]["point"], sequential["meta"]["augment"][-1]["point"], atol=1e-4)
+    assert fused["meta"]["augment"][-1]["point"] == pytest.approx([float(prior["K"][1, 2]), float(prior["K"][0, 2])], abs=1e-4)
+    if fy == K[0, 0]:  # undo_camera turns rolls back for square pixels only
+        assert_reprojects(src, fused)  # every earlier op and Z / 1.8, undone through the original K
+
+
+def test_scale_about_principal_without_K_after_a_crop_uses_the_cropped_centre():
+    image = torch.rand(3, 20, 30, generator=torch.Generator().manual_seed(2))
+    out = Compose([CenterCrop((11, 15)), RandomScale((2.0, 2.0), about="principal")])({"image": image})
+    assert out["meta"]["augment"][-1]["point"] == [5.0, 7.0]
+    torch.testing.assert_close(out["image"][:, 5, 7], image[:, 4 + 5, 7 + 7])  # the crop's centre stays put
 
 
 def test_scale_about_principal_without_K_uses_the_centre():
     image = torch.rand(3, 9, 13, generator=torch.Generator().manual_seed(1))
     out = RandomScale((3.0, 3.0), about="principal")({"image": image})
-    assert out["meta"]["augment"][0]["about"] == [4.0, 6.0]
+    assert out["meta"]["augment"][0]["point"] == [4.0, 6.0]
     torch.testing.assert_close(out["image"][:, 4, 6], image[:, 4, 6])  # the centre stays put
     torch.testing.assert_close(out["image"][:, 1, 3], image[:, 3, 5])  # (1, 3) reads (4 - 1, 6 - 1)
 
@@ -414,10 +448,18 @@ def test_scale_p_fires_at_its_rate_and_zero_never():
     assert 0.24 < np.mean(fired) < 0.36
     never = RandomScale(p=0.0)(src, generator=5)
     assert never["meta"]["augment"] == [] and torch.equal(never["depth"], src["depth"])
+    windows = [RandomScale(p=0.6)(src, generator=g)["meta"]["augment"] for g in range(300)]
+    assert 0.52 < np.mean([bool(w) for w in windows]) < 0.68
+    assert all("offset" in w[0] for w in windows if w)  # the default random window when it fires
 
 
-@settings(max_examples=60, deadline=None)
-@given(about=st.text(max_size=12).filter(lambda a: a not in ("random", "principal")))
+@settings(max_examples=80, deadline=None)
+@given(about=st.one_of(
+    st.text(max_size=12).filter(lambda a: a not in ("random", "principal")),
+    st.sampled_from(["Principal", " principal", "centre", "random "]),
+    st.integers(), st.floats(allow_nan=True), st.none(), st.booleans(),
+    st.lists(st.text(max_size=3), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+))
 def test_scale_about_refuses_every_other_value(about):
     with pytest.raises(ConfigError, match="scale about must be 'random' or 'principal'"):
         build_augmentation([{"op": "scale", "about": about}])

@@ -474,8 +474,9 @@ class RandomScale(GeometricAugmentation):
     window: ``K`` comes out unchanged, so the horizon of a level camera stays on its row and
     the road keeps the depth its row gives (what a flat-road head such as LiteDepth's
     ``road_prior`` assumes), while everything standing on it looks ``s`` times larger and is
-    ``s`` times nearer. Samples without ``K`` are magnified about the frame's centre. ``p`` is
-    the probability that the op fires at all (drawn only when below 1).
+    ``s`` times nearer. Samples without ``K`` (and :meth:`plan`, which is not given one) are
+    magnified about the frame's centre; ``meta`` records the point as ``(y, x)``. ``p`` is the
+    probability that the op fires at all (drawn only when below 1).
     """
 
     scale: Sequence[float] = (1.0, 2.0)
@@ -500,7 +501,7 @@ class RandomScale(GeometricAugmentation):
         if self.about == "principal":
             cx, cy = (float(K[0, 2]), float(K[1, 2])) if K is not None else ((w - 1) / 2.0, (h - 1) / 2.0)
             m = np.array([[s, 0.0, cx * (1.0 - s)], [0.0, s, cy * (1.0 - s)], [0.0, 0.0, 1.0]])
-            return _Step(m, size, {"op": "scale", "s": s, "about": [cy, cx]}, z_scale=1.0 / s)
+            return _Step(m, size, {"op": "scale", "s": s, "point": [cy, cx]}, z_scale=1.0 / s)
         y0 = _uniform(generator, 0.0, 1.0) * h * (s - 1.0)
         x0 = _uniform(generator, 0.0, 1.0) * w * (s - 1.0)
         m = np.array([[s, 0.0, s * 0.5 - 0.5 - x0], [0.0, s, s * 0.5 - 0.5 - y0], [0.0, 0.0, 1.0]])
