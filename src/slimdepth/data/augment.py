@@ -256,6 +256,9 @@ class GeometricAugmentation(Augmentation):
         """Draw this op's parameters for an input of ``size`` (None: the op does nothing)."""
         raise NotImplementedError  # pragma: no cover - abstract
 
+    #: whether :meth:`plan_at` reads ``K`` (a Compose works out the pending K only for such ops)
+    needs_K: bool = False
+
     def plan_at(self, size: tuple[int, int], generator: torch.Generator | None,
                 K: torch.Tensor | None) -> _Step | None:
         """:meth:`plan`, for an op that also needs the intrinsics ``K`` the input has at that
@@ -288,7 +291,8 @@ class Compose(Augmentation):
         for t in self.transforms:
             if isinstance(t, GeometricAugmentation):
                 size = steps[-1].out_size if steps else sample_size(sample)
-                step = t.plan_at(size, generator, _current_intrinsics(sample.get("K"), steps))
+                K = _current_intrinsics(sample.get("K"), steps) if t.needs_K else None
+                step = t.plan_at(size, generator, K)
                 steps += [step] if step is not None else []
                 pending = True
                 continue
@@ -488,6 +492,10 @@ class RandomScale(GeometricAugmentation):
         if self.about not in ("random", "principal"):
             raise ConfigError(f"scale about must be 'random' or 'principal', got {self.about!r}")
         self.p = _probability(self.p, "scale p")
+
+    @property
+    def needs_K(self) -> bool:  # type: ignore[override]
+        return self.about == "principal"
 
     def plan(self, size: tuple[int, int], generator: torch.Generator | None) -> _Step | None:
         return self.plan_at(size, generator, None)
